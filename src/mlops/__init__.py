@@ -1,0 +1,3 @@
+"""MLOps platform for quantitative research."""
+
+__version__ = "0.1.0"

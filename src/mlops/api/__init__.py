@@ -1,0 +1,1 @@
+"""The REST API (FastAPI) and, later, the web console."""

@@ -1,0 +1,95 @@
+"""The FastAPI application: routers under /api/v1, JSON errors, request ids, /healthz."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mlops import __version__
+from mlops.api.routes import datasets, features
+from mlops.errors import MlopsError
+from mlops.health import Health, check_health
+from mlops.settings import Settings, load_settings
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("mlops.api")
+
+
+def _error(status: int, code: str, message: str, details: Any, request: Request) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={
+            "error": {
+                "code": code,
+                "message": message,
+                "details": details,
+                "request_id": getattr(request.state, "request_id", None),
+            }
+        },
+    )
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MlopsError)
+    async def domain_error(request: Request, exc: MlopsError) -> JSONResponse:
+        return _error(exc.http_status, exc.code, exc.message, exc.details, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ]
+        message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return _error(422, "invalid_input", message, {"errors": errors}, request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        return _error(exc.status_code, code, str(exc.detail), {}, request)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("Unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", "Internal error; see the server log.", {}, request)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The platform's ASGI app for the given settings (default: from the environment)."""
+    settings = settings or load_settings()
+    settings.ensure_dirs()
+    app = FastAPI(
+        title="MLOps platform",
+        version=__version__,
+        description="Feature store, model lifecycle, evaluation and prompt governance.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url="/docs",
+    )
+    app.state.settings = settings
+
+    @app.middleware("http")
+    async def request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    _install_error_handlers(app)
+    app.include_router(features.router, prefix=API_PREFIX)
+    app.include_router(datasets.router, prefix=API_PREFIX)
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> JSONResponse:
+        """Health of each store; 503 when one is down."""
+        health = check_health(settings)
+        return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)
+
+    return app

@@ -1,0 +1,50 @@
+"""Request dependencies: the settings of the app and bearer-token checks."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from mlops.errors import AuthError
+from mlops.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def _check_token(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise AuthError("This call needs a bearer token: send 'Authorization: Bearer <token>'.")
+    if not secrets.compare_digest(credentials.credentials.encode(), settings.token.encode()):
+        raise AuthError("Invalid bearer token.")
+    return "api-token"
+
+
+def require_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """Mutating calls: a valid bearer token is required; returns the caller's name."""
+    return _check_token(settings, credentials)
+
+
+def read_access(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Reads: open unless the profile says reads need the token too."""
+    if settings.reads_require_auth:
+        _check_token(settings, credentials)
+
+
+Caller = Annotated[str, Depends(require_token)]

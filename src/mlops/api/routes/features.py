@@ -1,0 +1,129 @@
+"""Feature store endpoints: catalog, versions, diff, rollback, online lookup."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.db import session_scope
+from mlops.features import catalog, versions
+from mlops.features.rollback import rollback_view
+from mlops.features.serving import online_features
+
+router = APIRouter(tags=["features"], dependencies=[Depends(read_access)])
+
+
+class RollbackRequest(BaseModel):
+    version: int = Field(ge=1, description="The version whose definition becomes active again.")
+    message: str = Field(default="", max_length=2000)
+
+
+@router.get("/features", response_model=catalog.Page[catalog.FeatureSummary])
+def list_features(
+    settings: SettingsDep,
+    type: Annotated[str | None, Query(description="Feast dtype, e.g. Float64")] = None,
+    view: str | None = None,
+    q: Annotated[str | None, Query(description="Substring of name, view or description")] = None,
+    updated_after: datetime | None = None,
+    updated_before: datetime | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> catalog.Page[catalog.FeatureSummary]:
+    """The feature catalog: filter by type, view and update time; search by substring."""
+    filters = catalog.FeatureFilter(
+        dtype=type,
+        view=view,
+        q=q,
+        updated_after=updated_after,
+        updated_before=updated_before,
+        page=page,
+        page_size=page_size,
+    )
+    return catalog.list_features(settings, filters)
+
+
+@router.get("/features/{name}", response_model=catalog.FeatureDetail)
+def get_feature(
+    name: str,
+    settings: SettingsDep,
+    version: Annotated[
+        int | None, Query(ge=1, description="Statistics of this view version")
+    ] = None,
+) -> catalog.FeatureDetail:
+    """Metadata, statistics (computed at ingest) and sample rows of one feature."""
+    return catalog.feature_detail(settings, name, version)
+
+
+@router.get("/features/{name}/versions", response_model=list[versions.VersionInfo])
+def feature_versions(name: str, settings: SettingsDep) -> list[versions.VersionInfo]:
+    """Version history of the feature's view."""
+    feature = catalog.find_feature(settings, name)
+    with session_scope(settings.metadata_url) as session:
+        return versions.list_versions(session, feature.feature_view)
+
+
+@router.get("/feature-views")
+def list_views(settings: SettingsDep) -> list[dict[str, Any]]:
+    """Every feature view with its active version."""
+    with session_scope(settings.metadata_url) as session:
+        return [
+            {
+                "name": name,
+                "version": row.version,
+                "change_kind": row.change_kind,
+                "features": [f["name"] for f in row.definition["features"]],
+                "online": row.definition["online"],
+                "updated": row.created_at,
+            }
+            for name, row in sorted(versions.active_versions(session).items())
+        ]
+
+
+@router.get("/feature-views/{view}/versions", response_model=list[versions.VersionInfo])
+def view_versions(view: str, settings: SettingsDep) -> list[versions.VersionInfo]:
+    """Every version of a feature view, oldest first (author, message, time, definition)."""
+    with session_scope(settings.metadata_url) as session:
+        return versions.list_versions(session, view)
+
+
+@router.get("/feature-views/{view}/diff", response_model=versions.VersionDiff)
+def view_diff(
+    view: str,
+    settings: SettingsDep,
+    from_version: Annotated[int, Query(alias="from", ge=1)],
+    to_version: Annotated[int, Query(alias="to", ge=1)],
+) -> versions.VersionDiff:
+    """What changed between two versions: features added/removed/retyped, other fields."""
+    with session_scope(settings.metadata_url) as session:
+        return versions.diff_versions(session, view, from_version, to_version)
+
+
+@router.post("/feature-views/{view}/rollback", response_model=versions.VersionInfo)
+async def view_rollback(
+    view: str, body: RollbackRequest, settings: SettingsDep, caller: Caller
+) -> versions.VersionInfo:
+    """Make an older definition active again (recorded as a new version), re-materialized."""
+    return await run_in_threadpool(
+        rollback_view, settings, view, body.version, caller, body.message
+    )
+
+
+@router.get("/online-features")
+def get_online_features(
+    settings: SettingsDep,
+    tickers: Annotated[str, Query(description="Comma-separated tickers")],
+    features: Annotated[str | None, Query(description="Comma-separated feature refs")] = None,
+    feature_service: str | None = None,
+) -> dict[str, list[Any]]:
+    """Latest serving values of features for the given tickers, from the online store."""
+    return online_features(
+        settings,
+        [t.strip() for t in tickers.split(",") if t.strip()],
+        [f.strip() for f in (features or "").split(",") if f.strip()],
+        feature_service,
+    )

@@ -1,0 +1,187 @@
+"""The `mlops` command line. Heavy libraries are imported inside commands so that
+`mlops --help` answers at once."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from mlops.cli import datasets, features
+from mlops.cli.common import console, handle_errors, print_json, settings
+from mlops.settings import Settings
+
+app = typer.Typer(
+    help="MLOps platform for quantitative research: features, models, evaluation, prompts.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(features.app, name="features")
+app.add_typer(datasets.app, name="datasets")
+
+INGEST_STEPS = (
+    "load",
+    "validate",
+    "compute",
+    "write_offline",
+    "apply",
+    "materialize",
+    "statistics",
+)
+
+
+def _latest_run_steps(config: Settings, since_id: int) -> list[dict[str, Any]]:
+    from mlops.features.ingest import latest_runs
+
+    runs = [r for r in latest_runs(config, limit=1) if r.id > since_id]
+    return runs[0].steps if runs else []
+
+
+def run_ingest_with_progress(config: Settings, source: str, message: str) -> dict[str, Any]:
+    """Run the ingest flow, drawing a progress bar from the steps it records."""
+    from mlops.features.ingest import latest_runs
+    from mlops.orchestration import configure_prefect, run_ingest
+
+    config.ensure_dirs()
+    with console.status("Starting Prefect..."):
+        use_server = configure_prefect(config)
+    console.print(
+        "Prefect: "
+        + (
+            f"server {config.prefect_url}"
+            if use_server
+            else "ephemeral mode (start `mlops up` to see runs in the UI)"
+        )
+    )
+    before = max((r.id for r in latest_runs(config, limit=1)), default=0)
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_ingest(config, source, config.author, message)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("ingest: starting flow", total=len(INGEST_STEPS))
+        thread.start()
+        while thread.is_alive():
+            thread.join(timeout=0.3)
+            done = _latest_run_steps(config, before)
+            current = INGEST_STEPS[min(len(done), len(INGEST_STEPS) - 1)]
+            progress.update(bar, completed=len(done), description=f"ingest: {current}")
+        progress.update(
+            bar, completed=len(_latest_run_steps(config, before)), description="ingest: done"
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return dict(outcome["result"])
+
+
+@app.command()
+@handle_errors
+def ingest(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV or parquet file with ticker, date, open, high, low, close, volume."
+        ),
+    ],
+    message: Annotated[str, typer.Option("--message", "-m", help="Recorded with versions.")] = "",
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Validate a file of daily bars and ingest it into the feature store."""
+    result = run_ingest_with_progress(settings(), str(path), message or f"ingest {path.name}")
+    _print_ingest(result, json)
+
+
+@app.command()
+@handle_errors
+def demo(json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Generate the seeded demo bars and run the ingest pipeline on them."""
+    result = run_ingest_with_progress(settings(), "demo", "demo data")
+    _print_ingest(result, json)
+
+
+def _print_ingest(result: dict[str, Any], json: bool) -> None:
+    if json:
+        print_json(result)
+        return
+    console.print(
+        f"[green]Ingested {result['rows']} rows.[/] New versions: "
+        f"{', '.join(result['new_versions']) or 'none'}; "
+        f"materialized: {', '.join(result['materialized'])}."
+    )
+
+
+@app.command()
+@handle_errors
+def health(json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Check each store (and the Prefect and MLflow servers of `mlops up`)."""
+    from mlops.health import check_health
+
+    result = check_health(settings(), services=True)
+    if json:
+        print_json(result)
+    else:
+        for name, component in result.components.items():
+            colour = "green" if component.status == "ok" else "red"
+            console.print(
+                f"[{colour}]{component.status:>5}[/] {name}: {component.detail}", highlight=False
+            )
+    if result.status != "ok":
+        raise typer.Exit(8)
+
+
+@app.command()
+@handle_errors
+def api(
+    host: Annotated[Optional[str], typer.Option(help="Bind address.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port.")] = None,
+) -> None:
+    """Serve the REST API (and its OpenAPI docs at /docs)."""
+    from mlops.services import ensure_port_free, serve_api
+
+    config = settings()
+    host, port = host or config.api_host, port or config.api_port
+    ensure_port_free(host, port, "API")
+    console.print(f"API: http://{host}:{port}/api/v1  docs: http://{host}:{port}/docs")
+    console.print(f"Token: {config.token}")
+    serve_api(config, host, port)
+
+
+@app.command()
+@handle_errors
+def up(
+    api_port: Annotated[Optional[int], typer.Option(help="Platform API port.")] = None,
+    prefect_port: Annotated[Optional[int], typer.Option(help="Prefect server port.")] = None,
+    mlflow_port: Annotated[Optional[int], typer.Option(help="MLflow server port.")] = None,
+) -> None:
+    """Start Prefect, MLflow and the API; serve the scheduled flows; Ctrl-C stops all."""
+    from mlops.services import run_platform
+
+    overrides = {
+        k: v
+        for k, v in {
+            "api_port": api_port,
+            "prefect_port": prefect_port,
+            "mlflow_port": mlflow_port,
+        }.items()
+        if v is not None
+    }
+    run_platform(settings().model_copy(update=overrides))
+
+
+def main() -> None:
+    app()

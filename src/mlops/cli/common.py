@@ -1,0 +1,54 @@
+"""What every CLI command shares: settings, error-to-exit-code mapping, JSON output."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+from mlops.errors import MlopsError
+from mlops.settings import Settings, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def handle_errors(func: F) -> F:
+    """Turn domain errors into a red message and the error's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MlopsError as exc:
+            err_console.print(f"[bold red]Error:[/] {exc.message}", highlight=False)
+            report = exc.details.get("report_path")
+            if report:
+                err_console.print(f"Report: {report}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(to_jsonable(value), indent=2, default=str))

@@ -1,0 +1,77 @@
+"""One exception hierarchy for the domain, mapped once to HTTP statuses and exit codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MlopsError(Exception):
+    """Base of every error the platform reports to a user."""
+
+    code = "error"
+    http_status = 500
+    exit_code = 1
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class InvalidInputError(MlopsError):
+    """A request or argument is malformed (bad filter, bad parameter)."""
+
+    code = "invalid_input"
+    http_status = 422
+    exit_code = 2
+
+
+class UnsafePathError(MlopsError):
+    """A name or path would leave the state folder."""
+
+    code = "unsafe_path"
+    http_status = 400
+    exit_code = 2
+
+
+class DataValidationError(MlopsError):
+    """A data batch failed to load or failed its expectations; nothing was written."""
+
+    code = "data_validation_failed"
+    http_status = 422
+    exit_code = 3
+
+
+class NotFoundError(MlopsError):
+    code = "not_found"
+    http_status = 404
+    exit_code = 4
+
+
+class ConflictError(MlopsError):
+    code = "conflict"
+    http_status = 409
+    exit_code = 5
+
+
+class AuthError(MlopsError):
+    code = "unauthorized"
+    http_status = 401
+    exit_code = 6
+
+
+class ConfigError(MlopsError):
+    code = "configuration_error"
+    http_status = 500
+    exit_code = 7
+
+
+class ServiceError(MlopsError):
+    """A backing service is unreachable or a port is taken."""
+
+    code = "service_unavailable"
+    http_status = 503
+    exit_code = 8

@@ -1,0 +1,1 @@
+"""Feature store: Feast wrapper, catalog, statistics, versions, datasets."""

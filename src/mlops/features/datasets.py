@@ -1,0 +1,224 @@
+"""Training datasets: chosen features (or a feature service) joined point-in-time
+correct onto (ticker, day) rows by Feast, persisted as parquet with their metadata."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from mlops.db import Dataset, session_scope
+from mlops.errors import ConflictError, InvalidInputError, NotFoundError, UnsafePathError
+from mlops.features.ingest import BARS_FILE
+from mlops.features.store import open_store
+from mlops.features.versions import active_versions
+from mlops.settings import Settings
+
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+DEFAULT_SERVICE = "model_features"
+LABEL_REF = "training_labels:label_next_day_up"
+CSV_BATCH_ROWS = 50_000
+
+
+class DatasetRequest(BaseModel):
+    name: str = Field(description="File-safe name: letters, digits, '_', '-', '.'.")
+    features: list[str] = Field(default_factory=list, description="'view:feature' or names.")
+    feature_service: str | None = None
+    tickers: list[str] = Field(default_factory=list, description="Empty: every ticker.")
+    start: date | None = None
+    end: date | None = None
+    include_label: bool = True
+
+
+class DatasetInfo(BaseModel):
+    name: str
+    features: list[str]
+    feature_versions: dict[str, int]
+    tickers: list[str]
+    start: datetime
+    end: datetime
+    rows: int
+    label: bool
+    size_bytes: int
+    created_by: str
+    created_at: datetime
+
+
+def dataset_path(settings: Settings, name: str) -> Path:
+    """The file of a dataset; names that could leave the datasets folder are refused."""
+    if not DATASET_NAME.match(name) or ".." in name:
+        raise UnsafePathError(
+            f"Invalid dataset name '{name}': use letters, digits, '_', '-' and '.' only.",
+            {"name": name},
+        )
+    root = settings.datasets_dir.resolve()
+    path = (root / f"{name}.parquet").resolve()
+    if path.parent != root:
+        raise UnsafePathError(f"Dataset name '{name}' leaves the datasets folder.")
+    return path
+
+
+def _info(row: Dataset) -> DatasetInfo:
+    return DatasetInfo.model_validate(row, from_attributes=True)
+
+
+def resolve_feature_refs(settings: Settings, request: DatasetRequest) -> list[str]:
+    """'view:feature' references for the request; unknown names are a 404."""
+    store = open_store(settings)
+    if not request.features:
+        name = request.feature_service or DEFAULT_SERVICE
+        try:
+            service = store.get_feature_service(name)
+        except Exception as exc:
+            raise NotFoundError(f"Unknown feature service '{name}'.") from exc
+        return [
+            f"{projection.name}:{feature.name}"
+            for projection in service.feature_view_projections
+            for feature in projection.features
+        ]
+    by_name: dict[str, list[str]] = {}
+    for view in store.list_feature_views():
+        for feature in view.features:
+            by_name.setdefault(feature.name, []).append(view.name)
+            by_name.setdefault(f"{view.name}:{feature.name}", []).append(view.name)
+    refs = []
+    for wanted in request.features:
+        views = by_name.get(wanted)
+        if not views:
+            raise NotFoundError(f"Unknown feature '{wanted}'.", {"feature": wanted})
+        if len(views) > 1:
+            raise InvalidInputError(f"Feature name '{wanted}' is ambiguous: {views}.")
+        refs.append(wanted if ":" in wanted else f"{views[0]}:{wanted}")
+    return refs
+
+
+def entity_rows(settings: Settings, request: DatasetRequest) -> pd.DataFrame:
+    """The (ticker, day) rows of the offline bars in the requested tickers and range."""
+    bars = settings.data_dir / BARS_FILE
+    if not bars.exists():
+        raise NotFoundError("The offline store is empty: run `mlops ingest` first.")
+    if request.start and request.end and request.start > request.end:
+        raise InvalidInputError("start must not be after end.")
+    query = f"SELECT ticker, date FROM read_parquet('{bars}') WHERE TRUE"
+    params: list[object] = []
+    if request.tickers:
+        known = {
+            r[0]
+            for r in duckdb.execute(
+                f"SELECT DISTINCT ticker FROM read_parquet('{bars}')"
+            ).fetchall()
+        }
+        unknown = sorted(set(request.tickers) - known)
+        if unknown:
+            raise NotFoundError(f"Unknown tickers: {', '.join(unknown)}.", {"tickers": unknown})
+        query += " AND ticker IN (SELECT unnest(?))"
+        params.append(request.tickers)
+    if request.start:
+        query += " AND date >= ?"
+        params.append(datetime.combine(request.start, time()))
+    if request.end:
+        query += " AND date <= ?"
+        params.append(datetime.combine(request.end, time()))
+    frame = duckdb.execute(query + " ORDER BY ticker, date", params).df()
+    if frame.empty:
+        raise InvalidInputError("No rows for these tickers in this time range.")
+    frame["event_timestamp"] = pd.to_datetime(frame.pop("date")).dt.tz_localize(UTC)
+    return frame
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> DatasetInfo:
+    """Build, persist and record a training dataset."""
+    path = dataset_path(settings, request.name)
+    with session_scope(settings.metadata_url) as session:
+        if session.scalar(select(Dataset.id).where(Dataset.name == request.name)) is not None:
+            raise ConflictError(f"Dataset '{request.name}' already exists.")
+    refs = resolve_feature_refs(settings, request)
+    entities = entity_rows(settings, request)
+    store = open_store(settings)
+    all_refs = [*refs, LABEL_REF] if request.include_label else refs
+    frame = store.get_historical_features(entity_df=entities, features=all_refs).to_df()
+    frame = frame.sort_values(["ticker", "event_timestamp"]).reset_index(drop=True)
+    _write_parquet(frame, path)
+    try:
+        with session_scope(settings.metadata_url) as session:
+            versions = active_versions(session)
+            views = {ref.split(":")[0] for ref in all_refs}
+            row = Dataset(
+                name=request.name,
+                features=refs,
+                feature_versions={v: versions[v].version for v in sorted(views) if v in versions},
+                tickers=sorted(entities["ticker"].unique().tolist()),
+                start=entities["event_timestamp"].min().to_pydatetime(),
+                end=entities["event_timestamp"].max().to_pydatetime(),
+                rows=len(frame),
+                label=request.include_label,
+                path=path.name,
+                size_bytes=path.stat().st_size,
+                created_by=author,
+            )
+            session.add(row)
+            session.flush()
+            return _info(row)
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def list_datasets(settings: Settings) -> list[DatasetInfo]:
+    with session_scope(settings.metadata_url) as session:
+        return [_info(r) for r in session.scalars(select(Dataset).order_by(Dataset.id.desc()))]
+
+
+def get_dataset(settings: Settings, name: str) -> tuple[DatasetInfo, Path]:
+    path = dataset_path(settings, name)
+    with session_scope(settings.metadata_url) as session:
+        row = session.scalar(select(Dataset).where(Dataset.name == name))
+        if row is None or not path.exists():
+            raise NotFoundError(f"Unknown dataset '{name}'.", {"dataset": name})
+        return _info(row), path
+
+
+def iter_csv(path: Path) -> Iterator[bytes]:
+    """A parquet dataset as CSV, in batches, so large files stream in constant memory."""
+    parquet = pq.ParquetFile(path)
+    header = True
+    for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS):
+        yield batch.to_pandas().to_csv(index=False, header=header).encode()
+        header = False
+
+
+def export_dataset(
+    settings: Settings, name: str, target: Path, fmt: Literal["parquet", "csv"] = "parquet"
+) -> Path:
+    """Copy a dataset to a file of the user's choosing (CLI download)."""
+    _, path = get_dataset(settings, name)
+    target = target / f"{name}.{fmt}" if target.is_dir() else target
+    with open(target, "wb") as out:
+        if fmt == "csv":
+            for chunk in iter_csv(path):
+                out.write(chunk)
+        else:
+            out.write(path.read_bytes())
+    return target

@@ -1,0 +1,223 @@
+"""The steps of the ingest pipeline: load -> validate -> compute features -> write
+offline data -> apply definitions -> materialize -> statistics -> record.
+
+Each step is a plain function; `flows/ingest.py` wires them into a Prefect flow.
+Nothing is written before validation has passed, so a rejected batch leaves the
+offline store, the Feast registry and the online store as they were.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import select
+
+from mlops.db import IngestRun, session_scope, utcnow
+from mlops.features.compute import compute_features, compute_labels
+from mlops.features.demo_data import generate_ohlcv
+from mlops.features.statistics import record_statistics
+from mlops.features.store import load_repo_definitions, open_store
+from mlops.features.validation import ValidationReport, ensure_valid, load_bars
+from mlops.features.versions import (
+    VersionInfo,
+    active_versions,
+    feast_version_of,
+    record_version,
+    view_definition,
+    views_to_apply,
+)
+from mlops.settings import Settings
+
+BARS_FILE = "bars.parquet"
+FEATURES_FILE = "daily_features.parquet"
+LABELS_FILE = "labels.parquet"
+DEMO_SOURCE = "demo"
+
+
+@dataclass
+class OfflineFrames:
+    bars: pd.DataFrame
+    features: pd.DataFrame
+    labels: pd.DataFrame
+
+
+def load_batch(settings: Settings, source: str) -> pd.DataFrame:
+    """Read a CSV/parquet file of daily bars, or generate the demo bars for 'demo'."""
+    if source == DEMO_SOURCE:
+        return generate_ohlcv(
+            n_tickers=settings.demo_tickers,
+            start=settings.demo_start,
+            end=settings.demo_end,
+            seed=settings.demo_seed,
+        )
+    return load_bars(Path(source), settings.ingest_max_bytes)
+
+
+def validate_batch(settings: Settings, bars: pd.DataFrame, source: str) -> ValidationReport:
+    """Run the Great Expectations gate; raises DataValidationError with a stored report."""
+    return ensure_valid(bars, source, settings.reports_dir)
+
+
+def read_offline_bars(settings: Settings) -> pd.DataFrame | None:
+    path = settings.data_dir / BARS_FILE
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def merge_bars(settings: Settings, batch: pd.DataFrame) -> pd.DataFrame:
+    """The offline bars with the batch's rows added (a batch row replaces the same day)."""
+    batch = batch[["ticker", "date", "open", "high", "low", "close", "volume"]]
+    existing = read_offline_bars(settings)
+    if existing is None:
+        merged = batch
+    else:
+        merged = pd.concat([existing, batch], ignore_index=True)
+        merged = merged.drop_duplicates(["ticker", "date"], keep="last")
+    return merged.sort_values(["ticker", "date"]).reset_index(drop=True)
+
+
+def compute_offline_frames(bars: pd.DataFrame) -> OfflineFrames:
+    """Features and labels for every bar (per ticker, no look-ahead in features)."""
+    return OfflineFrames(bars=bars, features=compute_features(bars), labels=compute_labels(bars))
+
+
+def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_offline(settings: Settings, frames: OfflineFrames) -> None:
+    """Replace the offline parquet files (each written to a temp file, then renamed)."""
+    settings.ensure_dirs()
+    _atomic_parquet(frames.bars, settings.data_dir / BARS_FILE)
+    _atomic_parquet(frames.features, settings.data_dir / FEATURES_FILE)
+    _atomic_parquet(frames.labels, settings.data_dir / LABELS_FILE)
+
+
+def apply_definitions(settings: Settings, author: str, message: str) -> list[VersionInfo]:
+    """Apply the repository's definitions to Feast; record a version per changed view."""
+    store = open_store(settings)
+    repo = load_repo_definitions(settings)
+    recorded = []
+    with session_scope(settings.metadata_url) as session:
+        changed = views_to_apply(session, repo.views)
+        store.apply([*repo.entities, *repo.sources, *changed, *repo.services])
+        active = active_versions(session)
+        for view in changed:
+            row = record_version(
+                session,
+                view_definition(view),
+                origin="repo",
+                author=author,
+                message=message,
+                feast_version=feast_version_of(store, view.name),
+                previous=active.get(view.name),
+            )
+            recorded.append(row)
+        infos = [
+            VersionInfo(
+                view_name=r.view_name,
+                version=r.version,
+                origin=r.origin,
+                change_kind=r.change_kind,
+                author=r.author,
+                message=r.message,
+                feast_version=r.feast_version,
+                created_at=r.created_at,
+                active=True,
+                definition=r.definition,
+            )
+            for r in recorded
+        ]
+    return infos
+
+
+def online_view_names(settings: Settings) -> list[str]:
+    store = open_store(settings)
+    return [view.name for view in store.list_feature_views() if view.online]
+
+
+def materialize(
+    settings: Settings, start: datetime, end: datetime, views: list[str] | None = None
+) -> list[str]:
+    """Load the latest feature values in [start, end) into the online store."""
+    store = open_store(settings)
+    names = views if views is not None else online_view_names(settings)
+    if names:
+        store.materialize(start_date=start, end_date=end, feature_views=names)
+    return names
+
+
+def batch_window(
+    batch: pd.DataFrame, ttl: timedelta = timedelta(days=7)
+) -> tuple[datetime, datetime]:
+    """The time window to materialize after ingesting a batch."""
+    dates = pd.to_datetime(batch["date"])
+    start = (dates.min() - ttl).to_pydatetime().replace(tzinfo=UTC)
+    end = (dates.max() + timedelta(days=1)).to_pydatetime().replace(tzinfo=UTC)
+    return start, end
+
+
+def store_statistics(settings: Settings, frames: OfflineFrames) -> int:
+    """Statistics and samples of every active view's features, stored per version."""
+    with session_scope(settings.metadata_url) as session:
+        return record_statistics(
+            session,
+            active_versions(session),
+            {FEATURES_FILE: frames.features, LABELS_FILE: frames.labels},
+        )
+
+
+def start_run(settings: Settings, source: str, flow_run_id: str | None = None) -> int:
+    settings.ensure_dirs()
+    with session_scope(settings.metadata_url) as session:
+        run = IngestRun(source=source, status="running", steps=[], flow_run_id=flow_run_id)
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def record_step(settings: Settings, run_id: int, name: str, seconds: float, status: str) -> None:
+    with session_scope(settings.metadata_url) as session:
+        run = session.get(IngestRun, run_id)
+        if run is not None:
+            run.steps = [*run.steps, {"step": name, "seconds": round(seconds, 4), "status": status}]
+
+
+def finish_run(
+    settings: Settings,
+    run_id: int,
+    status: str,
+    *,
+    rows: int | None = None,
+    error: str | None = None,
+    report_path: str | None = None,
+) -> None:
+    with session_scope(settings.metadata_url) as session:
+        run = session.get(IngestRun, run_id)
+        if run is not None:
+            run.status, run.rows, run.error, run.report_path = status, rows, error, report_path
+            run.finished_at = utcnow()
+            started = (
+                run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=UTC)
+            )
+            run.wall_seconds = (run.finished_at - started).total_seconds()
+
+
+def latest_runs(settings: Settings, limit: int = 20) -> list[IngestRun]:
+    with session_scope(settings.metadata_url) as session:
+        return list(session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)))
+
+
+def store_is_empty(settings: Settings) -> bool:
+    return not (settings.data_dir / FEATURES_FILE).exists()

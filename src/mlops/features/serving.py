@@ -1,0 +1,33 @@
+"""Online feature lookup from the Feast online store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlops.errors import InvalidInputError, NotFoundError
+from mlops.features.datasets import DatasetRequest, resolve_feature_refs
+from mlops.features.store import open_store
+from mlops.settings import Settings
+
+MAX_TICKERS = 1000
+
+
+def online_features(
+    settings: Settings, tickers: list[str], features: list[str], feature_service: str | None
+) -> dict[str, list[Any]]:
+    """Latest serving values per ticker, column-wise ({'ticker': [...], 'ret_1d': [...]})."""
+    if not tickers:
+        raise InvalidInputError("Give at least one ticker.")
+    if len(tickers) > MAX_TICKERS:
+        raise InvalidInputError(f"At most {MAX_TICKERS} tickers per lookup.")
+    store = open_store(settings)
+    request = DatasetRequest(name="online", features=features, feature_service=feature_service)
+    refs = resolve_feature_refs(settings, request)
+    offline_only = {v.name for v in store.list_feature_views() if not v.online}
+    blocked = [ref for ref in refs if ref.split(":")[0] in offline_only]
+    if blocked:
+        raise NotFoundError(f"Not served online: {', '.join(blocked)}.")
+    response = store.get_online_features(
+        features=refs, entity_rows=[{"ticker": t} for t in tickers]
+    )
+    return dict(response.to_dict())

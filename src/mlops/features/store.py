@@ -1,0 +1,128 @@
+"""Access to Feast: `feature_store.yaml` generated from the active profile, the
+declarations of `feature_repo/` loaded with their sources resolved, and one
+`FeatureStore` per state folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from mlops.errors import ConfigError
+from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import Entity, FeatureService, FeatureStore, FeatureView, FileSource
+
+FEATURE_REPO_MODULE = "features.py"
+
+_stores: dict[tuple[str, str], FeatureStore] = {}
+_stores_lock = threading.Lock()
+
+
+@dataclass
+class RepoDefinitions:
+    """The objects declared in `feature_repo/`, sources pointing at the offline store."""
+
+    entities: list[Entity] = field(default_factory=list)
+    sources: list[FileSource] = field(default_factory=list)
+    views: list[FeatureView] = field(default_factory=list)
+    services: list[FeatureService] = field(default_factory=list)
+
+    def view(self, name: str) -> FeatureView:
+        return next(view for view in self.views if view.name == name)
+
+
+def feature_store_config(settings: Settings) -> dict[str, Any]:
+    """The Feast configuration of the active profile."""
+    config: dict[str, Any] = {
+        "project": settings.feast_project,
+        "provider": "local",
+        "offline_store": {"type": "duckdb"},
+        "entity_key_serialization_version": 3,
+    }
+    if settings.profile == "production":
+        config["registry"] = {
+            "registry_type": "sql",
+            "path": settings.feast_registry_url,
+            "cache_ttl_seconds": 5,
+            "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
+        }
+        config["online_store"] = {"type": "redis", "connection_string": settings.redis_url}
+    else:
+        config["registry"] = {
+            "registry_type": "file",
+            "path": str(settings.feast_dir / "registry.db"),
+            "cache_ttl_seconds": 5,
+        }
+        config["online_store"] = {"type": "sqlite", "path": str(settings.feast_dir / "online.db")}
+    return config
+
+
+def write_feature_store_yaml(settings: Settings) -> Path:
+    """Write `feature_store.yaml` for the active profile into the Feast folder."""
+    settings.ensure_dirs()
+    path = settings.feast_dir / "feature_store.yaml"
+    text = yaml.safe_dump(feature_store_config(settings), sort_keys=False)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    """The `FeatureStore` of this state folder and project (created once per process)."""
+    key = (str(settings.home), settings.feast_project)
+    with _stores_lock:
+        if key not in _stores:
+            from feast import FeatureStore
+
+            write_feature_store_yaml(settings)
+            _stores[key] = FeatureStore(repo_path=str(settings.feast_dir))
+        return _stores[key]
+
+
+def forget_store(settings: Settings) -> None:
+    """Drop the cached store (tests and shutdown)."""
+    with _stores_lock:
+        _stores.pop((str(settings.home), settings.feast_project), None)
+
+
+def load_repo_definitions(settings: Settings) -> RepoDefinitions:
+    """Import `feature_repo/features.py` afresh and resolve its sources' paths."""
+    from feast import Entity, FeatureService, FeatureView, FileSource
+
+    path = settings.feature_repo_dir / FEATURE_REPO_MODULE
+    if not path.exists():
+        raise ConfigError(f"Feature repository not found: {path}")
+    spec = importlib.util.spec_from_file_location("mlops_feature_repo", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"Cannot import the feature repository at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    repo = RepoDefinitions()
+    for value in vars(module).values():
+        if isinstance(value, Entity):
+            repo.entities.append(value)
+        elif isinstance(value, FileSource):
+            _resolve_source(value, settings.data_dir)
+            repo.sources.append(value)
+        elif isinstance(value, FeatureView):
+            repo.views.append(value)
+        elif isinstance(value, FeatureService):
+            repo.services.append(value)
+    for view in repo.views:
+        source = view.batch_source
+        if isinstance(source, FileSource):
+            _resolve_source(source, settings.data_dir)
+    return repo
+
+
+def _resolve_source(source: FileSource, data_dir: Path) -> None:
+    """Point a declared file source at the offline store folder of the active profile."""
+    if not Path(source.path).is_absolute():
+        source.file_options.uri = str(data_dir / source.path)

@@ -1,0 +1,758 @@
+"""Ingest gate for daily OHLCV bars: load a file, validate it with Great Expectations, report.
+
+The flow is ``load_bars`` (read a CSV/Parquet file defensively) -> ``validate_bars`` (run an
+expectation suite a quant would want on the frame) -> ``save_report`` / ``ensure_valid``
+(persist a JSON report and raise ``DataValidationError`` when the batch fails).
+
+Great Expectations is imported lazily (it takes seconds to import) and one ephemeral context
+is built per process and reused. Expectations whose columns are missing or of the wrong type
+are not sent to GX: they are listed in ``ValidationReport.skipped`` with the reason, and a
+report with skipped expectations is never successful. Expectations that raise inside GX are
+reported as failures carrying the exception message.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import os
+import re
+import secrets
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from mlops.errors import DataValidationError, InvalidInputError, NotFoundError
+
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "FailedExpectation",
+    "ValidationReport",
+    "ensure_valid",
+    "failure_message",
+    "load_bars",
+    "save_report",
+    "validate_bars",
+]
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("ticker", "date", "open", "high", "low", "close", "volume")
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+NUMERIC_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
+DATE_ALIAS = "timestamp"
+TICKER_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
+MIN_DATE = date(1970, 1, 1)
+MAX_ABS_DAILY_MOVE = 1.0
+MAX_EXAMPLES = 5
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_NUMERIC_NA_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "NAN", "null", "NULL", "None"})
+_GX_NUMERIC_TYPES = [
+    "int",
+    "float",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+]
+_OHLC_PAIRS = (
+    ("high", "low"),
+    ("high", "open"),
+    ("high", "close"),
+    ("open", "low"),
+    ("close", "low"),
+)
+_RETURN_COLUMN = "__mlops_abs_close_return"
+_HELPER_COLUMNS = (_RETURN_COLUMN,)
+_LINE_RE = re.compile(r"\b(?:line|row) (\d+)")
+
+
+class FailedExpectation(BaseModel):
+    """One expectation that did not hold, with enough context to fix the data."""
+
+    expectation: str
+    column: str | None = None
+    description: str
+    unexpected_count: int = 0
+    unexpected_percent: float | None = None
+    examples: list[dict[str, Any]] = Field(default_factory=list)
+    observed: Any = None
+    error: str | None = None
+
+
+class ValidationReport(BaseModel):
+    """Outcome of validating one batch of bars."""
+
+    source: str
+    row_count: int
+    success: bool
+    evaluated: int
+    failures: list[FailedExpectation] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)
+    validated_at: datetime
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_bars(path: Path, max_bytes: int) -> pd.DataFrame:
+    """Read daily bars from ``.csv``/``.csv.gz``/``.parquet``/``.pq`` and normalize them.
+
+    Values are kept as read: a text value in a numeric column stays text so that validation
+    reports it as a type failure. The ``timestamp`` column is renamed to ``date``; dates are
+    parsed (unparseable -> NaT) and made naive UTC; tickers become strings.
+
+    Raises:
+        NotFoundError: the file does not exist.
+        InvalidInputError: unsupported suffix, not a regular file, or larger than ``max_bytes``.
+        DataValidationError: empty, malformed, truncated or unreadable content.
+    """
+    path = Path(path)
+    kind = _file_kind(path)
+    size = _checked_size(path, max_bytes)
+    if size == 0:
+        raise DataValidationError(f"{path.name} is empty (0 bytes)", details={"path": str(path)})
+    frame = _read_csv(path) if kind == "csv" else _read_parquet(path)
+    if frame.empty:
+        raise DataValidationError(
+            f"{path.name} has no data rows (header only or empty)", details={"path": str(path)}
+        )
+    return _normalize(frame)
+
+
+def _file_kind(path: Path) -> str:
+    if not path.exists():
+        raise NotFoundError(f"bars file not found: {path}", details={"path": str(path)})
+    if not path.is_file():
+        raise InvalidInputError(f"{path} is not a regular file", details={"path": str(path)})
+    name = path.name.lower()
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    supported = ", ".join(CSV_SUFFIXES + PARQUET_SUFFIXES)
+    raise InvalidInputError(
+        f"unsupported file type for {path.name}: expected one of {supported}",
+        details={"path": str(path)},
+    )
+
+
+def _checked_size(path: Path, max_bytes: int) -> int:
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise InvalidInputError(
+            f"{path.name} is {size} bytes, over the limit of {max_bytes} bytes",
+            details={"path": str(path), "size": size, "max_bytes": max_bytes},
+        )
+    return size
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return path.open("r", encoding="utf-8", newline="")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Check the CSV structure row by row, then let pandas parse it (all values as text)."""
+    try:
+        _check_csv_structure(path)
+        with _open_text(path) as handle:
+            frame = pd.read_csv(handle, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError as exc:
+        raise DataValidationError(
+            f"{path.name} is empty (no header)", details={"path": str(path)}
+        ) from exc
+    except pd.errors.ParserError as exc:
+        raise _malformed(path, _line_from(str(exc)), str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise _malformed(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _malformed(path, None, f"unreadable: {exc}") from exc
+    return _parse_csv_numbers(frame)
+
+
+def _check_csv_structure(path: Path) -> None:
+    """Raise on rows whose field count differs from the header, bad quoting or NUL bytes."""
+    with _open_text(path) as handle:
+        reader = csv.reader(handle, strict=True)
+        try:
+            expected = _first_record_width(reader)
+            for record in reader:
+                if record and len(record) != expected:
+                    detail = f"expected {expected} fields, saw {len(record)}"
+                    raise _malformed(path, reader.line_num, detail)
+        except csv.Error as exc:
+            raise _malformed(path, reader.line_num, str(exc)) from exc
+
+
+def _first_record_width(reader: Iterator[list[str]]) -> int:
+    for record in reader:
+        if record:
+            return len(record)
+    return 0
+
+
+def _line_from(message: str) -> int | None:
+    match = _LINE_RE.search(message)
+    return int(match.group(1)) if match else None
+
+
+def _malformed(path: Path, line: int | None, detail: str) -> DataValidationError:
+    where = f" at line {line}" if line is not None else ""
+    return DataValidationError(
+        f"malformed CSV {path.name}{where}: {detail}",
+        details={"path": str(path), "line": line},
+    )
+
+
+def _parse_csv_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Turn numeric text into numbers in the numeric columns; leave anything else as text."""
+    for column in NUMERIC_COLUMNS:
+        if column in frame.columns and frame[column].ndim == 1:
+            frame[column] = _numbers_or_text(frame[column])
+    return frame
+
+
+def _numbers_or_text(raw: pd.Series) -> pd.Series:
+    text = raw.where(~raw.isin(_NUMERIC_NA_TOKENS), None)
+    parsed = pd.to_numeric(text, errors="coerce")
+    not_numbers = parsed.isna() & text.notna()
+    if not not_numbers.any():
+        return parsed
+    mixed = parsed.astype(object).where(~not_numbers, text)
+    return mixed.where(mixed.notna(), None)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow as pa
+
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DataValidationError(
+            f"unreadable parquet file {path.name}: {exc}", details={"path": str(path)}
+        ) from exc
+
+
+# --------------------------------------------------------------------------- normalizing
+
+
+def _normalize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy with unique string column names, ``date`` parsed and ``ticker`` as text."""
+    out = frame.copy()
+    out.columns = _unique_names([str(name) for name in out.columns])
+    if DATE_ALIAS in out.columns and "date" not in out.columns:
+        out = out.rename(columns={DATE_ALIAS: "date"})
+    if "ticker" in out.columns:
+        out["ticker"] = _as_text(out["ticker"])
+    if "date" in out.columns:
+        out["date"] = _parse_dates(out["date"])
+    for column in NUMERIC_COLUMNS:
+        if column in out.columns:
+            out[column] = _plain_numeric(out[column])
+    return out.reset_index(drop=True)
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        result.append(name if count == 0 else f"{name}.{count}")
+    return result
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    return series.map(lambda value: None if _is_missing(value) else str(value)).astype(object)
+
+
+def _parse_dates(series: pd.Series) -> pd.Series:
+    """Parse to naive UTC datetimes; unparseable values become NaT."""
+    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series):
+        return pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
+    parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
+    retry = parsed.isna() & series.notna()
+    if retry.any():
+        parsed[retry] = pd.to_datetime(series[retry], errors="coerce", utc=True, format="mixed")
+    return parsed.dt.tz_localize(None)
+
+
+def _plain_numeric(series: pd.Series) -> pd.Series:
+    """Nullable extension dtypes (Int64, Float64) become float64, which GX type checks know."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and _is_number_dtype(dtype):
+        return series.astype("float64")
+    return series
+
+
+def _is_number_dtype(dtype: Any) -> bool:
+    return bool(pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _is_numeric_column(series: pd.Series) -> bool:
+    """Mirror GX's type check: numeric dtype, or object values that are all numbers."""
+    if series.dtype != object:
+        return _is_number_dtype(series.dtype)
+    values = series.dropna()
+    return all(isinstance(v, int | float | np.integer | np.floating) for v in values)
+
+
+# --------------------------------------------------------------------------- the suite
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One expectation of the suite plus what it needs to be meaningful."""
+
+    key: str
+    description: str
+    column: str | None
+    build: Callable[[Any], Any]
+    requires: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+
+
+def _build_checks(today: date, columns: list[str]) -> list[_Check]:
+    checks = [*_table_checks(columns), *_identity_checks(today)]
+    for column in NUMERIC_COLUMNS:
+        checks.extend(_numeric_checks(column))
+    checks.extend(_ohlc_checks())
+    checks.append(_move_check())
+    return checks
+
+
+def _table_checks(columns: list[str]) -> list[_Check]:
+    expected = [*REQUIRED_COLUMNS, *(c for c in _HELPER_COLUMNS if c in columns)]
+    return [
+        _Check(
+            "columns",
+            f"columns are exactly {', '.join(REQUIRED_COLUMNS)}",
+            None,
+            lambda x: x.ExpectTableColumnsToMatchSet(column_set=expected, exact_match=True),
+        ),
+        _Check(
+            "row_count",
+            "at least one row",
+            None,
+            lambda x: x.ExpectTableRowCountToBeBetween(min_value=1),
+        ),
+    ]
+
+
+def _identity_checks(today: date) -> list[_Check]:
+    upper = datetime.combine(today + timedelta(days=1), time())
+    lower = datetime.combine(MIN_DATE, time())
+    return [
+        _not_null("ticker"),
+        _not_null("date"),
+        _Check(
+            "ticker_format",
+            f"ticker matches {TICKER_PATTERN}",
+            "ticker",
+            lambda x: x.ExpectColumnValuesToMatchRegex(column="ticker", regex=TICKER_PATTERN),
+            requires=("ticker",),
+        ),
+        _Check(
+            "ticker_date_unique",
+            "(ticker, date) unique",
+            "ticker, date",
+            lambda x: x.ExpectCompoundColumnsToBeUnique(column_list=["ticker", "date"]),
+            requires=("ticker", "date"),
+        ),
+        _Check(
+            "date_not_future",
+            f"date not after {today.isoformat()}",
+            "date",
+            lambda x: x.ExpectColumnValuesToBeBetween(
+                column="date", max_value=upper, strict_max=True
+            ),
+            requires=("date",),
+        ),
+        _Check(
+            "date_not_before_1970",
+            f"date on or after {MIN_DATE.isoformat()}",
+            "date",
+            lambda x: x.ExpectColumnValuesToBeBetween(column="date", min_value=lower),
+            requires=("date",),
+        ),
+    ]
+
+
+def _not_null(column: str) -> _Check:
+    return _Check(
+        f"{column}_not_null",
+        f"{column} not null",
+        column,
+        lambda x: x.ExpectColumnValuesToNotBeNull(column=column),
+        requires=(column,),
+    )
+
+
+def _numeric_checks(column: str) -> list[_Check]:
+    strict = column != "volume"
+    sign = ">" if strict else ">="
+    return [
+        _Check(
+            f"{column}_numeric",
+            f"{column} is int or float",
+            column,
+            lambda x: x.ExpectColumnValuesToBeInTypeList(
+                column=column, type_list=_GX_NUMERIC_TYPES
+            ),
+            requires=(column,),
+        ),
+        _not_null(column),
+        _Check(
+            f"{column}_range",
+            f"{column} {sign} 0",
+            column,
+            lambda x: x.ExpectColumnValuesToBeBetween(
+                column=column, min_value=0, strict_min=strict
+            ),
+            requires=(column,),
+            numeric=(column,),
+        ),
+    ]
+
+
+def _ohlc_checks() -> list[_Check]:
+    pairs = [
+        ("high", "low"),
+        ("high", "open"),
+        ("high", "close"),
+        ("open", "low"),
+        ("close", "low"),
+    ]
+    return [_pair_check(a, b) for a, b in pairs]
+
+
+def _pair_check(a: str, b: str) -> _Check:
+    return _Check(
+        f"{a}_ge_{b}",
+        f"{a} >= {b}",
+        f"{a}, {b}",
+        lambda x: x.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A=a, column_B=b, or_equal=True, ignore_row_if="either_value_is_missing"
+        ),
+        requires=(a, b),
+        numeric=(a, b),
+    )
+
+
+def _move_check() -> _Check:
+    limit = f"{MAX_ABS_DAILY_MOVE:.0%}"
+    return _Check(
+        "close_move",
+        f"|close-to-close move| per ticker < {limit}",
+        "close",
+        lambda x: x.ExpectColumnValuesToBeBetween(
+            column=_RETURN_COLUMN, max_value=MAX_ABS_DAILY_MOVE, strict_max=True
+        ),
+        requires=("ticker", "date", "close", _RETURN_COLUMN),
+        numeric=("close",),
+    )
+
+
+def _with_helpers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add the derived per-ticker absolute close-to-close move when it can be computed."""
+    needed = ("ticker", "date", "close")
+    if not all(c in frame.columns for c in needed) or not _is_numeric_column(frame["close"]):
+        return frame
+    work = pd.DataFrame(
+        {
+            "ticker": frame["ticker"],
+            "date": frame["date"],
+            "close": pd.to_numeric(frame["close"], errors="coerce"),
+        }
+    ).dropna(subset=["ticker", "date"])
+    work = work.sort_values(["ticker", "date"], kind="stable")
+    previous = work.groupby("ticker", sort=False)["close"].shift()
+    moves = (work["close"] / previous.where(previous > 0) - 1.0).abs()
+    return frame.assign(**{_RETURN_COLUMN: moves.reindex(frame.index)})
+
+
+def _skip_reason(check: _Check, frame: pd.DataFrame) -> str | None:
+    inputs = [c for c in check.requires if c not in _HELPER_COLUMNS]
+    missing = [c for c in inputs if c not in frame.columns]
+    if missing:
+        return f"column '{missing[0]}' is missing"
+    for column in check.numeric:
+        if not _is_numeric_column(frame[column]):
+            return f"column '{column}' is not numeric"
+    if any(c not in frame.columns for c in check.requires):
+        return "derived values could not be computed"
+    return None
+
+
+# --------------------------------------------------------------------------- running GX
+
+
+@dataclass
+class _GxRuntime:
+    gx: Any
+    gxe: Any
+    batch_definition: Any
+
+
+_GX_LOCK = threading.Lock()
+_GX_RUNTIME: list[_GxRuntime] = []
+
+
+def _gx_runtime() -> _GxRuntime:
+    """Build the ephemeral GX context once per process (call with ``_GX_LOCK`` held)."""
+    if not _GX_RUNTIME:
+        import great_expectations as gx
+        import great_expectations.expectations as gxe
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(
+            globally=False, metric_calculations=False
+        )
+        asset = context.data_sources.add_pandas("bars").add_dataframe_asset("batch")
+        definition = asset.add_batch_definition_whole_dataframe("whole")
+        _GX_RUNTIME.append(_GxRuntime(gx=gx, gxe=gxe, batch_definition=definition))
+    return _GX_RUNTIME[0]
+
+
+def _run_suite(frame: pd.DataFrame, checks: list[_Check]) -> dict[str, Any]:
+    """Validate ``frame`` against ``checks``; return GX results keyed by check key."""
+    with _GX_LOCK:
+        runtime = _gx_runtime()
+        suite = runtime.gx.ExpectationSuite(name="ohlcv_bars")
+        for check in checks:
+            expectation = check.build(runtime.gxe)
+            expectation.meta = {"check": check.key}
+            suite.add_expectation(expectation)
+        batch = runtime.batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        result = batch.validate(
+            suite,
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES},
+        )
+    return {str((r.expectation_config.meta or {}).get("check")): r for r in result.results}
+
+
+def _exception_message(info: Any) -> str | None:
+    """GX reports errors flat or nested per metric; return the first message, if any."""
+    if not isinstance(info, dict):
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message") or "expectation raised an exception")
+    for value in info.values():
+        message = _exception_message(value)
+        if message:
+            return message
+    return None
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _json_safe(value: Any) -> Any:
+    """Convert pandas/numpy values to JSON-friendly Python (ISO timestamps, NaN -> None)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_json_safe(v) for v in value]
+    if _is_missing(value):
+        return None
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _examples(original: pd.DataFrame, result: dict[str, Any]) -> list[dict[str, Any]]:
+    positions = result.get("partial_unexpected_index_list") or []
+    rows = []
+    for position in positions[:MAX_EXAMPLES]:
+        if isinstance(position, int | np.integer) and 0 <= position < len(original):
+            row = original.iloc[int(position)].to_dict()
+            rows.append({"row": int(position), **_json_safe(row)})
+    return rows
+
+
+def _observed(check: _Check, result: dict[str, Any]) -> Any:
+    if check.key == "columns":
+        observed = [c for c in result.get("observed_value") or [] if c not in _HELPER_COLUMNS]
+        mismatched = (result.get("details") or {}).get("mismatched") or {}
+        return _json_safe(
+            {
+                "columns": observed,
+                "missing": mismatched.get("missing", []),
+                "extra": [c for c in mismatched.get("unexpected", []) if c not in _HELPER_COLUMNS],
+            }
+        )
+    if "observed_value" in result:
+        return _json_safe(result["observed_value"])
+    return _json_safe(result.get("partial_unexpected_list"))
+
+
+def _failure(check: _Check, gx_result: Any, original: pd.DataFrame) -> FailedExpectation | None:
+    error = _exception_message(gx_result.exception_info)
+    if gx_result.success and error is None:
+        return None
+    result = dict(gx_result.result or {})
+    percent = result.get("unexpected_percent")
+    return FailedExpectation(
+        expectation=str(gx_result.expectation_config.type),
+        column=check.column,
+        description=check.description,
+        unexpected_count=int(result.get("unexpected_count") or 0),
+        unexpected_percent=float(percent) if percent is not None else None,
+        examples=_examples(original, result),
+        observed=_observed(check, result),
+        error=error,
+    )
+
+
+def _errored(check: _Check, message: str) -> FailedExpectation:
+    return FailedExpectation(
+        expectation=check.key, column=check.column, description=check.description, error=message
+    )
+
+
+def _collect_failures(
+    checks: list[_Check], results: dict[str, Any], original: pd.DataFrame
+) -> list[FailedExpectation]:
+    failures = []
+    for check in checks:
+        gx_result = results.get(check.key)
+        if gx_result is None:
+            failures.append(_errored(check, "Great Expectations returned no result"))
+            continue
+        failure = _failure(check, gx_result, original)
+        if failure is not None:
+            failures.append(failure)
+    return failures
+
+
+def _partition(checks: list[_Check], frame: pd.DataFrame) -> tuple[list[_Check], list[str]]:
+    """Split checks into those GX can run and descriptions of those it cannot, with why."""
+    runnable: list[_Check] = []
+    skipped: list[str] = []
+    for check in checks:
+        reason = _skip_reason(check, frame)
+        if reason is None:
+            runnable.append(check)
+        else:
+            skipped.append(f"{check.description} ({reason})")
+    return runnable, skipped
+
+
+def _evaluate(
+    checks: list[_Check], frame: pd.DataFrame, original: pd.DataFrame
+) -> list[FailedExpectation]:
+    try:
+        return _collect_failures(checks, _run_suite(frame, checks), original)
+    except Exception as exc:  # GX failed as a whole: every expectation counts as failed
+        return [_errored(c, f"validation crashed: {exc}") for c in checks]
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def validate_bars(df: pd.DataFrame, source: str, today: date | None = None) -> ValidationReport:
+    """Validate a frame of daily bars and return a report (never raises on bad data).
+
+    ``today`` bounds the dates (default: today's UTC date). Example rows in failures are
+    taken from ``df`` itself, by position.
+    """
+    today = today or datetime.now(UTC).date()
+    frame = _with_helpers(_normalize(df))
+    checks = _build_checks(today, list(frame.columns))
+    runnable, skipped = _partition(checks, frame)
+    failures = _evaluate(runnable, frame, df)
+    return ValidationReport(
+        source=source,
+        row_count=len(df),
+        success=not failures and not skipped,
+        evaluated=len(runnable),
+        failures=failures,
+        skipped=skipped,
+        validated_at=datetime.now(UTC),
+    )
+
+
+def save_report(report: ValidationReport, reports_dir: Path) -> Path:
+    """Write the report as ``validation-<UTC timestamp>-<random>.json`` in ``reports_dir``."""
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = reports_dir / f"validation-{stamp}-{secrets.token_hex(4)}.json"
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+def failure_message(report: ValidationReport) -> str:
+    """One-line summary: ``2 of 29 expectations failed for bars.csv: close > 0 (2 rows), ...``."""
+    parts = [_summarize(f) for f in report.failures]
+    message = (
+        f"{len(report.failures)} of {report.evaluated} expectations failed for {report.source}"
+    )
+    if parts:
+        message += ": " + ", ".join(parts)
+    if report.skipped:
+        message += "; not checked: " + ", ".join(report.skipped)
+    return message
+
+
+def _summarize(failure: FailedExpectation) -> str:
+    if failure.error:
+        return f"{failure.description} (error: {failure.error})"
+    if failure.unexpected_count:
+        noun = "row" if failure.unexpected_count == 1 else "rows"
+        return f"{failure.description} ({failure.unexpected_count} {noun})"
+    observed = failure.observed
+    if isinstance(observed, dict) and ("missing" in observed or "extra" in observed):
+        missing = ", ".join(observed.get("missing") or []) or "none"
+        extra = ", ".join(observed.get("extra") or []) or "none"
+        return f"{failure.description} (missing: {missing}; extra: {extra})"
+    return f"{failure.description} (observed: {observed})"
+
+
+def ensure_valid(
+    df: pd.DataFrame, source: str, reports_dir: Path, today: date | None = None
+) -> ValidationReport:
+    """Validate, always save the report, and raise ``DataValidationError`` if the batch fails."""
+    report = validate_bars(df, source, today=today)
+    path = save_report(report, reports_dir)
+    if not report.success:
+        raise DataValidationError(
+            failure_message(report),
+            details={
+                "report_path": str(path),
+                "failures": [f.model_dump(mode="json") for f in report.failures],
+                "skipped": list(report.skipped),
+            },
+        )
+    return report

@@ -1,0 +1,47 @@
+"""Running the project's Prefect flows from the CLI and the API.
+
+Prefect reads its configuration from the environment, so this module writes the
+values the settings decide (state under MLOPS_HOME, the server of `mlops up`
+when it is running) into `os.environ` before Prefect is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from mlops.settings import Settings
+
+
+def prefect_server_running(settings: Settings) -> bool:
+    """True when a Prefect server answers at the configured URL."""
+    try:
+        return httpx.get(f"{settings.prefect_url}/health", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def configure_prefect(settings: Settings, use_server: bool | None = None) -> bool:
+    """Point Prefect at the running server, or at its ephemeral mode when none runs.
+
+    Returns whether a server is used. Must run before the first flow call.
+    """
+    if use_server is None:
+        use_server = settings.prefect_api_url is not None or prefect_server_running(settings)
+    env = settings.prefect_environment(use_server=use_server)
+    if not use_server:
+        os.environ.pop("PREFECT_API_URL", None)
+    os.environ.update(env)
+    return use_server
+
+
+def run_ingest(settings: Settings, source: str, author: str, message: str) -> dict[str, Any]:
+    """Run the `ingest` flow in this process (reported to Prefect) and return its summary."""
+    from flows.ingest import ingest_flow
+
+    result: dict[str, Any] = ingest_flow(
+        source=source, author=author, message=message, settings=settings
+    )
+    return result

@@ -1,0 +1,64 @@
+"""Serve the project's flows as Prefect deployments with the cron schedules of
+`config/schedules.yaml` (run by `mlops up`; a schedule or a click in the Prefect UI
+then starts a real run in this process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from mlops.errors import ConfigError
+from mlops.settings import Settings, load_settings
+
+
+class ScheduledDeployment(BaseModel):
+    flow: str
+    name: str
+    cron: str
+    timezone: str = "UTC"
+    description: str = ""
+    parameters: dict[str, Any] = {}
+
+
+def load_schedules(settings: Settings) -> list[ScheduledDeployment]:
+    path = settings.config_dir / "schedules.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"Cannot read {path}: {exc}") from exc
+    return [ScheduledDeployment.model_validate(item) for item in raw.get("deployments", [])]
+
+
+def flow_by_name(name: str) -> Any:
+    if name == "ingest":
+        from flows.ingest import ingest_flow
+
+        return ingest_flow
+    raise ConfigError(f"Unknown flow '{name}' in schedules.yaml.")
+
+
+def deployments(settings: Settings) -> list[Any]:
+    """Prefect deployments (with cron schedules) of every scheduled flow."""
+    from prefect.schedules import Cron
+
+    return [
+        flow_by_name(item.flow).to_deployment(
+            name=item.name,
+            schedule=Cron(item.cron, timezone=item.timezone),
+            description=item.description,
+            parameters=item.parameters,
+        )
+        for item in load_schedules(settings)
+    ]
+
+
+def main() -> None:
+    from prefect import serve
+
+    serve(*deployments(load_settings()), print_starting_message=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""`mlops up`: start the Prefect server, the MLflow server, the flow deployments and the
+API as child processes, check their health, and stop them all cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from mlops.errors import ServiceError
+from mlops.settings import Settings, process_environment
+
+console = Console()
+STARTUP_TIMEOUT = 120.0
+STOP_TIMEOUT = 15.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    health_url: str
+    log: IO[bytes] = field(repr=False)
+
+
+def ensure_port_free(host: str, port: int, what: str) -> None:
+    """Raise a clear error when a port is already taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ServiceError(
+                f"Port {port} on {host} for the {what} is already in use; stop what uses it "
+                f"or choose another port (see `mlops up --help`).",
+                {"port": port, "service": what},
+            ) from exc
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The environment of child processes: this one's plus the effective settings."""
+    env = process_environment()
+    env.update(
+        {
+            "MLOPS_HOME": str(settings.home),
+            "MLOPS_PROFILE": settings.profile,
+            "MLOPS_API_PORT": str(settings.api_port),
+            "MLOPS_PREFECT_PORT": str(settings.prefect_port),
+            "MLOPS_MLFLOW_PORT": str(settings.mlflow_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(settings.prefect_environment(use_server=True))
+    return env
+
+
+def _start(settings: Settings, name: str, args: list[str], health_url: str) -> Child:
+    log_path = settings.run_dir / f"{name}.log"
+    log = open(log_path, "ab")  # noqa: SIM115  (closed in stop_children)
+    process = subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=child_environment(settings),
+        start_new_session=True,
+        cwd=settings.home,
+    )
+    return Child(name=name, process=process, log_path=log_path, health_url=health_url, log=log)
+
+
+def wait_healthy(child: Child, timeout: float = STARTUP_TIMEOUT) -> None:
+    """Wait until the child answers its health URL; fail fast if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.process.poll() is not None:
+            raise ServiceError(
+                f"{child.name} exited with code {child.process.returncode}; see {child.log_path}."
+            )
+        if not child.health_url:
+            return
+        try:
+            if httpx.get(child.health_url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise ServiceError(
+        f"{child.name} did not become healthy in {timeout:.0f} s; see {child.log_path}."
+    )
+
+
+def stop_children(children: list[Child]) -> None:
+    """SIGTERM each child's process group, then SIGKILL what is left after a grace period."""
+    for child in reversed(children):
+        if child.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for child in reversed(children):
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+            child.process.wait()
+        child.log.close()
+
+
+def _commands(settings: Settings) -> dict[str, tuple[list[str], str]]:
+    python = sys.executable
+    artifacts = settings.home / "mlartifacts"
+    return {
+        "prefect": (
+            [
+                python,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.prefect_port),
+            ],
+            f"{settings.prefect_url}/health",
+        ),
+        "mlflow": (
+            [
+                python,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.mlflow_port),
+                "--backend-store-uri",
+                settings.tracking_uri,
+                "--artifacts-destination",
+                str(artifacts),
+                "--workers",
+                "1",
+            ],
+            f"{settings.mlflow_url}/health",
+        ),
+        "flows": ([python, "-m", "mlops.serve_flows"], ""),
+        "api": (
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "mlops.api.app:create_app",
+                "--factory",
+                "--host",
+                settings.api_host,
+                "--port",
+                str(settings.api_port),
+            ],
+            f"{settings.api_url}/healthz",
+        ),
+    }
+
+
+def _print_summary(settings: Settings) -> None:
+    table = Table(title="MLOps platform is up", show_header=False)
+    table.add_row("Platform API", f"{settings.api_url}/api/v1")
+    table.add_row("API docs", f"{settings.api_url}/docs")
+    table.add_row("Prefect UI", settings.prefect_url.removesuffix("/api"))
+    table.add_row("MLflow UI", settings.mlflow_url)
+    table.add_row("State folder", str(settings.home))
+    table.add_row("API token", settings.token)
+    console.print(table)
+
+
+def _print_health(settings: Settings) -> None:
+    from mlops.health import check_health
+
+    health = check_health(settings, services=True)
+    for name, component in health.components.items():
+        colour = "green" if component.status == "ok" else "red"
+        console.print(
+            f"  [{colour}]{component.status:>5}[/] {name}: {component.detail}", highlight=False
+        )
+
+
+def _write_services_file(settings: Settings, children: list[Child]) -> Path:
+    path = settings.run_dir / "services.json"
+    path.write_text(
+        json.dumps(
+            {
+                "api": settings.api_url,
+                "prefect": settings.prefect_url,
+                "mlflow": settings.mlflow_url,
+                "pids": {c.name: c.process.pid for c in children},
+                "supervisor": os.getpid(),
+            },
+            indent=2,
+        )
+    )
+    return path
+
+
+def _first_ingest(settings: Settings) -> None:
+    from mlops.cli import run_ingest_with_progress
+    from mlops.features.ingest import store_is_empty
+
+    if store_is_empty(settings):
+        console.print("The feature store is empty: running the ingest flow on the demo data.")
+        run_ingest_with_progress(settings, "demo", "initial demo ingest")
+
+
+def _supervise(children: list[Child]) -> int:
+    stop = {"signal": 0}
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stop["signal"]:
+        for child in children:
+            if child.process.poll() is not None:
+                console.print(
+                    f"[red]{child.name} exited ({child.process.returncode}); "
+                    f"see {child.log_path}. Stopping everything.[/]"
+                )
+                return 1
+        time.sleep(0.5)
+    return 0
+
+
+def run_platform(settings: Settings) -> None:
+    """Start everything, print URLs and the token, and wait for Ctrl-C."""
+    settings.ensure_dirs()
+    for what, port in (
+        ("API", settings.api_port),
+        ("Prefect server", settings.prefect_port),
+        ("MLflow server", settings.mlflow_port),
+    ):
+        ensure_port_free("127.0.0.1", port, what)
+    commands = _commands(settings)
+    children: list[Child] = []
+    code = 1
+    try:
+        with console.status("Starting the Prefect server and the MLflow server..."):
+            for name in ("prefect", "mlflow"):
+                children.append(_start(settings, name, *commands[name]))
+            for child in children:
+                wait_healthy(child)
+        console.print("[green]Prefect and MLflow are up.[/]")
+        from mlops.orchestration import configure_prefect
+
+        configure_prefect(settings, use_server=True)
+        _first_ingest(settings)
+        with console.status("Serving the scheduled flows and starting the API..."):
+            for name in ("flows", "api"):
+                children.append(_start(settings, name, *commands[name]))
+            for child in children[2:]:
+                wait_healthy(child)
+        services_file = _write_services_file(settings, children)
+        _print_summary(settings)
+        _print_health(settings)
+        console.print("Press Ctrl-C to stop.")
+        code = _supervise(children)
+        services_file.unlink(missing_ok=True)
+    finally:
+        with console.status("Stopping..."):
+            stop_children(children)
+        console.print("Stopped.")
+    if code:
+        raise ServiceError("A service of the platform stopped unexpectedly.")
+
+
+def serve_api(settings: Settings, host: str, port: int) -> None:
+    """Serve the API in this process (foreground)."""
+    import uvicorn
+
+    from mlops.api.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port)

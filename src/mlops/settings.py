@@ -1,0 +1,190 @@
+"""The one settings object: every path, URI, port and secret of the platform.
+
+Values come, in order of precedence, from keyword arguments, `MLOPS_*` environment
+variables, the active profile's YAML file in `config/profiles/` and the defaults below.
+No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from mlops.errors import ConfigError
+
+Profile = Literal["local", "production"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""The source checkout (the package is installed in editable mode from it)."""
+
+_PRODUCTION_REQUIRED = ("metadata_db_url", "feast_registry_url", "redis_url")
+
+
+class _ProfileChoice(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+    profile: Profile = "local"
+    config_dir: Path = PROJECT_ROOT / "config"
+
+
+class Settings(BaseSettings):
+    """Configuration of one platform instance."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+
+    profile: Profile = "local"
+    home: Path = Field(default=Path(".mlops"), description="State folder (MLOPS_HOME).")
+    config_dir: Path = PROJECT_ROOT / "config"
+    feature_repo_dir: Path = PROJECT_ROOT / "feature_repo"
+    flows_dir: Path = PROJECT_ROOT / "flows"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+
+    api_token: SecretStr | None = None
+    reads_require_auth: bool = False
+    author: str = "mlops"
+
+    metadata_db_url: str | None = None
+    feast_project: str = "quant"
+    feast_registry_url: str | None = None
+    redis_url: str | None = None
+    mlflow_tracking_uri: str | None = None
+    prefect_api_url: str | None = None
+
+    ingest_max_bytes: int = 2 * 1024**3
+    demo_tickers: int = 20
+    demo_start: date = date(2020, 1, 2)
+    demo_end: date | None = Field(default=None, description="None: the last business day.")
+    demo_seed: int = 7
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        choice = _ProfileChoice()
+        profile_file = choice.config_dir / "profiles" / f"{choice.profile}.yaml"
+        return (
+            init_settings,
+            env_settings,
+            YamlConfigSettingsSource(settings_cls, yaml_file=profile_file),
+        )
+
+    @model_validator(mode="after")
+    def _check_profile(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        if self.profile == "production":
+            missing = [name for name in _PRODUCTION_REQUIRED if not getattr(self, name)]
+            if missing:
+                names = ", ".join(f"MLOPS_{name.upper()}" for name in missing)
+                raise ConfigError(f"The production profile needs {names} to be set.")
+        return self
+
+    @property
+    def data_dir(self) -> Path:
+        """Offline store: validated bars and computed features as parquet."""
+        return self.home / "offline"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def metadata_url(self) -> str:
+        return self.metadata_db_url or f"sqlite:///{self.home / 'mlops.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def prefect_url(self) -> str:
+        return self.prefect_api_url or f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @cached_property
+    def token(self) -> str:
+        """The API bearer token; the local profile makes one on first use and keeps it."""
+        if self.api_token is not None:
+            return self.api_token.get_secret_value()
+        if self.profile == "production":
+            raise ConfigError("The production profile needs MLOPS_API_TOKEN to be set.")
+        path = self.home / "api_token"
+        if path.exists():
+            return path.read_text().strip()
+        self.home.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token)
+        return token
+
+    def prefect_environment(self, use_server: bool) -> dict[str, str]:
+        """Environment for Prefect: its state under the home folder, a server when running."""
+        env = {
+            "PREFECT_HOME": str(self.home / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+            "PREFECT_UI_ENABLED": "true",
+        }
+        if use_server:
+            env["PREFECT_API_URL"] = self.prefect_url
+        return env
+
+    def ensure_dirs(self) -> None:
+        for path in (
+            self.home,
+            self.data_dir,
+            self.feast_dir,
+            self.datasets_dir,
+            self.reports_dir,
+            self.run_dir,
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings for this process (keyword arguments win over everything)."""
+    return Settings(**overrides)
+
+
+def process_environment() -> dict[str, str]:
+    """A copy of this process's environment, for starting child processes."""
+    return dict(os.environ)
