@@ -72,7 +72,7 @@ def statistics(settings: Settings, run_id: int, frames: steps.OfflineFrames) -> 
     return _timed(settings, run_id, "statistics", lambda: steps.store_statistics(settings, frames))
 
 
-@flow(name="ingest", log_prints=True)
+@flow(name="ingest")
 def ingest_flow(
     source: str = steps.DEMO_SOURCE,
     author: str | None = None,

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlops import __version__
@@ -42,7 +43,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(exc.http_status, exc.code, exc.message, exc.details, request)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    @app.exception_handler(ValidationError)
+    async def invalid_request(
+        request: Request, exc: RequestValidationError | ValidationError
+    ) -> JSONResponse:
         errors = [
             {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
         ]

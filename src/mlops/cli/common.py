@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
-from mlops.errors import MlopsError
+from mlops.errors import InvalidInputError, MlopsError
 from mlops.settings import Settings, load_settings
 
 console = Console()
@@ -36,6 +36,12 @@ def handle_errors(func: F) -> F:
             if report:
                 err_console.print(f"Report: {report}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
+            )
+            err_console.print(f"[bold red]Invalid input:[/] {problems}", highlight=False)
+            raise typer.Exit(InvalidInputError.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from mlops.cli.common import console, handle_errors, print_json, settings
-from mlops.errors import InvalidInputError
 
 app = typer.Typer(
     help="Browse features, their versions and statistics; diff and roll back.", no_args_is_help=True
@@ -31,21 +30,16 @@ def list_cmd(
     json: JsonOpt = False,
 ) -> None:
     """List features with type, view, latest version and last update."""
-    from pydantic import ValidationError
-
     from mlops.features.catalog import FeatureFilter, list_features
 
-    try:
-        filters = FeatureFilter(
-            dtype=dtype,
-            view=view,
-            q=search,
-            updated_after=updated_after,
-            page=page,
-            page_size=page_size,
-        )
-    except ValidationError as exc:
-        raise InvalidInputError(str(exc.errors()[0]["msg"])) from None
+    filters = FeatureFilter(
+        dtype=dtype,
+        view=view,
+        q=search,
+        updated_after=updated_after,
+        page=page,
+        page_size=page_size,
+    )
     result = list_features(settings(), filters)
     if json:
         print_json(result)

@@ -50,7 +50,7 @@ NUMERIC_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
 DATE_ALIAS = "timestamp"
 TICKER_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
 MIN_DATE = date(1970, 1, 1)
-MAX_ABS_DAILY_MOVE = 1.0
+MAX_DAILY_MOVE_FACTOR = 2.0  # close may not double or halve from one bar to the next
 MAX_EXAMPLES = 5
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -78,7 +78,7 @@ _OHLC_PAIRS = (
     ("open", "low"),
     ("close", "low"),
 )
-_RETURN_COLUMN = "__mlops_abs_close_return"
+_RETURN_COLUMN = "__mlops_close_move_factor"
 _HELPER_COLUMNS = (_RETURN_COLUMN,)
 _LINE_RE = re.compile(r"\b(?:line|row) (\d+)")
 
@@ -462,13 +462,12 @@ def _pair_check(a: str, b: str) -> _Check:
 
 
 def _move_check() -> _Check:
-    limit = f"{MAX_ABS_DAILY_MOVE:.0%}"
     return _Check(
         "close_move",
-        f"|close-to-close move| per ticker < {limit}",
+        f"close-to-close move per ticker < {MAX_DAILY_MOVE_FACTOR:g}x up or down",
         "close",
         lambda x: x.ExpectColumnValuesToBeBetween(
-            column=_RETURN_COLUMN, max_value=MAX_ABS_DAILY_MOVE, strict_max=True
+            column=_RETURN_COLUMN, max_value=MAX_DAILY_MOVE_FACTOR, strict_max=True
         ),
         requires=("ticker", "date", "close", _RETURN_COLUMN),
         numeric=("close",),
@@ -476,7 +475,7 @@ def _move_check() -> _Check:
 
 
 def _with_helpers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add the derived per-ticker absolute close-to-close move when it can be computed."""
+    """Add the per-ticker close-to-close move factor (max of c/prev, prev/c) when computable."""
     needed = ("ticker", "date", "close")
     if not all(c in frame.columns for c in needed) or not _is_numeric_column(frame["close"]):
         return frame
@@ -489,7 +488,8 @@ def _with_helpers(frame: pd.DataFrame) -> pd.DataFrame:
     ).dropna(subset=["ticker", "date"])
     work = work.sort_values(["ticker", "date"], kind="stable")
     previous = work.groupby("ticker", sort=False)["close"].shift()
-    moves = (work["close"] / previous.where(previous > 0) - 1.0).abs()
+    ratio = work["close"].where(work["close"] > 0) / previous.where(previous > 0)
+    moves = np.maximum(ratio, 1.0 / ratio)
     return frame.assign(**{_RETURN_COLUMN: moves.reindex(frame.index)})
 
 

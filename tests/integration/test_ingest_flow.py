@@ -1,0 +1,126 @@
+"""The `ingest` flow end to end on real Feast, GX and Prefect (test server)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import make_settings, run_ingest_flow
+from mlops.db import session_scope
+from mlops.errors import DataValidationError
+from mlops.features import ingest
+from mlops.features.demo_data import generate_ohlcv
+from mlops.features.serving import online_features
+from mlops.features.versions import list_versions
+from mlops.settings import Settings
+
+
+def _store_fingerprint(settings: Settings) -> dict[str, str]:
+    """Hashes of every file of the offline store, the Feast registry and the online store."""
+    files = sorted(
+        p for d in (settings.data_dir, settings.feast_dir) for p in d.rglob("*") if p.is_file()
+    )
+    return {
+        str(p.relative_to(settings.home)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+    }
+
+
+def test_ingest_records_versions_steps_and_serves_online(ingested: Settings) -> None:
+    runs = ingest.latest_runs(ingested, limit=5)
+    run = runs[-1]
+    assert run.status == "completed"
+    assert [s["step"] for s in run.steps] == [
+        "load",
+        "validate",
+        "compute",
+        "write_offline",
+        "apply",
+        "materialize",
+        "statistics",
+    ]
+    assert run.rows == len(pd.read_parquet(ingested.data_dir / ingest.BARS_FILE))
+    with session_scope(ingested.metadata_url) as session:
+        history = list_versions(session, "price_returns")
+    assert [(v.version, v.change_kind, v.author) for v in history] == [(1, "created", "tester")]
+    assert history[0].feast_version == "v0"
+    tickers = sorted(pd.read_parquet(ingested.data_dir / ingest.BARS_FILE)["ticker"].unique())
+    served = online_features(ingested, tickers[:2], ["ret_1d"], None)
+    features = pd.read_parquet(ingested.data_dir / ingest.FEATURES_FILE)
+    latest = features.sort_values("event_timestamp").groupby("ticker").last()
+    assert served["ret_1d"] == pytest.approx([latest.loc[t, "ret_1d"] for t in tickers[:2]])
+
+
+def test_label_is_not_served_online(ingested: Settings) -> None:
+    from mlops.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="Not served online"):
+        online_features(ingested, ["AAA"], ["label_next_day_up"], None)
+
+
+def test_reingesting_unchanged_definitions_records_no_version(fresh: Settings) -> None:
+    result = run_ingest_flow(fresh, message="again")
+    assert result["new_versions"] == []
+    with session_scope(fresh.metadata_url) as session:
+        assert len(list_versions(session, "risk_momentum")) == 1
+
+
+def test_user_csv_adds_rows_for_a_new_ticker(fresh: Settings, tmp_path: Path) -> None:
+    extra = generate_ohlcv(n_tickers=8, start=fresh.demo_start, end=fresh.demo_end)
+    new = extra[~extra["ticker"].isin(pd.read_parquet(fresh.data_dir / ingest.BARS_FILE)["ticker"])]
+    new = new[new["ticker"] == new["ticker"].iloc[0]]
+    path = tmp_path / "new.csv"
+    new.rename(columns={"date": "timestamp"}).to_csv(path, index=False)
+    result = run_ingest_flow(fresh, source=str(path))
+    assert result["rows"] == len(new)
+    served = online_features(fresh, [new["ticker"].iloc[0]], ["ret_1d", "rsi_14"], None)
+    assert served["ret_1d"][0] is not None
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        pytest.param(lambda df: df.assign(close=-df["close"]), id="negative-prices"),
+        pytest.param(lambda df: pd.concat([df, df.head(3)]), id="duplicates"),
+        pytest.param(lambda df: df.drop(columns=["volume"]), id="missing-column"),
+        pytest.param(lambda df: df.assign(date=pd.Timestamp("2999-01-01")), id="future-dates"),
+    ],
+)
+def test_rejected_batch_changes_nothing(fresh: Settings, tmp_path: Path, corrupt) -> None:  # type: ignore[no-untyped-def]
+    bars = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE).tail(50)
+    path = tmp_path / "bad.parquet"
+    corrupt(bars).to_parquet(path, index=False)
+    before = _store_fingerprint(fresh)
+    with pytest.raises(DataValidationError) as caught:
+        run_ingest_flow(fresh, source=str(path))
+    assert _store_fingerprint(fresh) == before
+    report = json.loads(Path(caught.value.details["report_path"]).read_text())
+    assert report["success"] is False and report["failures"]
+    assert all(f["expectation"] for f in report["failures"])
+    run = ingest.latest_runs(fresh, limit=1)[0]
+    assert run.status == "rejected" and run.report_path == caught.value.details["report_path"]
+
+
+def test_truncated_csv_is_rejected_with_line_number(fresh: Settings, tmp_path: Path) -> None:
+    bars = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE).tail(20)
+    text = bars.to_csv(index=False)
+    path = tmp_path / "cut.csv"
+    path.write_text(text[: len(text) // 2].rsplit(",", 1)[0] + ',"unterminated')
+    before = _store_fingerprint(fresh)
+    with pytest.raises(DataValidationError, match=r"cut\.csv"):
+        run_ingest_flow(fresh, source=str(path))
+    assert _store_fingerprint(fresh) == before
+
+
+def test_huge_file_is_refused_before_reading(prefect_server: None, tmp_path: Path) -> None:
+    from mlops.errors import InvalidInputError
+
+    settings = make_settings(tmp_path / "home", ingest_max_bytes=1000)
+    path = tmp_path / "big.csv"
+    generate_ohlcv(n_tickers=2, end=settings.demo_end).to_csv(path, index=False)
+    with pytest.raises(InvalidInputError, match="over the limit"):
+        run_ingest_flow(settings, source=str(path))
+    assert ingest.store_is_empty(settings)
