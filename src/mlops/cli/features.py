@@ -46,7 +46,7 @@ def list_cmd(
         return
     table = Table(title=f"Features ({result.total})")
     for column in ("name", "view", "type", "version", "updated", "description"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "description")
     for f in result.items:
         table.add_row(
             f.name,

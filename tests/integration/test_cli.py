@@ -1,0 +1,116 @@
+"""The `mlops` CLI over a real ingested store: output, JSON, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mlops.cli import app
+from mlops.errors import InvalidInputError, NotFoundError, UnsafePathError
+from mlops.settings import Settings
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def cli_env(ingested: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("MLOPS_HOME", str(ingested.home))
+    for key in ("demo_tickers", "demo_start", "demo_end"):
+        monkeypatch.setenv(f"MLOPS_{key.upper()}", str(getattr(ingested, key)))
+    return ingested
+
+
+def test_help_lists_the_command_groups() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlops", "--help"], capture_output=True, text=True, check=True
+    )
+    for command in ("ingest", "demo", "features", "datasets", "api", "up", "health"):
+        assert command in result.stdout
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, mlops.cli; print('feast' in sys.modules, "
+            "'prefect' in sys.modules, 'mlflow' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip() == "False False False"
+
+
+def test_features_list_json_and_table(cli_env: Settings) -> None:
+    result = runner.invoke(app, ["features", "list", "--json", "--type", "Float64"])
+    assert result.exit_code == 0, result.output
+    page = json.loads(result.output)
+    assert page["total"] == 8 and all(f["dtype"] == "Float64" for f in page["items"])
+    found = json.loads(runner.invoke(app, ["features", "list", "-s", "volume", "--json"]).output)
+    assert [f["name"] for f in found["items"]] == ["volume_zscore_20d"]
+    table = runner.invoke(app, ["features", "list", "--search", "volume"])
+    assert "Features (1)" in table.output and "volume_signals" in table.output
+
+
+def test_features_show_history_and_diff(cli_env: Settings) -> None:
+    shown = json.loads(runner.invoke(app, ["features", "show", "ret_5d", "--json"]).output)
+    assert shown["statistics"]["count"] > 0 and shown["feature_view"] == "price_returns"
+    table = runner.invoke(app, ["features", "show", "ret_5d"])
+    assert "Statistics (v1)" in table.output and "quantiles" in table.output
+    history = json.loads(runner.invoke(app, ["features", "history", "ret_5d", "--json"]).output)
+    assert [v["version"] for v in history] == [1]
+    diff = runner.invoke(app, ["features", "diff", "price_returns", "1", "1"])
+    assert "No differences." in diff.output
+
+
+def test_errors_have_exit_codes_and_messages(cli_env: Settings) -> None:
+    missing = runner.invoke(app, ["features", "show", "nope"])
+    assert missing.exit_code == NotFoundError.exit_code and "Unknown feature" in missing.output
+    bad_type = runner.invoke(app, ["features", "list", "--type", "decimal"])
+    assert bad_type.exit_code == InvalidInputError.exit_code and "unknown type" in bad_type.output
+    escape = runner.invoke(app, ["datasets", "create", "../x"])
+    assert escape.exit_code == UnsafePathError.exit_code
+    rollback = runner.invoke(app, ["features", "rollback", "price_returns", "1", "--yes"])
+    assert rollback.exit_code == 5 and "nothing to roll back" in rollback.output
+
+
+def test_datasets_create_list_download(cli_env: Settings, tmp_path: Path) -> None:
+    created = runner.invoke(
+        app,
+        [
+            "datasets",
+            "create",
+            "cli-ds",
+            "-f",
+            "ret_1d",
+            "-t",
+            "BUCI",
+            "--start",
+            "2024-02-01",
+            "--end",
+            "2024-02-29",
+            "--json",
+        ],
+    )
+    assert created.exit_code == 0, created.output
+    info = json.loads(created.output)
+    assert info["tickers"] == ["BUCI"] and info["rows"] > 15
+    listed = json.loads(runner.invoke(app, ["datasets", "list", "--json"]).output)
+    assert "cli-ds" in [d["name"] for d in listed]
+    out = runner.invoke(
+        app, ["datasets", "download", "cli-ds", "-o", str(tmp_path), "--format", "csv"]
+    )
+    assert out.exit_code == 0, out.output
+    frame = pd.read_csv(tmp_path / "cli-ds.csv")
+    assert len(frame) == info["rows"] and "label_next_day_up" in frame.columns
+
+
+def test_ingest_of_a_missing_file_fails_cleanly(cli_env: Settings) -> None:
+    result = runner.invoke(app, ["ingest", "/nonexistent/bars.csv"])
+    assert result.exit_code == NotFoundError.exit_code
+    assert "bars.csv" in result.output

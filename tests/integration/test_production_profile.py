@@ -1,0 +1,95 @@
+"""The production profile for real: metadata and Feast registry in PostgreSQL, online
+store in Redis (both on 127.0.0.1). Each test run uses its own database and project."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import DEMO, run_ingest_flow
+from mlops.features import ingest
+from mlops.features.serving import online_features
+from mlops.features.store import forget_store
+from mlops.settings import Settings
+
+pytestmark = [pytest.mark.production, pytest.mark.slow]
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REDIS = "127.0.0.1:6379"
+
+
+@pytest.fixture()
+def production(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: None
+) -> Iterator[Settings]:
+    import redis
+    from sqlalchemy import create_engine, text
+
+    name = f"mlops_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is needed for the production profile: {exc}")
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    monkeypatch.setenv("MLOPS_PROFILE", "production")
+    settings = Settings(
+        home=tmp_path / "home",
+        metadata_db_url=url,
+        feast_registry_url=url,
+        redis_url=REDIS,
+        feast_project=name,
+        api_token="prod-token",
+        **DEMO,
+    )
+    settings.ensure_dirs()
+    yield settings
+    forget_store(settings)
+    from mlops.db import engine_for
+
+    engine_for(url).dispose()
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    for key in client.scan_iter(match=f"*{name}*".encode()):
+        client.delete(key)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_ingest_and_online_read_on_postgres_and_redis(production: Settings) -> None:
+    import redis
+    from sqlalchemy import create_engine, inspect
+
+    result = run_ingest_flow(production, message="production load")
+    assert len(result["new_versions"]) == 4
+    tables = set(inspect(create_engine(production.metadata_url)).get_table_names())
+    assert {"feature_view_versions", "feature_statistics", "feature_views"} <= tables
+    keys = list(
+        redis.Redis(host="127.0.0.1", port=6379).scan_iter(
+            match=f"*{production.feast_project}*".encode()
+        )
+    )
+    tickers = sorted(pd.read_parquet(production.data_dir / ingest.BARS_FILE)["ticker"].unique())
+    assert len(keys) == len(tickers)
+    served = online_features(production, tickers, [], "model_features")
+    features = pd.read_parquet(production.data_dir / ingest.FEATURES_FILE)
+    latest = features.sort_values("event_timestamp").groupby("ticker").last()
+    assert served["rsi_14"] == pytest.approx([latest.loc[t, "rsi_14"] for t in tickers])
+
+
+def test_production_reads_need_the_token(production: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from mlops.api.app import create_app
+
+    run_ingest_flow(production)
+    with TestClient(create_app(production)) as client:
+        assert client.get("/api/v1/features").status_code == 401
+        response = client.get("/api/v1/features", headers={"Authorization": "Bearer prod-token"})
+        assert response.status_code == 200 and response.json()["total"] == 9
+        health = client.get("/healthz").json()
+        assert health["components"]["online_store"]["status"] == "ok"

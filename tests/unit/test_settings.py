@@ -1,0 +1,74 @@
+"""Settings: profiles, environment precedence, token handling."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from mlops.errors import ConfigError
+from mlops.features.store import feature_store_config
+from mlops.settings import Settings
+
+
+def test_local_profile_keeps_all_state_under_home(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    assert settings.profile == "local"
+    assert settings.metadata_url == f"sqlite:///{tmp_path / 'mlops.db'}"
+    config = feature_store_config(settings)
+    assert config["offline_store"] == {"type": "duckdb"}
+    assert config["online_store"]["type"] == "sqlite"
+    assert config["online_store"]["path"].startswith(str(tmp_path))
+    assert config["registry"]["path"].startswith(str(tmp_path))
+
+
+def test_environment_overrides_profile_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("MLOPS_API_PORT", "9123")
+    settings = Settings()
+    assert settings.home == (tmp_path / "elsewhere").resolve() and settings.api_port == 9123
+    assert Settings(api_port=9999).api_port == 9999
+
+
+def test_production_profile_requires_its_uris(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_PROFILE", "production")
+    with pytest.raises(ConfigError, match="MLOPS_METADATA_DB_URL"):
+        Settings()
+
+
+def test_production_profile_uses_sql_registry_and_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_PROFILE", "production")
+    settings = Settings(
+        home=tmp_path,
+        metadata_db_url="postgresql+psycopg://u@h/db",
+        feast_registry_url="postgresql+psycopg://u@h/reg",
+        redis_url="127.0.0.1:6379",
+    )
+    assert settings.reads_require_auth is True  # from config/profiles/production.yaml
+    config = feature_store_config(settings)
+    assert config["registry"]["registry_type"] == "sql"
+    assert config["online_store"] == {"type": "redis", "connection_string": "127.0.0.1:6379"}
+    with pytest.raises(ConfigError, match="MLOPS_API_TOKEN"):
+        _ = settings.token
+
+
+def test_local_token_is_generated_once_and_private(tmp_path: Path) -> None:
+    first = Settings(home=tmp_path).token
+    assert len(first) >= 32
+    assert Settings(home=tmp_path).token == first
+    mode = stat.S_IMODE((tmp_path / "api_token").stat().st_mode)
+    assert mode == 0o600
+    assert Settings(home=tmp_path, api_token="given").token == "given"
+
+
+def test_prefect_environment_points_at_home(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, prefect_port=4321)
+    env = settings.prefect_environment(use_server=True)
+    assert env["PREFECT_HOME"] == str(tmp_path / "prefect")
+    assert env["PREFECT_API_URL"] == "http://127.0.0.1:4321/api"
+    assert "PREFECT_API_URL" not in settings.prefect_environment(use_server=False)
