@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -84,13 +85,13 @@ def ingest_flow(
     logger = get_run_logger()
     run_id = steps.start_run(settings, source, flow_run_id=str(flow_run.get_id() or ""))
     try:
-        bars = load(settings, run_id, source)
-        validate(settings, run_id, bars, source)
-        frames = compute(settings, run_id, bars)
+        bars: pd.DataFrame = load(settings, run_id, source)
+        report: Any = validate(settings, run_id, bars, source)
+        frames: steps.OfflineFrames = compute(settings, run_id, bars)
         write(settings, run_id, frames)
-        versions = apply(settings, run_id, author or settings.author, message)
-        views = materialize(settings, run_id, bars)
-        stats = statistics(settings, run_id, frames)
+        versions: list[Any] = apply(settings, run_id, author or settings.author, message)
+        views: list[str] = materialize(settings, run_id, bars)
+        stats: int = statistics(settings, run_id, frames)
     except DataValidationError as exc:
         steps.finish_run(
             settings,
@@ -108,6 +109,7 @@ def ingest_flow(
         steps.finish_run(settings, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     steps.finish_run(settings, run_id, "completed", rows=len(bars))
+    logger.info("Validation passed: %d expectations on %d rows", report.evaluated, len(bars))
     logger.info(
         "Ingested %d rows; %d new versions; materialized %s",
         len(bars),

@@ -11,6 +11,7 @@ fails (failures are shown as FAIL rows).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -65,7 +66,10 @@ def once(fn: Callable[[int], Any], i: int) -> float:
 def md_table(headers: list[str], rows: list[list[Any]]) -> str:
     text = [[str(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in text)) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep, *(line(r) for r in text)])
 
@@ -166,7 +170,10 @@ def main() -> int:
     with prefect_test_harness(server_startup_timeout=180):
         harness_start = time.perf_counter() - t0
         t1 = time.perf_counter()
-        result = ingest_flow(source="demo", author="bench", message="bench load", settings=settings)
+        with contextlib.redirect_stdout(sys.stderr):  # Feast prints materialize progress
+            result = ingest_flow(
+                source="demo", author="bench", message="bench load", settings=settings
+            )
         flow_wall = time.perf_counter() - t1
         run = steps.latest_runs(settings)[0]
     rows = result["rows"]

@@ -64,6 +64,8 @@ class VersionDiff(BaseModel):
 def view_definition(view: FeatureView) -> dict[str, Any]:
     """A JSON-safe, comparable description of a feature view."""
     source = view.batch_source
+    if source is None:
+        raise InvalidInputError(f"Feature view '{view.name}' has no batch source.")
     return {
         "name": view.name,
         "entities": sorted(view.entities),
