@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from mlops.cli import datasets, features
 from mlops.cli.common import console, handle_errors, print_json, settings
-from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlops.settings import Settings
 
 app = typer.Typer(
     help="MLOps platform for quantitative research: features, models, evaluation, prompts.",
@@ -42,6 +43,8 @@ def _latest_run_steps(config: Settings, since_id: int) -> list[dict[str, Any]]:
 
 def run_ingest_with_progress(config: Settings, source: str, message: str) -> dict[str, Any]:
     """Run the ingest flow, drawing a progress bar from the steps it records."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from mlops.features.ingest import latest_runs
     from mlops.orchestration import configure_prefect, run_ingest
 

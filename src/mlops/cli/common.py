@@ -5,14 +5,15 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
 from mlops.errors import InvalidInputError, MlopsError
-from mlops.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from mlops.settings import Settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -20,6 +21,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def settings() -> Settings:
+    from mlops.settings import load_settings
+
     return load_settings()
 
 
@@ -36,7 +39,11 @@ def handle_errors(func: F) -> F:
             if report:
                 err_console.print(f"Report: {report}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
-        except ValidationError as exc:
+        except Exception as exc:
+            from pydantic import ValidationError
+
+            if not isinstance(exc, ValidationError):
+                raise
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
             )
@@ -47,6 +54,8 @@ def handle_errors(func: F) -> F:
 
 
 def to_jsonable(value: Any) -> Any:
+    from pydantic import BaseModel
+
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, list):

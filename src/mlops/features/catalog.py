@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 
 from mlops.db import FeatureStatistics, FeatureViewVersion, session_scope
 from mlops.errors import InvalidInputError, NotFoundError
-from mlops.features.store import open_store
 from mlops.features.versions import active_versions
 from mlops.settings import Settings
 
@@ -94,33 +93,40 @@ def _data_updated(settings: Settings) -> dict[tuple[str, int], datetime]:
         return {(view, version): _aware(at) for view, version, at in rows}
 
 
-def all_features(settings: Settings) -> list[FeatureSummary]:
-    """Every feature of every view registered in Feast, with its active version."""
-    store = open_store(settings)
+def active_definitions(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The active definition of every feature view, as applied to Feast.
+
+    Every apply and rollback made through the platform writes the definition it
+    applied, so reading it here costs one query instead of rebuilding every view
+    from the Feast registry's protobufs on each request.
+    """
     with session_scope(settings.metadata_url) as session:
-        active = active_versions(session)
+        return {
+            name: {**row.definition, "version": row.version, "updated": _aware(row.created_at)}
+            for name, row in active_versions(session).items()
+        }
+
+
+def all_features(settings: Settings) -> list[FeatureSummary]:
+    """Every feature of every active feature view, with its version and update times."""
     updated = _data_updated(settings)
     features = []
-    for view in sorted(store.list_feature_views(), key=lambda v: v.name):
-        row = active.get(view.name)
-        if row is None:
-            continue
-        defined = _aware(row.created_at)
-        data = updated.get((view.name, row.version))
-        for field in view.features:
+    for name, view in sorted(active_definitions(settings).items()):
+        data = updated.get((name, view["version"]))
+        for field in view["features"]:
             features.append(
                 FeatureSummary(
-                    name=field.name,
-                    feature_view=view.name,
-                    dtype=str(field.dtype),
-                    description=field.description,
-                    tags={**view.tags, **field.tags},
-                    owner=view.owner,
-                    online=bool(view.online),
-                    latest_version=row.version,
-                    definition_updated=defined,
+                    name=field["name"],
+                    feature_view=name,
+                    dtype=field["dtype"],
+                    description=field["description"],
+                    tags={**view["tags"], **field.get("tags", {})},
+                    owner=view["owner"],
+                    online=view["online"],
+                    latest_version=view["version"],
+                    definition_updated=view["updated"],
                     data_updated=data,
-                    last_updated=max(defined, data) if data else defined,
+                    last_updated=max(view["updated"], data) if data else view["updated"],
                 )
             )
     return features

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from mlops.db import Dataset, session_scope
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError, UnsafePathError
+from mlops.features.catalog import active_definitions
 from mlops.features.ingest import BARS_FILE
 from mlops.features.store import open_store
 from mlops.features.versions import active_versions
@@ -87,10 +88,10 @@ def resolve_feature_refs(settings: Settings, request: DatasetRequest) -> list[st
             for feature in projection.features
         ]
     by_name: dict[str, list[str]] = {}
-    for view in store.list_feature_views():
-        for feature in view.features:
-            by_name.setdefault(feature.name, []).append(view.name)
-            by_name.setdefault(f"{view.name}:{feature.name}", []).append(view.name)
+    for view_name, view in active_definitions(settings).items():
+        for feature in view["features"]:
+            by_name.setdefault(feature["name"], []).append(view_name)
+            by_name.setdefault(f"{view_name}:{feature['name']}", []).append(view_name)
     refs = []
     for wanted in request.features:
         views = by_name.get(wanted)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlops.errors import InvalidInputError, NotFoundError
+from mlops.features.catalog import active_definitions
 from mlops.features.datasets import DatasetRequest, resolve_feature_refs
 from mlops.features.store import open_store
 from mlops.settings import Settings
@@ -23,7 +24,7 @@ def online_features(
     store = open_store(settings)
     request = DatasetRequest(name="online", features=features, feature_service=feature_service)
     refs = resolve_feature_refs(settings, request)
-    offline_only = {v.name for v in store.list_feature_views() if not v.online}
+    offline_only = {name for name, v in active_definitions(settings).items() if not v["online"]}
     blocked = [ref for ref in refs if ref.split(":")[0] in offline_only]
     if blocked:
         raise NotFoundError(f"Not served online: {', '.join(blocked)}.")

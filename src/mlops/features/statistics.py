@@ -75,6 +75,7 @@ def record_statistics(
     `frames` maps a source file name (e.g. 'daily_features.parquet') to its data.
     """
     stored = 0
+    computed: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     for row in active.values():
         frame = frames.get(row.definition["source"]["file"])
         if frame is None:
@@ -85,17 +86,22 @@ def record_statistics(
                 FeatureStatistics.version == row.version,
             )
         )
+        source = row.definition["source"]["file"]
         for feature in row.definition["features"]:
             name = feature["name"]
             if name not in frame.columns:
                 continue
+            # Views that share a source column share its statistics: compute them once.
+            if (source, name) not in computed:
+                computed[source, name] = (feature_statistics(frame[name]), sample_rows(frame, name))
+            stats, samples = computed[source, name]
             session.add(
                 FeatureStatistics(
                     view_name=row.view_name,
                     version=row.version,
                     feature_name=name,
-                    stats=feature_statistics(frame[name]),
-                    samples=sample_rows(frame, name),
+                    stats=stats,
+                    samples=samples,
                 )
             )
             stored += 1

@@ -70,7 +70,12 @@ def view_definition(view: FeatureView) -> dict[str, Any]:
         "name": view.name,
         "entities": sorted(view.entities),
         "features": [
-            {"name": f.name, "dtype": str(f.dtype), "description": f.description}
+            {
+                "name": f.name,
+                "dtype": str(f.dtype),
+                "description": f.description,
+                "tags": dict(sorted(f.tags.items())),
+            }
             for f in view.features
         ],
         "source": {
@@ -275,7 +280,12 @@ def build_view(store: FeatureStore, definition: dict[str, Any]) -> FeatureView:
         name=definition["name"],
         entities=[store.get_entity(name) for name in definition["entities"]],
         schema=[
-            Field(name=f["name"], dtype=feast_type(f["dtype"]), description=f["description"])
+            Field(
+                name=f["name"],
+                dtype=feast_type(f["dtype"]),
+                description=f["description"],
+                tags=f.get("tags", {}),
+            )
             for f in definition["features"]
         ],
         source=store.get_data_source(definition["source"]["name"]),
