@@ -37,8 +37,13 @@ def _wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "MLOPS_HOME": str(home), "MLOPS_DEMO_TICKERS": "3",
-            "MLOPS_DEMO_START": "2025-06-02", "MLOPS_DEMO_END": "2025-10-31"}
+    return {
+        **os.environ,
+        "MLOPS_HOME": str(home),
+        "MLOPS_DEMO_TICKERS": "3",
+        "MLOPS_DEMO_START": "2025-06-02",
+        "MLOPS_DEMO_END": "2025-10-31",
+    }
 
 
 def _port_open(port: int) -> bool:
@@ -51,9 +56,22 @@ def test_up_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     ports = {"api": _free_port(), "prefect": _free_port(), "mlflow": _free_port()}
     home = tmp_path / "home"
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlops", "up", "--api-port", str(ports["api"]),
-         "--prefect-port", str(ports["prefect"]), "--mlflow-port", str(ports["mlflow"])],
-        env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mlops",
+            "up",
+            "--api-port",
+            str(ports["api"]),
+            "--prefect-port",
+            str(ports["prefect"]),
+            "--mlflow-port",
+            str(ports["mlflow"]),
+        ],
+        env=_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     services = home / "run" / "services.json"
@@ -71,8 +89,9 @@ def test_up_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         deployments = httpx.post(f"{prefect}/deployments/filter", json={}).json()
         assert [d["name"] for d in deployments] == ["daily-ingest"]
         assert deployments[0]["schedules"][0]["schedule"]["cron"] == "30 21 * * 1-5"
-        run = httpx.post(f"{prefect}/deployments/{deployments[0]['id']}/create_flow_run",
-                         json={}).json()
+        run = httpx.post(
+            f"{prefect}/deployments/{deployments[0]['id']}/create_flow_run", json={}
+        ).json()
 
         def finished() -> str | None:
             state = httpx.get(f"{prefect}/flow_runs/{run['id']}").json()["state"]["type"]
@@ -96,7 +115,10 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "mlops", "up", "--api-port", str(port)],
-            env=_env(tmp_path / "home"), capture_output=True, text=True, timeout=60,
+            env=_env(tmp_path / "home"),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert result.returncode == ServiceError.exit_code
     assert f"Port {port}" in result.stderr and "already in use" in result.stderr

@@ -3,9 +3,7 @@ correct onto (ticker, day) rows by Feast, persisted as parquet with their metada
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -20,7 +18,7 @@ from sqlalchemy import select
 from mlops.db import Dataset, session_scope
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError, UnsafePathError
 from mlops.features.catalog import active_definitions
-from mlops.features.ingest import BARS_FILE
+from mlops.features.ingest import BARS_FILE, write_parquet_atomic
 from mlops.features.store import open_store
 from mlops.features.versions import active_versions
 from mlops.settings import Settings
@@ -137,18 +135,6 @@ def entity_rows(settings: Settings, request: DatasetRequest) -> pd.DataFrame:
     return frame
 
 
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> DatasetInfo:
     """Build, persist and record a training dataset."""
     path = dataset_path(settings, request.name)
@@ -161,7 +147,7 @@ def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> 
     all_refs = [*refs, LABEL_REF] if request.include_label else refs
     frame = store.get_historical_features(entity_df=entities, features=all_refs).to_df()
     frame = frame.sort_values(["ticker", "event_timestamp"]).reset_index(drop=True)
-    _write_parquet(frame, path)
+    write_parquet_atomic(frame, path)
     try:
         with session_scope(settings.metadata_url) as session:
             versions = active_versions(session)

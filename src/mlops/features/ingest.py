@@ -28,6 +28,7 @@ from mlops.features.versions import (
     active_versions,
     feast_version_of,
     record_version,
+    version_info,
     view_definition,
     views_to_apply,
 )
@@ -85,7 +86,9 @@ def compute_offline_frames(bars: pd.DataFrame) -> OfflineFrames:
     return OfflineFrames(bars=bars, features=compute_features(bars), labels=compute_labels(bars))
 
 
-def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write a parquet file so readers see the old file or the new one, never a half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -99,9 +102,9 @@ def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
 def write_offline(settings: Settings, frames: OfflineFrames) -> None:
     """Replace the offline parquet files (each written to a temp file, then renamed)."""
     settings.ensure_dirs()
-    _atomic_parquet(frames.bars, settings.data_dir / BARS_FILE)
-    _atomic_parquet(frames.features, settings.data_dir / FEATURES_FILE)
-    _atomic_parquet(frames.labels, settings.data_dir / LABELS_FILE)
+    write_parquet_atomic(frames.bars, settings.data_dir / BARS_FILE)
+    write_parquet_atomic(frames.features, settings.data_dir / FEATURES_FILE)
+    write_parquet_atomic(frames.labels, settings.data_dir / LABELS_FILE)
 
 
 def apply_definitions(settings: Settings, author: str, message: str) -> list[VersionInfo]:
@@ -124,21 +127,7 @@ def apply_definitions(settings: Settings, author: str, message: str) -> list[Ver
                 previous=active.get(view.name),
             )
             recorded.append(row)
-        infos = [
-            VersionInfo(
-                view_name=r.view_name,
-                version=r.version,
-                origin=r.origin,
-                change_kind=r.change_kind,
-                author=r.author,
-                message=r.message,
-                feast_version=r.feast_version,
-                created_at=r.created_at,
-                active=True,
-                definition=r.definition,
-            )
-            for r in recorded
-        ]
+        infos = [version_info(r, active_version=r.version) for r in recorded]
     return infos
 
 

@@ -102,7 +102,7 @@ def change_kind(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
     return "schema" if any(before[k] != after[k] for k in SCHEMA_KEYS) else "metadata"
 
 
-def _to_info(row: FeatureViewVersion, active_version: int) -> VersionInfo:
+def version_info(row: FeatureViewVersion, active_version: int) -> VersionInfo:
     return VersionInfo(
         view_name=row.view_name,
         version=row.version,
@@ -150,7 +150,7 @@ def version_rows(session: Session, view_name: str) -> list[FeatureViewVersion]:
 def list_versions(session: Session, view_name: str) -> list[VersionInfo]:
     """Every version of a view, oldest first."""
     rows = version_rows(session, view_name)
-    return [_to_info(row, rows[-1].version) for row in rows]
+    return [version_info(row, rows[-1].version) for row in rows]
 
 
 def get_version(session: Session, view_name: str, version: int) -> FeatureViewVersion:
