@@ -107,13 +107,16 @@ def active_definitions(settings: Settings) -> dict[str, dict[str, Any]]:
         }
 
 
-def all_features(settings: Settings) -> list[FeatureSummary]:
-    """Every feature of every active feature view, with its version and update times."""
+def all_features(settings: Settings, only: str | None = None) -> list[FeatureSummary]:
+    """Every feature of every active feature view (or only those named `only`),
+    with its version and update times."""
     updated = _data_updated(settings)
     features = []
     for name, view in sorted(active_definitions(settings).items()):
         data = updated.get((name, view["version"]))
         for field in view["features"]:
+            if only is not None and field["name"] != only:
+                continue
             features.append(
                 FeatureSummary(
                     name=field["name"],
@@ -170,8 +173,8 @@ def find_feature(settings: Settings, name: str) -> FeatureSummary:
     view_name, _, feature_name = name.rpartition(":")
     candidates = [
         f
-        for f in all_features(settings)
-        if f.name == feature_name and (not view_name or f.feature_view == view_name)
+        for f in all_features(settings, only=feature_name)
+        if not view_name or f.feature_view == view_name
     ]
     if not candidates:
         raise NotFoundError(f"Unknown feature '{name}'.", {"feature": name})

@@ -1,0 +1,1 @@
+"""Model lifecycle: training with time-ordered splits, MLflow tracking and registration."""
