@@ -405,6 +405,8 @@ def train_model(
                 registered_model_name=config.registered_model,
                 pyfunc_predict_fn="predict_proba",
                 skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                # explicit: inferring them costs ~10 s per model and picks up test tooling
+                pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
             )
             version = str(model_info.registered_model_version)
             _describe_version(MlflowClient(), config, info, version, metrics, span)

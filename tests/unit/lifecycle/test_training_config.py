@@ -74,9 +74,15 @@ def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
     ("text", "field"),
     [
         ("models: {lr: {kind: svm}}", "models.lr.kind"),
-        ("models: {lr: {kind: logistic_regression, test_fraction: 1.5}}", "models.lr.test_fraction"),
+        (
+            "models: {lr: {kind: logistic_regression, test_fraction: 1.5}}",
+            "models.lr.test_fraction",
+        ),
         ("models: {lr: {kind: logistic_regression, surprise: 1}}", "models.lr.surprise"),
-        ("models: {lr: {kind: random_forest, hyperparameters: {depth: 3}}}", "models.lr.hyperparameters"),
+        (
+            "models: {lr: {kind: random_forest, hyperparameters: {depth: 3}}}",
+            "models.lr.hyperparameters",
+        ),
         ("models: {lr: 3}", "models.lr"),
         ("other: 1", "models"),
     ],
@@ -93,7 +99,7 @@ def test_unknown_name_and_overrides(tmp_path: Path) -> None:
     settings = _settings(
         tmp_path, "models: {gb: {kind: gradient_boosting, hyperparameters: {max_depth: 2}}}"
     )
-    with pytest.raises(NotFoundError, match="Unknown model configuration 'nope'.*gb"):
+    with pytest.raises(NotFoundError, match=r"Unknown model configuration 'nope'.*gb"):
         get_model_config(settings, "nope")
     config = get_model_config(settings, "gb", {"n_estimators": 5})
     assert config.hyperparameters == {"max_depth": 2, "n_estimators": 5}
