@@ -45,3 +45,23 @@ def run_ingest(settings: Settings, source: str, author: str, message: str) -> di
         source=source, author=author, message=message, settings=settings
     )
     return result
+
+
+def run_train(
+    settings: Settings,
+    model: str,
+    author: str,
+    hyperparameters: dict[str, Any] | None = None,
+    dataset: str | None = None,
+) -> dict[str, Any]:
+    """Run the `train` flow in this process (reported to Prefect) and return its summary."""
+    from flows.train import train_flow
+
+    result: dict[str, Any] = train_flow(
+        model=model,
+        settings=settings,
+        author=author,
+        hyperparameters=hyperparameters,
+        dataset=dataset,
+    )
+    return result

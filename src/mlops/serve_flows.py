@@ -36,6 +36,10 @@ def flow_by_name(name: str) -> Any:
         from flows.ingest import ingest_flow
 
         return ingest_flow
+    if name == "train":
+        from flows.train import train_flow
+
+        return train_flow
     raise ConfigError(f"Unknown flow '{name}' in schedules.yaml.")
 
 

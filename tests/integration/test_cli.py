@@ -114,3 +114,19 @@ def test_ingest_of_a_missing_file_fails_cleanly(cli_env: Settings) -> None:
     result = runner.invoke(app, ["ingest", "/nonexistent/bars.csv"])
     assert result.exit_code == NotFoundError.exit_code
     assert "bars.csv" in result.output
+
+
+def test_train_registers_a_model_version(cli_env: Settings) -> None:
+    result = runner.invoke(app, ["train", "logistic_regression", "-p", "C=0.1", "--json"])
+    assert result.exit_code == 0, result.output
+    # CliRunner also captures MLflow's stderr notices after the JSON; in a terminal,
+    # stdout holds the JSON alone.
+    trained, _ = json.JSONDecoder().raw_decode(result.stdout)
+    assert trained["model_uri"].startswith("models:/direction-model/")
+    assert set(trained["metrics"]) >= {"accuracy", "roc_auc", "log_loss", "brier"}
+
+
+def test_train_bad_input_exit_codes(cli_env: Settings) -> None:
+    assert runner.invoke(app, ["train", "no_such_model"]).exit_code == NotFoundError.exit_code
+    bad = runner.invoke(app, ["train", "logistic_regression", "-p", "C"])
+    assert bad.exit_code == InvalidInputError.exit_code and "name=value" in bad.output

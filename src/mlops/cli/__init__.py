@@ -109,12 +109,66 @@ def ingest(
     _print_ingest(result, json)
 
 
+DEMO_MODELS = ("logistic_regression", "random_forest", "gradient_boosting")
+
+
 @app.command()
 @handle_errors
 def demo(json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Generate the seeded demo bars and run the ingest pipeline on them."""
-    result = run_ingest_with_progress(settings(), "demo", "demo data")
+    """Ingest the seeded demo bars, then train and register the demo models."""
+    from mlops.orchestration import run_train
+
+    config = settings()
+    result = run_ingest_with_progress(config, "demo", "demo data")
     _print_ingest(result, json)
+    for name in DEMO_MODELS:
+        with console.status(f"Training {name}..."):
+            trained = run_train(config, name, config.author)
+        _print_train(trained, json)
+
+
+@app.command()
+@handle_errors
+def train(
+    model: Annotated[str, typer.Argument(help="Name in config/models.yaml.")] = "gradient_boosting",
+    dataset: Annotated[
+        Optional[str], typer.Option("--dataset", "-d", help="Existing dataset.")
+    ] = None,
+    param: Annotated[
+        Optional[list[str]], typer.Option("--param", "-p", help="name=value (YAML value).")
+    ] = None,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Train a model configuration, log it to MLflow and register a new version."""
+    import yaml
+
+    from mlops.errors import InvalidInputError
+    from mlops.orchestration import configure_prefect, run_train
+
+    overrides: dict[str, Any] = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"--param '{item}' must be name=value.")
+        overrides[key] = yaml.safe_load(value)
+    config = settings()
+    config.ensure_dirs()
+    configure_prefect(config)
+    with console.status(f"Training {model}..."):
+        result = run_train(config, model, config.author, overrides or None, dataset)
+    _print_train(result, json)
+
+
+def _print_train(result: dict[str, Any], json: bool) -> None:
+    if json:
+        print_json(result)
+        return
+    metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result["metrics"].items()))
+    console.print(
+        f"[green]Registered {result['model_uri']}[/] (run {result['run_id']}, "
+        f"dataset {result['dataset']}): {metrics}",
+        highlight=False,
+    )
 
 
 def _print_ingest(result: dict[str, Any], json: bool) -> None:
