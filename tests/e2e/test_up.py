@@ -87,11 +87,11 @@ def test_up_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
         prefect = urls["prefect"]
         deployments = httpx.post(f"{prefect}/deployments/filter", json={}).json()
-        assert [d["name"] for d in deployments] == ["daily-ingest"]
-        assert deployments[0]["schedules"][0]["schedule"]["cron"] == "30 21 * * 1-5"
-        run = httpx.post(
-            f"{prefect}/deployments/{deployments[0]['id']}/create_flow_run", json={}
-        ).json()
+        by_name = {d["name"]: d for d in deployments}
+        assert sorted(by_name) == ["daily-ingest", "nightly-train"]
+        ingest = by_name["daily-ingest"]
+        assert ingest["schedules"][0]["schedule"]["cron"] == "30 21 * * 1-5"
+        run = httpx.post(f"{prefect}/deployments/{ingest['id']}/create_flow_run", json={}).json()
 
         def finished() -> str | None:
             state = httpx.get(f"{prefect}/flow_runs/{run['id']}").json()["state"]["type"]
