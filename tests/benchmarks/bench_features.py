@@ -28,19 +28,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # for `flows.ingest`
 
-# The 8 real feature columns written by compute_features into daily_features.parquet.
-FEATURE_COLUMNS = [
-    "ret_1d",
-    "ret_5d",
-    "ret_20d",
-    "vol_20d",
-    "mom_10d",
-    "mom_20d",
-    "rsi_14",
-    "volume_zscore_20d",
-]
+from mlops.features.compute import FEATURE_COLUMNS  # noqa: E402  (after sys.path)
+from mlops.features.datasets import LABEL_REF  # noqa: E402
+
 SERVICE = "model_features"
-LABEL_REF = "training_labels:label_next_day_up"
 
 
 # --------------------------------------------------------------------------- helpers
