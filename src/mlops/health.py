@@ -25,13 +25,15 @@ class Health(BaseModel):
     components: dict[str, ComponentHealth]
 
 
-def _probe(check: Callable[[], str]) -> ComponentHealth:
+def _probe(check: Callable[[], str], hide_details: bool) -> ComponentHealth:
     started = time.perf_counter()
     try:
         detail = check()
         status = "ok"
     except Exception as exc:
         detail, status = f"{type(exc).__name__}: {exc}"[:300], "down"
+        if hide_details:
+            detail = type(exc).__name__
     return ComponentHealth(
         status=status, detail=detail, latency_ms=round((time.perf_counter() - started) * 1000, 2)
     )
@@ -90,6 +92,8 @@ def check_health(settings: Settings, services: bool = False) -> Health:
     if services:
         checks["prefect"] = _http(f"{settings.prefect_url}/health")
         checks["mlflow"] = _http(f"{settings.mlflow_url}/health")
-    components = {name: _probe(check) for name, check in checks.items()}
+    # /healthz is open: in production, do not tell anonymous callers hosts or users.
+    hide = settings.profile == "production"
+    components = {name: _probe(check, hide) for name, check in checks.items()}
     ok = all(c.status == "ok" for c in components.values())
     return Health(status="ok" if ok else "degraded", components=components)

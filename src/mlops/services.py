@@ -40,6 +40,8 @@ class Child:
 def ensure_port_free(host: str, port: int, what: str) -> None:
     """Raise a clear error when a port is already taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Like the servers themselves: a port left in TIME_WAIT by a previous run is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -242,15 +244,21 @@ def _supervise(children: list[Child]) -> int:
     return 0
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def run_platform(settings: Settings) -> None:
     """Start everything, print URLs and the token, and wait for Ctrl-C."""
     settings.ensure_dirs()
-    for what, port in (
-        ("API", settings.api_port),
-        ("Prefect server", settings.prefect_port),
-        ("MLflow server", settings.mlflow_port),
+    for what, host, port in (
+        ("API", settings.api_host, settings.api_port),
+        ("Prefect server", "127.0.0.1", settings.prefect_port),
+        ("MLflow server", "127.0.0.1", settings.mlflow_port),
     ):
-        ensure_port_free("127.0.0.1", port, what)
+        ensure_port_free(host, port, what)
+    # SIGTERM while starting: unwind like Ctrl-C so the children are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     commands = _commands(settings)
     children: list[Child] = []
     code = 1
@@ -270,13 +278,13 @@ def run_platform(settings: Settings) -> None:
                 children.append(_start(settings, name, *commands[name]))
             for child in children[2:]:
                 wait_healthy(child)
-        services_file = _write_services_file(settings, children)
+        _write_services_file(settings, children)
         _print_summary(settings)
         _print_health(settings)
         console.print("Press Ctrl-C to stop.")
         code = _supervise(children)
-        services_file.unlink(missing_ok=True)
     finally:
+        (settings.run_dir / "services.json").unlink(missing_ok=True)
         with console.status("Stopping..."):
             stop_children(children)
         console.print("Stopped.")

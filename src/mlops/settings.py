@@ -147,13 +147,23 @@ class Settings(BaseSettings):
         if self.profile == "production":
             raise ConfigError("The production profile needs MLOPS_API_TOKEN to be set.")
         path = self.home / "api_token"
-        if path.exists():
-            return path.read_text().strip()
-        self.home.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token)
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            # Written under a temporary name, then linked: readers never see a partial token
+            # and, of two processes starting together, the first link wins for both.
+            tmp = self.home / f".api_token.{secrets.token_hex(4)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        token = path.read_text().strip()
+        if not token:
+            raise ConfigError(f"The API token file {path} is empty; delete it to make a new one.")
         return token
 
     def prefect_environment(self, use_server: bool) -> dict[str, str]:

@@ -219,3 +219,20 @@ def test_health_reports_a_missing_store(tmp_path) -> None:  # type: ignore[no-un
         response = empty.get("/healthz")
     assert response.status_code == 503
     assert response.json()["components"]["offline_store"]["status"] == "down"
+
+
+def test_unexpected_errors_are_json_without_a_trace(
+    ingested: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops.features import catalog
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(catalog, "list_features", broken)
+    with TestClient(create_app(ingested), raise_server_exceptions=False) as test_client:
+        response = test_client.get(f"{API}/features", headers={"X-Request-ID": "r-500"})
+    assert response.status_code == 500
+    assert response.headers["X-Request-ID"] == "r-500"
+    assert _error(response)["code"] == "internal_error"
+    assert "secret internals" not in response.text

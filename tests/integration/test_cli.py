@@ -130,3 +130,14 @@ def test_train_bad_input_exit_codes(cli_env: Settings) -> None:
     assert runner.invoke(app, ["train", "no_such_model"]).exit_code == NotFoundError.exit_code
     bad = runner.invoke(app, ["train", "logistic_regression", "-p", "C"])
     assert bad.exit_code == InvalidInputError.exit_code and "name=value" in bad.output
+    yaml_error = runner.invoke(app, ["train", "logistic_regression", "-p", "C=["])
+    assert yaml_error.exit_code == InvalidInputError.exit_code
+    assert "not valid YAML" in yaml_error.output
+
+
+def test_download_into_a_missing_folder_is_a_clear_error(cli_env: Settings, tmp_path: Path) -> None:
+    runner.invoke(app, ["datasets", "create", "dl-ds", "-t", "HEX", "--start", "2024-03-01"])
+    result = runner.invoke(
+        app, ["datasets", "download", "dl-ds", "-o", str(tmp_path / "no" / "x.parquet")]
+    )
+    assert result.exit_code == NotFoundError.exit_code and "does not exist" in result.output

@@ -72,3 +72,9 @@ def test_prefect_environment_points_at_home(tmp_path: Path) -> None:
     assert env["PREFECT_HOME"] == str(tmp_path / "prefect")
     assert env["PREFECT_API_URL"] == "http://127.0.0.1:4321/api"
     assert "PREFECT_API_URL" not in settings.prefect_environment(use_server=False)
+
+
+def test_an_empty_token_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "api_token").write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        _ = Settings(home=tmp_path).token

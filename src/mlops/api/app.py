@@ -61,7 +61,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("Unhandled error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", "Internal error; see the server log.", {}, request)
+        response = _error(500, "internal_error", "Internal error; see the server log.", {}, request)
+        # This handler runs outside the request-id middleware: set the header here too.
+        response.headers["X-Request-ID"] = getattr(request.state, "request_id", "")
+        return response
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -150,7 +150,10 @@ def train(
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InvalidInputError(f"--param '{item}' must be name=value.")
-        overrides[key] = yaml.safe_load(value)
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise InvalidInputError(f"--param '{item}': the value is not valid YAML.") from exc
     config = settings()
     config.ensure_dirs()
     configure_prefect(config)

@@ -3,7 +3,10 @@ correct onto (ticker, day) rows by Feast, persisted as parquet with their metada
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -14,6 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from mlops.db import Dataset, session_scope
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError, UnsafePathError
@@ -108,27 +112,28 @@ def entity_rows(settings: Settings, request: DatasetRequest) -> pd.DataFrame:
         raise NotFoundError("The offline store is empty: run `mlops ingest` first.")
     if request.start and request.end and request.start > request.end:
         raise InvalidInputError("start must not be after end.")
-    query = f"SELECT ticker, date FROM read_parquet('{bars}') WHERE TRUE"
-    params: list[object] = []
-    if request.tickers:
-        known = {
-            r[0]
-            for r in duckdb.execute(
-                f"SELECT DISTINCT ticker FROM read_parquet('{bars}')"
-            ).fetchall()
-        }
-        unknown = sorted(set(request.tickers) - known)
-        if unknown:
-            raise NotFoundError(f"Unknown tickers: {', '.join(unknown)}.", {"tickers": unknown})
-        query += " AND ticker IN (SELECT unnest(?))"
-        params.append(request.tickers)
-    if request.start:
-        query += " AND date >= ?"
-        params.append(datetime.combine(request.start, time()))
-    if request.end:
-        query += " AND date <= ?"
-        params.append(datetime.combine(request.end, time()))
-    frame = duckdb.execute(query + " ORDER BY ticker, date", params).df()
+    query = "SELECT ticker, date FROM read_parquet(?) WHERE TRUE"
+    params: list[object] = [str(bars)]
+    with duckdb.connect() as connection:
+        if request.tickers:
+            known = {
+                row[0]
+                for row in connection.execute(
+                    "SELECT DISTINCT ticker FROM read_parquet(?)", [str(bars)]
+                ).fetchall()
+            }
+            unknown = sorted(set(request.tickers) - known)
+            if unknown:
+                raise NotFoundError(f"Unknown tickers: {', '.join(unknown)}.", {"tickers": unknown})
+            query += " AND ticker IN (SELECT unnest(?))"
+            params.append(request.tickers)
+        if request.start:
+            query += " AND date >= ?"
+            params.append(datetime.combine(request.start, time()))
+        if request.end:
+            query += " AND date <= ?"
+            params.append(datetime.combine(request.end, time()))
+        frame = connection.execute(query + " ORDER BY ticker, date", params).df()
     if frame.empty:
         raise InvalidInputError("No rows for these tickers in this time range.")
     frame["event_timestamp"] = pd.to_datetime(frame.pop("date")).dt.tz_localize(UTC)
@@ -147,7 +152,10 @@ def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> 
     all_refs = [*refs, LABEL_REF] if request.include_label else refs
     frame = store.get_historical_features(entity_df=entities, features=all_refs).to_df()
     frame = frame.sort_values(["ticker", "event_timestamp"]).reset_index(drop=True)
-    write_parquet_atomic(frame, path)
+    # The file gets its final name only once the record is committed, so a concurrent
+    # request for the same name can never overwrite or delete the winner's file.
+    staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}.staged")
+    write_parquet_atomic(frame, staged)
     try:
         with session_scope(settings.metadata_url) as session:
             versions = active_versions(session)
@@ -162,15 +170,18 @@ def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> 
                 rows=len(frame),
                 label=request.include_label,
                 path=path.name,
-                size_bytes=path.stat().st_size,
+                size_bytes=staged.stat().st_size,
                 created_by=author,
             )
             session.add(row)
             session.flush()
-            return _info(row)
-    except Exception:
-        path.unlink(missing_ok=True)
-        raise
+            info = _info(row)
+        os.replace(staged, path)
+    except IntegrityError as exc:
+        raise ConflictError(f"Dataset '{request.name}' already exists.") from exc
+    finally:
+        staged.unlink(missing_ok=True)
+    return info
 
 
 def list_datasets(settings: Settings) -> list[DatasetInfo]:
@@ -189,23 +200,30 @@ def get_dataset(settings: Settings, name: str) -> tuple[DatasetInfo, Path]:
 
 def iter_csv(path: Path) -> Iterator[bytes]:
     """A parquet dataset as CSV, in batches, so large files stream in constant memory."""
-    parquet = pq.ParquetFile(path)
-    header = True
-    for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS):
-        yield batch.to_pandas().to_csv(index=False, header=header).encode()
-        header = False
+    with pq.ParquetFile(path) as parquet:
+        header = True
+        for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS):
+            yield batch.to_pandas().to_csv(index=False, header=header).encode()
+            header = False
 
 
 def export_dataset(
     settings: Settings, name: str, target: Path, fmt: Literal["parquet", "csv"] = "parquet"
 ) -> Path:
-    """Copy a dataset to a file of the user's choosing (CLI download)."""
+    """Copy a dataset to a file of the user's choosing (CLI download), atomically."""
     _, path = get_dataset(settings, name)
     target = target / f"{name}.{fmt}" if target.is_dir() else target
-    with open(target, "wb") as out:
+    if not target.parent.is_dir():
+        raise NotFoundError(f"Folder {target.parent} does not exist.")
+    partial = target.with_name(f".{target.name}.partial")
+    try:
         if fmt == "csv":
-            for chunk in iter_csv(path):
-                out.write(chunk)
+            with open(partial, "wb") as out:
+                for chunk in iter_csv(path):
+                    out.write(chunk)
         else:
-            out.write(path.read_bytes())
+            shutil.copyfile(path, partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target
