@@ -81,6 +81,14 @@ def _http(url: str) -> Callable[[], str]:
     return check
 
 
+def health_lines(health: Health) -> list[str]:
+    """One rich-markup line per component, green when ok and red when down."""
+    return [
+        f"[{'green' if c.status == 'ok' else 'red'}]{c.status:>5}[/] {name}: {c.detail}"
+        for name, c in health.components.items()
+    ]
+
+
 def check_health(settings: Settings, services: bool = False) -> Health:
     """Probe each store (and, with services=True, the Prefect and MLflow servers)."""
     checks: dict[str, Callable[[], str]] = {

@@ -188,14 +188,10 @@ def _print_summary(settings: Settings) -> None:
 
 
 def _print_health(settings: Settings) -> None:
-    from mlops.health import check_health
+    from mlops.health import check_health, health_lines
 
-    health = check_health(settings, services=True)
-    for name, component in health.components.items():
-        colour = "green" if component.status == "ok" else "red"
-        console.print(
-            f"  [{colour}]{component.status:>5}[/] {name}: {component.detail}", highlight=False
-        )
+    for line in health_lines(check_health(settings, services=True)):
+        console.print(f"  {line}", highlight=False)
 
 
 def _write_services_file(settings: Settings, children: list[Child]) -> Path:

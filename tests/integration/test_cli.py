@@ -141,3 +141,23 @@ def test_download_into_a_missing_folder_is_a_clear_error(cli_env: Settings, tmp_
         app, ["datasets", "download", "dl-ds", "-o", str(tmp_path / "no" / "x.parquet")]
     )
     assert result.exit_code == NotFoundError.exit_code and "does not exist" in result.output
+
+
+def test_health_reports_each_part_and_fails_when_servers_are_down(
+    cli_env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_PREFECT_PORT", "1")
+    monkeypatch.setenv("MLOPS_MLFLOW_PORT", "1")
+    result = runner.invoke(app, ["health", "--json"])
+    assert result.exit_code == 8
+    components = json.loads(result.stdout)["components"]
+    assert {k: v["status"] for k, v in components.items()} == {
+        "metadata_db": "ok",
+        "feast_registry": "ok",
+        "offline_store": "ok",
+        "online_store": "ok",
+        "prefect": "down",
+        "mlflow": "down",
+    }
+    table = runner.invoke(app, ["health"])
+    assert "down prefect" in table.output and "ok online_store" in table.output

@@ -189,17 +189,14 @@ def _print_ingest(result: dict[str, Any], json: bool) -> None:
 @handle_errors
 def health(json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Check each store (and the Prefect and MLflow servers of `mlops up`)."""
-    from mlops.health import check_health
+    from mlops.health import check_health, health_lines
 
     result = check_health(settings(), services=True)
     if json:
         print_json(result)
     else:
-        for name, component in result.components.items():
-            colour = "green" if component.status == "ok" else "red"
-            console.print(
-                f"[{colour}]{component.status:>5}[/] {name}: {component.detail}", highlight=False
-            )
+        for line in health_lines(result):
+            console.print(line, highlight=False)
     if result.status != "ok":
         raise typer.Exit(8)
 
