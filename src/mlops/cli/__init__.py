@@ -109,19 +109,18 @@ def ingest(
     _print_ingest(result, json)
 
 
-DEMO_MODELS = ("logistic_regression", "random_forest", "gradient_boosting")
-
-
 @app.command()
 @handle_errors
 def demo(json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Ingest the seeded demo bars, then train and register the demo models."""
+    """Ingest the seeded demo bars, then train and register every model of
+    config/models.yaml."""
+    from mlops.lifecycle.training import load_model_configs
     from mlops.orchestration import run_train
 
     config = settings()
     result = run_ingest_with_progress(config, "demo", "demo data")
     _print_ingest(result, json)
-    for name in DEMO_MODELS:
+    for name in load_model_configs(config):
         with console.status(f"Training {name}..."):
             trained = run_train(config, name, config.author)
         _print_train(trained, json)

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import duckdb
 import pandas as pd
@@ -75,8 +75,15 @@ def _info(row: Dataset) -> DatasetInfo:
     return DatasetInfo.model_validate(row, from_attributes=True)
 
 
-def resolve_feature_refs(settings: Settings, request: DatasetRequest) -> list[str]:
-    """'view:feature' references for the request; unknown names are a 404."""
+def resolve_feature_refs(
+    settings: Settings,
+    request: DatasetRequest,
+    definitions: dict[str, dict[str, Any]] | None = None,
+) -> list[str]:
+    """'view:feature' references for the request; unknown names are a 404.
+
+    `definitions` (from `active_definitions`) saves a query when the caller has them.
+    """
     store = open_store(settings)
     if not request.features:
         name = request.feature_service or DEFAULT_SERVICE
@@ -90,7 +97,9 @@ def resolve_feature_refs(settings: Settings, request: DatasetRequest) -> list[st
             for feature in projection.features
         ]
     by_name: dict[str, list[str]] = {}
-    for view_name, view in active_definitions(settings).items():
+    if definitions is None:
+        definitions = active_definitions(settings)
+    for view_name, view in definitions.items():
         for feature in view["features"]:
             by_name.setdefault(feature["name"], []).append(view_name)
             by_name.setdefault(f"{view_name}:{feature['name']}", []).append(view_name)

@@ -23,8 +23,9 @@ def online_features(
         raise InvalidInputError(f"At most {MAX_TICKERS} tickers per lookup.")
     store = open_store(settings)
     request = DatasetRequest(name="online", features=features, feature_service=feature_service)
-    refs = resolve_feature_refs(settings, request)
-    offline_only = {name for name, v in active_definitions(settings).items() if not v["online"]}
+    definitions = active_definitions(settings)
+    refs = resolve_feature_refs(settings, request, definitions)
+    offline_only = {name for name, v in definitions.items() if not v["online"]}
     blocked = [ref for ref in refs if ref.split(":")[0] in offline_only]
     if blocked:
         raise NotFoundError(f"Not served online: {', '.join(blocked)}.")

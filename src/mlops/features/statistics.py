@@ -77,7 +77,8 @@ def record_statistics(
     stored = 0
     computed: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     for row in active.values():
-        frame = frames.get(row.definition["source"]["file"])
+        source = row.definition["source"]["file"]
+        frame = frames.get(source)
         if frame is None:
             continue
         session.execute(
@@ -86,7 +87,6 @@ def record_statistics(
                 FeatureStatistics.version == row.version,
             )
         )
-        source = row.definition["source"]["file"]
         for feature in row.definition["features"]:
             name = feature["name"]
             if name not in frame.columns:
