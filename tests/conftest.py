@@ -60,3 +60,44 @@ def fresh(prefect_server: None, tmp_path: Path) -> Settings:
     settings = make_settings(tmp_path / "home")
     run_ingest_flow(settings, message="initial load")
     return settings
+
+
+FAST_MODELS: dict[str, dict[str, Any]] = {
+    "logistic_regression": {"C": 1.0},
+    "gradient_boosting": {"n_estimators": 30, "max_depth": 2},
+}
+LIFECYCLE_EXPERIMENT = "lifecycle-tests"
+LIFECYCLE_MODEL = "lifecycle-model"
+
+
+@pytest.fixture(scope="session")
+def lifecycle(ingested: Settings) -> dict[str, Any]:
+    """Two small models trained through the `train` flow into an experiment and registered
+    model of their own (versions 1 and 2 of `lifecycle-model`) on the ingested store."""
+    from mlops.lifecycle import training
+
+    results = {}
+    for kind, params in FAST_MODELS.items():
+        config = training.get_model_config(ingested, kind, params).model_copy(
+            update={"experiment": LIFECYCLE_EXPERIMENT, "registered_model": LIFECYCLE_MODEL}
+        )
+        info = training.prepare_dataset(ingested, config, "tester")
+        results[kind] = training.train_model(ingested, config, "tester", dataset=info)
+    return {"settings": ingested, "runs": results}
+
+
+def copy_version(
+    settings: Settings, version: str = "1", source_model: str = LIFECYCLE_MODEL
+) -> str:
+    """A registered model of a test's own holding a copy of a `lifecycle-model` version
+    (same artifact, same run), so tests can move aliases without meeting each other."""
+    import uuid
+
+    from mlops.lifecycle.mlflow_backend import client
+
+    mlflow_client = client(settings)
+    source = mlflow_client.get_model_version(source_model, version)
+    name = f"test-model-{uuid.uuid4().hex[:8]}"
+    mlflow_client.create_registered_model(name)
+    mlflow_client.create_model_version(name, source.source, run_id=source.run_id)
+    return name

@@ -1,5 +1,6 @@
 """The platform's metadata store (SQLAlchemy): feature view versions, statistics,
-datasets and ingest runs. SQLite in the local profile, PostgreSQL in production."""
+datasets, ingest runs and model deployments. SQLite in the local profile, PostgreSQL in
+production."""
 
 from __future__ import annotations
 
@@ -101,6 +102,36 @@ class IngestRun(Base):
     wall_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Deployment(Base):
+    """One deployment (or rollback) of a registered model version through its stages.
+
+    `active_model` holds the model's name while the deployment is pending or running and
+    NULL afterwards; its unique constraint lets one deployment per model run at a time.
+    """
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(250), index=True)
+    version: Mapped[str] = mapped_column(String(20))
+    target_stage: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(20), default="deploy")
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    stages: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    previous_production: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    failed_stage: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    owner: Mapped[str] = mapped_column(String(200), default="")
+    active_model: Mapped[str | None] = mapped_column(String(250), unique=True, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -75,3 +75,11 @@ class ServiceError(MlopsError):
     code = "service_unavailable"
     http_status = 503
     exit_code = 8
+
+
+class ModelError(MlopsError):
+    """A registered model failed to load or to predict."""
+
+    code = "model_failed"
+    http_status = 500
+    exit_code = 9

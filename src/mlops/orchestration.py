@@ -8,6 +8,7 @@ when it is running) into `os.environ` before Prefect is imported.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import httpx
@@ -65,3 +66,27 @@ def run_train(
         dataset=dataset,
     )
     return result
+
+
+def run_deployment(settings: Settings, deployment_id: str) -> None:
+    """Run the `deploy` flow for a recorded deployment in this process; the record, not an
+    exception, tells the outcome (a failed gate fails the flow run)."""
+    from flows.deploy import deploy_flow
+
+    from mlops.lifecycle import deployments
+
+    try:
+        deploy_flow(deployment_id=deployment_id, settings=settings)
+    except Exception as exc:
+        info = deployments.get_deployment(settings, deployment_id)
+        if info.status in ("pending", "running"):  # the flow never started or crashed early
+            deployments.finish(settings, deployment_id, f"{type(exc).__name__}: {exc}")
+
+
+def start_deployment(settings: Settings, deployment_id: str) -> threading.Thread:
+    """Run the deployment in a background thread of this process (the API's, the CLI's)."""
+    thread = threading.Thread(
+        target=run_deployment, args=(settings, deployment_id), name=f"deploy-{deployment_id[:8]}"
+    )
+    thread.start()
+    return thread

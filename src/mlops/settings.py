@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     mlflow_tracking_uri: str | None = None
     prefect_api_url: str | None = None
+    mlflow_allow_pickle: bool = Field(
+        default=True,
+        description="Let MLflow load the sklearn models the platform registered (skops/pickle).",
+    )
 
     ingest_max_bytes: int = 2 * 1024**3
     demo_tickers: int = 20

@@ -756,3 +756,16 @@ def ensure_valid(
             },
         )
     return report
+
+
+def run_expectations(frame: pd.DataFrame, suite_name: str, expectations: list[Any]) -> list[Any]:
+    """Validate `frame` against GX expectations (built from `great_expectations.expectations`)
+    on the shared ephemeral context; returns GX's result per expectation, in order."""
+    with _GX_LOCK:
+        runtime = _gx_runtime()
+        suite = runtime.gx.ExpectationSuite(name=suite_name)
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        batch = runtime.batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        result = batch.validate(suite, result_format={"result_format": "SUMMARY"})
+    return list(result.results)

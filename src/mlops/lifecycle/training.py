@@ -24,6 +24,7 @@ from mlops.errors import ConfigError, InvalidInputError, MlopsError, NotFoundErr
 from mlops.features.datasets import DEFAULT_SERVICE, DatasetInfo, DatasetRequest
 from mlops.features.datasets import create_dataset as _create_dataset
 from mlops.features.datasets import get_dataset as _get_dataset
+from mlops.lifecycle.mlflow_backend import configure_mlflow, experiment_id_for
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ MODELS_FILE = "models.yaml"
 LABEL = "label_next_day_up"
 KEY_COLUMNS = ("ticker", "event_timestamp")
 MAX_HISTORY_POINTS = 50
-ARTIFACTS_DIR = "mlartifacts"
 SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 """Types the models we fit ourselves contain that skops does not trust by default."""
 
@@ -306,32 +306,6 @@ def _history_steps(n: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n - 1, MAX_HISTORY_POINTS)})
 
 
-def _experiment_id(settings: Settings, name: str) -> str:
-    """The experiment's id; a new one keeps its artifacts under MLOPS_HOME/mlartifacts."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    location = (settings.home / ARTIFACTS_DIR / _safe_dir(name)).resolve()
-    location.mkdir(parents=True, exist_ok=True)
-    return str(client.create_experiment(name, artifact_location=location.as_uri()))
-
-
-def _safe_dir(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
-
-
-def configure_mlflow(settings: Settings) -> None:
-    """Point MLflow (tracking and registry) at this platform's backend."""
-    import mlflow
-
-    settings.home.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-
-
 def train_model(
     settings: Settings,
     config: TrainConfig,
@@ -354,7 +328,7 @@ def train_model(
         raise InvalidInputError(f"The training part of '{info.name}' has a single class.")
 
     configure_mlflow(settings)
-    experiment_id = _experiment_id(settings, config.experiment)
+    experiment_id = experiment_id_for(settings, config.experiment)
     span = {
         "train_start": train["event_timestamp"].min().to_pydatetime(),
         "train_end": train["event_timestamp"].max().to_pydatetime(),

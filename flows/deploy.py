@@ -1,0 +1,60 @@
+"""Prefect flow `deploy`: one task per stage of a recorded deployment (validate -> staging ->
+production); the domain functions in `mlops.lifecycle.deployments` do the work and keep the
+record, the flow only sequences them. A failed stage fails the flow run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from mlops.lifecycle import deployments
+from mlops.settings import Settings, load_settings
+
+
+class DeploymentFailed(Exception):
+    """Raised at the end of the flow so its run shows as Failed in the Prefect UI."""
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate(settings: Settings, deployment_id: str) -> bool:
+    return deployments.run_stage(settings, deployment_id, "validate")
+
+
+@task(name="staging", cache_policy=NO_CACHE)
+def staging(settings: Settings, deployment_id: str) -> bool:
+    return deployments.run_stage(settings, deployment_id, "staging")
+
+
+@task(name="production", cache_policy=NO_CACHE)
+def production(settings: Settings, deployment_id: str) -> bool:
+    return deployments.run_stage(settings, deployment_id, "production")
+
+
+STAGE_TASKS = {"validate": validate, "staging": staging, "production": production}
+
+
+@flow(name="deploy")
+def deploy_flow(deployment_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Run the pending stages of deployment `deployment_id`, stopping at the first failure."""
+    settings = settings or load_settings()
+    logger = get_run_logger()
+    info = deployments.begin(settings, deployment_id, flow_run.get_id())
+    logger.info("%s %s v%s -> %s", info.kind, info.model_name, info.version, info.target_stage)
+    error = None
+    try:
+        for stage in deployments.pending_stages(settings, deployment_id):
+            if not STAGE_TASKS[stage](settings, deployment_id):
+                break
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        info = deployments.finish(settings, deployment_id, error)
+    for record in info.stages:
+        logger.info("%s: %s %s", record.name, record.status, record.message)
+    if info.status != "succeeded":
+        raise DeploymentFailed(info.error or f"deployment {deployment_id} failed")
+    return info.model_dump(mode="json")

@@ -1,0 +1,139 @@
+"""Model registry, staged deployment, rollback and online prediction endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.lifecycle import deployments, registry, serving
+from mlops.orchestration import start_deployment
+from mlops.settings import Settings
+
+router = APIRouter(prefix="/ml", tags=["models"], dependencies=[Depends(read_access)])
+
+
+class DeployRequest(BaseModel):
+    version: str = Field(min_length=1, max_length=20)
+    target_stage: Literal["staging", "production"] | str = Field(
+        default="production", description="staging or production"
+    )
+    reason: str = Field(default="", max_length=2000)
+
+
+class RollbackRequest(BaseModel):
+    reason: str = Field(default="", max_length=2000)
+
+
+@router.get("/models", response_model=registry.ModelPage)
+def list_models(
+    settings: SettingsDep, query: Annotated[registry.ModelQuery, Query()]
+) -> registry.ModelPage:
+    """Registered models with their versions: stage (Production / Staging / Archived /
+    None), key metrics, source run; filtered by stage and name."""
+    return registry.list_models(settings, query)
+
+
+@router.get("/models/{name}", response_model=registry.RegisteredModelInfo)
+def get_model(name: str, settings: SettingsDep) -> registry.RegisteredModelInfo:
+    return registry.get_model(settings, name)
+
+
+def _launch(
+    settings: Settings, info: deployments.DeploymentInfo, wait: bool, response: Response
+) -> deployments.DeploymentInfo:
+    thread = start_deployment(settings, info.id)
+    response.headers["Location"] = info.status_url
+    if not wait:
+        response.status_code = 202
+        return info
+    thread.join()
+    return deployments.get_deployment(settings, info.id)
+
+
+@router.post("/models/{name}/deploy", response_model=deployments.DeploymentInfo, status_code=202)
+async def deploy(
+    name: str,
+    body: DeployRequest,
+    settings: SettingsDep,
+    caller: Caller,
+    response: Response,
+    wait: Annotated[bool, Query(description="Answer when the deployment has finished.")] = False,
+) -> deployments.DeploymentInfo:
+    """Start a deployment through validate -> staging (-> production) as a Prefect flow run
+    of this process; answers 202 with its id and status URL (200 when `wait`)."""
+    info = await run_in_threadpool(
+        deployments.request_deployment,
+        settings,
+        name,
+        body.version,
+        body.target_stage,
+        caller,
+        body.reason,
+    )
+    if wait:
+        response.status_code = 200
+    return await run_in_threadpool(_launch, settings, info, wait, response)
+
+
+@router.post("/models/{name}/rollback", response_model=deployments.DeploymentInfo, status_code=202)
+async def rollback(
+    name: str,
+    settings: SettingsDep,
+    caller: Caller,
+    response: Response,
+    body: RollbackRequest | None = None,
+    wait: Annotated[bool, Query(description="Answer when the rollback has finished.")] = False,
+) -> deployments.DeploymentInfo:
+    """Restore the production version before the current one (a recorded deployment)."""
+    reason = body.reason if body else ""
+    info = await run_in_threadpool(deployments.request_rollback, settings, name, caller, reason)
+    if wait:
+        response.status_code = 200
+    return await run_in_threadpool(_launch, settings, info, wait, response)
+
+
+@router.post("/models/{name}/predict", response_model=serving.PredictResponse)
+def predict(
+    name: str, body: serving.PredictRequest, settings: SettingsDep
+) -> serving.PredictResponse:
+    """P(up) per ticker from the production (or staging) version, on online features."""
+    return serving.predict(settings, name, body)
+
+
+@router.get("/deployments", response_model=list[deployments.DeploymentInfo])
+def list_deployments(
+    settings: SettingsDep,
+    model: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[deployments.DeploymentInfo]:
+    """Deployments and rollbacks, newest first: who, when, what, and every gate result."""
+    return deployments.list_deployments(settings, model, limit, offset)
+
+
+@router.get("/deployments/{deployment_id}", response_model=deployments.DeploymentInfo)
+def get_deployment(deployment_id: str, settings: SettingsDep) -> deployments.DeploymentInfo:
+    """Per-stage status (pending, running, passed, failed, skipped), timings and gates."""
+    return deployments.get_deployment(settings, deployment_id)
+
+
+@router.post(
+    "/deployments/{deployment_id}/rollback",
+    response_model=deployments.DeploymentInfo,
+    status_code=202,
+)
+async def rollback_deployment(
+    deployment_id: str,
+    settings: SettingsDep,
+    caller: Caller,
+    response: Response,
+    body: RollbackRequest | None = None,
+    wait: bool = False,
+) -> deployments.DeploymentInfo:
+    """Roll back the model of this deployment to its previous production version."""
+    info = deployments.get_deployment(settings, deployment_id)
+    return await rollback(info.model_name, settings, caller, response, body, wait)

@@ -1,0 +1,531 @@
+"""Experiments: summaries for a list page, creation, detail with runs, metric history and
+comparison series.
+
+The list reads MLflow's own tables (through MLflow's SQLAlchemy models) with a fixed number
+of queries per page, whatever the number of experiments: run counts and best metrics are
+aggregated by the database, not with one `search_runs` per experiment.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from mlops.errors import InvalidInputError, NotFoundError
+from mlops.lifecycle import mlflow_backend
+from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+EXPERIMENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-/]{0,199}$"
+LOWER_IS_BETTER = ("log_loss", "brier", "mae", "rmse", "mse", "staged_log_loss", "ece")
+SORT_FIELDS = ("name", "created", "updated", "run_count", "status")
+MAX_PAGE_SIZE = 200
+MAX_COMPARED = 20
+
+
+def higher_is_better(metric: str) -> bool:
+    return not (metric in LOWER_IS_BETTER or metric.endswith("_loss") or metric.endswith("error"))
+
+
+def ms_to_datetime(value: int | None) -> datetime | None:
+    return datetime.fromtimestamp(value / 1000, tz=UTC) if value else None
+
+
+class ExperimentCreate(BaseModel):
+    name: str = Field(
+        pattern=EXPERIMENT_NAME_PATTERN,
+        description="1-200 characters: letters, digits, space, '_', '.', '-', '/'; "
+        "starts with a letter or digit.",
+    )
+    description: str = Field(default="", max_length=5000)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class ExperimentQuery(BaseModel):
+    """Page, sort and filters of the experiment list."""
+
+    page: int = Field(default=1, ge=1)
+    page_size: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE)
+    sort: str = Field(
+        default="updated",
+        description="name, created, updated, run_count, "
+        "status, or metric:<name> (the best value of that metric).",
+    )
+    order: Literal["asc", "desc"] = "desc"
+    status: Literal["active", "deleted", "all"] = "active"
+    search: str | None = Field(default=None, max_length=200, description="Substring of name.")
+    tag: str | None = Field(default=None, description="key=value, or key alone.")
+    metric: str = Field(default="roc_auc", description="The metric summarised as 'best'.")
+
+
+class BestMetric(BaseModel):
+    metric: str
+    value: float | None
+    higher_is_better: bool
+
+
+class ExperimentSummary(BaseModel):
+    id: str
+    name: str
+    status: str
+    description: str
+    tags: dict[str, str]
+    run_count: int
+    best: BestMetric
+    latest_run_id: str | None
+    latest_metrics: dict[str, float]
+    created: datetime | None
+    updated: datetime | None
+    artifact_location: str
+
+
+class ExperimentPage(BaseModel):
+    items: list[ExperimentSummary]
+    total: int
+    page: int
+    page_size: int
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    name: str
+    status: str
+    start_time: datetime | None
+    end_time: datetime | None
+    duration_seconds: float | None
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+class ExperimentDetail(BaseModel):
+    experiment: ExperimentSummary
+    runs: list[RunSummary]
+    next_page_token: str | None
+
+
+class MetricPoint(BaseModel):
+    step: int
+    value: float
+    timestamp: datetime
+
+
+class MetricHistory(BaseModel):
+    run_id: str
+    metric: str
+    points: list[MetricPoint]
+
+
+class SeriesPoint(BaseModel):
+    x: float | str
+    y: float
+    label: str | None = None
+
+
+class Series(BaseModel):
+    id: str
+    label: str
+    points: list[SeriesPoint]
+    best: float | None
+
+
+class Comparison(BaseModel):
+    """One metric as chart-ready series: per run (x = step) or per experiment (x = run time)."""
+
+    metric: str
+    higher_is_better: bool
+    x_axis: Literal["step", "run_start_time"]
+    series: list[Series]
+    best_series: str | None
+
+
+# ---------------------------------------------------------------------------- list
+
+
+def _sort_key(query: ExperimentQuery) -> tuple[str, str | None]:
+    if query.sort.startswith("metric:"):
+        metric = query.sort.removeprefix("metric:")
+        if not metric:
+            raise InvalidInputError("sort=metric:<name> needs a metric name.")
+        return "metric", metric
+    if query.sort not in SORT_FIELDS:
+        raise InvalidInputError(
+            f"Unknown sort '{query.sort}': use one of {', '.join(SORT_FIELDS)} or metric:<name>.",
+            {"sort": query.sort},
+        )
+    return query.sort, None
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def list_experiments(
+    settings: Settings, query: ExperimentQuery, only_ids: list[int] | None = None
+) -> ExperimentPage:
+    """One page of experiment summaries in a fixed number of queries (four)."""
+    from mlflow.store.tracking.dbmodels.models import (
+        SqlExperiment,
+        SqlExperimentTag,
+        SqlLatestMetric,
+        SqlRun,
+    )
+    from sqlalchemy import and_, exists, func, select
+
+    sort, sort_metric = _sort_key(query)
+    summary_metric = sort_metric or query.metric
+    better_high = higher_is_better(summary_metric)
+    engine = mlflow_backend.tracking_engine(settings)
+
+    runs = (
+        select(
+            SqlRun.experiment_id.label("experiment_id"),
+            func.count().label("run_count"),
+            func.max(func.coalesce(SqlRun.end_time, SqlRun.start_time)).label("last_run_time"),
+        )
+        .where(SqlRun.lifecycle_stage == "active")
+        .group_by(SqlRun.experiment_id)
+        .subquery()
+    )
+    aggregate = func.max if better_high else func.min
+    best = (
+        select(
+            SqlRun.experiment_id.label("experiment_id"),
+            aggregate(SqlLatestMetric.value).label("best"),
+        )
+        .join(SqlLatestMetric, SqlLatestMetric.run_uuid == SqlRun.run_uuid)
+        .where(
+            SqlRun.lifecycle_stage == "active",
+            SqlLatestMetric.key == summary_metric,
+            SqlLatestMetric.is_nan.is_(False),
+        )
+        .group_by(SqlRun.experiment_id)
+        .subquery()
+    )
+    run_count = func.coalesce(runs.c.run_count, 0)
+    updated = (
+        func.max(SqlExperiment.last_update_time, func.coalesce(runs.c.last_run_time, 0))
+        if engine.dialect.name == "sqlite"
+        else func.greatest(SqlExperiment.last_update_time, func.coalesce(runs.c.last_run_time, 0))
+    )
+    base = (
+        select(
+            SqlExperiment.experiment_id,
+            SqlExperiment.name,
+            SqlExperiment.lifecycle_stage,
+            SqlExperiment.creation_time,
+            SqlExperiment.artifact_location,
+            run_count.label("run_count"),
+            updated.label("updated"),
+            best.c.best,
+        )
+        .outerjoin(runs, runs.c.experiment_id == SqlExperiment.experiment_id)
+        .outerjoin(best, best.c.experiment_id == SqlExperiment.experiment_id)
+    )
+    if only_ids is not None:
+        base = base.where(SqlExperiment.experiment_id.in_(only_ids))
+    if query.status != "all":
+        base = base.where(SqlExperiment.lifecycle_stage == query.status)
+    if query.search:
+        pattern = f"%{escape_like(query.search.lower())}%"
+        base = base.where(func.lower(SqlExperiment.name).like(pattern, escape="\\"))
+    if query.tag:
+        key, sep, value = query.tag.partition("=")
+        condition = and_(
+            SqlExperimentTag.experiment_id == SqlExperiment.experiment_id,
+            SqlExperimentTag.key == key,
+        )
+        if sep:
+            condition = and_(condition, SqlExperimentTag.value == value)
+        base = base.where(exists().where(condition))
+
+    columns = {
+        "name": SqlExperiment.name,
+        "created": SqlExperiment.creation_time,
+        "updated": updated,
+        "run_count": run_count,
+        "status": SqlExperiment.lifecycle_stage,
+        "metric": best.c.best,
+    }
+    column = columns[sort]
+    ordered = column.asc() if query.order == "asc" else column.desc()
+    order = [ordered.nulls_last(), SqlExperiment.experiment_id.asc()]
+    page_rows_query = base.order_by(*order).limit(query.page_size)
+    page_rows_query = page_rows_query.offset((query.page - 1) * query.page_size)
+
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+        rows = conn.execute(page_rows_query).all()
+        ids = [row.experiment_id for row in rows]
+        tags = _experiment_tags(conn, ids)
+        latest = _latest_run_metrics(conn, ids)
+
+    items = [
+        ExperimentSummary(
+            id=str(row.experiment_id),
+            name=row.name,
+            status=row.lifecycle_stage,
+            description=tags.get(row.experiment_id, {}).get(mlflow_backend.DESCRIPTION_TAG, ""),
+            tags={
+                k: v
+                for k, v in tags.get(row.experiment_id, {}).items()
+                if not k.startswith("mlflow.")
+            },
+            run_count=row.run_count,
+            best=BestMetric(metric=summary_metric, value=row.best, higher_is_better=better_high),
+            latest_run_id=latest.get(row.experiment_id, (None, {}))[0],
+            latest_metrics=latest.get(row.experiment_id, (None, {}))[1],
+            created=ms_to_datetime(row.creation_time),
+            updated=ms_to_datetime(row.updated),
+            artifact_location=row.artifact_location or "",
+        )
+        for row in rows
+    ]
+    return ExperimentPage(items=items, total=total, page=query.page, page_size=query.page_size)
+
+
+def _experiment_tags(conn: Any, ids: list[int]) -> dict[int, dict[str, str]]:
+    from mlflow.store.tracking.dbmodels.models import SqlExperimentTag
+    from sqlalchemy import select
+
+    tags: dict[int, dict[str, str]] = {}
+    if not ids:
+        return tags
+    statement: Any = select(
+        SqlExperimentTag.experiment_id, SqlExperimentTag.key, SqlExperimentTag.value
+    ).where(SqlExperimentTag.experiment_id.in_(ids))
+    for experiment_id, key, value in conn.execute(statement):
+        tags.setdefault(experiment_id, {})[key] = value or ""
+    return tags
+
+
+def _latest_run_metrics(conn: Any, ids: list[int]) -> dict[int, tuple[str, dict[str, float]]]:
+    """Per experiment: its most recently started run and that run's latest metric values."""
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlRun
+    from sqlalchemy import func, select
+
+    if not ids:
+        return {}
+    ranked = (
+        select(
+            SqlRun.experiment_id,
+            SqlRun.run_uuid,
+            func.row_number()
+            .over(
+                partition_by=SqlRun.experiment_id,
+                order_by=(SqlRun.start_time.desc(), SqlRun.run_uuid.desc()),
+            )
+            .label("rank"),
+        )
+        .where(SqlRun.experiment_id.in_(ids), SqlRun.lifecycle_stage == "active")
+        .subquery()
+    )
+    statement = (
+        select(
+            ranked.c.experiment_id, ranked.c.run_uuid, SqlLatestMetric.key, SqlLatestMetric.value
+        )
+        .outerjoin(SqlLatestMetric, SqlLatestMetric.run_uuid == ranked.c.run_uuid)
+        .where(ranked.c.rank == 1)
+    )
+    latest: dict[int, tuple[str, dict[str, float]]] = {}
+    for experiment_id, run_id, key, value in conn.execute(statement):
+        entry = latest.setdefault(experiment_id, (run_id, {}))
+        if key is not None and value is not None:
+            entry[1][key] = float(value)
+    return latest
+
+
+# ---------------------------------------------------------------------------- create, detail
+
+
+def create_experiment(settings: Settings, request: ExperimentCreate) -> ExperimentSummary:
+    """Create an experiment (409 if the name is taken, even by a deleted one)."""
+    experiment_id = mlflow_backend.create_experiment(
+        settings, request.name, request.description, request.tags
+    )
+    return get_experiment_summary(settings, experiment_id)
+
+
+def _resolve_experiment(settings: Settings, ref: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = mlflow_backend.client(settings)
+    experiment = None
+    if ref.isdigit():
+        try:
+            experiment = mlflow_client.get_experiment(ref)
+        except MlflowException:
+            experiment = None
+    if experiment is None:
+        experiment = mlflow_client.get_experiment_by_name(ref)
+    if experiment is None:
+        raise NotFoundError(f"No experiment with id or name '{ref}'.", {"experiment": ref})
+    return experiment
+
+
+def get_experiment_summary(settings: Settings, ref: str) -> ExperimentSummary:
+    """The list summary of one experiment, by id or name."""
+    experiment = _resolve_experiment(settings, ref)
+    page = list_experiments(
+        settings, ExperimentQuery(status="all"), only_ids=[int(experiment.experiment_id)]
+    )
+    return page.items[0]
+
+
+def run_summary(run: Run) -> RunSummary:
+    start, end = run.info.start_time, run.info.end_time
+    return RunSummary(
+        run_id=run.info.run_id,
+        name=run.info.run_name or run.info.run_id,
+        status=run.info.status,
+        start_time=ms_to_datetime(start),
+        end_time=ms_to_datetime(end),
+        duration_seconds=(end - start) / 1000 if start and end else None,
+        params=dict(run.data.params),
+        metrics={k: float(v) for k, v in run.data.metrics.items()},
+        tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
+    )
+
+
+def get_experiment(
+    settings: Settings,
+    ref: str,
+    max_runs: int = 100,
+    page_token: str | None = None,
+    order_by: str = "start_time DESC",
+    filter_string: str = "",
+) -> ExperimentDetail:
+    """An experiment's summary and a page of its runs (one `search_runs`)."""
+    from mlflow.exceptions import MlflowException
+
+    summary = get_experiment_summary(settings, ref)
+    order = order_by if order_by.startswith(("start_time", "metrics.", "params.", "attr")) else ""
+    if not order:
+        raise InvalidInputError(
+            f"Unknown run order '{order_by}': use start_time, metrics.<name> or params.<name>, "
+            "followed by ASC or DESC."
+        )
+    try:
+        runs = mlflow_backend.client(settings).search_runs(
+            [summary.id],
+            filter_string=filter_string,
+            order_by=[order],
+            max_results=max_runs,
+            page_token=page_token,
+        )
+    except MlflowException as exc:
+        raise InvalidInputError(f"Invalid run filter or order: {exc.message}") from exc
+    return ExperimentDetail(
+        experiment=summary, runs=[run_summary(r) for r in runs], next_page_token=runs.token
+    )
+
+
+def get_run(settings: Settings, run_id: str) -> RunSummary:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return run_summary(mlflow_backend.client(settings).get_run(run_id))
+    except MlflowException as exc:
+        raise NotFoundError(f"No run '{run_id}'.", {"run_id": run_id}) from exc
+
+
+def metric_history(settings: Settings, run_id: str, metric: str) -> MetricHistory:
+    """Every logged value of one metric of a run, by step."""
+    run = get_run(settings, run_id)
+    if metric not in run.metrics:
+        raise NotFoundError(
+            f"Run {run_id} has no metric '{metric}': it has {', '.join(sorted(run.metrics))}.",
+            {"run_id": run_id, "metric": metric, "known": sorted(run.metrics)},
+        )
+    history = mlflow_backend.client(settings).get_metric_history(run_id, metric)
+    points = [
+        MetricPoint(
+            step=m.step,
+            value=float(m.value),
+            timestamp=ms_to_datetime(m.timestamp) or datetime.now(UTC),
+        )
+        for m in sorted(history, key=lambda m: (m.step, m.timestamp))
+    ]
+    return MetricHistory(run_id=run_id, metric=metric, points=points)
+
+
+# ---------------------------------------------------------------------------- compare
+
+
+def _best(values: list[float], metric: str) -> float | None:
+    if not values:
+        return None
+    return max(values) if higher_is_better(metric) else min(values)
+
+
+def compare(
+    settings: Settings,
+    metric: str,
+    run_ids: list[str] | None = None,
+    experiments: list[str] | None = None,
+) -> Comparison:
+    """Series of one metric: per run its history by step, or per experiment its runs in time."""
+    run_ids, experiments = run_ids or [], experiments or []
+    if bool(run_ids) == bool(experiments):
+        raise InvalidInputError("Compare either runs or experiments (give one of the two).")
+    if len(run_ids) + len(experiments) > MAX_COMPARED:
+        raise InvalidInputError(f"Compare at most {MAX_COMPARED} runs or experiments at once.")
+    if run_ids:
+        series = []
+        for run_id in run_ids:
+            run = get_run(settings, run_id)
+            history = metric_history(settings, run_id, metric)
+            points = [SeriesPoint(x=p.step, y=p.value) for p in history.points]
+            series.append(
+                Series(
+                    id=run_id,
+                    label=run.name,
+                    points=points,
+                    best=_best([p.value for p in history.points], metric),
+                )
+            )
+        x_axis: Literal["step", "run_start_time"] = "step"
+    else:
+        series = [_experiment_series(settings, ref, metric) for ref in experiments]
+        x_axis = "run_start_time"
+    scored = [s for s in series if s.best is not None]
+    best_series = None
+    if scored:
+        pick = max if higher_is_better(metric) else min
+        best_series = pick(scored, key=lambda s: s.best or 0.0).id
+    return Comparison(
+        metric=metric,
+        higher_is_better=higher_is_better(metric),
+        x_axis=x_axis,
+        series=series,
+        best_series=best_series,
+    )
+
+
+def _experiment_series(settings: Settings, ref: str, metric: str) -> Series:
+    experiment = _resolve_experiment(settings, ref)
+    runs = mlflow_backend.client(settings).search_runs(
+        [experiment.experiment_id],
+        filter_string=f"metrics.`{metric}` > -1e308",
+        order_by=["start_time ASC"],
+        max_results=1000,
+    )
+    points = [
+        SeriesPoint(
+            x=(ms_to_datetime(r.info.start_time) or datetime.now(UTC)).isoformat(),
+            y=float(r.data.metrics[metric]),
+            label=r.info.run_name or r.info.run_id,
+        )
+        for r in runs
+        if metric in r.data.metrics
+    ]
+    return Series(
+        id=str(experiment.experiment_id),
+        label=experiment.name,
+        points=points,
+        best=_best([p.y for p in points], metric),
+    )

@@ -1,0 +1,83 @@
+"""The data a deployment checks a model on, read from the offline store: the latest row of
+every ticker (smoke prediction, inference feature validation) and the most recent labelled
+days (the holdout for metric thresholds and the champion/challenger comparison)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from mlops.errors import InvalidInputError
+from mlops.features.ingest import FEATURES_FILE, LABELS_FILE
+from mlops.lifecycle.gates import GateResult
+from mlops.lifecycle.training import LABEL
+from mlops.settings import Settings
+
+FEATURE_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "rsi_14": (0.0, 100.0),
+    "vol_20d": (0.0, None),
+}
+"""Bounds a served feature must respect; every feature must also be finite and present."""
+FINITE_BOUND = 1e9
+
+
+def _features(settings: Settings, columns: list[str]) -> pd.DataFrame:
+    path = settings.data_dir / FEATURES_FILE
+    if not path.exists():
+        raise InvalidInputError(f"The offline store has no features yet ({path}): ingest first.")
+    frame = pd.read_parquet(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InvalidInputError(f"The offline features lack the columns {', '.join(missing)}.")
+    return frame[["ticker", "event_timestamp", *columns]]
+
+
+def latest_rows(settings: Settings, columns: list[str]) -> pd.DataFrame:
+    """The most recent row of each ticker with every column present."""
+    frame = _features(settings, columns).dropna(subset=columns)
+    frame = frame.sort_values(["ticker", "event_timestamp"])
+    return frame.groupby("ticker", sort=True).tail(1).reset_index(drop=True)
+
+
+def holdout(settings: Settings, columns: list[str], days: int) -> pd.DataFrame:
+    """Complete labelled rows of the last `days` dates of the offline store."""
+    labels_path = settings.data_dir / LABELS_FILE
+    if not labels_path.exists():
+        raise InvalidInputError(f"The offline store has no labels yet ({labels_path}).")
+    labels = pd.read_parquet(labels_path, columns=["ticker", "event_timestamp", LABEL])
+    frame = _features(settings, columns).merge(labels, on=["ticker", "event_timestamp"])
+    frame = frame.dropna(subset=[*columns, LABEL])
+    dates = frame["event_timestamp"].drop_duplicates().nlargest(days)
+    return frame[frame["event_timestamp"].isin(dates)].reset_index(drop=True)
+
+
+def validate_inference_features(frame: pd.DataFrame, columns: list[str]) -> GateResult:
+    """Great Expectations on the rows a model is about to score: present, finite, in range."""
+    import great_expectations.expectations as gxe
+
+    from mlops.features.validation import run_expectations
+
+    expectations: list[Any] = []
+    for column in columns:
+        low, high = FEATURE_RANGES.get(column, (-FINITE_BOUND, FINITE_BOUND))
+        expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
+        expectations.append(
+            gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high)
+        )
+    results = run_expectations(frame[columns], "inference_features", expectations)
+    failed = [
+        f"{r.expectation_config.type} on {r.expectation_config.kwargs.get('column')}: "
+        f"{(r.result or {}).get('unexpected_count', '?')} unexpected"
+        for r in results
+        if not r.success
+    ]
+    return GateResult(
+        name="inference_features",
+        passed=not failed,
+        message="; ".join(failed) or f"{len(results)} expectations hold on {len(frame)} rows",
+        value=float(len(failed)),
+        threshold=0.0,
+        operator="<=",
+        details={"expectations": len(results), "rows": len(frame), "failed": failed},
+    )

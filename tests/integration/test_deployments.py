@@ -1,0 +1,404 @@
+"""Staged deployment through the `deploy` flow on a real MLflow registry: gates, aliases,
+records, rollback, concurrency, interruption, bad input, and online predictions.
+
+Each test deploys a registered model of its own (a copy of a `lifecycle-model` version), so
+aliases never meet across tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import copy_version
+from mlops.api.app import create_app
+from mlops.db import Deployment, session_scope
+from mlops.errors import ConflictError
+from mlops.lifecycle import deployments, mlflow_backend, promotion, registry
+from mlops.orchestration import run_deployment
+from mlops.settings import Settings
+
+API = "/api/v1/ml"
+
+
+@pytest.fixture(scope="module")
+def settings(lifecycle: dict[str, Any]) -> Settings:
+    return lifecycle["settings"]
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def auth(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings.token}"}
+
+
+def _deploy(
+    client: TestClient,
+    auth: dict[str, str],
+    name: str,
+    version: str = "1",
+    target: str = "production",
+) -> dict[str, Any]:
+    response = client.post(
+        f"{API}/models/{name}/deploy",
+        params={"wait": True},
+        json={"version": version, "target_stage": target, "reason": "test"},
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _stages(record: dict[str, Any]) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in record["stages"]}
+
+
+def _aliases(settings: Settings, name: str) -> dict[str, str]:
+    model = mlflow_backend.client(settings).get_registered_model(name)
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def _add_version(settings: Settings, name: str, source_version: str) -> str:
+    source = mlflow_backend.client(settings).get_model_version("lifecycle-model", source_version)
+    created = mlflow_backend.client(settings).create_model_version(
+        name, source.source, run_id=source.run_id
+    )
+    return str(created.version)
+
+
+def test_deploy_to_production_runs_every_gate_and_moves_aliases(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    name = copy_version(settings, "1")
+    record = _deploy(client, auth, name)
+    assert record["status"] == "succeeded", record["error"]
+    assert _stages(record) == {"validate": "passed", "staging": "passed", "production": "passed"}
+    gates = {g["name"]: g for g in record["stages"][0]["gates"]}
+    assert {
+        "gates_config",
+        "model_loads",
+        "signature",
+        "smoke_prediction",
+        "inference_features",
+        "holdout",
+        "threshold:accuracy",
+        "threshold:roc_auc",
+        "threshold:log_loss",
+        "champion:roc_auc",
+    } == set(gates)
+    accuracy = gates["threshold:accuracy"]
+    assert accuracy["operator"] == ">=" and accuracy["threshold"] == 0.45
+    assert 0.0 <= accuracy["value"] <= 1.0
+    assert all(s["seconds"] is not None and s["started_at"] for s in record["stages"])
+    assert record["flow_run_id"] and record["requested_by"] == "api-token"
+    assert _aliases(settings, name) == {"production": "1"}  # staging moved on to production
+    model = registry.get_model(settings, name)
+    assert model.production_version == "1" and model.versions[0].stage == "Production"
+
+
+def test_second_version_is_compared_with_production_then_rolled_back(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    name = copy_version(settings, "1")
+    _deploy(client, auth, name)
+    second = _add_version(settings, name, "2")
+    record = _deploy(client, auth, name, second)
+    assert record["status"] == "succeeded", record["error"]
+    champion = next(g for g in record["stages"][0]["gates"] if g["name"] == "champion:roc_auc")
+    assert champion["details"]["champion_version"] == "1"
+    assert champion["operator"] == "<=" and champion["threshold"] == 0.03
+    assert record["previous_production"] == "1"
+    stages = {v.version: v.stage for v in registry.get_model(settings, name).versions}
+    assert stages == {"1": "Archived", second: "Production"}
+
+    rolled = client.post(f"{API}/models/{name}/rollback", params={"wait": True}, headers=auth)
+    assert rolled.status_code == 200, rolled.text
+    body = rolled.json()
+    assert body["kind"] == "rollback" and body["status"] == "succeeded" and body["version"] == "1"
+    assert _stages(body) == {"validate": "passed", "staging": "skipped", "production": "passed"}
+    assert _aliases(settings, name) == {"production": "1"}
+    stages = {v.version: v.stage for v in registry.get_model(settings, name).versions}
+    assert stages == {"1": "Production", second: "Archived"}
+
+    history = client.get(f"{API}/deployments", params={"model": name}).json()
+    assert [(d["kind"], d["version"]) for d in history] == [
+        ("rollback", "1"),
+        ("deploy", second),
+        ("deploy", "1"),
+    ]
+    assert (
+        client.get(f"{API}/models", params={"stage": "Archived", "search": name}).json()["items"][
+            0
+        ]["versions"][0]["version"]
+        == second
+    )
+
+
+def test_deploy_answers_at_once_and_the_status_url_shows_progress(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    name = copy_version(settings, "1")
+    response = client.post(
+        f"{API}/models/{name}/deploy",
+        json={"version": "1", "target_stage": "staging"},
+        headers=auth,
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert response.headers["location"] == body["status_url"] == f"{API}/deployments/{body['id']}"
+    assert body["status"] in ("pending", "running")
+    deadline = time.monotonic() + 60
+    while True:
+        status = client.get(body["status_url"]).json()
+        if status["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status["status"] == "succeeded", status
+    assert _stages(status) == {"validate": "passed", "staging": "passed", "production": "skipped"}
+    assert _aliases(settings, name) == {"staging": "1"}
+    assert registry.get_model(settings, name).versions[0].stage == "Staging"
+
+
+def test_failed_threshold_stops_in_validate_and_changes_nothing(
+    client: TestClient, auth: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    config = _config_copy(
+        settings, tmp_path, 'accuracy: {op: ">=", value: 0.45}', 'accuracy: {op: ">=", value: 0.99}'
+    )
+    name = copy_version(settings, "1")
+    record = _run(config, deployments.request_deployment(config, name, "1", "production", "t"))
+    assert record.status == "failed" and record.failed_stage == "validate"
+    assert [s.status for s in record.stages] == ["failed", "skipped", "skipped"]
+    gate = next(g for g in record.stages[0].gates if not g.passed)
+    assert gate.name == "threshold:accuracy" and gate.threshold == 0.99
+    assert "needs >= 0.99" in record.error
+    assert _aliases(settings, name) == {}
+
+
+def test_missing_threshold_value_is_reported_in_the_record(
+    settings: Settings, tmp_path: Path
+) -> None:
+    config = _config_copy(
+        settings, tmp_path, 'roc_auc: {op: ">=", value: 0.45}', 'roc_auc: {op: ">="}'
+    )
+    name = copy_version(settings, "1")
+    record = _run(config, deployments.request_deployment(config, name, "1", "production", "t"))
+    assert record.status == "failed" and record.failed_stage == "validate"
+    assert record.stages[0].gates[0].name == "gates_config"
+    assert "thresholds.roc_auc.value" in record.error and "Field required" in record.error
+    assert _aliases(settings, name) == {}
+
+
+def test_production_keeps_its_version_when_a_challenger_fails(
+    client: TestClient, auth: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    name = copy_version(settings, "1")
+    _deploy(client, auth, name)
+    broken = _broken_version(settings, name, tmp_path)
+    record = _deploy(client, auth, name, broken)
+    assert record["status"] == "failed" and record["failed_stage"] == "validate"
+    gate = next(g for g in record["stages"][0]["gates"] if not g["passed"])
+    assert gate["name"] == "model_loads" and "missing or corrupt" in gate["message"]
+    assert _aliases(settings, name) == {"production": "1"}
+    ticker = str(pd.read_parquet(settings.data_dir / "bars.parquet")["ticker"].iloc[0])
+    predicted = client.post(f"{API}/models/{name}/predict", json={"tickers": [ticker]})
+    assert predicted.status_code == 200 and predicted.json()["version"] == "1"
+    assert registry.get_version(settings, name, "1").stage == "Production"
+
+
+def test_signature_misfit_and_raising_model_fail_their_gates(settings: Settings) -> None:
+    misfit = _logged_model(settings, columns=["ret_1d", "not_served"])
+    record = _run(
+        settings, deployments.request_deployment(settings, misfit, "1", "production", "t")
+    )
+    gate = next(g for g in record.stages[0].gates if not g.passed)
+    assert gate.name == "signature" and "not_served" in gate.message
+
+    raising = _logged_model(settings, columns=None)
+    record = _run(
+        settings, deployments.request_deployment(settings, raising, "1", "production", "t")
+    )
+    gate = next(g for g in record.stages[0].gates if not g.passed)
+    assert gate.name == "smoke_prediction" and "boom" in gate.message
+    assert _aliases(settings, raising) == {}
+
+
+def test_bad_requests_are_clear_and_leave_no_record(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    name = copy_version(settings, "1")
+    cases = [
+        ("no-such-model", {"version": "1"}, 404, "No registered model"),
+        (name, {"version": "99"}, 404, "has no version '99'"),
+        (name, {"version": "1", "target_stage": "canary"}, 422, "Unknown target stage"),
+    ]
+    for model, body, status, message in cases:
+        response = client.post(f"{API}/models/{model}/deploy", json=body, headers=auth)
+        assert response.status_code == status and message in response.json()["error"]["message"]
+    assert client.post(f"{API}/models/{name}/deploy", json={"version": "1"}).status_code == 401
+    assert client.get(f"{API}/deployments", params={"model": name}).json() == []
+    rollback = client.post(f"{API}/models/{name}/rollback", headers=auth)
+    assert rollback.status_code == 409 and "no previous production" in rollback.text
+    assert client.get(f"{API}/deployments/nope").status_code == 404
+
+
+def test_second_deployment_of_a_model_is_refused_while_one_runs(settings: Settings) -> None:
+    name = copy_version(settings, "1")
+    first = deployments.request_deployment(settings, name, "1", "staging", "t")
+    with pytest.raises(ConflictError, match=first.id):
+        deployments.request_deployment(settings, name, "1", "production", "t")
+    other = copy_version(settings, "1")  # another model is not blocked
+    deployments.request_deployment(settings, other, "1", "staging", "t")
+    done = _run(settings, first)
+    assert done.status == "succeeded"
+    again = deployments.request_deployment(settings, name, "1", "production", "t")
+    assert again.status == "pending"
+
+
+def test_a_dead_process_leaves_a_failed_record_not_a_running_one(settings: Settings) -> None:
+    name = copy_version(settings, "1")
+    info = deployments.request_deployment(settings, name, "1", "production", "t")
+    deployments.begin(settings, info.id, None)
+    deployments._start_stage(settings, info.id, "validate")
+    with session_scope(settings.metadata_url) as session:
+        session.get(Deployment, info.id).owner = f"{socket.gethostname()}:999999999"
+    record = deployments.get_deployment(settings, info.id)
+    assert record.status == "failed" and record.failed_stage == "validate"
+    assert "Interrupted" in record.error
+    assert [s.status for s in record.stages] == ["failed", "skipped", "skipped"]
+    assert deployments.request_deployment(settings, name, "1", "staging", "t").status == "pending"
+
+
+def test_production_needs_validate_and_staging_of_the_same_deployment(settings: Settings) -> None:
+    name = copy_version(settings, "1")
+    info = deployments.request_deployment(settings, name, "1", "production", "t")
+    with pytest.raises(ConflictError, match="validate, staging"):
+        promotion.promote_to_production(settings, info)
+    assert _aliases(settings, name) == {}
+
+
+def test_predict_uses_the_production_model_and_follows_the_alias(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    name = copy_version(settings, "1")
+    none_yet = client.post(f"{API}/models/{name}/predict", json={"tickers": ["X"]})
+    assert none_yet.status_code == 404 and "no production version" in none_yet.text
+    _deploy(client, auth, name)
+    tickers = sorted(pd.read_parquet(settings.data_dir / "bars.parquet")["ticker"].unique())
+    response = client.post(f"{API}/models/{name}/predict", json={"tickers": tickers})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["version"] == "1" and [p["ticker"] for p in body["predictions"]] == tickers
+    for p in body["predictions"]:
+        assert 0.0 <= p["probability_up"] <= 1.0
+        assert p["direction"] == ("up" if p["probability_up"] >= 0.5 else "down")
+    model = promotion.load_version(settings, name, "1")
+    frame = pd.DataFrame(body["features"])
+    expected = model.predict(frame)[:, 1]
+    assert [p["probability_up"] for p in body["predictions"]] == pytest.approx(list(expected))
+
+    second = _add_version(settings, name, "2")
+    _deploy(client, auth, name, second)
+    assert (
+        client.post(f"{API}/models/{name}/predict", json={"tickers": tickers[:1]}).json()["version"]
+        == second
+    )
+    unknown = client.post(f"{API}/models/{name}/predict", json={"tickers": [tickers[0], "ZZZZ"]})
+    assert unknown.status_code == 404 and "ZZZZ" in unknown.json()["error"]["message"]
+    staging = client.post(
+        f"{API}/models/{name}/predict", json={"tickers": tickers, "stage": "staging"}
+    )
+    assert staging.status_code == 404
+    assert client.post(f"{API}/models/{name}/predict", json={"tickers": []}).status_code == 422
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _run(settings: Settings, info: deployments.DeploymentInfo) -> deployments.DeploymentInfo:
+    run_deployment(settings, info.id)
+    return deployments.get_deployment(settings, info.id)
+
+
+def _config_copy(settings: Settings, tmp_path: Path, old: str, new: str) -> Settings:
+    config_dir = tmp_path / "config"
+    shutil.copytree(settings.config_dir, config_dir)
+    gates = config_dir / "gates.yaml"
+    text = gates.read_text()
+    assert old in text
+    gates.write_text(text.replace(old, new))
+    return settings.model_copy(update={"config_dir": config_dir})
+
+
+def _broken_version(settings: Settings, name: str, tmp_path: Path) -> str:
+    folder = tmp_path / "broken-model"
+    folder.mkdir()
+    (folder / "MLmodel").write_text("flavors: {python_function: {loader_module: nowhere}}\n")
+    created = mlflow_backend.client(settings).create_model_version(name, folder.as_uri())
+    return str(created.version)
+
+
+def _logged_model(settings: Settings, columns: list[str] | None) -> str:
+    """Register a model of its own: a logistic regression on `columns`, or (None) a pyfunc
+    model with the served inputs whose predict raises."""
+    import numpy as np
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow_backend.configure_mlflow(settings)
+    name = f"test-logged-{uuid.uuid4().hex[:8]}"
+    mlflow.set_experiment("lifecycle-test-models")
+    with mlflow.start_run():
+        if columns is not None:
+            frame = pd.DataFrame(
+                np.random.default_rng(0).normal(size=(40, len(columns))), columns=columns
+            )
+            labels = np.arange(40) % 2
+            model = LogisticRegression().fit(frame, labels)
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                registered_model_name=name,
+                pyfunc_predict_fn="predict_proba",
+                signature=infer_signature(frame, model.predict_proba(frame)),
+            )
+        else:
+            served = [
+                "ret_1d",
+                "ret_5d",
+                "ret_20d",
+                "vol_20d",
+                "mom_10d",
+                "mom_20d",
+                "rsi_14",
+                "volume_zscore_20d",
+            ]
+            frame = pd.DataFrame(np.zeros((2, len(served))), columns=served)
+            mlflow.pyfunc.log_model(
+                name="model",
+                python_model=_Raising(),
+                registered_model_name=name,
+                signature=infer_signature(frame, np.zeros((2, 2))),
+            )
+    return name
+
+
+class _Raising(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """A pyfunc model whose predict raises."""
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
