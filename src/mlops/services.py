@@ -212,12 +212,15 @@ def _write_services_file(settings: Settings, children: list[Child]) -> Path:
 
 
 def _first_ingest(settings: Settings) -> None:
-    from mlops.cli import run_ingest_with_progress
+    from mlops.cli import seed_demo
     from mlops.features.ingest import store_is_empty
 
     if store_is_empty(settings):
-        console.print("The feature store is empty: running the ingest flow on the demo data.")
-        run_ingest_with_progress(settings, "demo", "initial demo ingest")
+        console.print(
+            "The feature store is empty: ingesting the demo data, training the demo models "
+            "and deploying the best one."
+        )
+        seed_demo(settings)
 
 
 def _supervise(children: list[Child]) -> int:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from mlops.cli import datasets, features
+from mlops.cli import datasets, experiments, features, models
 from mlops.cli.common import console, handle_errors, print_json, settings
 
 if TYPE_CHECKING:
@@ -22,6 +22,9 @@ app = typer.Typer(
 )
 app.add_typer(features.app, name="features")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(experiments.app, name="experiments")
+app.add_typer(models.app, name="models")
+app.command("predict")(handle_errors(models.predict_cmd))
 
 INGEST_STEPS = (
     "load",
@@ -114,16 +117,42 @@ def ingest(
 def demo(json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Ingest the seeded demo bars, then train and register every model of
     config/models.yaml."""
+    seed_demo(settings(), json)
+
+
+def seed_demo(config: Settings, json: bool = False) -> None:
+    """Ingest the demo bars, train every configured model, deploy the best to production."""
+    from mlops.lifecycle.deployments import request_deployment
     from mlops.lifecycle.training import load_model_configs
     from mlops.orchestration import run_train
 
-    config = settings()
     result = run_ingest_with_progress(config, "demo", "demo data")
     _print_ingest(result, json)
+    trained = []
     for name in load_model_configs(config):
         with console.status(f"Training {name}..."):
-            trained = run_train(config, name, config.author)
-        _print_train(trained, json)
+            trained.append(run_train(config, name, config.author))
+        _print_train(trained[-1], json)
+    best = max(trained, key=lambda t: t["metrics"].get("roc_auc", 0.0))
+    info = request_deployment(
+        config,
+        best["model_name"],
+        best["model_version"],
+        "production",
+        config.author,
+        "demo: best roc_auc of the demo models",
+    )
+    with console.status(f"Deploying {best['model_uri']} to production..."):
+        from mlops.orchestration import run_deployment
+
+        run_deployment(config, info.id)
+    from mlops.lifecycle.deployments import get_deployment
+
+    deployed = get_deployment(config, info.id)
+    if json:
+        print_json(deployed)
+    else:
+        console.print(models.stage_table(deployed))
 
 
 @app.command()
@@ -207,9 +236,11 @@ def api(
     port: Annotated[Optional[int], typer.Option(help="Port.")] = None,
 ) -> None:
     """Serve the REST API (and its OpenAPI docs at /docs)."""
+    from mlops.orchestration import configure_prefect
     from mlops.services import ensure_port_free, serve_api
 
     config = settings()
+    configure_prefect(config)  # deployments run as flows of the API process
     host, port = host or config.api_host, port or config.api_port
     ensure_port_free(host, port, "API")
     console.print(f"API: http://{host}:{port}/api/v1  docs: http://{host}:{port}/docs")

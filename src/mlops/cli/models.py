@@ -1,0 +1,245 @@
+"""`mlops models ...` (registry, deploy with live stage progress, status, rollback) and
+`mlops predict`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from mlops.cli.common import console, err_console, handle_errors, print_json, settings
+
+if TYPE_CHECKING:
+    from mlops.lifecycle.deployments import DeploymentInfo
+    from mlops.settings import Settings
+
+app = typer.Typer(
+    help="Browse the model registry; deploy through validate -> staging -> production; roll back.",
+    no_args_is_help=True,
+)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DEPLOYMENT_FAILED_EXIT = 10
+STATUS_STYLE = {
+    "pending": "dim",
+    "running": "yellow",
+    "passed": "green",
+    "succeeded": "green",
+    "failed": "red",
+    "skipped": "dim",
+}
+
+
+def _styled(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
+
+
+@app.command("list")
+@handle_errors
+def list_cmd(
+    stage: Annotated[
+        Optional[str], typer.Option(help="Production, Staging, Archived or None.")
+    ] = None,
+    search: Annotated[Optional[str], typer.Option("--search", "-s", help="Substring.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Registered models and their versions with stage and key metrics."""
+    from mlops.lifecycle.registry import ModelQuery, list_models
+
+    result = list_models(settings(), ModelQuery.model_validate({"stage": stage, "search": search}))
+    if json:
+        print_json(result)
+        return
+    table = Table(title=f"Registered models ({result.total})")
+    for column in ("model", "version", "stage", "accuracy", "roc_auc", "run", "created"):
+        table.add_column(column)
+    for model in result.items:
+        for v in model.versions:
+            table.add_row(
+                model.name,
+                v.version,
+                v.stage,
+                _metric(v.metrics.get("accuracy")),
+                _metric(v.metrics.get("roc_auc")),
+                (v.run_id or "")[:8],
+                v.created.strftime("%Y-%m-%d %H:%M") if v.created else "-",
+            )
+    console.print(table)
+
+
+def _metric(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+@app.command("show")
+@handle_errors
+def show_cmd(name: str, json: JsonOpt = False) -> None:
+    """A registered model: its versions, stages, and recent deployments."""
+    from mlops.lifecycle.deployments import list_deployments
+    from mlops.lifecycle.registry import get_model
+
+    config = settings()
+    model = get_model(config, name)
+    history = list_deployments(config, name, limit=10)
+    if json:
+        print_json({"model": model, "deployments": history})
+        return
+    console.print(
+        f"[bold]{model.name}[/]: production v{model.production_version or '-'}, "
+        f"staging v{model.staging_version or '-'}",
+        highlight=False,
+    )
+    for v in model.versions:
+        console.print(f"  v{v.version} [{v.stage}] {v.description}", highlight=False)
+    if history:
+        _print_history(history)
+
+
+def _print_history(history: list[DeploymentInfo]) -> None:
+    table = Table(title="Deployments")
+    for column in ("id", "kind", "version", "target", "status", "by", "when", "error"):
+        table.add_column(column)
+    for d in history:
+        table.add_row(
+            d.id[:12],
+            d.kind,
+            d.version,
+            d.target_stage,
+            _styled(d.status),
+            d.requested_by,
+            d.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            d.error or "",
+        )
+    console.print(table)
+
+
+def stage_table(info: DeploymentInfo) -> Table:
+    """Stages with status, time and gate results of a deployment."""
+    table = Table(
+        title=f"{info.kind} {info.model_name} v{info.version} -> {info.target_stage}: {info.status}"
+    )
+    for column in ("stage", "status", "seconds", "detail"):
+        table.add_column(column)
+    for stage in info.stages:
+        gates = "\n".join(f"{'✓' if g.passed else '✗'} {g.name}: {g.message}" for g in stage.gates)
+        table.add_row(
+            stage.name,
+            _styled(stage.status),
+            f"{stage.seconds:.2f}" if stage.seconds is not None else "",
+            gates or stage.message,
+        )
+    return table
+
+
+def _follow(config: Settings, deployment_id: str) -> DeploymentInfo:
+    """Run the deployment in this process, redrawing the stage table as it moves."""
+    from rich.live import Live
+
+    from mlops.lifecycle.deployments import get_deployment
+    from mlops.orchestration import configure_prefect, start_deployment
+
+    configure_prefect(config)
+    thread = start_deployment(config, deployment_id)
+    with Live(stage_table(get_deployment(config, deployment_id)), console=console) as live:
+        while thread.is_alive():
+            thread.join(timeout=0.25)
+            live.update(stage_table(get_deployment(config, deployment_id)))
+    return get_deployment(config, deployment_id)
+
+
+def _finish(info: DeploymentInfo, json: bool) -> None:
+    if json:
+        print_json(info)
+    if info.status != "succeeded":
+        err_console.print(f"[bold red]Deployment failed:[/] {info.error}", highlight=False)
+        raise typer.Exit(DEPLOYMENT_FAILED_EXIT)
+
+
+@app.command("deploy")
+@handle_errors
+def deploy_cmd(
+    name: Annotated[str, typer.Argument(help="Registered model.")],
+    version: Annotated[str, typer.Argument(help="Version to deploy.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="staging or production.")] = (
+        "production"
+    ),
+    reason: Annotated[str, typer.Option("--reason", "-r")] = "",
+    json: JsonOpt = False,
+) -> None:
+    """Deploy a version through validate -> staging (-> production), showing each stage
+    live. Exit code 10 when a gate fails; production is then unchanged."""
+    from mlops.lifecycle.deployments import request_deployment
+
+    config = settings()
+    info = request_deployment(config, name, version, target, config.author, reason)
+    _finish(_follow(config, info.id), json)
+
+
+@app.command("rollback")
+@handle_errors
+def rollback_cmd(
+    name: str,
+    reason: Annotated[str, typer.Option("--reason", "-r")] = "",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Restore the production version before the current one (recorded as a deployment)."""
+    from mlops.lifecycle.deployments import request_rollback, rollback_target
+
+    config = settings()
+    version, current = rollback_target(config, name)
+    if not yes:
+        typer.confirm(f"Roll {name} back from v{current} to v{version}?", abort=True)
+    info = request_rollback(config, name, config.author, reason)
+    _finish(_follow(config, info.id), json)
+
+
+@app.command("status")
+@handle_errors
+def status_cmd(
+    deployment: Annotated[
+        Optional[str], typer.Argument(help="Deployment id (default: the latest).")
+    ] = None,
+    model: Annotated[Optional[str], typer.Option(help="History of this model.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """A deployment's stages and gates, or the deployment history."""
+    from mlops.lifecycle.deployments import get_deployment, list_deployments
+
+    config = settings()
+    if deployment:
+        info = get_deployment(config, deployment)
+        print_json(info) if json else console.print(stage_table(info))
+        return
+    history = list_deployments(config, model, limit=20)
+    if json:
+        print_json(history)
+    elif history:
+        _print_history(history)
+    else:
+        console.print("No deployments yet.")
+
+
+def predict_cmd(
+    tickers: Annotated[list[str], typer.Argument(help="Tickers to score.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered model.")] = (
+        "direction-model"
+    ),
+    stage: Annotated[str, typer.Option(help="production or staging.")] = "production",
+    json: JsonOpt = False,
+) -> None:
+    """Predict next-day direction for tickers from their latest online features."""
+    from mlops.lifecycle.serving import PredictRequest, predict
+
+    result = predict(
+        settings(), model, PredictRequest.model_validate({"tickers": tickers, "stage": stage})
+    )
+    if json:
+        print_json(result)
+        return
+    table = Table(title=f"{result.model} v{result.version} ({result.stage})")
+    for column in ("ticker", "P(up)", "direction"):
+        table.add_column(column)
+    for p in result.predictions:
+        table.add_row(p.ticker, f"{p.probability_up:.4f}", p.direction)
+    console.print(table)

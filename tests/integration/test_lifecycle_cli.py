@@ -1,0 +1,102 @@
+"""`mlops experiments`, `mlops models` and `mlops predict` over the trained test store."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import LIFECYCLE_EXPERIMENT, copy_version
+from mlops.cli import app
+from mlops.cli.experiments import sparkline
+from mlops.settings import Settings
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def cli_env(lifecycle: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    settings: Settings = lifecycle["settings"]
+    monkeypatch.setenv("MLOPS_HOME", str(settings.home))
+    from prefect.settings import PREFECT_API_URL
+
+    monkeypatch.setenv("MLOPS_PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    return settings
+
+
+def _json(args: list[str]) -> Any:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(
+        result.output[
+            result.output.index("{")
+            if result.output.lstrip()[0] == "{"
+            else result.output.index("[") :
+        ]
+    )
+
+
+def test_experiments_list_show_create_compare(cli_env: Settings, lifecycle: dict[str, Any]) -> None:
+    listed = _json(["experiments", "list", "--search", LIFECYCLE_EXPERIMENT, "--json"])
+    assert [e["name"] for e in listed["items"]] == [LIFECYCLE_EXPERIMENT]
+    assert listed["items"][0]["run_count"] == 2
+    table = runner.invoke(app, ["experiments", "list", "-s", LIFECYCLE_EXPERIMENT])
+    assert LIFECYCLE_EXPERIMENT in table.output and "best roc_auc" in table.output
+    shown = runner.invoke(app, ["experiments", "show", LIFECYCLE_EXPERIMENT])
+    assert shown.exit_code == 0
+    assert all(r.run_id[:8] in shown.output for r in lifecycle["runs"].values())
+    detail = _json(["experiments", "show", LIFECYCLE_EXPERIMENT, "--json"])
+    assert {r["params"]["kind"] for r in detail["runs"]} == set(lifecycle["runs"])
+
+    created = runner.invoke(app, ["experiments", "create", "cli-made", "-d", "by cli", "-t", "a=b"])
+    assert created.exit_code == 0 and "Created experiment cli-made" in created.output
+    again = runner.invoke(app, ["experiments", "create", "cli-made"])
+    assert again.exit_code == 5 and "already exists" in again.output
+    bad = runner.invoke(app, ["experiments", "create", "bad;name"])
+    assert bad.exit_code == 2
+    bad_tag = runner.invoke(app, ["experiments", "create", "ok-name", "-t", "novalue"])
+    assert bad_tag.exit_code == 2 and "key=value" in bad_tag.output
+
+    runs = [r.run_id for r in lifecycle["runs"].values()]
+    compared = runner.invoke(
+        app, ["experiments", "compare", "cv_roc_auc", "-r", runs[0], "-r", runs[1]]
+    )
+    assert compared.exit_code == 0 and "higher is better" in compared.output
+    assert runner.invoke(app, ["experiments", "compare", "roc_auc"]).exit_code == 2
+
+
+def test_sparkline_follows_the_values() -> None:
+    assert sparkline([0.0, 0.5, 1.0]) == "▁▅█"
+    assert sparkline([2.0, 2.0]) == "▁▁" and sparkline([]) == ""
+
+
+def test_models_deploy_status_rollback_and_predict(cli_env: Settings) -> None:
+    name = copy_version(cli_env, "1")
+    deployed = runner.invoke(app, ["models", "deploy", name, "1"])
+    assert deployed.exit_code == 0, deployed.output
+    assert "succeeded" in deployed.output and "threshold:accuracy" in deployed.output
+    listed = _json(["models", "list", "--search", name, "--json"])
+    assert listed["items"][0]["versions"][0]["stage"] == "Production"
+    shown = runner.invoke(app, ["models", "show", name])
+    assert "production v1" in shown.output
+
+    ticker = str(pd.read_parquet(cli_env.data_dir / "bars.parquet")["ticker"].iloc[0])
+    predicted = _json(["predict", ticker, "--model", name, "--json"])
+    assert predicted["version"] == "1" and predicted["predictions"][0]["ticker"] == ticker
+    unknown = runner.invoke(app, ["predict", "NOPE", "--model", name])
+    assert unknown.exit_code == 4 and "NOPE" in unknown.output
+
+    history = _json(["models", "status", "--model", name, "--json"])
+    assert [d["status"] for d in history] == ["succeeded"]
+    status = runner.invoke(app, ["models", "status", history[0]["id"]])
+    assert "validate" in status.output and "passed" in status.output
+
+    refused = runner.invoke(app, ["models", "rollback", name, "--yes"])
+    assert refused.exit_code == 5 and "no previous production" in refused.output
+    failed = runner.invoke(app, ["models", "deploy", name, "1", "--target", "canary"])
+    assert failed.exit_code == 2 and "Unknown target stage" in failed.output
+    missing = runner.invoke(app, ["models", "deploy", name, "7"])
+    assert missing.exit_code == 4
