@@ -29,7 +29,7 @@ Profile = Literal["local", "production"]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The source checkout (the package is installed in editable mode from it)."""
 
-_PRODUCTION_REQUIRED = ("metadata_db_url", "feast_registry_url", "redis_url")
+_PRODUCTION_REQUIRED = ("metadata_db_url", "feast_registry_url", "redis_url", "mlflow_tracking_uri")
 
 
 class _ProfileChoice(BaseSettings):

@@ -33,6 +33,7 @@ def production(
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}_mlflow"'))
     except Exception as exc:
         pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is needed for the production profile: {exc}")
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
@@ -42,6 +43,7 @@ def production(
         metadata_db_url=url,
         feast_registry_url=url,
         redis_url=REDIS,
+        mlflow_tracking_uri=f"{url}_mlflow",
         feast_project=name,
         api_token="prod-token",
         **DEMO,
@@ -52,11 +54,16 @@ def production(
     from mlops.db import engine_for
 
     engine_for(url).dispose()
+    from mlops.lifecycle import mlflow_backend
+
+    mlflow_backend.tracking_engine(settings).dispose()
+    mlflow_backend.forget_clients()
     client = redis.Redis(host="127.0.0.1", port=6379)
     for key in client.scan_iter(match=f"*{name}*".encode()):
         client.delete(key)
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        conn.execute(text(f'DROP DATABASE "{name}_mlflow" WITH (FORCE)'))
     admin.dispose()
 
 
@@ -93,3 +100,46 @@ def test_production_reads_need_the_token(production: Settings) -> None:
         assert response.status_code == 200 and response.json()["total"] == 9
         health = client.get("/healthz").json()
         assert health["components"]["online_store"]["status"] == "ok"
+
+
+def test_mlflow_on_postgres_trains_lists_deploys_and_predicts(production: Settings) -> None:
+    """MLflow's tracking store in PostgreSQL: a training run, the experiment summaries and
+    registry read from its tables, the deploy flow through all stages, a prediction."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import create_engine, inspect
+
+    from mlops.api.app import create_app
+    from mlops.lifecycle import training
+
+    run_ingest_flow(production)
+    config = training.get_model_config(production, "logistic_regression")
+    trained = training.train_model(production, config, "tester")
+    tables = set(inspect(create_engine(production.tracking_uri)).get_table_names())
+    assert {"experiments", "runs", "latest_metrics", "registered_model_aliases"} <= tables
+    auth = {"Authorization": "Bearer prod-token"}
+    with TestClient(create_app(production)) as client:
+        experiments = client.get(
+            "/api/v1/ml/experiments", params={"sort": "metric:roc_auc"}, headers=auth
+        ).json()
+        item = next(i for i in experiments["items"] if i["name"] == config.experiment)
+        assert item["run_count"] == 1 and item["latest_run_id"] == trained.run_id
+        assert item["best"]["value"] == pytest.approx(trained.metrics["roc_auc"])
+        assert item["updated"] >= item["created"]
+        deployed = client.post(
+            f"/api/v1/ml/models/{trained.model_name}/deploy",
+            params={"wait": True},
+            json={"version": trained.model_version},
+            headers=auth,
+        ).json()
+        assert deployed["status"] == "succeeded", deployed["error"]
+        models = client.get("/api/v1/ml/models", params={"stage": "Production"}, headers=auth)
+        (model,) = models.json()["items"]
+        assert model["production_version"] == trained.model_version
+        tickers = sorted(pd.read_parquet(production.data_dir / ingest.BARS_FILE)["ticker"].unique())
+        predicted = client.post(
+            f"/api/v1/ml/models/{trained.model_name}/predict",
+            json={"tickers": tickers},
+            headers=auth,
+        )
+        assert predicted.status_code == 200, predicted.text
+        assert len(predicted.json()["predictions"]) == len(tickers)

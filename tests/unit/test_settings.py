@@ -48,6 +48,7 @@ def test_production_profile_uses_sql_registry_and_redis(
         metadata_db_url="postgresql+psycopg://u@h/db",
         feast_registry_url="postgresql+psycopg://u@h/reg",
         redis_url="127.0.0.1:6379",
+        mlflow_tracking_uri="postgresql+psycopg://u@h/mlflow",
     )
     assert settings.reads_require_auth is True  # from config/profiles/production.yaml
     config = feature_store_config(settings)

@@ -54,6 +54,12 @@ def _client(uri: str, allow_pickle: bool, home: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def forget_clients() -> None:
+    """Drop the cached clients and engines (tests that drop their databases call this)."""
+    _client.cache_clear()
+    _engine.cache_clear()
+
+
 def tracking_engine(settings: Settings) -> Engine:
     """A SQLAlchemy engine on MLflow's tracking database (SQLite or PostgreSQL)."""
     uri = settings.tracking_uri
