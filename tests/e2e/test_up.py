@@ -84,6 +84,10 @@ def test_up_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         token = (home / "api_token").read_text().strip()
         features = httpx.get(f"{urls['api']}/api/v1/features").json()
         assert features["total"] == 9, "the empty store was ingested once at start"
+        models = httpx.get(f"{urls['api']}/api/v1/ml/models").json()["items"]
+        assert [len(m["versions"]) for m in models] == [3], "the demo models were trained"
+        deployments_made = httpx.get(f"{urls['api']}/api/v1/ml/deployments").json()
+        assert [d["status"] in ("succeeded", "failed") for d in deployments_made] == [True]
 
         prefect = urls["prefect"]
         deployments = httpx.post(f"{prefect}/deployments/filter", json={}).json()

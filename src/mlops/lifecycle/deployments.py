@@ -92,10 +92,11 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_alive(owner: str) -> bool:
+def _owner_alive(owner: str) -> bool | None:
+    """Whether the owning process runs; None when it runs on another host (unknowable)."""
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
-        return True  # another host: judged by its heartbeat
+        return None
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -248,8 +249,9 @@ def reap_interrupted(settings: Settings) -> int:
             beat = row.heartbeat_at
             if beat is not None and beat.tzinfo is None:
                 beat = beat.replace(tzinfo=now.tzinfo)
+            alive = _owner_alive(row.owner)
             stale = beat is None or now - beat > STALE_AFTER
-            if _owner_alive(row.owner) and not stale:
+            if alive or (alive is None and not stale):  # another host: judged by heartbeat
                 continue
             stages = [dict(s) for s in row.stages]
             running = next((s["name"] for s in stages if s["status"] == "running"), None)

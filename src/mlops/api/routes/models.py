@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.concurrency import run_in_threadpool
@@ -18,9 +18,7 @@ router = APIRouter(prefix="/ml", tags=["models"], dependencies=[Depends(read_acc
 
 class DeployRequest(BaseModel):
     version: str = Field(min_length=1, max_length=20)
-    target_stage: Literal["staging", "production"] | str = Field(
-        default="production", description="staging or production"
-    )
+    target_stage: str = Field(default="production", description="staging or production")
     reason: str = Field(default="", max_length=2000)
 
 
@@ -135,5 +133,5 @@ async def rollback_deployment(
     wait: bool = False,
 ) -> deployments.DeploymentInfo:
     """Roll back the model of this deployment to its previous production version."""
-    info = deployments.get_deployment(settings, deployment_id)
+    info = await run_in_threadpool(deployments.get_deployment, settings, deployment_id)
     return await rollback(info.model_name, settings, caller, response, body, wait)
