@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,9 @@ import httpx
 import pytest
 
 from mlops.errors import ServiceError
+
+ROOT = Path(__file__).resolve().parents[2]
+_http = httpx.Client(timeout=30)  # first calls load MLflow in the API process
 
 
 def _free_port() -> int:
@@ -37,9 +41,16 @@ def _wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def _env(home: Path) -> dict[str, str]:
+    """A small demo universe, and gates without metric thresholds: on 3 tickers over five
+    months the demo models' scores are noise, and this test is about the plumbing."""
+    config = home.parent / "config"
+    if not config.exists():
+        shutil.copytree(ROOT / "config", config)
+        (config / "gates.yaml").write_text("default: {holdout_days: 20}\n")
     return {
         **os.environ,
         "MLOPS_HOME": str(home),
+        "MLOPS_CONFIG_DIR": str(config),
         "MLOPS_DEMO_TICKERS": "3",
         "MLOPS_DEMO_START": "2025-06-02",
         "MLOPS_DEMO_END": "2025-10-31",
@@ -79,26 +90,27 @@ def test_up_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         _wait_for(lambda: services.exists() or process.poll() is not None, 300, "mlops up")
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
         urls = json.loads(services.read_text())
-        assert httpx.get(f"{urls['api']}/healthz").json()["status"] == "ok"
-        assert httpx.get(f"{urls['mlflow']}/health").status_code == 200
+        assert _http.get(f"{urls['api']}/healthz").json()["status"] == "ok"
+        assert _http.get(f"{urls['mlflow']}/health").status_code == 200
         token = (home / "api_token").read_text().strip()
-        features = httpx.get(f"{urls['api']}/api/v1/features").json()
+        features = _http.get(f"{urls['api']}/api/v1/features").json()
         assert features["total"] == 9, "the empty store was ingested once at start"
-        models = httpx.get(f"{urls['api']}/api/v1/ml/models").json()["items"]
+        models = _http.get(f"{urls['api']}/api/v1/ml/models").json()["items"]
         assert [len(m["versions"]) for m in models] == [3], "the demo models were trained"
-        deployments_made = httpx.get(f"{urls['api']}/api/v1/ml/deployments").json()
-        assert [d["status"] in ("succeeded", "failed") for d in deployments_made] == [True]
+        (demo_deployment,) = _http.get(f"{urls['api']}/api/v1/ml/deployments").json()
+        assert demo_deployment["status"] == "succeeded", demo_deployment["error"]
+        _deploy_through_the_api(urls, token, demo_deployment["version"])
 
         prefect = urls["prefect"]
-        deployments = httpx.post(f"{prefect}/deployments/filter", json={}).json()
+        deployments = _http.post(f"{prefect}/deployments/filter", json={}).json()
         by_name = {d["name"]: d for d in deployments}
         assert sorted(by_name) == ["daily-ingest", "nightly-train"]
         ingest = by_name["daily-ingest"]
         assert ingest["schedules"][0]["schedule"]["cron"] == "30 21 * * 1-5"
-        run = httpx.post(f"{prefect}/deployments/{ingest['id']}/create_flow_run", json={}).json()
+        run = _http.post(f"{prefect}/deployments/{ingest['id']}/create_flow_run", json={}).json()
 
         def finished() -> str | None:
-            state = httpx.get(f"{prefect}/flow_runs/{run['id']}").json()["state"]["type"]
+            state = _http.get(f"{prefect}/flow_runs/{run['id']}").json()["state"]["type"]
             return state if state in ("COMPLETED", "FAILED", "CRASHED") else None
 
         assert _wait_for(finished, 180, "the deployment run") == "COMPLETED"
@@ -110,6 +122,36 @@ def test_up_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "Stopped." in output and "API token" in output
     assert not services.exists()
     assert not any(_port_open(port) for port in ports.values())
+
+
+def _deploy_through_the_api(urls: dict[str, str], token: str, production: str) -> None:
+    """A deployment started through the running API runs as a `deploy` flow of the API
+    process, reports its tasks to the Prefect server, and its alias shows in MLflow's API."""
+    version = "1" if production != "1" else "2"
+    started = _http.post(
+        f"{urls['api']}/api/v1/ml/models/direction-model/deploy",
+        json={"version": version, "target_stage": "staging"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert started.status_code == 202, started.text
+    status_url = urls["api"] + started.json()["status_url"]
+
+    def done() -> dict[str, Any] | None:
+        record: dict[str, Any] = _http.get(status_url).json()
+        return record if record["status"] in ("succeeded", "failed") else None
+
+    record = _wait_for(done, 120, "the deployment")
+    assert record["status"] == "succeeded", record["error"]
+    tasks = _http.post(
+        f"{urls['prefect']}/task_runs/filter",
+        json={"flow_runs": {"id": {"any_": [record["flow_run_id"]]}}},
+    ).json()
+    assert sorted(t["name"].rsplit("-", 1)[0] for t in tasks) == ["staging", "validate"]
+    model = _http.get(
+        f"{urls['mlflow']}/api/2.0/mlflow/registered-models/get", params={"name": "direction-model"}
+    ).json()["registered_model"]
+    aliases = {a["alias"]: a["version"] for a in model["aliases"]}
+    assert aliases == {"production": production, "staging": version}
 
 
 def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -67,11 +69,31 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
 
+def _warm_up(settings: Settings) -> None:
+    """Import MLflow and open its store once, so the first model request does not pay the
+    ~5 s of imports and schema checks."""
+    try:
+        import mlflow.pyfunc  # noqa: F401
+
+        from mlops.lifecycle.mlflow_backend import tracking_engine
+
+        tracking_engine(settings)
+    except Exception:  # the request that needs MLflow will report the problem
+        log.warning("MLflow warm-up failed", exc_info=True)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The platform's ASGI app for the given settings (default: from the environment)."""
     settings = settings or load_settings()
     settings.ensure_dirs()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=_warm_up, args=(settings,), name="warm-up", daemon=True).start()
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="MLOps platform",
         version=__version__,
         description="Feature store, model lifecycle, evaluation and prompt governance.",
