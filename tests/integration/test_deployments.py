@@ -402,3 +402,15 @@ class _Raising(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         raise RuntimeError("boom")
+
+
+def test_predict_reports_a_model_that_raises(client: TestClient, settings: Settings) -> None:
+    """An alias moved outside the platform onto a model that raises: a clear 500, no trace."""
+    name = _logged_model(settings, columns=None)
+    mlflow_backend.client(settings).set_registered_model_alias(name, "production", "1")
+    ticker = str(pd.read_parquet(settings.data_dir / "bars.parquet")["ticker"].iloc[0])
+    response = client.post(f"{API}/models/{name}/predict", json={"tickers": [ticker]})
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "model_failed" and "boom" in error["message"]
+    assert "Traceback" not in response.text
