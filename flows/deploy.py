@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from mlops.lifecycle import deployments
+from mlops.lifecycle import deployments, promotion
 from mlops.settings import Settings, load_settings
 
 
@@ -20,17 +20,17 @@ class DeploymentFailed(Exception):
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate(settings: Settings, deployment_id: str) -> bool:
-    return deployments.run_stage(settings, deployment_id, "validate")
+    return promotion.run_stage(settings, deployment_id, "validate")
 
 
 @task(name="staging", cache_policy=NO_CACHE)
 def staging(settings: Settings, deployment_id: str) -> bool:
-    return deployments.run_stage(settings, deployment_id, "staging")
+    return promotion.run_stage(settings, deployment_id, "staging")
 
 
 @task(name="production", cache_policy=NO_CACHE)
 def production(settings: Settings, deployment_id: str) -> bool:
-    return deployments.run_stage(settings, deployment_id, "production")
+    return promotion.run_stage(settings, deployment_id, "production")
 
 
 STAGE_TASKS = {"validate": validate, "staging": staging, "production": production}

@@ -83,3 +83,11 @@ class ModelError(MlopsError):
     code = "model_failed"
     http_status = 500
     exit_code = 9
+
+
+class DeploymentFailedError(MlopsError):
+    """A deployment stopped at a failed gate or stage; production is unchanged."""
+
+    code = "deployment_failed"
+    http_status = 409
+    exit_code = 10

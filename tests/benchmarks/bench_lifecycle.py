@@ -12,6 +12,7 @@ fails (failures are shown as FAIL rows).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import shutil
@@ -215,6 +216,8 @@ def main() -> int:
 
     t_total = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="mlops-bench-lc-"))
+    if not args.keep:  # also when a step raises
+        atexit.register(shutil.rmtree, tmp, True)
 
     from mlops.settings import Settings
 
@@ -406,6 +409,8 @@ def main() -> int:
                     record = check(api.get(body["status_url"]))
                     if record["status"] in ("succeeded", "failed"):
                         break
+                    if time.perf_counter() - t_start > 300:
+                        raise RuntimeError(f"deployment {body['id']} still {record['status']}")
                     time.sleep(0.01)
                 total = time.perf_counter() - t_start
                 return {
@@ -433,8 +438,13 @@ def main() -> int:
             tickers = [str(x) for x in bars["ticker"].unique()[:n_predict_tickers]]
             store = open_store(settings)
             service = store.get_feature_service("model_features")
-            prod_version = promotion.alias_version(settings, MODEL, "production") or v1
-            bare_model = promotion.load_version(settings, MODEL, prod_version)
+            prod_version = promotion.alias_version(settings, MODEL, "production")
+            if prod_version is None:  # every deployment failed: nothing to predict with
+                log("predict skipped: direction-model has no production version")
+                predict_skipped = True
+            else:
+                predict_skipped = False
+                bare_model = promotion.load_version(settings, MODEL, prod_version)
             columns = bare_model.metadata.get_input_schema().input_names()
 
             def api_predict(i: int) -> None:
@@ -450,16 +460,17 @@ def main() -> int:
                 assert len(proba) == len(tickers)
 
             predict_label = f"POST /ml/models/{MODEL}/predict ({len(tickers)} tickers)"
-            log(f"measuring {predict_label} x{reps * 2}")
-            a, b = [], []
-            for _ in range(3):
-                api_predict(-1)
-                bare_predict(-1)
-            for i in range(reps * 2):
-                a.append(once(api_predict, i))
-                b.append(once(bare_predict, i))
-            measured[predict_label] = (a, b)
-            notes[predict_label] = "informational ratio"
+            if not predict_skipped:
+                log(f"measuring {predict_label} x{reps * 2}")
+                a, b = [], []
+                for _ in range(3):
+                    api_predict(-1)
+                    bare_predict(-1)
+                for i in range(reps * 2):
+                    a.append(once(api_predict, i))
+                    b.append(once(bare_predict, i))
+                measured[predict_label] = (a, b)
+                notes[predict_label] = "informational ratio"
 
     # ------------------------------------------------------------------------ report
     mode = "quick (--quick)" if quick else "full"
@@ -578,6 +589,8 @@ def main() -> int:
     failed = [d for d in deploys if d["status"] != "succeeded"]
     for d in failed:
         report.append(f"\nDeployment of v{d['version']} failed: {d['error']}")
+    if predict_skipped:
+        report.append(f"\n{predict_label}: not measured, no production version (FAIL).")
     total = time.perf_counter() - t_total
     report.append(
         f"\nSet-up (not measured above): Prefect test harness {harness_secs:.1f} s, demo ingest "
@@ -588,8 +601,6 @@ def main() -> int:
 
     if args.keep:
         log(f"state kept in {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -273,9 +273,9 @@ def test_a_dead_process_leaves_a_failed_record_not_a_running_one(settings: Setti
     name = copy_version(settings, "1")
     info = deployments.request_deployment(settings, name, "1", "production", "t")
     deployments.begin(settings, info.id, None)
-    deployments._start_stage(settings, info.id, "validate")
+    deployments.start_stage(settings, info.id, "validate")
     with session_scope(settings.metadata_url) as session:
-        session.get(Deployment, info.id).owner = f"{socket.gethostname()}:999999999"
+        session.get(Deployment, info.id).owner = f"{socket.gethostname()}:999999999:0"
     record = deployments.get_deployment(settings, info.id)
     assert record.status == "failed" and record.failed_stage == "validate"
     assert "Interrupted" in record.error
@@ -306,7 +306,7 @@ def test_predict_uses_the_production_model_and_follows_the_alias(
     for p in body["predictions"]:
         assert 0.0 <= p["probability_up"] <= 1.0
         assert p["direction"] == ("up" if p["probability_up"] >= 0.5 else "down")
-    model = promotion.load_version(settings, name, "1")
+    model = registry.load_version(settings, name, "1")
     frame = pd.DataFrame(body["features"])
     expected = model.predict(frame)[:, 1]
     assert [p["probability_up"] for p in body["predictions"]] == pytest.approx(list(expected))
@@ -414,3 +414,89 @@ def test_predict_reports_a_model_that_raises(client: TestClient, settings: Setti
     error = response.json()["error"]
     assert error["code"] == "model_failed" and "boom" in error["message"]
     assert "Traceback" not in response.text
+
+
+def test_rollbacks_walk_back_the_production_history(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    name = copy_version(settings, "1")
+    second, third = _add_version(settings, name, "2"), _add_version(settings, name, "1")
+    for version in ("1", second, third, third):  # redeploying the current one changes nothing
+        assert _deploy(client, auth, name, version)["status"] == "succeeded"
+    assert deployments.production_history(settings, name) == ["1", second, third]
+    restored = []
+    for _ in range(2):
+        body = client.post(f"{API}/models/{name}/rollback", params={"wait": True}, headers=auth)
+        restored.append(body.json()["version"])
+    assert restored == [second, "1"]  # not back and forth between the last two
+    assert _aliases(settings, name) == {"production": "1"}
+    last = client.post(f"{API}/models/{name}/rollback", headers=auth)
+    assert last.status_code == 409 and "no previous production" in last.text
+
+
+def test_rollback_of_a_deployment_is_bound_to_it(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    name = copy_version(settings, "1")
+    first = _deploy(client, auth, name)
+    second = _deploy(client, auth, name, _add_version(settings, name, "2"))
+    stale = client.post(f"{API}/deployments/{first['id']}/rollback", headers=auth)
+    assert stale.status_code == 409 and "not v1" in stale.json()["error"]["message"]
+    rolled = client.post(
+        f"{API}/deployments/{second['id']}/rollback", params={"wait": True}, headers=auth
+    )
+    assert rolled.status_code == 200 and rolled.json()["version"] == "1"
+    staging_only = _deploy(client, auth, name, "1", target="staging")
+    refused = client.post(f"{API}/deployments/{staging_only['id']}/rollback", headers=auth)
+    assert refused.status_code == 409 and "did not put a version in production" in refused.text
+
+
+def test_rollback_refuses_an_alias_moved_outside_the_platform(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    name = copy_version(settings, "1")
+    _deploy(client, auth, name)
+    _deploy(client, auth, name, _add_version(settings, name, "2"))
+    third = _add_version(settings, name, "1")
+    mlflow_backend.client(settings).set_registered_model_alias(name, "production", third)
+    response = client.post(f"{API}/models/{name}/rollback", headers=auth)
+    assert response.status_code == 409 and "moved outside the platform" in response.text
+    assert _aliases(settings, name)["production"] == third
+
+
+def test_a_stopped_heartbeat_or_a_finished_move_closes_the_record(settings: Settings) -> None:
+    from datetime import timedelta
+
+    from mlops.db import utcnow
+
+    name = copy_version(settings, "1")
+    info = deployments.request_deployment(settings, name, "1", "production", "t")
+    deployments.begin(settings, info.id, None)
+    with session_scope(settings.metadata_url) as session:
+        session.get(Deployment, info.id).heartbeat_at = utcnow() - timedelta(minutes=5)
+    assert deployments.get_deployment(settings, info.id).status == "failed"
+
+    moved = deployments.request_deployment(settings, name, "1", "production", "t")
+    deployments.begin(settings, moved.id, None)
+    for stage in ("validate", "staging"):
+        started = deployments.start_stage(settings, moved.id, stage)
+        gate = deployments.GateResult(name=stage, passed=True, message="test")
+        deployments.end_stage(settings, moved.id, stage, started, [gate], "ok")
+    deployments.start_stage(settings, moved.id, "production")
+    mlflow_backend.client(settings).set_registered_model_alias(name, "production", "1")
+    with session_scope(settings.metadata_url) as session:
+        session.get(Deployment, moved.id).owner = f"{socket.gethostname()}:999999999:0"
+    record = deployments.get_deployment(settings, moved.id)
+    assert record.status == "succeeded" and record.stages[2].status == "passed"
+
+
+def test_holdout_starts_after_the_candidate_was_trained(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    name = copy_version(settings, "2")  # the copy is version 1 of its own model
+    record = _deploy(client, auth, name, "1")
+    holdout_gate = next(g for g in record["stages"][0]["gates"] if g["name"] == "holdout")
+    run_id = registry.get_version(settings, name, "1").run_id
+    test_start = mlflow_backend.client(settings).get_run(run_id).data.params["test_start"]
+    first_day = holdout_gate["message"].rsplit("from ", 1)[1]
+    assert first_day >= test_start

@@ -200,3 +200,36 @@ def test_list_costs_a_fixed_number_of_queries(lifecycle: dict[str, Any]) -> None
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert counts[0] == counts[1] <= 4
+
+
+def test_nan_and_infinite_metrics_never_win_or_leak(
+    client: TestClient, lifecycle: dict[str, Any]
+) -> None:
+    import math
+
+    settings = lifecycle["settings"]
+    experiment_id = mlflow_backend.create_experiment(settings, "odd-metrics")
+    mlflow_client = mlflow_backend.client(settings)
+    for values in (
+        {"roc_auc": 0.61, "accuracy": 0.55},
+        {"roc_auc": math.nan, "accuracy": math.inf},
+    ):
+        run = mlflow_client.create_run(experiment_id)
+        for key, value in values.items():
+            mlflow_client.log_metric(run.info.run_id, key, value)
+        mlflow_client.set_terminated(run.info.run_id)
+    item = _find(client, "odd-metrics")
+    assert item["best"]["value"] == pytest.approx(0.61)
+    assert item["latest_metrics"] == {}  # the latest run has only NaN and inf
+    by_accuracy = _find(client, "odd-metrics", metric="accuracy")
+    assert by_accuracy["best"]["value"] == pytest.approx(0.55)
+    series = client.get(
+        f"{API}/compare", params={"metric": "roc_auc", "experiments": ["odd-metrics"]}
+    ).json()["series"][0]
+    assert [p["y"] for p in series["points"]] == [pytest.approx(0.61)]
+    unknown = client.get(
+        f"{API}/compare", params={"metric": "nope", "experiments": ["odd-metrics"]}
+    )
+    assert unknown.json()["series"][0]["points"] == [] and unknown.json()["best_series"] is None
+    bad = client.get(f"{API}/compare", params={"metric": "a`b", "experiments": ["odd-metrics"]})
+    assert bad.status_code == 422 and "Invalid metric name" in bad.json()["error"]["message"]

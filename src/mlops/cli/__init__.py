@@ -13,6 +13,7 @@ from mlops.cli import datasets, experiments, features, models
 from mlops.cli.common import console, handle_errors, print_json, settings
 
 if TYPE_CHECKING:
+    from mlops.lifecycle.deployments import DeploymentInfo
     from mlops.settings import Settings
 
 app = typer.Typer(
@@ -117,10 +118,14 @@ def ingest(
 def demo(json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Ingest the seeded demo bars, then train and register every model of
     config/models.yaml."""
-    seed_demo(settings(), json)
+    from mlops.errors import DeploymentFailedError
+
+    deployed = seed_demo(settings(), json)
+    if deployed.status != "succeeded":
+        raise DeploymentFailedError(f"The demo deployment failed: {deployed.error}")
 
 
-def seed_demo(config: Settings, json: bool = False) -> None:
+def seed_demo(config: Settings, json: bool = False) -> DeploymentInfo:
     """Ingest the demo bars, train every configured model, deploy the best to production."""
     from mlops.lifecycle.deployments import request_deployment
     from mlops.lifecycle.training import load_model_configs
@@ -153,6 +158,7 @@ def seed_demo(config: Settings, json: bool = False) -> None:
         print_json(deployed)
     else:
         console.print(models.stage_table(deployed))
+    return deployed
 
 
 @app.command()

@@ -154,7 +154,7 @@ def compare_cmd(
     json: JsonOpt = False,
 ) -> None:
     """Compare runs (metric by step) or experiments (metric per run over time)."""
-    from mlops.lifecycle.experiments import compare
+    from mlops.lifecycle.comparison import compare
 
     result = compare(settings(), metric, run, experiment)
     if json:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from mlops.cli.common import console, err_console, handle_errors, print_json, settings
+from mlops.cli.common import console, handle_errors, print_json, settings
 
 if TYPE_CHECKING:
     from mlops.lifecycle.deployments import DeploymentInfo
@@ -19,7 +19,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-DEPLOYMENT_FAILED_EXIT = 10
 STATUS_STYLE = {
     "pending": "dim",
     "running": "yellow",
@@ -148,11 +147,12 @@ def _follow(config: Settings, deployment_id: str) -> DeploymentInfo:
 
 
 def _finish(info: DeploymentInfo, json: bool) -> None:
+    from mlops.errors import DeploymentFailedError
+
     if json:
         print_json(info)
     if info.status != "succeeded":
-        err_console.print(f"[bold red]Deployment failed:[/] {info.error}", highlight=False)
-        raise typer.Exit(DEPLOYMENT_FAILED_EXIT)
+        raise DeploymentFailedError(f"Deployment {info.id} failed: {info.error}")
 
 
 @app.command("deploy")
@@ -190,7 +190,7 @@ def rollback_cmd(
     version, current = rollback_target(config, name)
     if not yes:
         typer.confirm(f"Roll {name} back from v{current} to v{version}?", abort=True)
-    info = request_rollback(config, name, config.author, reason)
+    info = request_rollback(config, name, config.author, reason, expected_current=current)
     _finish(_follow(config, info.id), json)
 
 

@@ -1,14 +1,14 @@
-"""Staged deployment of registered model versions: validate -> staging -> production.
+"""Deployment records: one row of the metadata store per deployment or rollback, with one
+record per stage (status, timings, gate results). What the stages do is in `promotion.py`.
 
-A deployment is a row of the metadata store with one record per stage (status, timings, the
-gate results). The `deploy` Prefect flow runs one task per stage through the functions
-below. Safety rules:
-- an alias moves only after the gates of its stage passed, and `production` only in a
-  deployment whose validate and staging stages passed (a rollback re-validates a version
-  that passed them before);
-- one deployment per model at a time (a unique column holds the model's name while a
-  deployment is pending or running), a second one gets 409;
-- a deployment whose process died is marked failed ("interrupted") by the next reader.
+Rules the records enforce:
+- one deployment per model at a time: a unique column holds the model's name while a
+  deployment is pending or running, so a second one gets 409, whichever process asks;
+- only the process that runs a deployment writes to it (its owner: host, pid and process
+  start time); a record whose owner died, or whose heartbeat stopped, is closed by the next
+  reader, so nothing stays "running" forever;
+- the production history (which versions production had, through which deployments) is
+  replayed from the succeeded records, and is what a rollback follows.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from mlops.db import Deployment, session_scope, utcnow
-from mlops.errors import ConflictError, InvalidInputError, MlopsError, NotFoundError
+from mlops.errors import ConflictError, InvalidInputError, NotFoundError
 from mlops.lifecycle import registry
 from mlops.lifecycle.gates import GateResult
 from mlops.settings import Settings
@@ -32,8 +32,9 @@ from mlops.settings import Settings
 STAGE_NAMES = ("validate", "staging", "production")
 TARGETS = ("staging", "production")
 StageStatus = Literal["pending", "running", "passed", "failed", "skipped"]
-STALE_AFTER = timedelta(minutes=10)
-"""A running deployment whose heartbeat is older than this (on another host) is interrupted."""
+HEARTBEAT_SECONDS = 15.0
+STALE_AFTER = timedelta(minutes=2)
+"""A pending or running record whose heartbeat is older than this has lost its runner."""
 
 
 class StageRecord(BaseModel):
@@ -88,31 +89,44 @@ def _info(row: Deployment) -> DeploymentInfo:
     )
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def _process_start(pid: int) -> int | None:
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def current_owner() -> str:
+    """This process: host, pid and start time (a reused pid is another owner)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
 
 
 def _owner_alive(owner: str) -> bool | None:
-    """Whether the owning process runs; None when it runs on another host (unknowable)."""
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    """Whether the owning process still runs; None when it runs on another host."""
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname():
         return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+    if not pid.isdigit():
         return False
-    except PermissionError:
-        return True
-    return True
+    return str(_process_start(int(pid))) == started
 
 
-# ---------------------------------------------------------------------------- requests
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=utcnow().tzinfo)
+    return value
+
+
+# Requests
 
 
 def _initial_stages(target: str, kind: str) -> list[dict[str, Any]]:
-    skipped = {"production"} if target == "staging" else set()
-    if kind == "rollback":
-        skipped = {"staging"}
+    skipped = (
+        {"staging"} if kind == "rollback" else {"production"} if target == "staging" else set()
+    )
     return [
         StageRecord(
             name=name,
@@ -123,21 +137,38 @@ def _initial_stages(target: str, kind: str) -> list[dict[str, Any]]:
     ]
 
 
-def _insert(settings: Settings, row: Deployment) -> DeploymentInfo:
+def _new_record(
+    settings: Settings, model: str, version: str, target: str, kind: str, caller: str, reason: str
+) -> DeploymentInfo:
+    """Insert a pending record holding the model's lock (409 while another one runs)."""
     reap_interrupted(settings)
+    row = Deployment(
+        id=uuid.uuid4().hex,
+        model_name=model,
+        version=str(version),
+        target_stage=target,
+        kind=kind,
+        status="pending",
+        stages=_initial_stages(target, kind),
+        requested_by=caller,
+        reason=reason,
+        owner=current_owner(),
+        active_model=model,
+        heartbeat_at=utcnow(),
+    )
     try:
         with session_scope(settings.metadata_url) as session:
             session.add(row)
     except IntegrityError as exc:
         with session_scope(settings.metadata_url) as session:
             active = session.scalars(
-                select(Deployment).where(Deployment.active_model == row.model_name)
+                select(Deployment).where(Deployment.active_model == model)
             ).first()
             active_id = active.id if active else None
         raise ConflictError(
-            f"Model '{row.model_name}' already has a deployment in progress ({active_id}); "
-            "wait for it to finish.",
-            {"model": row.model_name, "active_deployment": active_id},
+            f"Model '{model}' already has a deployment in progress ({active_id}); wait for it "
+            "to finish.",
+            {"model": model, "active_deployment": active_id},
         ) from exc
     return _info(row)
 
@@ -152,67 +183,90 @@ def request_deployment(
             {"target_stage": target},
         )
     registry.get_version(settings, model, version)  # 404 for an unknown model or version
-    row = Deployment(
-        id=uuid.uuid4().hex,
-        model_name=model,
-        version=str(version),
-        target_stage=target,
-        kind="deploy",
-        status="pending",
-        stages=_initial_stages(target, "deploy"),
-        requested_by=caller,
-        reason=reason,
-        owner=_owner(),
-        active_model=model,
-        heartbeat_at=utcnow(),
-    )
-    return _insert(settings, row)
+    return _new_record(settings, model, version, target, "deploy", caller, reason)
 
 
-def rollback_target(settings: Settings, model: str) -> tuple[str, str]:
-    """(version to restore, current production version) from the last production change."""
-    registry.get_model(settings, model)
+def production_history(settings: Settings, model: str) -> list[str]:
+    """The versions production had through the platform, oldest first, rolled-back ones
+    removed: replayed from the succeeded deployments to production and the rollbacks."""
     with session_scope(settings.metadata_url) as session:
-        last = session.scalars(
+        rows = session.scalars(
             select(Deployment)
             .where(
                 Deployment.model_name == model,
                 Deployment.status == "succeeded",
                 Deployment.target_stage == "production",
             )
-            .order_by(Deployment.finished_at.desc())
-        ).first()
-        if last is None or not last.previous_production:
-            raise ConflictError(
-                f"Model '{model}' has no previous production version to roll back to.",
-                {"model": model},
-            )
-        return last.previous_production, last.version
+            .order_by(Deployment.finished_at.asc())
+        ).all()
+        changes = [(row.kind, row.version) for row in rows]
+    history: list[str] = []
+    for kind, version in changes:
+        if kind == "rollback" and history:
+            history.pop()
+        if not history or history[-1] != version:
+            history.append(version)
+    return history
+
+
+def rollback_target(
+    settings: Settings, model: str, expected_current: str | None = None
+) -> tuple[str, str]:
+    """(version to restore, current production version).
+
+    Refused (409) when there is nothing to go back to, when the production alias was moved
+    outside the platform, or when production is no longer `expected_current`.
+    """
+    registry.get_model(settings, model)  # 404 for an unknown model
+    history = production_history(settings, model)
+    current = registry.alias_version(settings, model, registry.PRODUCTION_ALIAS)
+    if history and current != history[-1]:
+        raise ConflictError(
+            f"Production of '{model}' is v{current}, but the platform last put v{history[-1]} "
+            "there: the alias was moved outside the platform. Deploy a version to record it.",
+            {"model": model, "alias": current, "recorded": history[-1]},
+        )
+    if expected_current is not None and current != expected_current:
+        raise ConflictError(
+            f"Production of '{model}' is now v{current}, not v{expected_current}.",
+            {"model": model, "current": current, "expected": expected_current},
+        )
+    if len(history) < 2 or current is None:
+        raise ConflictError(
+            f"Model '{model}' has no previous production version to roll back to.",
+            {"model": model},
+        )
+    return history[-2], current
 
 
 def request_rollback(
-    settings: Settings, model: str, caller: str, reason: str = ""
+    settings: Settings,
+    model: str,
+    caller: str,
+    reason: str = "",
+    expected_current: str | None = None,
 ) -> DeploymentInfo:
     """Record a rollback of `model` to the production version before the current one."""
-    version, current = rollback_target(settings, model)
-    row = Deployment(
-        id=uuid.uuid4().hex,
-        model_name=model,
-        version=version,
-        target_stage="production",
-        kind="rollback",
-        status="pending",
-        stages=_initial_stages("production", "rollback"),
-        requested_by=caller,
-        reason=reason or f"roll back from v{current}",
-        owner=_owner(),
-        active_model=model,
-        heartbeat_at=utcnow(),
-    )
-    return _insert(settings, row)
+    version, current = rollback_target(settings, model, expected_current)
+    reason = reason or f"roll back from v{current}"
+    return _new_record(settings, model, version, "production", "rollback", caller, reason)
 
 
-# ---------------------------------------------------------------------------- reads
+def request_rollback_of(
+    settings: Settings, deployment_id: str, caller: str, reason: str = ""
+) -> DeploymentInfo:
+    """Roll back the production version that deployment `deployment_id` put in place."""
+    info = get_deployment(settings, deployment_id)
+    if info.status != "succeeded" or info.target_stage != "production":
+        raise ConflictError(
+            f"Deployment {deployment_id} did not put a version in production "
+            f"({info.status}, target {info.target_stage}): nothing of it to roll back.",
+            {"id": deployment_id},
+        )
+    return request_rollback(settings, info.model_name, caller, reason, info.version)
+
+
+# Reads
 
 
 def get_deployment(settings: Settings, deployment_id: str) -> DeploymentInfo:
@@ -238,7 +292,7 @@ def list_deployments(
 
 
 def reap_interrupted(settings: Settings) -> int:
-    """Mark deployments whose process died as failed; release their model. Returns how many."""
+    """Close the records whose runner is gone (dead owner or stopped heartbeat)."""
     now = utcnow()
     reaped = 0
     with session_scope(settings.metadata_url) as session:
@@ -246,64 +300,88 @@ def reap_interrupted(settings: Settings) -> int:
             select(Deployment).where(Deployment.status.in_(("pending", "running")))
         ).all()
         for row in rows:
-            beat = row.heartbeat_at
-            if beat is not None and beat.tzinfo is None:
-                beat = beat.replace(tzinfo=now.tzinfo)
-            alive = _owner_alive(row.owner)
+            beat = _aware(row.heartbeat_at)
             stale = beat is None or now - beat > STALE_AFTER
-            if alive or (alive is None and not stale):  # another host: judged by heartbeat
-                continue
-            stages = [dict(s) for s in row.stages]
-            running = next((s["name"] for s in stages if s["status"] == "running"), None)
-            for stage in stages:
-                if stage["status"] == "running":
-                    stage["status"], stage["message"] = "failed", "interrupted"
-                elif stage["status"] == "pending":
-                    stage["status"] = "skipped"
-            row.stages = stages
-            row.status = "failed"
-            row.failed_stage = running
-            row.error = (
-                f"Interrupted: the process running it ({row.owner}) stopped"
-                + (f" during the {running} stage." if running else " before it started.")
-                + " Aliases only move after their gates pass; deploy again to retry."
-            )
-            row.active_model = None
-            row.finished_at = now
-            reaped += 1
+            if _owner_alive(row.owner) is False or stale:
+                _close_interrupted(settings, row, now)
+                reaped += 1
     return reaped
 
 
-# ---------------------------------------------------------------------------- stage updates
+def _close_interrupted(settings: Settings, row: Deployment, now: datetime) -> None:
+    """Fail the record, unless production had already moved to its version: the production
+    stage's one decisive step is moving the alias, so the deployment then succeeded."""
+    stages = [dict(s) for s in row.stages]
+    running = next((s["name"] for s in stages if s["status"] == "running"), None)
+    moved = running == "production" and (
+        registry.alias_version(settings, row.model_name, registry.PRODUCTION_ALIAS) == row.version
+    )
+    for stage in stages:
+        if stage["status"] == "running":
+            stage["status"] = "passed" if moved else "failed"
+            stage["message"] = "alias moved; the process stopped after" if moved else "interrupted"
+        elif stage["status"] == "pending":
+            stage["status"] = "skipped"
+    row.stages = stages
+    row.status = "succeeded" if moved else "failed"
+    row.failed_stage = None if moved else running
+    row.error = (
+        None
+        if moved
+        else (
+            f"Interrupted: the process running it ({row.owner}) stopped"
+            + (f" during the {running} stage." if running else " before it started.")
+            + " Production was not moved by it; deploy again to retry."
+        )
+    )
+    row.active_model = None
+    row.finished_at = now
 
 
-def _update(settings: Settings, deployment_id: str, **changes: Any) -> DeploymentInfo:
+# Updates by the owning process
+
+
+def _owned_row(session: Any, deployment_id: str) -> Deployment:
+    row = session.get(Deployment, deployment_id)
+    if row is None:
+        raise NotFoundError(f"No deployment '{deployment_id}'.", {"id": deployment_id})
+    if row.owner != current_owner() or row.status not in ("pending", "running"):
+        raise ConflictError(
+            f"Deployment {deployment_id} is {row.status} and owned by {row.owner}: this "
+            "process may no longer change it.",
+            {"id": deployment_id},
+        )
+    return row
+
+
+def update(
+    settings: Settings,
+    deployment_id: str,
+    stage: str | None = None,
+    stage_values: dict[str, Any] | None = None,
+    **fields: Any,
+) -> DeploymentInfo:
+    """Change the record (and one stage's values) if this process still owns it."""
     with session_scope(settings.metadata_url) as session:
-        row = session.get(Deployment, deployment_id)
-        if row is None:
-            raise NotFoundError(f"No deployment '{deployment_id}'.", {"id": deployment_id})
-        stage_changes = changes.pop("stage", None)
-        if stage_changes is not None:
-            name, values = stage_changes
-            row.stages = [{**s, **values} if s["name"] == name else dict(s) for s in row.stages]
-        for key, value in changes.items():
+        row = _owned_row(session, deployment_id)
+        if stage is not None:
+            row.stages = [
+                {**s, **(stage_values or {})} if s["name"] == stage else dict(s) for s in row.stages
+            ]
+        for key, value in fields.items():
             setattr(row, key, value)
         row.heartbeat_at = utcnow()
         return _info(row)
 
 
+def heartbeat(settings: Settings, deployment_id: str) -> None:
+    update(settings, deployment_id)
+
+
 def begin(settings: Settings, deployment_id: str, flow_run_id: str | None) -> DeploymentInfo:
-    """Mark the deployment running (by this process)."""
-    info = get_deployment(settings, deployment_id)
-    if info.status != "pending":
-        raise ConflictError(f"Deployment {deployment_id} is {info.status}, not pending.")
-    return _update(
-        settings,
-        deployment_id,
-        status="running",
-        started_at=utcnow(),
-        flow_run_id=flow_run_id,
-        owner=_owner(),
+    """Mark the deployment running."""
+    return update(
+        settings, deployment_id, status="running", started_at=utcnow(), flow_run_id=flow_run_id
     )
 
 
@@ -312,25 +390,21 @@ def pending_stages(settings: Settings, deployment_id: str) -> list[str]:
     return [s.name for s in info.stages if s.status == "pending"]
 
 
-def _start_stage(settings: Settings, deployment_id: str, stage: str) -> datetime:
+def start_stage(settings: Settings, deployment_id: str, stage: str) -> datetime:
     started = utcnow()
-    _update(
-        settings,
-        deployment_id,
-        stage=(stage, {"status": "running", "started_at": started.isoformat()}),
-    )
+    update(settings, deployment_id, stage, {"status": "running", "started_at": started.isoformat()})
     return started
 
 
-def _end_stage(
+def end_stage(
     settings: Settings,
     deployment_id: str,
     stage: str,
     started: datetime,
     gates: list[GateResult],
     message: str,
-    record_changes: dict[str, Any] | None = None,
 ) -> bool:
+    """Record a stage's gates; it passed when there are gates and every one passed."""
     passed = bool(gates) and all(g.passed for g in gates)
     finished = utcnow()
     values = {
@@ -340,54 +414,31 @@ def _end_stage(
         "message": message,
         "gates": [g.model_dump(mode="json") for g in gates],
     }
-    changes: dict[str, Any] = {"stage": (stage, values), **(record_changes or {})}
-    if not passed:
-        changes["failed_stage"] = stage
-        changes["error"] = f"{stage} failed: {values['message']}"
-    _update(settings, deployment_id, **changes)
+    failure = {} if passed else {"failed_stage": stage, "error": f"{stage} failed: {message}"}
+    update(settings, deployment_id, stage, values, **failure)
     return passed
 
 
-def run_stage(settings: Settings, deployment_id: str, stage: str) -> bool:
-    """Run one stage of a deployment and record it; returns whether it passed."""
-    from mlops.lifecycle import promotion
-
-    info = get_deployment(settings, deployment_id)
-    started = _start_stage(settings, deployment_id, stage)
-    try:
-        outcome = promotion.STAGE_RUNNERS[stage](settings, info)
-    except MlopsError as exc:
-        outcome = promotion.StageOutcome(
-            [GateResult(name=stage, passed=False, message=exc.message)], exc.message
-        )
-    except Exception as exc:  # a failing backend must fail the stage, not leave it running
-        text = f"{type(exc).__name__}: {exc}"
-        outcome = promotion.StageOutcome([GateResult(name=stage, passed=False, message=text)], text)
-    return _end_stage(
-        settings,
-        deployment_id,
-        stage,
-        started,
-        outcome.gates,
-        outcome.message,
-        outcome.record_changes,
-    )
-
-
 def finish(settings: Settings, deployment_id: str, error: str | None = None) -> DeploymentInfo:
-    """Close the deployment: succeeded when every stage it ran passed; release the model."""
+    """Close the deployment: succeeded when every stage it ran passed; release the model.
+
+    A record this process no longer owns (closed by a reader meanwhile) is left as it is.
+    """
     info = get_deployment(settings, deployment_id)
     stages = [s.model_dump(mode="json") for s in info.stages]
     for stage in stages:
         if stage["status"] in ("pending", "running"):
             stage["status"] = "skipped" if stage["status"] == "pending" else "failed"
     failed = any(s["status"] == "failed" for s in stages) or error is not None
-    changes: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "stages": stages,
         "status": "failed" if failed else "succeeded",
         "finished_at": utcnow(),
         "active_model": None,
     }
     if error and not info.error:
-        changes["error"] = error
-    return _update(settings, deployment_id, **changes)
+        fields["error"] = error
+    try:
+        return update(settings, deployment_id, **fields)
+    except ConflictError:
+        return get_deployment(settings, deployment_id)

@@ -1,5 +1,5 @@
-"""Experiments: summaries for a list page, creation, detail with runs, metric history and
-comparison series.
+"""Experiments: summaries for a list page, creation, detail with runs, metric history
+(comparisons are in `comparison.py`).
 
 The list reads MLflow's own tables (through MLflow's SQLAlchemy models) with a fixed number
 of queries per page, whatever the number of experiments: run counts and best metrics are
@@ -15,24 +15,16 @@ from pydantic import BaseModel, Field
 
 from mlops.errors import InvalidInputError, NotFoundError
 from mlops.lifecycle import mlflow_backend
+from mlops.lifecycle.metrics import finite_or_none, higher_is_better
+from mlops.lifecycle.mlflow_backend import escape_like, ms_to_datetime
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
 EXPERIMENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-/]{0,199}$"
-LOWER_IS_BETTER = ("log_loss", "brier", "mae", "rmse", "mse", "staged_log_loss", "ece")
 SORT_FIELDS = ("name", "created", "updated", "run_count", "status")
 MAX_PAGE_SIZE = 200
-MAX_COMPARED = 20
-
-
-def higher_is_better(metric: str) -> bool:
-    return not (metric in LOWER_IS_BETTER or metric.endswith("_loss") or metric.endswith("error"))
-
-
-def ms_to_datetime(value: int | None) -> datetime | None:
-    return datetime.fromtimestamp(value / 1000, tz=UTC) if value else None
 
 
 class ExperimentCreate(BaseModel):
@@ -120,32 +112,6 @@ class MetricHistory(BaseModel):
     points: list[MetricPoint]
 
 
-class SeriesPoint(BaseModel):
-    x: float | str
-    y: float
-    label: str | None = None
-
-
-class Series(BaseModel):
-    id: str
-    label: str
-    points: list[SeriesPoint]
-    best: float | None
-
-
-class Comparison(BaseModel):
-    """One metric as chart-ready series: per run (x = step) or per experiment (x = run time)."""
-
-    metric: str
-    higher_is_better: bool
-    x_axis: Literal["step", "run_start_time"]
-    series: list[Series]
-    best_series: str | None
-
-
-# ---------------------------------------------------------------------------- list
-
-
 def _sort_key(query: ExperimentQuery) -> tuple[str, str | None]:
     if query.sort.startswith("metric:"):
         metric = query.sort.removeprefix("metric:")
@@ -160,26 +126,13 @@ def _sort_key(query: ExperimentQuery) -> tuple[str, str | None]:
     return query.sort, None
 
 
-def escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _summary_select(metric: str, dialect: str) -> tuple[Any, dict[str, Any]]:
+    """SELECT of every experiment with its run count, last activity and best `metric`
+    (NaN and infinities excluded), plus the sortable columns by name."""
+    from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlLatestMetric, SqlRun
+    from sqlalchemy import func, select
 
-
-def list_experiments(
-    settings: Settings, query: ExperimentQuery, only_ids: list[int] | None = None
-) -> ExperimentPage:
-    """One page of experiment summaries in a fixed number of queries (four)."""
-    from mlflow.store.tracking.dbmodels.models import (
-        SqlExperiment,
-        SqlExperimentTag,
-        SqlLatestMetric,
-        SqlRun,
-    )
-    from sqlalchemy import and_, exists, func, select
-
-    sort, sort_metric = _sort_key(query)
-    summary_metric = sort_metric or query.metric
-    better_high = higher_is_better(summary_metric)
-    engine = mlflow_backend.tracking_engine(settings)
+    from mlops.lifecycle.metrics import MAX_FINITE
 
     runs = (
         select(
@@ -191,7 +144,7 @@ def list_experiments(
         .group_by(SqlRun.experiment_id)
         .subquery()
     )
-    aggregate = func.max if better_high else func.min
+    aggregate = func.max if higher_is_better(metric) else func.min
     best = (
         select(
             SqlRun.experiment_id.label("experiment_id"),
@@ -200,19 +153,20 @@ def list_experiments(
         .join(SqlLatestMetric, SqlLatestMetric.run_uuid == SqlRun.run_uuid)
         .where(
             SqlRun.lifecycle_stage == "active",
-            SqlLatestMetric.key == summary_metric,
+            SqlLatestMetric.key == metric,
             SqlLatestMetric.is_nan.is_(False),
+            func.abs(SqlLatestMetric.value) < MAX_FINITE,
         )
         .group_by(SqlRun.experiment_id)
         .subquery()
     )
     run_count = func.coalesce(runs.c.run_count, 0)
-    updated = (
-        func.max(SqlExperiment.last_update_time, func.coalesce(runs.c.last_run_time, 0))
-        if engine.dialect.name == "sqlite"
-        else func.greatest(SqlExperiment.last_update_time, func.coalesce(runs.c.last_run_time, 0))
+    larger = func.max if dialect == "sqlite" else func.greatest  # SQLite's 2-argument max
+    updated = larger(
+        func.coalesce(SqlExperiment.last_update_time, SqlExperiment.creation_time, 0),
+        func.coalesce(runs.c.last_run_time, 0),
     )
-    base = (
+    statement = (
         select(
             SqlExperiment.experiment_id,
             SqlExperiment.name,
@@ -226,23 +180,6 @@ def list_experiments(
         .outerjoin(runs, runs.c.experiment_id == SqlExperiment.experiment_id)
         .outerjoin(best, best.c.experiment_id == SqlExperiment.experiment_id)
     )
-    if only_ids is not None:
-        base = base.where(SqlExperiment.experiment_id.in_(only_ids))
-    if query.status != "all":
-        base = base.where(SqlExperiment.lifecycle_stage == query.status)
-    if query.search:
-        pattern = f"%{escape_like(query.search.lower())}%"
-        base = base.where(func.lower(SqlExperiment.name).like(pattern, escape="\\"))
-    if query.tag:
-        key, sep, value = query.tag.partition("=")
-        condition = and_(
-            SqlExperimentTag.experiment_id == SqlExperiment.experiment_id,
-            SqlExperimentTag.key == key,
-        )
-        if sep:
-            condition = and_(condition, SqlExperimentTag.value == value)
-        base = base.where(exists().where(condition))
-
     columns = {
         "name": SqlExperiment.name,
         "created": SqlExperiment.creation_time,
@@ -251,41 +188,84 @@ def list_experiments(
         "status": SqlExperiment.lifecycle_stage,
         "metric": best.c.best,
     }
+    return statement, columns
+
+
+def _filtered(statement: Any, query: ExperimentQuery, only_ids: list[int] | None) -> Any:
+    from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlExperimentTag
+    from sqlalchemy import and_, exists, func
+
+    if only_ids is not None:
+        statement = statement.where(SqlExperiment.experiment_id.in_(only_ids))
+    if query.status != "all":
+        statement = statement.where(SqlExperiment.lifecycle_stage == query.status)
+    if query.search:
+        pattern = f"%{escape_like(query.search.lower())}%"
+        statement = statement.where(func.lower(SqlExperiment.name).like(pattern, escape="\\"))
+    if query.tag:
+        key, sep, value = query.tag.partition("=")
+        condition = and_(
+            SqlExperimentTag.experiment_id == SqlExperiment.experiment_id,
+            SqlExperimentTag.key == key,
+        )
+        if sep:
+            condition = and_(condition, SqlExperimentTag.value == value)
+        statement = statement.where(exists().where(condition))
+    return statement
+
+
+def list_experiments(
+    settings: Settings, query: ExperimentQuery, only_ids: list[int] | None = None
+) -> ExperimentPage:
+    """One page of experiment summaries in four SQL statements, whatever their number."""
+    from mlflow.store.tracking.dbmodels.models import SqlExperiment
+    from sqlalchemy import func, select
+
+    sort, sort_metric = _sort_key(query)
+    metric = sort_metric or query.metric
+    engine = mlflow_backend.tracking_engine(settings)
+    statement, columns = _summary_select(metric, engine.dialect.name)
+    statement = _filtered(statement, query, only_ids)
     column = columns[sort]
     ordered = column.asc() if query.order == "asc" else column.desc()
-    order = [ordered.nulls_last(), SqlExperiment.experiment_id.asc()]
-    page_rows_query = base.order_by(*order).limit(query.page_size)
-    page_rows_query = page_rows_query.offset((query.page - 1) * query.page_size)
-
+    page = (
+        statement.order_by(ordered.nulls_last(), SqlExperiment.experiment_id.asc())
+        .limit(query.page_size)
+        .offset((query.page - 1) * query.page_size)
+    )
     with engine.connect() as conn:
-        total = conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
-        rows = conn.execute(page_rows_query).all()
+        total = conn.execute(select(func.count()).select_from(statement.subquery())).scalar_one()
+        rows = conn.execute(page).all()
         ids = [row.experiment_id for row in rows]
         tags = _experiment_tags(conn, ids)
         latest = _latest_run_metrics(conn, ids)
-
     items = [
-        ExperimentSummary(
-            id=str(row.experiment_id),
-            name=row.name,
-            status=row.lifecycle_stage,
-            description=tags.get(row.experiment_id, {}).get(mlflow_backend.DESCRIPTION_TAG, ""),
-            tags={
-                k: v
-                for k, v in tags.get(row.experiment_id, {}).items()
-                if not k.startswith("mlflow.")
-            },
-            run_count=row.run_count,
-            best=BestMetric(metric=summary_metric, value=row.best, higher_is_better=better_high),
-            latest_run_id=latest.get(row.experiment_id, (None, {}))[0],
-            latest_metrics=latest.get(row.experiment_id, (None, {}))[1],
-            created=ms_to_datetime(row.creation_time),
-            updated=ms_to_datetime(row.updated),
-            artifact_location=row.artifact_location or "",
-        )
+        _summary(row, metric, tags.get(row.experiment_id, {}), latest.get(row.experiment_id))
         for row in rows
     ]
     return ExperimentPage(items=items, total=total, page=query.page, page_size=query.page_size)
+
+
+def _summary(
+    row: Any, metric: str, tags: dict[str, str], latest: tuple[str, dict[str, float]] | None
+) -> ExperimentSummary:
+    run_id, metrics = latest or (None, {})
+    return ExperimentSummary(
+        id=str(row.experiment_id),
+        name=row.name,
+        status=row.lifecycle_stage,
+        description=tags.get(mlflow_backend.DESCRIPTION_TAG, ""),
+        tags={k: v for k, v in tags.items() if not k.startswith("mlflow.")},
+        run_count=row.run_count,
+        best=BestMetric(
+            metric=metric, value=finite_or_none(row.best), higher_is_better=higher_is_better(metric)
+        ),
+        latest_run_id=run_id,
+        latest_metrics=metrics,
+        created=ms_to_datetime(row.creation_time),
+        updated=ms_to_datetime(row.updated),
+        artifact_location=row.artifact_location or "",
+    )
 
 
 def _experiment_tags(conn: Any, ids: list[int]) -> dict[int, dict[str, str]]:
@@ -326,20 +306,22 @@ def _latest_run_metrics(conn: Any, ids: list[int]) -> dict[int, tuple[str, dict[
     )
     statement = (
         select(
-            ranked.c.experiment_id, ranked.c.run_uuid, SqlLatestMetric.key, SqlLatestMetric.value
+            ranked.c.experiment_id,
+            ranked.c.run_uuid,
+            SqlLatestMetric.key,
+            SqlLatestMetric.value,
+            SqlLatestMetric.is_nan,
         )
         .outerjoin(SqlLatestMetric, SqlLatestMetric.run_uuid == ranked.c.run_uuid)
         .where(ranked.c.rank == 1)
     )
     latest: dict[int, tuple[str, dict[str, float]]] = {}
-    for experiment_id, run_id, key, value in conn.execute(statement):
+    for experiment_id, run_id, key, value, is_nan in conn.execute(statement):
         entry = latest.setdefault(experiment_id, (run_id, {}))
-        if key is not None and value is not None:
-            entry[1][key] = float(value)
+        finite = finite_or_none(value)
+        if key is not None and finite is not None and not is_nan:
+            entry[1][key] = finite
     return latest
-
-
-# ---------------------------------------------------------------------------- create, detail
 
 
 def create_experiment(settings: Settings, request: ExperimentCreate) -> ExperimentSummary:
@@ -350,7 +332,7 @@ def create_experiment(settings: Settings, request: ExperimentCreate) -> Experime
     return get_experiment_summary(settings, experiment_id)
 
 
-def _resolve_experiment(settings: Settings, ref: str) -> Any:
+def resolve_experiment(settings: Settings, ref: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     mlflow_client = mlflow_backend.client(settings)
@@ -369,7 +351,7 @@ def _resolve_experiment(settings: Settings, ref: str) -> Any:
 
 def get_experiment_summary(settings: Settings, ref: str) -> ExperimentSummary:
     """The list summary of one experiment, by id or name."""
-    experiment = _resolve_experiment(settings, ref)
+    experiment = resolve_experiment(settings, ref)
     page = list_experiments(
         settings, ExperimentQuery(status="all"), only_ids=[int(experiment.experiment_id)]
     )
@@ -451,81 +433,3 @@ def metric_history(settings: Settings, run_id: str, metric: str) -> MetricHistor
         for m in sorted(history, key=lambda m: (m.step, m.timestamp))
     ]
     return MetricHistory(run_id=run_id, metric=metric, points=points)
-
-
-# ---------------------------------------------------------------------------- compare
-
-
-def _best(values: list[float], metric: str) -> float | None:
-    if not values:
-        return None
-    return max(values) if higher_is_better(metric) else min(values)
-
-
-def compare(
-    settings: Settings,
-    metric: str,
-    run_ids: list[str] | None = None,
-    experiments: list[str] | None = None,
-) -> Comparison:
-    """Series of one metric: per run its history by step, or per experiment its runs in time."""
-    run_ids, experiments = run_ids or [], experiments or []
-    if bool(run_ids) == bool(experiments):
-        raise InvalidInputError("Compare either runs or experiments (give one of the two).")
-    if len(run_ids) + len(experiments) > MAX_COMPARED:
-        raise InvalidInputError(f"Compare at most {MAX_COMPARED} runs or experiments at once.")
-    if run_ids:
-        series = []
-        for run_id in run_ids:
-            run = get_run(settings, run_id)
-            history = metric_history(settings, run_id, metric)
-            points = [SeriesPoint(x=p.step, y=p.value) for p in history.points]
-            series.append(
-                Series(
-                    id=run_id,
-                    label=run.name,
-                    points=points,
-                    best=_best([p.value for p in history.points], metric),
-                )
-            )
-        x_axis: Literal["step", "run_start_time"] = "step"
-    else:
-        series = [_experiment_series(settings, ref, metric) for ref in experiments]
-        x_axis = "run_start_time"
-    scored = [s for s in series if s.best is not None]
-    best_series = None
-    if scored:
-        pick = max if higher_is_better(metric) else min
-        best_series = pick(scored, key=lambda s: s.best or 0.0).id
-    return Comparison(
-        metric=metric,
-        higher_is_better=higher_is_better(metric),
-        x_axis=x_axis,
-        series=series,
-        best_series=best_series,
-    )
-
-
-def _experiment_series(settings: Settings, ref: str, metric: str) -> Series:
-    experiment = _resolve_experiment(settings, ref)
-    runs = mlflow_backend.client(settings).search_runs(
-        [experiment.experiment_id],
-        filter_string=f"metrics.`{metric}` > -1e308",
-        order_by=["start_time ASC"],
-        max_results=1000,
-    )
-    points = [
-        SeriesPoint(
-            x=(ms_to_datetime(r.info.start_time) or datetime.now(UTC)).isoformat(),
-            y=float(r.data.metrics[metric]),
-            label=r.info.run_name or r.info.run_id,
-        )
-        for r in runs
-        if metric in r.data.metrics
-    ]
-    return Series(
-        id=str(experiment.experiment_id),
-        label=experiment.name,
-        points=points,
-        best=_best([p.y for p in points], metric),
-    )

@@ -20,13 +20,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlops.errors import ConfigError
+from mlops.lifecycle.metrics import KNOWN_METRICS, finite_or_none, higher_is_better
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
 
 GATES_FILE = "gates.yaml"
-KNOWN_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
 Operator = Literal[">=", "<=", ">", "<"]
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -75,6 +75,12 @@ class GateResult(BaseModel):
     threshold: float | None = None
     operator: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("value", "threshold")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        """NaN and infinities are stored as null (JSON, and PostgreSQL's json, refuse them)."""
+        return finite_or_none(value)
 
 
 def load_gate_config(settings: Settings, model_name: str) -> GateConfig:
@@ -192,8 +198,6 @@ def champion_result(
             message="No production version yet: nothing to compare against.",
             value=candidate,
         )
-    from mlops.lifecycle.experiments import higher_is_better
-
     regression = champion - candidate if higher_is_better(gate.metric) else candidate - champion
     return GateResult(
         name=f"champion:{gate.metric}",

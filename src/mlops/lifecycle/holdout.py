@@ -40,14 +40,18 @@ def latest_rows(settings: Settings, columns: list[str]) -> pd.DataFrame:
     return frame.groupby("ticker", sort=True).tail(1).reset_index(drop=True)
 
 
-def holdout(settings: Settings, columns: list[str], days: int) -> pd.DataFrame:
-    """Complete labelled rows of the last `days` dates of the offline store."""
+def holdout(
+    settings: Settings, columns: list[str], days: int, since: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """Complete labelled rows of the last `days` dates of the offline store (from `since`)."""
     labels_path = settings.data_dir / LABELS_FILE
     if not labels_path.exists():
         raise InvalidInputError(f"The offline store has no labels yet ({labels_path}).")
     labels = pd.read_parquet(labels_path, columns=["ticker", "event_timestamp", LABEL])
     frame = _features(settings, columns).merge(labels, on=["ticker", "event_timestamp"])
     frame = frame.dropna(subset=[*columns, LABEL])
+    if since is not None:
+        frame = frame[frame["event_timestamp"] >= since]
     dates = frame["event_timestamp"].drop_duplicates().nlargest(days)
     return frame[frame["event_timestamp"].isin(dates)].reset_index(drop=True)
 

@@ -8,6 +8,7 @@ MLflow is imported inside the functions: importing this module stays cheap.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,21 @@ DESCRIPTION_TAG = "mlflow.note.content"
 """The tag the MLflow UI shows as an experiment's or run's description."""
 
 
+def ms_to_datetime(value: int | None) -> datetime | None:
+    """MLflow's epoch milliseconds as an aware datetime."""
+    return datetime.fromtimestamp(value / 1000, tz=UTC) if value else None
+
+
+def escape_like(text: str) -> str:
+    """`text` for a SQL LIKE pattern with `\\` as the escape character."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _allow_pickle(settings: Settings) -> None:
+    if settings.mlflow_allow_pickle:
+        os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
+
+
 def configure_mlflow(settings: Settings) -> None:
     """Point MLflow (tracking and registry) at this platform's backend.
 
@@ -35,22 +51,20 @@ def configure_mlflow(settings: Settings) -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
-    if settings.mlflow_allow_pickle:
-        os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
+    _allow_pickle(settings)
 
 
 def client(settings: Settings) -> MlflowClient:
     """An MlflowClient on the platform's backend (the schema is created on first use)."""
-    return _client(settings.tracking_uri, settings.mlflow_allow_pickle, str(settings.home))
+    _allow_pickle(settings)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return _client(settings.tracking_uri)
 
 
 @lru_cache(maxsize=8)
-def _client(uri: str, allow_pickle: bool, home: str) -> MlflowClient:
+def _client(uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
-    if allow_pickle:
-        os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
-    os.makedirs(home, exist_ok=True)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -1,19 +1,26 @@
 """What each deployment stage does: `validate` runs the gates, `staging` and `production`
-move MLflow aliases. The deployment record (`deployments.py`) calls these and stores their
-outcome; nothing here moves an alias unless the stage before it passed."""
+move MLflow aliases; `run_stage` runs one and stores its outcome in the deployment record
+(`deployments.py`). Nothing here moves an alias unless the stages before it passed."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+import pandas as pd
 
 from mlops.errors import ConflictError, MlopsError
-from mlops.lifecycle import gates, holdout, mlflow_backend
-from mlops.lifecycle.registry import ARCHIVED_TAG, PRODUCTION_ALIAS, STAGING_ALIAS
-from mlops.lifecycle.training import LABEL, classification_metrics
+from mlops.lifecycle import deployments, gates, holdout, mlflow_backend, registry, serving
+from mlops.lifecycle.metrics import classification_metrics, finite_or_none
+from mlops.lifecycle.registry import (
+    ARCHIVED_TAG,
+    PRODUCTION_ALIAS,
+    STAGING_ALIAS,
+    alias_version,
+    load_version,
+)
+from mlops.lifecycle.training import LABEL
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -21,32 +28,11 @@ if TYPE_CHECKING:
 
     from mlops.lifecycle.deployments import DeploymentInfo
 
-PREVIOUS_PRODUCTION_TAG = "previous_production"
-
 
 @dataclass
 class StageOutcome:
     gates: list[gates.GateResult]
     message: str
-    record_changes: dict[str, Any] = field(default_factory=dict)
-
-
-def load_version(settings: Settings, name: str, version: str) -> PyFuncModel:
-    """Load a registered version as a pyfunc model (predict returns class probabilities)."""
-    import mlflow
-
-    mlflow_backend.configure_mlflow(settings)
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-
-
-def alias_version(settings: Settings, name: str, alias: str) -> str | None:
-    """The version an alias points to, or None."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(mlflow_backend.client(settings).get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
 
 
 def _stop(results: list[gates.GateResult]) -> StageOutcome:
@@ -100,6 +86,28 @@ def validate(settings: Settings, info: DeploymentInfo) -> StageOutcome:
     return StageOutcome(results, f"{len(results)} gates passed")
 
 
+def _test_start(settings: Settings, info: DeploymentInfo) -> pd.Timestamp | None:
+    """The first test date of the candidate's training run: the holdout starts no earlier,
+    so the candidate is never scored on rows it was fitted on."""
+    run_id = registry.get_version(settings, info.model_name, info.version).run_id
+    if not run_id:
+        return None
+    start = mlflow_backend.client(settings).get_run(run_id).data.params.get("test_start")
+    return pd.Timestamp(start, tz="UTC") if start else None
+
+
+def _champion(
+    settings: Settings, info: DeploymentInfo, config: gates.GateConfig
+) -> tuple[str, PyFuncModel] | None:
+    """(version, model) of the current production version when it is to be compared."""
+    if config.champion is None:
+        return None
+    version = alias_version(settings, info.model_name, PRODUCTION_ALIAS)
+    if version is None or version == info.version:
+        return None
+    return version, load_version(settings, info.model_name, version)
+
+
 def _holdout_gates(
     settings: Settings,
     info: DeploymentInfo,
@@ -107,71 +115,87 @@ def _holdout_gates(
     model: PyFuncModel,
     columns: list[str],
 ) -> list[gates.GateResult]:
-    data = holdout.holdout(settings, columns, config.holdout_days)
+    try:
+        champion = _champion(settings, info, config)
+    except Exception as exc:  # fail closed: an unscorable production blocks the comparison
+        return [_champion_unscorable(config, exc)]
+    champion_columns = champion[1].metadata.get_input_schema().input_names() if champion else []
+    needed = sorted({*columns, *champion_columns})
+    since = _test_start(settings, info)
+    data = holdout.holdout(settings, needed, config.holdout_days, since)
     if data.empty or data[LABEL].nunique() < 2:
         return [
             gates.GateResult(
                 name="holdout",
                 passed=False,
-                message=f"The holdout ({config.holdout_days} days) has {len(data)} rows "
-                "and needs both classes.",
+                message=f"The holdout (last {config.holdout_days} days"
+                + (f" from {since.date()}" if since is not None else "")
+                + f") has {len(data)} rows and needs both classes.",
             )
         ]
-    metrics = classification_metrics(
-        data[LABEL].to_numpy(), gates.probabilities(model, data[columns])
-    )
+    labels = data[LABEL].to_numpy()
+    metrics = classification_metrics(labels, gates.probabilities(model, data[columns]))
+    days = data["event_timestamp"]
     results = [
         gates.GateResult(
             name="holdout",
             passed=True,
-            message=f"{len(data)} rows, {data['event_timestamp'].nunique()} days",
-            details={"metrics": metrics},
+            message=f"{len(data)} rows, {days.nunique()} days from {days.min().date()}",
+            details={"metrics": {k: finite_or_none(v) for k, v in metrics.items()}},
         )
     ]
     for metric, threshold in config.thresholds.items():
-        results.append(gates.check_threshold(metric, metrics[metric], threshold))
+        results.append(gates.check_threshold(metric, metrics.get(metric, float("nan")), threshold))
     if config.champion is not None:
-        results.append(_champion_gate(settings, info, config.champion, metrics, data))
+        results.append(_champion_gate(config.champion, metrics, champion, data))
     return results
 
 
+def _champion_unscorable(config: gates.GateConfig, exc: Exception) -> gates.GateResult:
+    metric = config.champion.metric if config.champion else "metric"
+    return gates.GateResult(
+        name=f"champion:{metric}",
+        passed=False,
+        message=f"The production version could not be scored ({type(exc).__name__}: {exc}). "
+        "To replace it anyway, remove `champion` from config/gates.yaml for this model.",
+    )
+
+
 def _champion_gate(
-    settings: Settings,
-    info: DeploymentInfo,
     gate: gates.ChampionGate,
     metrics: dict[str, float],
-    data: Any,
+    champion: tuple[str, PyFuncModel] | None,
+    data: pd.DataFrame,
 ) -> gates.GateResult:
     if gate.metric not in metrics:
         return gates.GateResult(
-            name=f"champion:{gate.metric}", passed=False, message=f"Unknown metric {gate.metric}."
+            name=f"champion:{gate.metric}",
+            passed=False,
+            message=f"Metric {gate.metric} could not be computed on the holdout.",
         )
-    champion_version = alias_version(settings, info.model_name, PRODUCTION_ALIAS)
-    if champion_version is None or champion_version == info.version:
+    if champion is None:
         return gates.champion_result(gate, metrics[gate.metric], None, None)
+    version, model = champion
+    columns = model.metadata.get_input_schema().input_names()
     try:
-        champion = load_version(settings, info.model_name, champion_version)
-        champion_columns = champion.metadata.get_input_schema().input_names()
-        frame = data.dropna(subset=champion_columns)
-        proba = gates.probabilities(champion, frame[champion_columns])
-        score = classification_metrics(frame[LABEL].to_numpy(), proba)[gate.metric]
-    except Exception as exc:  # a broken production model must not block its replacement
+        proba = gates.probabilities(model, data[columns])
+        score = classification_metrics(data[LABEL].to_numpy(), proba)[gate.metric]
+    except Exception as exc:  # the production model's own code
         return gates.GateResult(
             name=f"champion:{gate.metric}",
-            passed=True,
-            message=f"Production v{champion_version} could not be scored ({type(exc).__name__}: "
-            f"{exc}); comparison skipped.",
+            passed=False,
+            message=f"Production v{version} could not be scored ({type(exc).__name__}: {exc}). "
+            "To replace it anyway, remove `champion` from config/gates.yaml for this model.",
         )
-    if not np.isfinite(score):
-        score = float("nan")
-    return gates.champion_result(gate, metrics[gate.metric], score, champion_version)
+    return gates.champion_result(gate, metrics[gate.metric], score, version)
 
 
 def promote_to_staging(settings: Settings, info: DeploymentInfo) -> StageOutcome:
-    _require_passed(settings, info, ("validate",))
-    client = mlflow_backend.client(settings)
+    _require_passed(info, ("validate",))
     before = alias_version(settings, info.model_name, STAGING_ALIAS)
-    client.set_registered_model_alias(info.model_name, STAGING_ALIAS, info.version)
+    mlflow_backend.client(settings).set_registered_model_alias(
+        info.model_name, STAGING_ALIAS, info.version
+    )
     message = f"staging: {'v' + before if before else 'none'} -> v{info.version}"
     return StageOutcome(
         [gates.GateResult(name="alias:staging", passed=True, message=message)], message
@@ -179,31 +203,52 @@ def promote_to_staging(settings: Settings, info: DeploymentInfo) -> StageOutcome
 
 
 def promote_to_production(settings: Settings, info: DeploymentInfo) -> StageOutcome:
-    """Move `production`; archive and remember the version it pointed to."""
-    required = ("validate",) if info.kind == "rollback" else ("validate", "staging")
-    _require_passed(settings, info, required)
+    """Move `production` (the one decisive step), then archive the version it replaced.
+
+    The record learns the replaced version before the alias moves, so a crash right after
+    the move still leaves a record a rollback can follow. The archive marker and the staging
+    clean-up come after and are best-effort: failing them does not fail the deployment.
+    """
+    _require_passed(info, ("validate",) if info.kind == "rollback" else ("validate", "staging"))
     client = mlflow_backend.client(settings)
     name, version = info.model_name, info.version
     previous = alias_version(settings, name, PRODUCTION_ALIAS)
-    tags = client.get_model_version(name, version).tags
-    if ARCHIVED_TAG in tags:
+    deployments.update(
+        settings, info.id, previous_production=previous if previous != version else None
+    )
+    if ARCHIVED_TAG in client.get_model_version(name, version).tags:
         client.delete_model_version_tag(name, version, ARCHIVED_TAG)
     client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
-    if previous and previous != version:
-        client.set_model_version_tag(name, previous, ARCHIVED_TAG, "true")
-        client.set_registered_model_tag(name, PREVIOUS_PRODUCTION_TAG, previous)
-    if alias_version(settings, name, STAGING_ALIAS) == version:
-        client.delete_registered_model_alias(name, STAGING_ALIAS)
-    from mlops.lifecycle import serving
-
     serving.forget(name)
+    warnings = _after_production_move(settings, name, version, previous)
     message = f"production: {'v' + previous if previous else 'none'} -> v{version}"
-    result = gates.GateResult(name="alias:production", passed=True, message=message)
-    changes = {"previous_production": previous if previous != version else None}
-    return StageOutcome([result], message, changes)
+    result = gates.GateResult(
+        name="alias:production",
+        passed=True,
+        message=message + "".join(f"; warning: {w}" for w in warnings),
+    )
+    return StageOutcome([result], message)
 
 
-def _require_passed(settings: Settings, info: DeploymentInfo, stages: tuple[str, ...]) -> None:
+def _after_production_move(
+    settings: Settings, name: str, version: str, previous: str | None
+) -> list[str]:
+    client = mlflow_backend.client(settings)
+    warnings = []
+    try:
+        if previous and previous != version:
+            client.set_model_version_tag(name, previous, ARCHIVED_TAG, "true")
+    except Exception as exc:  # bookkeeping only: production has moved
+        warnings.append(f"v{previous} not marked archived ({exc})")
+    try:
+        if alias_version(settings, name, STAGING_ALIAS) == version:
+            client.delete_registered_model_alias(name, STAGING_ALIAS)
+    except Exception as exc:
+        warnings.append(f"staging alias not cleared ({exc})")
+    return warnings
+
+
+def _require_passed(info: DeploymentInfo, stages: tuple[str, ...]) -> None:
     status = {s.name: s.status for s in info.stages}
     missing = [stage for stage in stages if status.get(stage) != "passed"]
     if missing:
@@ -218,3 +263,20 @@ STAGE_RUNNERS: dict[str, Callable[[Settings, DeploymentInfo], StageOutcome]] = {
     "staging": promote_to_staging,
     "production": promote_to_production,
 }
+
+
+def run_stage(settings: Settings, deployment_id: str, stage: str) -> bool:
+    """Run one stage of a deployment and record it; returns whether it passed."""
+    info = deployments.get_deployment(settings, deployment_id)
+    started = deployments.start_stage(settings, deployment_id, stage)
+    try:
+        outcome = STAGE_RUNNERS[stage](settings, info)
+    except MlopsError as exc:
+        failed = gates.GateResult(name=stage, passed=False, message=exc.message)
+        outcome = StageOutcome([failed], exc.message)
+    except Exception as exc:  # a failing backend must fail the stage, not leave it running
+        text = f"{type(exc).__name__}: {exc}"
+        outcome = StageOutcome([gates.GateResult(name=stage, passed=False, message=text)], text)
+    return deployments.end_stage(
+        settings, deployment_id, stage, started, outcome.gates, outcome.message
+    )

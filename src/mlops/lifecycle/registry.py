@@ -9,14 +9,18 @@ aliases, version tags, key metrics of the source runs), whatever the number of m
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from mlops.errors import NotFoundError
 from mlops.lifecycle import mlflow_backend
-from mlops.lifecycle.experiments import ms_to_datetime
+from mlops.lifecycle.metrics import finite_or_none
+from mlops.lifecycle.mlflow_backend import escape_like, ms_to_datetime
 from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow.pyfunc import PyFuncModel
 
 Stage = Literal["Production", "Staging", "Archived", "None"]
 STAGES: tuple[str, ...] = ("Production", "Staging", "Archived", "None")
@@ -80,8 +84,6 @@ def list_models(settings: Settings, query: ModelQuery, exact_name: str | None = 
     """Registered models with their versions and stages, filtered by stage and name."""
     from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModel
     from sqlalchemy import func, select
-
-    from mlops.lifecycle.experiments import escape_like
 
     engine = mlflow_backend.tracking_engine(settings)
     statement: Any = select(
@@ -179,7 +181,9 @@ def _versions_of(conn: Any, names: list[str]) -> dict[str, list[ModelVersionInfo
                 SqlLatestMetric.run_uuid.in_(run_ids), SqlLatestMetric.key.in_(KEY_METRICS)
             )
         ):
-            metrics.setdefault(run_id, {})[key] = float(value)
+            finite = finite_or_none(value)
+            if finite is not None:
+                metrics.setdefault(run_id, {})[key] = finite
     result: dict[str, list[ModelVersionInfo]] = {}
     for row in rows:
         key = (row.name, int(row.version))
@@ -202,6 +206,24 @@ def _versions_of(conn: Any, names: list[str]) -> dict[str, list[ModelVersionInfo
             )
         )
     return result
+
+
+def alias_version(settings: Settings, name: str, alias: str) -> str | None:
+    """The version an alias points to, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlflow_backend.client(settings).get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_version(settings: Settings, name: str, version: str) -> PyFuncModel:
+    """Load a registered version as a pyfunc model (predict returns class probabilities)."""
+    import mlflow
+
+    mlflow_backend.configure_mlflow(settings)
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
 
 def get_model(settings: Settings, name: str) -> RegisteredModelInfo:

@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from mlops.errors import InvalidInputError, ModelError, NotFoundError
-from mlops.lifecycle import gates, promotion
+from mlops.lifecycle import gates, registry
 from mlops.lifecycle.registry import PRODUCTION_ALIAS, STAGING_ALIAS
 from mlops.settings import Settings
 
@@ -53,7 +53,7 @@ def forget(name: str) -> None:
 
 def model_for(settings: Settings, name: str, alias: str) -> tuple[str, PyFuncModel]:
     """(version, model) behind the alias; reloaded only when the alias moved."""
-    version = promotion.alias_version(settings, name, alias)
+    version = registry.alias_version(settings, name, alias)
     if version is None:
         from mlops.lifecycle.registry import get_model
 
@@ -63,14 +63,15 @@ def model_for(settings: Settings, name: str, alias: str) -> tuple[str, PyFuncMod
             {"model": name, "stage": alias},
         )
     key = (settings.tracking_uri, name, alias)
-    with _LOCK:
-        cached = _CACHE.get(key)
+    cached = _CACHE.get(key)
     if cached is not None and cached[0] == version:
         return cached
-    model = promotion.load_version(settings, name, version)
-    with _LOCK:
-        _CACHE[key] = (version, model)
-    return version, model
+    with _LOCK:  # one load at a time: concurrent first calls share it
+        cached = _CACHE.get(key)
+        if cached is None or cached[0] != version:
+            cached = (version, registry.load_version(settings, name, version))
+            _CACHE[key] = cached
+    return cached
 
 
 def predict(settings: Settings, name: str, request: PredictRequest) -> PredictResponse:

@@ -24,6 +24,7 @@ from mlops.errors import ConfigError, InvalidInputError, MlopsError, NotFoundErr
 from mlops.features.datasets import DEFAULT_SERVICE, DatasetInfo, DatasetRequest
 from mlops.features.datasets import create_dataset as _create_dataset
 from mlops.features.datasets import get_dataset as _get_dataset
+from mlops.lifecycle.metrics import classification_metrics
 from mlops.lifecycle.mlflow_backend import configure_mlflow, experiment_id_for
 from mlops.settings import Settings
 
@@ -249,24 +250,6 @@ def build_pipeline(config: TrainConfig) -> Pipeline:
     if config.kind == "logistic_regression":
         return Pipeline([("scaler", StandardScaler()), ("model", estimator)])
     return Pipeline([("model", estimator)])
-
-
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """accuracy, precision, recall, f1, roc_auc, log_loss and brier of P(up) on a test set."""
-    from sklearn import metrics
-
-    predicted = (proba >= 0.5).astype(int)
-    values = {
-        "accuracy": metrics.accuracy_score(y_true, predicted),
-        "precision": metrics.precision_score(y_true, predicted, zero_division=0),
-        "recall": metrics.recall_score(y_true, predicted, zero_division=0),
-        "f1": metrics.f1_score(y_true, predicted, zero_division=0),
-        "log_loss": metrics.log_loss(y_true, proba, labels=[0, 1]),
-        "brier": metrics.brier_score_loss(y_true, proba),
-    }
-    if len(np.unique(y_true)) == 2:
-        values["roc_auc"] = metrics.roc_auc_score(y_true, proba)
-    return {name: float(value) for name, value in values.items()}
 
 
 def _cv_folds(train: pd.DataFrame, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:

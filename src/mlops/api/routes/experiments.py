@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from mlops.api.deps import Caller, SettingsDep, read_access
-from mlops.lifecycle import experiments
+from mlops.lifecycle import comparison, experiments
 
 router = APIRouter(prefix="/ml", tags=["experiments"], dependencies=[Depends(read_access)])
 
@@ -56,7 +56,7 @@ def metric_history(run_id: str, metric: str, settings: SettingsDep) -> experimen
     return experiments.metric_history(settings, run_id, metric)
 
 
-@router.get("/compare", response_model=experiments.Comparison)
+@router.get("/compare", response_model=comparison.Comparison)
 def compare(
     settings: SettingsDep,
     metric: str,
@@ -64,6 +64,6 @@ def compare(
     experiments_: Annotated[
         list[str] | None, Query(alias="experiments", description="Ids or names (x = time).")
     ] = None,
-) -> experiments.Comparison:
+) -> comparison.Comparison:
     """One metric as chart-ready series for several runs or several experiments."""
-    return experiments.compare(settings, metric, runs, experiments_)
+    return comparison.compare(settings, metric, runs, experiments_)

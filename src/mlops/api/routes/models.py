@@ -132,6 +132,12 @@ async def rollback_deployment(
     body: RollbackRequest | None = None,
     wait: bool = False,
 ) -> deployments.DeploymentInfo:
-    """Roll back the model of this deployment to its previous production version."""
-    info = await run_in_threadpool(deployments.get_deployment, settings, deployment_id)
-    return await rollback(info.model_name, settings, caller, response, body, wait)
+    """Roll back the production version this deployment put in place (409 if it is not
+    the one in production any more, or if it did not reach production)."""
+    reason = body.reason if body else ""
+    info = await run_in_threadpool(
+        deployments.request_rollback_of, settings, deployment_id, caller, reason
+    )
+    if wait:
+        response.status_code = 200
+    return await run_in_threadpool(_launch, settings, info, wait, response)
