@@ -120,9 +120,6 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-# Requests
-
-
 def _initial_stages(target: str, kind: str) -> list[dict[str, Any]]:
     skipped = (
         {"staging"} if kind == "rollback" else {"production"} if target == "staging" else set()
@@ -266,9 +263,6 @@ def request_rollback_of(
     return request_rollback(settings, info.model_name, caller, reason, info.version)
 
 
-# Reads
-
-
 def get_deployment(settings: Settings, deployment_id: str) -> DeploymentInfo:
     reap_interrupted(settings)
     with session_scope(settings.metadata_url) as session:
@@ -336,9 +330,6 @@ def _close_interrupted(settings: Settings, row: Deployment, now: datetime) -> No
     )
     row.active_model = None
     row.finished_at = now
-
-
-# Updates by the owning process
 
 
 def _owned_row(session: Any, deployment_id: str) -> Deployment:

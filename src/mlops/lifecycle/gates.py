@@ -167,14 +167,14 @@ def probabilities(model: PyFuncModel, frame: pd.DataFrame) -> np.ndarray:
 
 
 def check_smoke(model: PyFuncModel, frame: pd.DataFrame) -> GateResult:
-    """The model predicts finite probabilities for the latest row of every ticker."""
+    """The model predicts finite probabilities for the current features of every ticker."""
     try:
         proba = probabilities(model, frame)
     except Exception as exc:  # the model's own code: any error fails the gate
         return GateResult(
             name="smoke_prediction",
             passed=False,
-            message=f"Prediction on {len(frame)} recent rows raised {type(exc).__name__}: {exc}",
+            message=f"Prediction on {len(frame)} current rows raised {type(exc).__name__}: {exc}",
         )
     bad = int(np.sum(~np.isfinite(proba) | (proba < 0) | (proba > 1)))
     return GateResult(

@@ -1,6 +1,6 @@
-"""The data a deployment checks a model on, read from the offline store: the latest row of
-every ticker (smoke prediction, inference feature validation) and the most recent labelled
-days (the holdout for metric thresholds and the champion/challenger comparison)."""
+"""The data a deployment checks a model on: the online features of every ticker (smoke
+prediction, inference feature validation) and, from the offline store, the most recent
+labelled days (the holdout for metric thresholds and the champion/challenger comparison)."""
 
 from __future__ import annotations
 
@@ -33,11 +33,20 @@ def _features(settings: Settings, columns: list[str]) -> pd.DataFrame:
     return frame[["ticker", "event_timestamp", *columns]]
 
 
-def latest_rows(settings: Settings, columns: list[str]) -> pd.DataFrame:
-    """The most recent row of each ticker with every column present."""
-    frame = _features(settings, columns).dropna(subset=columns)
-    frame = frame.sort_values(["ticker", "event_timestamp"])
-    return frame.groupby("ticker", sort=True).tail(1).reset_index(drop=True)
+def online_rows(settings: Settings, columns: list[str]) -> pd.DataFrame:
+    """What a prediction would score now: the online features of every known ticker, for
+    the tickers whose features are complete."""
+    from mlops.features.serving import online_features
+
+    tickers = sorted(_features(settings, []).loc[:, "ticker"].unique())
+    if not tickers:
+        raise InvalidInputError("The offline store has no tickers: ingest first.")
+    values = online_features(settings, tickers, [], None)
+    missing = [c for c in columns if c not in values]
+    if missing:
+        raise InvalidInputError(f"The online store does not serve {', '.join(missing)}.")
+    frame = pd.DataFrame({"ticker": tickers, **{c: values[c] for c in columns}})
+    return frame.dropna(subset=columns).reset_index(drop=True)
 
 
 def holdout(

@@ -71,7 +71,7 @@ def validate(settings: Settings, info: DeploymentInfo) -> StageOutcome:
     if not results[-1].passed:
         return _stop(results)
     columns = model.metadata.get_input_schema().input_names()
-    recent = holdout.latest_rows(settings, columns)
+    recent = holdout.online_rows(settings, columns)
     results.append(gates.check_smoke(model, recent[columns]))
     if not results[-1].passed:
         return _stop(results)

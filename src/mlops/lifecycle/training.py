@@ -79,9 +79,6 @@ class TrainResult(BaseModel):
     test_end: datetime
 
 
-# ---------------------------------------------------------------------------- configuration
-
-
 def _estimator_class(kind: str) -> type[Any]:
     from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -170,9 +167,6 @@ def get_model_config(
     return config
 
 
-# ---------------------------------------------------------------------------- data
-
-
 def feature_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in (*KEY_COLUMNS, LABEL)]
 
@@ -227,9 +221,6 @@ def prepare_dataset(settings: Settings, config: TrainConfig, author: str) -> Dat
     name = f"train-{config.kind.replace('_', '-')}-{stamp}-{uuid.uuid4().hex[:6]}"
     request = DatasetRequest(name=name, feature_service=config.feature_service)
     return _create_dataset(settings, request, author)
-
-
-# ---------------------------------------------------------------------------- model
 
 
 def build_pipeline(config: TrainConfig) -> Pipeline:
