@@ -23,6 +23,7 @@ from conftest import copy_version
 from mlops.api.app import create_app
 from mlops.db import Deployment, session_scope
 from mlops.errors import ConflictError
+from mlops.features.compute import FEATURE_COLUMNS
 from mlops.lifecycle import deployments, mlflow_backend, promotion, registry
 from mlops.orchestration import run_deployment
 from mlops.settings import Settings
@@ -377,16 +378,7 @@ def _logged_model(settings: Settings, columns: list[str] | None) -> str:
                 signature=infer_signature(frame, model.predict_proba(frame)),
             )
         else:
-            served = [
-                "ret_1d",
-                "ret_5d",
-                "ret_20d",
-                "vol_20d",
-                "mom_10d",
-                "mom_20d",
-                "rsi_14",
-                "volume_zscore_20d",
-            ]
+            served = list(FEATURE_COLUMNS)
             frame = pd.DataFrame(np.zeros((2, len(served))), columns=served)
             mlflow.pyfunc.log_model(
                 name="model",
