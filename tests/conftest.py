@@ -93,8 +93,9 @@ def copy_version(
     (same artifact, same run), so tests can move aliases without meeting each other."""
     import uuid
 
-    from mlops.lifecycle.mlflow_backend import client
+    from mlops.lifecycle.mlflow_backend import client, configure_mlflow
 
+    configure_mlflow(settings)  # MLflow resolves a `models:/m-...` source with its global URI
     mlflow_client = client(settings)
     source = mlflow_client.get_model_version(source_model, version)
     name = f"test-model-{uuid.uuid4().hex[:8]}"

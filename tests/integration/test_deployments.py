@@ -74,6 +74,7 @@ def _aliases(settings: Settings, name: str) -> dict[str, str]:
 
 
 def _add_version(settings: Settings, name: str, source_version: str) -> str:
+    mlflow_backend.configure_mlflow(settings)  # resolves the `models:/m-...` source
     source = mlflow_backend.client(settings).get_model_version("lifecycle-model", source_version)
     created = mlflow_backend.client(settings).create_model_version(
         name, source.source, run_id=source.run_id

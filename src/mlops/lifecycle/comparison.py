@@ -87,11 +87,7 @@ def compare(
 def _run_series(settings: Settings, run_id: str, metric: str) -> Series:
     run = get_run(settings, run_id)
     history = metric_history(settings, run_id, metric)
-    points = [
-        SeriesPoint(x=p.step, y=p.value)
-        for p in history.points
-        if finite_or_none(p.value) is not None
-    ]
+    points = [SeriesPoint(x=p.step, y=p.value) for p in history.points if p.value is not None]
     return Series(
         id=run_id, label=run.name, points=points, best=_best([p.y for p in points], metric)
     )

@@ -90,7 +90,7 @@ class RunSummary(BaseModel):
     end_time: datetime | None
     duration_seconds: float | None
     params: dict[str, str]
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     tags: dict[str, str]
 
 
@@ -102,7 +102,7 @@ class ExperimentDetail(BaseModel):
 
 class MetricPoint(BaseModel):
     step: int
-    value: float
+    value: float | None
     timestamp: datetime
 
 
@@ -126,9 +126,15 @@ def _sort_key(query: ExperimentQuery) -> tuple[str, str | None]:
     return query.sort, None
 
 
-def _summary_select(metric: str, dialect: str) -> tuple[Any, dict[str, Any]]:
-    """SELECT of every experiment with its run count, last activity and best `metric`
-    (NaN and infinities excluded), plus the sortable columns by name."""
+AGGREGATE_SORTS = ("updated", "run_count", "metric")
+
+
+def _summary_select(metric: str, dialect: str, scope: Any) -> tuple[Any, dict[str, Any]]:
+    """SELECT of the experiments whose ids `scope` selects, with their run count, last
+    activity and best `metric` (NaN and infinities excluded); and the sortable columns.
+
+    The run aggregates are computed for the scope only, not for every run of the store.
+    """
     from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlLatestMetric, SqlRun
     from sqlalchemy import func, select
 
@@ -140,7 +146,7 @@ def _summary_select(metric: str, dialect: str) -> tuple[Any, dict[str, Any]]:
             func.count().label("run_count"),
             func.max(func.coalesce(SqlRun.end_time, SqlRun.start_time)).label("last_run_time"),
         )
-        .where(SqlRun.lifecycle_stage == "active")
+        .where(SqlRun.lifecycle_stage == "active", SqlRun.experiment_id.in_(scope))
         .group_by(SqlRun.experiment_id)
         .subquery()
     )
@@ -153,6 +159,7 @@ def _summary_select(metric: str, dialect: str) -> tuple[Any, dict[str, Any]]:
         .join(SqlLatestMetric, SqlLatestMetric.run_uuid == SqlRun.run_uuid)
         .where(
             SqlRun.lifecycle_stage == "active",
+            SqlRun.experiment_id.in_(scope),
             SqlLatestMetric.key == metric,
             SqlLatestMetric.is_nan.is_(False),
             func.abs(SqlLatestMetric.value) < MAX_FINITE,
@@ -179,6 +186,7 @@ def _summary_select(metric: str, dialect: str) -> tuple[Any, dict[str, Any]]:
         )
         .outerjoin(runs, runs.c.experiment_id == SqlExperiment.experiment_id)
         .outerjoin(best, best.c.experiment_id == SqlExperiment.experiment_id)
+        .where(SqlExperiment.experiment_id.in_(scope))
     )
     columns = {
         "name": SqlExperiment.name,
@@ -189,6 +197,16 @@ def _summary_select(metric: str, dialect: str) -> tuple[Any, dict[str, Any]]:
         "metric": best.c.best,
     }
     return statement, columns
+
+
+def _plain_sorts() -> dict[str, Any]:
+    from mlflow.store.tracking.dbmodels.models import SqlExperiment
+
+    return {
+        "name": SqlExperiment.name,
+        "created": SqlExperiment.creation_time,
+        "status": SqlExperiment.lifecycle_stage,
+    }
 
 
 def _filtered(statement: Any, query: ExperimentQuery, only_ids: list[int] | None) -> Any:
@@ -217,24 +235,34 @@ def _filtered(statement: Any, query: ExperimentQuery, only_ids: list[int] | None
 def list_experiments(
     settings: Settings, query: ExperimentQuery, only_ids: list[int] | None = None
 ) -> ExperimentPage:
-    """One page of experiment summaries in four SQL statements, whatever their number."""
+    """One page of experiment summaries in four SQL statements, whatever their number.
+
+    Sorting by a plain column picks the page's ids first and aggregates the runs of those
+    experiments only; sorting by an aggregate aggregates the runs of the matching ones.
+    """
     from mlflow.store.tracking.dbmodels.models import SqlExperiment
     from sqlalchemy import func, select
 
     sort, sort_metric = _sort_key(query)
     metric = sort_metric or query.metric
     engine = mlflow_backend.tracking_engine(settings)
-    statement, columns = _summary_select(metric, engine.dialect.name)
-    statement = _filtered(statement, query, only_ids)
-    column = columns[sort]
-    ordered = column.asc() if query.order == "asc" else column.desc()
+    matching = _filtered(select(SqlExperiment.experiment_id), query, only_ids)
+    offset = (query.page - 1) * query.page_size
+    if sort in AGGREGATE_SORTS:
+        scope = matching
+    else:
+        plain = _plain_sorts()[sort]
+        scope = matching.order_by(_direction(plain, query.order), SqlExperiment.experiment_id)
+        scope = scope.limit(query.page_size).offset(offset)
+        offset = 0
+    statement, columns = _summary_select(metric, engine.dialect.name, scope.scalar_subquery())
     page = (
-        statement.order_by(ordered.nulls_last(), SqlExperiment.experiment_id.asc())
+        statement.order_by(_direction(columns[sort], query.order), SqlExperiment.experiment_id)
         .limit(query.page_size)
-        .offset((query.page - 1) * query.page_size)
+        .offset(offset)
     )
     with engine.connect() as conn:
-        total = conn.execute(select(func.count()).select_from(statement.subquery())).scalar_one()
+        total = conn.execute(select(func.count()).select_from(matching.subquery())).scalar_one()
         rows = conn.execute(page).all()
         ids = [row.experiment_id for row in rows]
         tags = _experiment_tags(conn, ids)
@@ -244,6 +272,10 @@ def list_experiments(
         for row in rows
     ]
     return ExperimentPage(items=items, total=total, page=query.page, page_size=query.page_size)
+
+
+def _direction(column: Any, order: str) -> Any:
+    return (column.asc() if order == "asc" else column.desc()).nulls_last()
 
 
 def _summary(
@@ -368,7 +400,7 @@ def run_summary(run: Run) -> RunSummary:
         end_time=ms_to_datetime(end),
         duration_seconds=(end - start) / 1000 if start and end else None,
         params=dict(run.data.params),
-        metrics={k: float(v) for k, v in run.data.metrics.items()},
+        metrics={k: finite_or_none(v) for k, v in run.data.metrics.items()},
         tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
     )
 
@@ -416,18 +448,26 @@ def get_run(settings: Settings, run_id: str) -> RunSummary:
 
 
 def metric_history(settings: Settings, run_id: str, metric: str) -> MetricHistory:
-    """Every logged value of one metric of a run, by step."""
-    run = get_run(settings, run_id)
-    if metric not in run.metrics:
+    """Every logged value of one metric of a run, by step (NaN and infinities as null).
+
+    One query when the metric exists; the run is read only to explain a 404.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        history = mlflow_backend.client(settings).get_metric_history(run_id, metric)
+    except MlflowException as exc:
+        raise NotFoundError(f"No run '{run_id}'.", {"run_id": run_id}) from exc
+    if not history:
+        known = sorted(get_run(settings, run_id).metrics)
         raise NotFoundError(
-            f"Run {run_id} has no metric '{metric}': it has {', '.join(sorted(run.metrics))}.",
-            {"run_id": run_id, "metric": metric, "known": sorted(run.metrics)},
+            f"Run {run_id} has no metric '{metric}': it has {', '.join(known)}.",
+            {"run_id": run_id, "metric": metric, "known": known},
         )
-    history = mlflow_backend.client(settings).get_metric_history(run_id, metric)
     points = [
         MetricPoint(
             step=m.step,
-            value=float(m.value),
+            value=finite_or_none(m.value),
             timestamp=ms_to_datetime(m.timestamp) or datetime.now(UTC),
         )
         for m in sorted(history, key=lambda m: (m.step, m.timestamp))

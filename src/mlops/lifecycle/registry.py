@@ -219,11 +219,15 @@ def alias_version(settings: Settings, name: str, alias: str) -> str | None:
 
 
 def load_version(settings: Settings, name: str, version: str) -> PyFuncModel:
-    """Load a registered version as a pyfunc model (predict returns class probabilities)."""
-    import mlflow
+    """Load a registered version as a pyfunc model (predict returns class probabilities).
 
-    mlflow_backend.configure_mlflow(settings)
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    The artifact location comes from this platform's client, so loading depends on no
+    process-wide MLflow URI (several settings can live in one process).
+    """
+    import mlflow.pyfunc
+
+    location = mlflow_backend.client(settings).get_model_version_download_uri(name, version)
+    return mlflow.pyfunc.load_model(location)
 
 
 def get_model(settings: Settings, name: str) -> RegisteredModelInfo:
