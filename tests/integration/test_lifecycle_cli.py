@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -100,3 +102,22 @@ def test_models_deploy_status_rollback_and_predict(cli_env: Settings) -> None:
     assert failed.exit_code == 2 and "Unknown target stage" in failed.output
     missing = runner.invoke(app, ["models", "deploy", name, "7"])
     assert missing.exit_code == 4
+
+
+def test_a_failed_gate_exits_10_and_leaves_production(
+    cli_env: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(cli_env.config_dir, config)
+    (config / "gates.yaml").write_text(
+        'default: {thresholds: {accuracy: {op: ">=", value: 0.99}}}\n'
+    )
+    monkeypatch.setenv("MLOPS_CONFIG_DIR", str(config))
+    name = copy_version(cli_env, "1")
+    result = runner.invoke(app, ["models", "deploy", name, "1"])
+    assert result.exit_code == 10, result.output
+    assert "threshold:accuracy" in result.output and "needs >= 0.99" in result.output
+    assert (
+        _json(["models", "list", "--search", name, "--json"])["items"][0]["versions"][0]["stage"]
+        == "None"
+    )
