@@ -16,7 +16,7 @@ SPARKS = "▁▂▃▄▅▆▇█"
 
 
 def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+    return value.strftime("%m-%d %H:%M") if value else "-"
 
 
 def _number(value: float | None) -> str:
@@ -68,7 +68,7 @@ def list_cmd(
         return
     table = Table(title=f"Experiments ({result.total})")
     for column in ("id", "name", "status", "runs", f"best {query.metric}", "updated", "tags"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "tags", overflow="fold")
     for e in result.items:
         table.add_row(
             e.id,

@@ -50,8 +50,8 @@ def list_cmd(
         print_json(result)
         return
     table = Table(title=f"Registered models ({result.total})")
-    for column in ("model", "version", "stage", "accuracy", "roc_auc", "run", "created"):
-        table.add_column(column)
+    for column in ("model", "v", "stage", "accuracy", "roc_auc", "run", "created"):
+        table.add_column(column, no_wrap=True)
     for model in result.items:
         for v in model.versions:
             table.add_row(
@@ -61,7 +61,7 @@ def list_cmd(
                 _metric(v.metrics.get("accuracy")),
                 _metric(v.metrics.get("roc_auc")),
                 (v.run_id or "")[:8],
-                v.created.strftime("%Y-%m-%d %H:%M") if v.created else "-",
+                v.created.strftime("%Y-%m-%d") if v.created else "-",
             )
     console.print(table)
 
@@ -95,18 +95,18 @@ def show_cmd(name: str, json: JsonOpt = False) -> None:
 
 
 def _print_history(history: list[DeploymentInfo]) -> None:
-    table = Table(title="Deployments")
-    for column in ("id", "kind", "version", "target", "status", "by", "when", "error"):
-        table.add_column(column)
+    table = Table(title="Deployments (ids can be shortened)")
+    for column in ("id", "kind", "v", "target", "status", "by", "when", "error"):
+        table.add_column(column, no_wrap=column != "error", overflow="fold")
     for d in history:
         table.add_row(
-            d.id[:12],
+            d.id[:8],
             d.kind,
             d.version,
             d.target_stage,
             _styled(d.status),
             d.requested_by,
-            d.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            d.created_at.strftime("%m-%d %H:%M"),
             d.error or "",
         )
     console.print(table)
@@ -204,11 +204,15 @@ def status_cmd(
     json: JsonOpt = False,
 ) -> None:
     """A deployment's stages and gates, or the deployment history."""
-    from mlops.lifecycle.deployments import get_deployment, list_deployments
+    from mlops.lifecycle.deployments import (
+        get_deployment,
+        list_deployments,
+        resolve_deployment_id,
+    )
 
     config = settings()
     if deployment:
-        info = get_deployment(config, deployment)
+        info = get_deployment(config, resolve_deployment_id(config, deployment))
         print_json(info) if json else console.print(stage_table(info))
         return
     history = list_deployments(config, model, limit=20)

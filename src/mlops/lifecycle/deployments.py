@@ -272,6 +272,19 @@ def get_deployment(settings: Settings, deployment_id: str) -> DeploymentInfo:
         return _info(row)
 
 
+def resolve_deployment_id(settings: Settings, prefix: str) -> str:
+    """The full id of the one deployment whose id starts with `prefix`."""
+    with session_scope(settings.metadata_url) as session:
+        ids = session.scalars(
+            select(Deployment.id).where(Deployment.id.startswith(prefix.lower())).limit(2)
+        ).all()
+    if not ids:
+        raise NotFoundError(f"No deployment '{prefix}'.", {"id": prefix})
+    if len(ids) > 1:
+        raise InvalidInputError(f"'{prefix}' matches several deployments: give more of the id.")
+    return ids[0]
+
+
 def list_deployments(
     settings: Settings, model: str | None = None, limit: int = 50, offset: int = 0
 ) -> list[DeploymentInfo]:
