@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlops import __version__
-from mlops.api.routes import datasets, features
+from mlops.api.routes import datasets, features, prompts
 from mlops.errors import MlopsError
 from mlops.health import Health, check_health
 from mlops.settings import Settings, load_settings
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(features.router, prefix=API_PREFIX)
     app.include_router(datasets.router, prefix=API_PREFIX)
+    app.include_router(prompts.router, prefix=API_PREFIX)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> JSONResponse:

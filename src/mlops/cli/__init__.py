@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from mlops.cli import datasets, features
+from mlops.cli import datasets, features, prompts
 from mlops.cli.common import console, handle_errors, print_json, settings
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(features.app, name="features")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(prompts.app, name="prompts")
 
 INGEST_STEPS = (
     "load",
