@@ -100,8 +100,9 @@ class PromptRepository:
             )
 
     def head_sha(self) -> str | None:
+        """HEAD's sha from the ref files alone (GitPython's object reader is not thread-safe)."""
         try:
-            return self.git.head.commit.hexsha
+            return str(git.SymbolicReference.dereference_recursive(self.git, "HEAD"))
         except ValueError:
             return None
 
@@ -112,8 +113,8 @@ class PromptRepository:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content, encoding="utf-8")
 
-    def commit(self, paths: list[str], author: str, committer: str, message: str) -> str:
-        """Stage `paths` and commit them; returns the new commit's sha."""
+    def commit(self, paths: list[str], author: str, committer: str, message: str) -> CommitRecord:
+        """Stage `paths` and commit them; returns the new commit as the log would show it."""
         index = self.git.index
         index.add(paths)
         commit = index.commit(
@@ -122,7 +123,15 @@ class PromptRepository:
             committer=identity(committer),
             head=True,
         )
-        return commit.hexsha
+        return CommitRecord(
+            sha=commit.hexsha,
+            author=str(commit.author.name),
+            author_email=str(commit.author.email),
+            committer=str(commit.committer.name),
+            time=datetime.fromtimestamp(commit.committed_date, UTC),
+            message=message.strip(),
+            paths=tuple(paths),
+        )
 
     def discard(self, paths: list[str]) -> None:
         """Undo uncommitted changes to `paths` (a write that could not be committed)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import difflib
 import threading
 import time
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from mlops.prompts.rendering import (
     check_template,
     render_template,
 )
-from mlops.prompts.repository import METADATA_FILE, TEMPLATE_FILE, CommitRecord, PromptRepository
+from mlops.prompts.repository import METADATA_FILE, TEMPLATE_FILE, PromptRepository
 from mlops.settings import Settings
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -222,21 +221,12 @@ class PromptStore:
         """Write and commit files (caller holds the lock); the working tree is restored on error."""
         self.repository.write(files)
         try:
-            sha = self.repository.commit(paths, author, committer, message)
+            record = self.repository.commit(paths, author, committer, message)
         except Exception:
             self.repository.discard(paths)
             raise
-        record = CommitRecord(
-            sha=sha,
-            author=author,
-            author_email=f"{author}@mlops.local",
-            committer=committer,
-            time=datetime.now(UTC),
-            message=message,
-            paths=tuple(paths),
-        )
         self.index.add_commit(record, head)
-        return sha
+        return record.sha
 
     def summary(self, name: str, state: TemplateState, calls: int) -> TemplateSummary:
         latest = state.versions[-1]
