@@ -299,7 +299,7 @@ def render_template(
 
 
 def _render_failure(exc: Exception) -> RenderError:
-    if isinstance(exc, SecurityError):
+    if isinstance(exc, SecurityError) or "is unsafe" in str(exc):
         return RenderError("security", f"Refused by the sandbox: {exc}")
     if isinstance(exc, UndefinedError):
         return RenderError("undefined", f"Undefined value: {exc.message}")

@@ -3,15 +3,18 @@ sandboxed render, downstream outcomes and usage analytics."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 
 from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.errors import MlopsError
 from mlops.prompts import publishing, usage
 from mlops.prompts.models import (
     MAX_TEMPLATE_BYTES,
@@ -32,16 +35,22 @@ from mlops.settings import Settings
 
 
 @asynccontextmanager
-async def _flush_usage_on_shutdown(app: FastAPI) -> AsyncIterator[None]:
+async def _prompt_store_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open (or seed) the prompt repository at start; write buffered usage at shutdown."""
+    try:
+        await run_in_threadpool(open_store, app.state.settings)
+    except MlopsError as exc:
+        log.error("The prompt repository could not be opened: %s", exc.message)
     yield
-    usage.flush_all()
+    await run_in_threadpool(usage.flush_all)
 
 
+log = logging.getLogger("mlops.api.prompts")
 router = APIRouter(
     prefix="/prompt-governance",
     tags=["prompt-governance"],
     dependencies=[Depends(read_access)],
-    lifespan=_flush_usage_on_shutdown,
+    lifespan=_prompt_store_lifespan,
 )
 _TEMPLATE_TEXT = Field(max_length=MAX_TEMPLATE_BYTES * 2, description="Jinja2 source.")
 
