@@ -22,6 +22,8 @@ Bucket = Literal["hour", "day"]
 
 def check_name(name: str) -> str:
     """A template name is one safe path component: lowercase letters, digits, `_` and `-`."""
+    if len(name) <= MAX_NAME_LENGTH and _NAME.fullmatch(name):
+        return name
     if not name or len(name) > MAX_NAME_LENGTH:
         raise UnsafePathError(f"A template name has 1 to {MAX_NAME_LENGTH} characters.")
     if ".." in name or "/" in name or "\\" in name or name.startswith("~"):

@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import (
@@ -81,6 +82,19 @@ def _loop_budget(iterable: Iterable[Any]) -> Iterator[Any]:
         yield item
 
 
+def _budgeted_concat(chunks: Iterable[str]) -> str:
+    """Jinja's `concat` (joins the chunks of a render, a macro, a block), stopped as soon as
+    the output goes over the limit."""
+    parts: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_OUTPUT_CHARS:
+            raise RenderError("output_limit", f"The output is over {MAX_OUTPUT_CHARS} characters.")
+        parts.append(chunk)
+    return "".join(parts)
+
+
 def _budgeted_range(*args: int) -> range:
     rng = range(*args)
     if len(rng) > MAX_RANGE:
@@ -88,6 +102,7 @@ def _budgeted_range(*args: int) -> range:
     return rng
 
 
+@lru_cache(maxsize=4096)
 def _check_format_string(fmt: str) -> None:
     """Refuse width/precision fields that would build huge strings (`%0999999d`, `{:>9999999}`)."""
     numbers = [n for m in _PERCENT_SPEC.finditer(fmt) for n in m.groups() if n]
@@ -147,6 +162,7 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         )
         for name in ("cycler", "joiner", "lipsum"):
             self.globals.pop(name, None)
+        self.concat = _budgeted_concat  # type: ignore[assignment]
         self.globals["range"] = _budgeted_range
         self.globals["_loop_budget"] = _loop_budget
         for name in _WIDTH_FILTERS:
@@ -276,16 +292,8 @@ def render_template(
     except TemplateSyntaxError as exc:
         raise syntax_error(exc, env.loader.get_source(env, key)[0]) from None  # type: ignore[union-attr]
     _budget.deadline = time.monotonic() + timeout_s
-    chunks: list[str] = []
-    size = 0
     try:
-        for chunk in template.generate(variables):
-            size += len(chunk)
-            if size > MAX_OUTPUT_CHARS:
-                raise RenderError(
-                    "output_limit", f"The output is over {MAX_OUTPUT_CHARS} characters."
-                )
-            chunks.append(chunk)
+        output = template.render(variables)
         _check_deadline()
     except RenderTimeout:
         raise RenderError("timeout", f"The render went over its {timeout_s:g} s budget.") from None
@@ -295,7 +303,7 @@ def render_template(
         raise _render_failure(exc) from None
     finally:
         _budget.deadline = float("inf")
-    return "".join(chunks)
+    return output
 
 
 def _render_failure(exc: Exception) -> RenderError:

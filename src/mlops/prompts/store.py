@@ -106,9 +106,11 @@ class PromptStore:
             raise NotFoundError(f"No prompt template named {name!r}.")
         return state
 
-    def record(self, name: str, version: int | None = None) -> VersionRecord:
+    def record(
+        self, name: str, version: int | None = None, state: TemplateState | None = None
+    ) -> VersionRecord:
         """A version of a template (default: the latest)."""
-        versions = self.state(name).versions
+        versions = (state or self.state(name)).versions
         if version is None:
             return versions[-1]
         if not 1 <= version <= len(versions):
@@ -315,16 +317,17 @@ class PromptStore:
 
     def resolve(self, name: str, version: int | None, label: str | None) -> VersionRecord:
         """The version a render asks for: a number, `latest`, or `production` (the default)."""
+        state = self.state(name)
         if version is not None:
-            return self.record(name, version)
+            return self.record(name, version, state)
         if label == "latest":
-            return self.record(name)
+            return state.versions[-1]
         if label not in (None, "production"):
             raise InvalidInputError(f"Unknown label {label!r}: use 'production' or 'latest'.")
-        live = self.state(name).live_version
+        live = state.live_version
         if live is None:
             raise ConflictError(f"{name} has no published version; render a version or 'latest'.")
-        return self.record(name, live)
+        return self.record(name, live, state)
 
     def render_version(self, name: str, record: VersionRecord, variables: dict[str, Any]) -> str:
         metadata = self.metadata(name, record.commit.sha)
