@@ -162,7 +162,7 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         )
         for name in ("cycler", "joiner", "lipsum"):
             self.globals.pop(name, None)
-        self.concat = _budgeted_concat  # type: ignore[assignment]
+        self.concat = _budgeted_concat  # type: ignore[method-assign]
         self.globals["range"] = _budgeted_range
         self.globals["_loop_budget"] = _loop_budget
         for name in _WIDTH_FILTERS:
