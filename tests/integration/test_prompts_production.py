@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlops.api.app import create_app
-from mlops.prompts import usage
+from mlops.prompts import analytics, usage
 from mlops.settings import Settings
 from prompt_usage_data import T0, check_report, load_events
 
@@ -60,7 +60,7 @@ def test_usage_aggregates_on_postgres_match_the_reference(pg_settings: Settings)
     assert engine_for(pg_settings.metadata_url).dialect.name == "postgresql"
     tables = set(inspect(engine_for(pg_settings.metadata_url)).get_table_names())
     assert {"prompt_usage_events", "prompt_usage_counts"} <= tables
-    report = usage.usage_report(
+    report = analytics.usage_report(
         pg_settings.metadata_url, "greet", T0, T0 + timedelta(days=1), "hour"
     )
     check_report(report, events)

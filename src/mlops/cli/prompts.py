@@ -325,7 +325,7 @@ def usage_cmd(
 ) -> None:
     """Calls, success rate, failures and latency of a template, per version and over time."""
     from mlops.errors import InvalidInputError
-    from mlops.prompts.usage import usage_report
+    from mlops.prompts.analytics import usage_report
 
     if bucket not in ("hour", "day"):
         raise InvalidInputError("--bucket must be 'hour' or 'day'.")
@@ -342,15 +342,14 @@ def usage_cmd(
         f"outcomes {report.outcomes or 'none'}"
     )
     table = Table(title=f"Per {bucket}")
-    for column in ("start", "calls", "success", "p50 ms", "p95 ms"):
+    for column in ("start", "calls", "success", "mean ms"):
         table.add_column(column)
     for b in report.series:
         table.add_row(
             _when(b.start),
             str(b.calls),
-            f"{b.success_rate or 0:.1%}",
-            str(b.latency_p50_ms),
-            str(b.latency_p95_ms),
+            f"{b.success_rate:.1%}",
+            str(b.latency_mean_ms),
         )
     console.print(table)
 

@@ -186,8 +186,12 @@ class VersionUsage(UsageGroup):
     version: int
 
 
-class UsageBucket(UsageGroup):
+class UsageBucket(BaseModel):
     start: datetime
+    calls: int
+    successes: int
+    success_rate: float
+    latency_mean_ms: float
 
 
 class UsageReport(BaseModel):

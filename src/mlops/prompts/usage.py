@@ -1,28 +1,24 @@
-"""Usage analytics of prompt renders: events buffered in memory and written in batches by a
-background thread, downstream outcomes, and aggregates computed by the database (GROUP BY,
-percentiles with `percentile_cont` on PostgreSQL and a window-function query on SQLite)."""
+"""Usage events of prompt renders: the tables, events buffered in memory and written in
+batches by a background thread, downstream outcomes and running call counts. The
+aggregates are in `mlops.prompts.analytics`."""
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
-import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, Index, String, Table, Text, select, text, update
+from sqlalchemy import BigInteger, Float, Index, String, Table, Text, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlops.db import Base, engine_for
-from mlops.errors import ConflictError, InvalidInputError, NotFoundError
-from mlops.prompts.models import Bucket, UsageBucket, UsageGroup, UsageReport, VersionUsage
+from mlops.errors import ConflictError, NotFoundError
 
 log = logging.getLogger("mlops.prompts.usage")
-BUCKET_MS = {"hour": 3_600_000, "day": 86_400_000}
-MAX_BUCKETS = 2000
 MAX_BUFFER = 200_000
 
 
@@ -30,7 +26,21 @@ class PromptUsageEvent(Base):
     """One render of a prompt template, and the downstream outcome its caller reported."""
 
     __tablename__ = "prompt_usage_events"
-    __table_args__ = (Index("ix_prompt_usage_template_at", "template", "at_ms"),)
+    # Covering indexes: time-range scans, and latency-ordered scans for SQLite percentiles.
+    __table_args__ = (
+        Index(
+            "ix_prompt_usage_template_at",
+            "template",
+            "at_ms",
+            "version",
+            "status",
+            "latency_ms",
+            "error_kind",
+            "outcome",
+        ),
+        Index("ix_prompt_usage_version_latency", "template", "version", "latency_ms", "at_ms"),
+        Index("ix_prompt_usage_latency", "template", "latency_ms", "at_ms"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     template: Mapped[str] = mapped_column(String(100))
@@ -77,7 +87,7 @@ def new_event(
 ) -> dict[str, Any]:
     """An event row for one render (its `id` is the render id given to the caller)."""
     return {
-        "id": uuid.uuid4().hex,
+        "id": os.urandom(16).hex(),
         "template": template,
         "version": version,
         "status": "failure" if error_kind else "success",
@@ -225,127 +235,3 @@ def call_counts(url: str) -> dict[str, int]:
     recorder_for(url).flush()
     with usage_engine(url).connect() as conn:
         return {row.template: int(row.calls) for row in conn.execute(select(COUNTS))}
-
-
-_PG_STATS = """
-SELECT {key} AS k, COUNT(*) AS n,
-       SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) AS ok,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95
-FROM prompt_usage_events
-WHERE template = :template AND at_ms >= :start AND at_ms < :end
-GROUP BY 1 ORDER BY 1
-"""
-
-# percentile_cont's interpolation, with the two neighbour rows picked by ROW_NUMBER.
-_SQLITE_STATS = """
-WITH ranked AS (
-  SELECT {key} AS k, latency_ms AS v, status,
-         ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY latency_ms) - 1 AS rn,
-         COUNT(*) OVER (PARTITION BY {key}) AS n
-  FROM prompt_usage_events
-  WHERE template = :template AND at_ms >= :start AND at_ms < :end
-), picked AS (
-  SELECT k, MAX(n) AS n, SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) AS ok,
-         (MAX(n) - 1) * 0.5 AS pos50, (MAX(n) - 1) * 0.95 AS pos95,
-         MAX(CASE WHEN rn = CAST((n - 1) * 0.5 AS INTEGER) THEN v END) AS lo50,
-         MAX(CASE WHEN rn = CAST((n - 1) * 0.5 AS INTEGER) + 1 THEN v END) AS hi50,
-         MAX(CASE WHEN rn = CAST((n - 1) * 0.95 AS INTEGER) THEN v END) AS lo95,
-         MAX(CASE WHEN rn = CAST((n - 1) * 0.95 AS INTEGER) + 1 THEN v END) AS hi95
-  FROM ranked GROUP BY k
-)
-SELECT k, n, ok,
-       lo50 + (COALESCE(hi50, lo50) - lo50) * (pos50 - CAST(pos50 AS INTEGER)) AS p50,
-       lo95 + (COALESCE(hi95, lo95) - lo95) * (pos95 - CAST(pos95 AS INTEGER)) AS p95
-FROM picked ORDER BY k
-"""
-
-
-def _grouped_stats(
-    conn: Connection, key: str, params: dict[str, Any]
-) -> list[tuple[Any, UsageGroup]]:
-    sql = _PG_STATS if conn.dialect.name == "postgresql" else _SQLITE_STATS
-    rows = conn.execute(text(sql.format(key=key)), params).all()
-    return [
-        (
-            row.k,
-            UsageGroup(
-                calls=int(row.n),
-                successes=int(row.ok),
-                success_rate=round(int(row.ok) / int(row.n), 6) if row.n else None,
-                latency_p50_ms=None if row.p50 is None else round(float(row.p50), 4),
-                latency_p95_ms=None if row.p95 is None else round(float(row.p95), 4),
-            ),
-        )
-        for row in rows
-    ]
-
-
-def _counts_by(conn: Connection, column: str, where: str, params: dict[str, Any]) -> dict[str, int]:
-    sql = (
-        f"SELECT {column} AS k, COUNT(*) AS n FROM prompt_usage_events "
-        "WHERE template = :template AND at_ms >= :start AND at_ms < :end "
-        f"AND {where} GROUP BY {column}"
-    )
-    return {str(row.k): int(row.n) for row in conn.execute(text(sql), params)}
-
-
-def _time_range(
-    start: datetime | None, end: datetime | None, bucket: Bucket
-) -> tuple[datetime, datetime]:
-    end = (end or datetime.now(UTC)).astimezone(UTC)
-    start = (start or end - timedelta(days=7)).astimezone(UTC)
-    if start >= end:
-        raise InvalidInputError("The usage range must start before it ends.")
-    buckets = (end - start) / timedelta(milliseconds=BUCKET_MS[bucket])
-    if buckets > MAX_BUCKETS:
-        raise InvalidInputError(
-            f"{int(buckets)} {bucket} buckets is over the limit of {MAX_BUCKETS}: "
-            "shorten the range or use a larger bucket."
-        )
-    return start, end
-
-
-def _ms_to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def usage_report(
-    url: str,
-    name: str,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    bucket: Bucket = "hour",
-) -> UsageReport:
-    """Calls, success rate, failures by kind and latency percentiles of one template:
-    overall, per version and per time bucket, over [start, end) (default: the last 7 days)."""
-    start, end = _time_range(start, end, bucket)
-    recorder_for(url).flush()
-    size = BUCKET_MS[bucket]
-    params = {
-        "template": name,
-        "start": int(start.timestamp() * 1000),
-        "end": int(end.timestamp() * 1000),
-    }
-    empty = UsageGroup(
-        calls=0, successes=0, success_rate=None, latency_p50_ms=None, latency_p95_ms=None
-    )
-    with usage_engine(url).connect() as conn:
-        total = _grouped_stats(conn, "0", params)
-        versions = _grouped_stats(conn, "version", params)
-        series = _grouped_stats(conn, f"(at_ms / {size}) * {size}", params)
-        failures = _counts_by(conn, "error_kind", "status = 'failure'", params)
-        outcomes = _counts_by(conn, "outcome", "outcome IS NOT NULL", params)
-    return UsageReport(
-        name=name,
-        start=start,
-        end=end,
-        bucket=bucket,
-        total=total[0][1] if total else empty,
-        failures_by_kind=failures,
-        outcomes=outcomes,
-        versions=[
-            VersionUsage(version=int(k), **g.model_dump()) for k, g in versions if k is not None
-        ],
-        series=[UsageBucket(start=_ms_to_datetime(int(k)), **g.model_dump()) for k, g in series],
-    )

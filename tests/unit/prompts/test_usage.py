@@ -9,18 +9,22 @@ from datetime import timedelta
 import pytest
 
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError
-from mlops.prompts import usage
+from mlops.prompts import analytics, usage
 from mlops.settings import Settings
 from prompt_usage_data import T0, check_report, load_events
 
 
 def test_report_matches_a_python_reference(settings: Settings) -> None:
     events = load_events(settings.metadata_url)
-    report = usage.usage_report(settings.metadata_url, "greet", T0, T0 + timedelta(days=1), "hour")
+    report = analytics.usage_report(
+        settings.metadata_url, "greet", T0, T0 + timedelta(days=1), "hour"
+    )
     check_report(report, events)
-    daily = usage.usage_report(settings.metadata_url, "greet", T0, T0 + timedelta(days=2), "day")
+    daily = analytics.usage_report(
+        settings.metadata_url, "greet", T0, T0 + timedelta(days=2), "day"
+    )
     assert [(b.start.hour, b.calls) for b in daily.series] == [(0, 51)]
-    later = usage.usage_report(
+    later = analytics.usage_report(
         settings.metadata_url, "greet", T0 + timedelta(hours=1), T0 + timedelta(hours=2)
     )
     assert later.total.calls == 11 and [v.version for v in later.versions] == [2]
@@ -28,7 +32,7 @@ def test_report_matches_a_python_reference(settings: Settings) -> None:
 
 
 def test_an_empty_range_reports_zero_calls(settings: Settings) -> None:
-    report = usage.usage_report(settings.metadata_url, "greet", T0, T0 + timedelta(hours=1))
+    report = analytics.usage_report(settings.metadata_url, "greet", T0, T0 + timedelta(hours=1))
     assert report.total.calls == 0 and report.total.latency_p50_ms is None
     assert report.series == [] and report.versions == []
 
@@ -44,7 +48,7 @@ def test_bad_ranges_are_refused(
     settings: Settings, start: object, end: object, bucket: str, message: str
 ) -> None:
     with pytest.raises(InvalidInputError, match=message):
-        usage.usage_report(settings.metadata_url, "greet", start, end, bucket)  # type: ignore[arg-type]
+        analytics.usage_report(settings.metadata_url, "greet", start, end, bucket)  # type: ignore[arg-type]
 
 
 def test_buffered_events_are_all_written(settings: Settings) -> None:
@@ -74,5 +78,5 @@ def test_outcomes_are_reported_once_by_render_id(settings: Settings) -> None:
         usage.report_outcome(settings.metadata_url, event["id"], True, "")
     with pytest.raises(NotFoundError):
         usage.report_outcome(settings.metadata_url, "0" * 32, True, "")
-    report = usage.usage_report(settings.metadata_url, "greet")
+    report = analytics.usage_report(settings.metadata_url, "greet")
     assert report.outcomes == {"failure": 1} and report.total.calls == 1

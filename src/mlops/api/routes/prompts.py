@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from mlops.api.deps import Caller, SettingsDep, read_access
 from mlops.errors import MlopsError
-from mlops.prompts import publishing, usage
+from mlops.prompts import analytics, publishing, usage
 from mlops.prompts.models import (
     MAX_TEMPLATE_BYTES,
     Bucket,
@@ -251,4 +251,4 @@ def template_usage(
 ) -> UsageReport:
     """Calls, success rate, failures by kind, latency p50/p95: total, per version, per bucket."""
     _store(settings).state(name)
-    return usage.usage_report(settings.metadata_url, name, start, end, bucket)
+    return analytics.usage_report(settings.metadata_url, name, start, end, bucket)
