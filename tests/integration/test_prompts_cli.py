@@ -118,6 +118,9 @@ def test_render_errors_and_archive(home: Path) -> None:
     code, out = _run("render", "risk_report")
     assert code == 5 and "no published version" in out
     assert _run("render", "risk_report", "-v", "bad")[0] == 2
+    (home.parent / "vars.yaml").write_text("a: [")
+    code, out = _run("render", "risk_report", "--vars", str(home.parent / "vars.yaml"))
+    assert code == 2 and "not valid YAML" in out
     code, out = _run("archive", "risk_report", "-m", "retired")
     assert code == 0 and "archived" in out
     assert "risk_report" not in _run("list")[1]

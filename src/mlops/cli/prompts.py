@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from mlops.cli.common import console, err_console, handle_errors, print_json, settings
+from mlops.cli.common import (
+    console,
+    err_console,
+    handle_errors,
+    parse_assignments,
+    print_json,
+    settings,
+)
 
 if TYPE_CHECKING:
     from mlops.prompts.models import PublishResult
@@ -269,18 +276,14 @@ def _parse_vars(values: list[str] | None, vars_file: Path | None) -> dict[str, A
 
     variables: dict[str, Any] = {}
     if vars_file:
-        loaded = yaml.safe_load(vars_file.read_text(encoding="utf-8")) or {}
+        try:
+            loaded = yaml.safe_load(vars_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidInputError(f"{vars_file} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise InvalidInputError(f"{vars_file} must hold a mapping of variables.")
         variables.update(loaded)
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"--var '{item}' must be name=value.")
-        try:
-            variables[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise InvalidInputError(f"--var '{item}': the value is not valid YAML.") from exc
+    variables.update(parse_assignments(values, "--var"))
     return variables
 
 

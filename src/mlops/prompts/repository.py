@@ -94,7 +94,8 @@ class PromptRepository:
         if self.remote:
             repo.create_remote("origin", self.remote)
         self.repo = repo
-        names = sorted(p.name for p in seed_dir.iterdir() if p.is_dir()) if seed_dir else []
+        seeds = seed_dir.iterdir() if seed_dir and seed_dir.is_dir() else []
+        names = sorted(p.name for p in seeds if (p / TEMPLATE_FILE).is_file())
         for name in names:
             assert seed_dir is not None
             shutil.copytree(seed_dir / name, self.path / name)
