@@ -16,7 +16,7 @@ T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 HOUR_MS = 3_600_000
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile_cont(values: list[float], q: float) -> float:
     """percentile_cont: linear interpolation between the closest ranks."""
     ordered = sorted(values)
     position = (len(ordered) - 1) * q
@@ -67,14 +67,14 @@ def check_report(report: UsageReport, events: list[dict[str, Any]]) -> None:
     assert report.total.calls == 51 and report.total.successes == 45
     assert report.total.success_rate == pytest.approx(45 / 51, abs=1e-6)
     assert report.total.latency_p50_ms == pytest.approx(statistics.median(latencies), abs=1e-3)
-    assert report.total.latency_p95_ms == pytest.approx(_percentile(latencies, 0.95), abs=1e-3)
+    assert report.total.latency_p95_ms == pytest.approx(percentile_cont(latencies, 0.95), abs=1e-3)
     assert report.failures_by_kind == {"missing_variable": 3, "timeout": 3}
     by_version = {v.version: v for v in report.versions}
     for version in (1, 2):
         values = [e["latency_ms"] for e in mine if e["version"] == version]
         assert by_version[version].calls == len(values)
         assert by_version[version].latency_p95_ms == pytest.approx(
-            _percentile(values, 0.95), abs=1e-3
+            percentile_cont(values, 0.95), abs=1e-3
         )
     assert [(b.start, b.calls) for b in report.series] == [
         (T0, 30),

@@ -39,13 +39,14 @@ FROM prompt_usage_events WHERE {_RANGE} GROUP BY version
 """
 
 # The k-th and (k+1)-th latency in order, read from an index already ordered by latency.
+# Read from whichever end of the index is nearer, so p95 scans 5% of the rows, not 95%.
 _SQLITE_NTH_OF_VERSION = f"""
 SELECT latency_ms FROM prompt_usage_events INDEXED BY ix_prompt_usage_version_latency
-WHERE {_RANGE} AND version = :version ORDER BY latency_ms LIMIT 2 OFFSET :offset
+WHERE {_RANGE} AND version = :version ORDER BY latency_ms {{order}} LIMIT 2 OFFSET :offset
 """
 _SQLITE_NTH = f"""
 SELECT latency_ms FROM prompt_usage_events INDEXED BY ix_prompt_usage_latency
-WHERE {_RANGE} ORDER BY latency_ms LIMIT 2 OFFSET :offset
+WHERE {_RANGE} ORDER BY latency_ms {{order}} LIMIT 2 OFFSET :offset
 """
 
 _SERIES = f"""
@@ -94,12 +95,22 @@ def _sqlite_percentile(
 ) -> float:
     """percentile_cont(q) on SQLite: interpolate between the two rows at offset (n-1)*q."""
     position = (n - 1) * q
-    offset = int(position)
+    low_rank = int(position)
+    high_rank = min(low_rank + 1, n - 1)
     sql = _SQLITE_NTH if version is None else _SQLITE_NTH_OF_VERSION
-    values = conn.execute(text(sql), {**params, "version": version, "offset": offset}).scalars()
-    low, *rest = [float(v) for v in values]
-    high = rest[0] if rest else low
-    return low + (high - low) * (position - offset)
+    ascending = low_rank <= n // 2
+    if ascending:
+        sql, offset = sql.format(order="ASC"), low_rank
+    else:
+        sql, offset = sql.format(order="DESC"), n - 1 - high_rank
+    args = {**params, "version": version, "offset": offset}
+    found = [float(v) for v in conn.execute(text(sql), args).scalars()]
+    by_rank = dict(zip(range(offset, offset + 2), found, strict=False))
+    if not ascending:
+        by_rank = {n - 1 - rank: value for rank, value in by_rank.items()}
+    low = by_rank[low_rank]
+    high = by_rank.get(high_rank, low)
+    return low + (high - low) * (position - low_rank)
 
 
 def _sqlite_stats(conn: Connection, params: dict[str, Any]) -> list[Any]:

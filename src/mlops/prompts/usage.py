@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, Index, String, Table, Text, select, update
+from sqlalchemy import BigInteger, Float, Index, String, Table, Text, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -40,6 +40,22 @@ class PromptUsageEvent(Base):
         ),
         Index("ix_prompt_usage_version_latency", "template", "version", "latency_ms", "at_ms"),
         Index("ix_prompt_usage_latency", "template", "latency_ms", "at_ms"),
+        Index(
+            "ix_prompt_usage_failures",
+            "template",
+            "at_ms",
+            "error_kind",
+            sqlite_where=text("status = 'failure'"),
+            postgresql_where=text("status = 'failure'"),
+        ),
+        Index(
+            "ix_prompt_usage_outcomes",
+            "template",
+            "at_ms",
+            "outcome",
+            sqlite_where=text("outcome IS NOT NULL"),
+            postgresql_where=text("outcome IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -11,7 +11,7 @@ import pytest
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError
 from mlops.prompts import analytics, usage
 from mlops.settings import Settings
-from prompt_usage_data import T0, check_report, load_events
+from prompt_usage_data import T0, check_report, load_events, percentile_cont
 
 
 def test_report_matches_a_python_reference(settings: Settings) -> None:
@@ -29,6 +29,21 @@ def test_report_matches_a_python_reference(settings: Settings) -> None:
     )
     assert later.total.calls == 11 and [v.version for v in later.versions] == [2]
     assert usage.call_counts(settings.metadata_url) == {"greet": 51, "other": 1}
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 20, 101])
+def test_percentiles_of_small_groups_match_percentile_cont(settings: Settings, count: int) -> None:
+    import random
+
+    rng = random.Random(count)
+    events = [usage.new_event("t", 1, None, rng.uniform(0, 100), "x") for _ in range(count)]
+    with usage.usage_engine(settings.metadata_url).begin() as conn:
+        usage.insert_events(conn, events)
+    report = analytics.usage_report(settings.metadata_url, "t")
+    values = [e["latency_ms"] for e in events]
+    for q, got in ((0.5, report.total.latency_p50_ms), (0.95, report.total.latency_p95_ms)):
+        assert got == pytest.approx(percentile_cont(values, q), abs=1e-3)
+    assert report.versions[0].latency_p95_ms == report.total.latency_p95_ms
 
 
 def test_an_empty_range_reports_zero_calls(settings: Settings) -> None:
