@@ -105,7 +105,9 @@ def test_edit_without_changes_a_failing_editor_and_bad_yaml_change_nothing(
     assert _run("edit", "greet")[0] == 2
     monkeypatch.setenv("EDITOR", _editor(tmp_path, "echo 'variables: [' >> \"$1\""))
     code, out = _run("edit", "greet", "--metadata")
-    assert code == 2 and "not valid YAML" in out
+    assert code == 2 and "not valid YAML" in out and "Your edit is kept in" in out
+    kept = list((home / "prompt-edits").glob("greet.*.prompt.yaml"))
+    assert len(kept) == 1 and kept[0].read_text().endswith("variables: [\n")
     monkeypatch.setenv("EDITOR", _editor(tmp_path, "echo '{{ undeclared }}' >> \"$1\""))
     code, out = _run("edit", "greet")
     assert code == 2 and "undeclared" in out

@@ -158,6 +158,8 @@ def edit_cmd(
     """Open the latest version in $EDITOR and commit the result as a new version."""
     import tempfile
 
+    from mlops.errors import MlopsError
+
     config = settings()
     store = _store()
     detail = store.detail(name)
@@ -171,16 +173,30 @@ def edit_cmd(
     if edited == original:
         err_console.print("No changes; nothing committed.")
         return
-    updated = store.update(
-        name,
-        detail.version,
-        None if metadata else edited,
-        edited if metadata else None,
-        config.author,
-        config.author,
-        message or f"Edit {file} of {name}",
-    )
+    try:
+        updated = store.update(
+            name,
+            detail.version,
+            None if metadata else edited,
+            edited if metadata else None,
+            config.author,
+            config.author,
+            message or f"Edit {file} of {name}",
+        )
+    except MlopsError:
+        kept = _keep_edit(config.home, name, file, edited)
+        err_console.print(f"Your edit is kept in {kept}.", highlight=False)
+        raise
     _print_version(updated.name, updated.version, updated.sha, json, updated)
+
+
+def _keep_edit(home: Path, name: str, file: str, text: str) -> Path:
+    """A refused edit is saved under the state folder so the work is not lost."""
+    folder = home / "prompt-edits"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.{datetime.now().strftime('%Y%m%d-%H%M%S')}.{file}"
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 @app.command("history")

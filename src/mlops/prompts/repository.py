@@ -164,7 +164,7 @@ class PromptRepository:
 
     def read(self, sha: str, relative: str) -> str:
         """A file as it was in a commit."""
-        return _read_blob(self.path, sha, relative)
+        return read_blob(self.path, sha, relative)
 
     def log(self, since: str | None = None) -> list[CommitRecord]:
         """Commits oldest first (after `since`, when given), with the paths each changed."""
@@ -202,7 +202,7 @@ _read_lock = threading.Lock()
 
 
 @lru_cache(maxsize=20_000)
-def _read_blob(path: Path, sha: str, relative: str) -> str:
+def read_blob(path: Path, sha: str, relative: str) -> str:
     """Commits are immutable, so a file at a commit is cached for the life of the process.
     GitPython's object reader (one `git cat-file` process) is not thread-safe: one at a time."""
     with _read_lock:

@@ -285,7 +285,7 @@ def _retrying_writer(settings: Settings, i: int, barrier: object, queue: object)
     from mlops.prompts import store as store_module
 
     repository._open_repo.cache_clear()
-    repository._read_blob.cache_clear()
+    repository.read_blob.cache_clear()
     store_module._stores.clear()
     own = PromptStore(settings)
     refusals = 0
