@@ -281,12 +281,20 @@ def test_twenty_parallel_updates_with_the_same_base_commit_exactly_one(store: Pr
 
 def _retrying_writer(settings: Settings, i: int, barrier: object, queue: object) -> None:
     """A forked process: writes its own line, retrying from the current version on 409."""
-    from mlops.prompts import repository
+    from mlops import db
+    from mlops.prompts import repository, usage
     from mlops.prompts import store as store_module
 
+    # A forked child must not reuse the parent's git reader process, database connections
+    # or locks another parent thread may have held at fork time: start them afresh.
     repository._open_repo.cache_clear()
     repository.read_blob.cache_clear()
+    repository._read_lock = threading.Lock()
     store_module._stores.clear()
+    db.engine_for.cache_clear()
+    usage._recorders.clear()
+    usage._recorders_lock = threading.Lock()
+    usage._ready.clear()
     own = PromptStore(settings)
     refusals = 0
     base = own.detail("greet").version
