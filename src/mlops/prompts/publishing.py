@@ -82,8 +82,8 @@ def publish(
         )
         _append_event(store, name, release, caller)
         tag = version_tag(name, version)
-        if version not in state.published_versions or tag not in store.repository.git.tags:
-            store.repository.tag(tag, sha, f"{name} v{version} published by {caller}", force=True)
+        if not store.repository.has_tag(tag):  # kept as first made: a rollback reuses it
+            store.repository.tag(tag, sha, f"{name} v{version} published by {caller}")
         store.repository.tag(live_tag(name), sha, None, force=True)
         result = PublishResult(name=name, version=version, sha=sha, event=event, tag=tag)
         if store.repository.remote:

@@ -178,6 +178,11 @@ class PromptRepository:
         """Create (or, with force, move) a tag; annotated when a message is given."""
         self.git.create_tag(name, ref=sha, message=message, force=force)
 
+    def has_tag(self, name: str) -> bool:
+        return (self.path / ".git" / "refs" / "tags" / name).is_file() or any(
+            t.name == name for t in self.git.tags
+        )
+
     def push(self, refspecs: list[str]) -> None:
         self.git.git.push("origin", *refspecs)
 

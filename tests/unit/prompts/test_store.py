@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -279,26 +280,18 @@ def test_twenty_parallel_updates_with_the_same_base_commit_exactly_one(store: Pr
     assert git(store.repository.path, "fsck", "--strict") == ""
 
 
-def _retrying_writer(settings: Settings, i: int, barrier: object, queue: object) -> None:
-    """A forked process: writes its own line, retrying from the current version on 409."""
-    from mlops import db
-    from mlops.prompts import repository, usage
-    from mlops.prompts import store as store_module
-
-    # A forked child must not reuse the parent's git reader process, database connections
-    # or locks another parent thread may have held at fork time: start them afresh.
-    repository._open_repo.cache_clear()
-    repository.read_blob.cache_clear()
-    repository._read_lock = threading.Lock()
-    store_module._stores.clear()
-    db.engine_for.cache_clear()
-    usage._recorders.clear()
-    usage._recorders_lock = threading.Lock()
-    usage._ready.clear()
-    own = PromptStore(settings)
+def _retrying_writer(settings: Settings, i: int, barrier: Any, queue: Any) -> None:
+    """A separate process: writes its own line, retrying from the current version on 409.
+    Reports (i, refusals) or (i, the error) so a failing child never hangs the others."""
+    try:
+        own = PromptStore(settings)
+        base = own.record("greet").version
+        barrier.wait(timeout=60)
+    except BaseException as exc:
+        barrier.abort()
+        queue.put((i, repr(exc)))
+        return
     refusals = 0
-    base = own.detail("greet").version
-    barrier.wait()  # type: ignore[attr-defined]
     while True:
         try:
             own.update("greet", base, f"writer {i} {{{{ who }}}}", None, f"w{i}", "api")
@@ -306,7 +299,10 @@ def _retrying_writer(settings: Settings, i: int, barrier: object, queue: object)
         except ConflictError as exc:
             refusals += 1
             base = exc.details["current_version"]
-    queue.put((i, refusals))  # type: ignore[attr-defined]
+        except BaseException as exc:
+            queue.put((i, repr(exc)))
+            return
+    queue.put((i, refusals))
 
 
 def test_twenty_processes_updating_concurrently_lose_nothing(
@@ -315,17 +311,18 @@ def test_twenty_processes_updating_concurrently_lose_nothing(
     import multiprocessing
 
     _create(store)
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # clean processes: no state shared by fork
     barrier, queue = ctx.Barrier(20), ctx.Queue()
     workers = [
         ctx.Process(target=_retrying_writer, args=(settings, i, barrier, queue)) for i in range(20)
     ]
     for w in workers:
         w.start()
+    results = dict(queue.get(timeout=120) for _ in workers)
     for w in workers:
-        w.join(timeout=120)
-        assert w.exitcode == 0
-    results = dict(queue.get(timeout=5) for _ in workers)
+        w.join(timeout=30)
+    errors = {i: r for i, r in results.items() if isinstance(r, str)}
+    assert not errors
     assert sorted(results) == list(range(20)) and sum(results.values()) > 0
     repo = store.repository.path
     history = store.history("greet")
@@ -347,6 +344,14 @@ def test_publishing_pushes_to_the_remote_and_a_new_store_clones_it(tmp_path: Pat
     assert result.pushed is True and result.push_error is None
     assert git(remote, "rev-parse", "main").strip() == store.repository.head_sha()
     assert git(remote, "rev-parse", "risk_report/production").strip() == result.sha
+    tag_object = git(remote, "rev-parse", "risk_report/v1").strip()
+    meta = store.repository.read(result.sha, "risk_report/prompt.yaml")
+    store.update("risk_report", 1, None, meta.replace("risk memo", "risk note"), "a", "a")
+    assert publishing.publish(store, "risk_report", 2, "alice").pushed is True
+    back = publishing.rollback(store, "risk_report", 1, "bob")
+    assert back.pushed is True and back.push_error is None
+    assert git(remote, "rev-parse", "risk_report/production").strip() == result.sha
+    assert git(remote, "rev-parse", "risk_report/v1").strip() == tag_object
     clone = PromptStore(
         Settings(home=tmp_path / "b", prompts_remote=str(remote), prompts_mlflow_registry=False)
     )
