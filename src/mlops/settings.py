@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -48,6 +48,22 @@ class Settings(BaseSettings):
     config_dir: Path = PROJECT_ROOT / "config"
     feature_repo_dir: Path = PROJECT_ROOT / "feature_repo"
     flows_dir: Path = PROJECT_ROOT / "flows"
+    prompts_source_dir: Path = PROJECT_ROOT / "prompts"
+    prompts_repo_dir: Path | None = Field(
+        default=None, description="Git repository of prompt templates; None: HOME/prompts."
+    )
+    prompts_remote: str | None = Field(
+        default=None, description="Git remote URL the prompt repository pushes publishes to."
+    )
+    prompts_mlflow_registry: bool = Field(
+        default=True, description="Also register published prompt versions in MLflow."
+    )
+    prompts_render_timeout_s: float = Field(default=2.0, gt=0)
+    editor: str = Field(
+        default="vi",
+        validation_alias=AliasChoices("editor", "EDITOR"),
+        description="Editor of `mlops prompts edit` (the EDITOR environment variable).",
+    )
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -122,6 +138,11 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
+
+    @property
+    def prompts_dir(self) -> Path:
+        """The git repository of prompt templates."""
+        return self.prompts_repo_dir or self.home / "prompts"
 
     @property
     def metadata_url(self) -> str:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlops import __version__
-from mlops.api.routes import datasets, experiments, features, models
+from mlops.api.routes import datasets, experiments, features, models, prompts
 from mlops.errors import MlopsError
 from mlops.health import Health, check_health
 from mlops.settings import Settings, load_settings
@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router, prefix=API_PREFIX)
     app.include_router(experiments.router, prefix=API_PREFIX)
     app.include_router(models.router, prefix=API_PREFIX)
+    app.include_router(prompts.router, prefix=API_PREFIX)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> JSONResponse:

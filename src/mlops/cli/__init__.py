@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from mlops.cli import datasets, experiments, features, models
+from mlops.cli import datasets, experiments, features, models, prompts
 from mlops.cli.common import console, handle_errors, print_json, settings
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ app.add_typer(datasets.app, name="datasets")
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(models.app, name="models")
 app.command("predict")(handle_errors(models.predict_cmd))
+app.add_typer(prompts.app, name="prompts")
 
 INGEST_STEPS = (
     "load",
@@ -174,20 +175,10 @@ def train(
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Train a model configuration, log it to MLflow and register a new version."""
-    import yaml
-
-    from mlops.errors import InvalidInputError
+    from mlops.cli.common import parse_assignments
     from mlops.orchestration import configure_prefect, run_train
 
-    overrides: dict[str, Any] = {}
-    for item in param or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"--param '{item}' must be name=value.")
-        try:
-            overrides[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise InvalidInputError(f"--param '{item}': the value is not valid YAML.") from exc
+    overrides = parse_assignments(param, "--param")
     config = settings()
     config.ensure_dirs()
     configure_prefect(config)

@@ -67,3 +67,19 @@ def to_jsonable(value: Any) -> Any:
 
 def print_json(value: Any) -> None:
     typer.echo(json.dumps(to_jsonable(value), indent=2, default=str))
+
+
+def parse_assignments(items: list[str] | None, option: str) -> dict[str, Any]:
+    """`name=value` options (the value read as YAML) as a dict; bad items are invalid input."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"{option} '{item}' must be name=value.")
+        try:
+            values[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise InvalidInputError(f"{option} '{item}': the value is not valid YAML.") from exc
+    return values

@@ -1,0 +1,254 @@
+"""Prompt governance endpoints: templates in git, versions, diff, publish, rollback, archive,
+sandboxed render, downstream outcomes and usage analytics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, model_validator
+
+from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.errors import MlopsError
+from mlops.prompts import analytics, publishing, usage
+from mlops.prompts.models import (
+    MAX_TEMPLATE_BYTES,
+    Bucket,
+    ExamplesReport,
+    Label,
+    PromptMetadata,
+    PublishResult,
+    RenderResult,
+    TemplateDetail,
+    TemplateDiff,
+    TemplateSummary,
+    UsageReport,
+    VersionInfo,
+)
+from mlops.prompts.store import PromptStore, open_store
+from mlops.settings import Settings
+
+
+@asynccontextmanager
+async def _prompt_store_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open (or seed) the prompt repository at start; write buffered usage at shutdown."""
+    try:
+        await run_in_threadpool(open_store, app.state.settings)
+    except MlopsError as exc:
+        log.error("The prompt repository could not be opened: %s", exc.message)
+    yield
+    await run_in_threadpool(usage.flush_all)
+
+
+log = logging.getLogger("mlops.api.prompts")
+router = APIRouter(
+    prefix="/prompt-governance",
+    tags=["prompt-governance"],
+    dependencies=[Depends(read_access)],
+    lifespan=_prompt_store_lifespan,
+)
+_TEMPLATE_TEXT = Field(max_length=MAX_TEMPLATE_BYTES * 2, description="Jinja2 source.")
+
+
+class _Authored(BaseModel):
+    message: str = Field(default="", max_length=2000, description="Commit message.")
+    author: str | None = Field(
+        default=None, max_length=200, description="Commit author (default: the caller)."
+    )
+
+
+class _WithMetadata(_Authored):
+    metadata: PromptMetadata | None = None
+    metadata_yaml: str | None = Field(
+        default=None, max_length=MAX_TEMPLATE_BYTES, description="prompt.yaml text instead."
+    )
+
+    @model_validator(mode="after")
+    def _one_metadata(self) -> _WithMetadata:
+        if self.metadata is not None and self.metadata_yaml is not None:
+            raise ValueError("send metadata or metadata_yaml, not both")
+        return self
+
+    def metadata_input(self) -> PromptMetadata | str | None:
+        return self.metadata if self.metadata is not None else self.metadata_yaml
+
+
+class CreateTemplateRequest(_WithMetadata):
+    name: str = Field(description="Lowercase letters, digits, '_' and '-', up to 100.")
+    template: str = _TEMPLATE_TEXT
+
+
+class UpdateTemplateRequest(_WithMetadata):
+    base_version: int = Field(ge=1, description="The version this edit was based on.")
+    template: str | None = Field(default=None, max_length=MAX_TEMPLATE_BYTES * 2)
+
+
+class ReleaseRequest(BaseModel):
+    version: int = Field(ge=1)
+    message: str = Field(default="", max_length=2000)
+
+
+class ArchiveRequest(BaseModel):
+    message: str = Field(default="", max_length=2000)
+
+
+class RenderRequest(BaseModel):
+    variables: dict[str, Any] = Field(default_factory=dict)
+    version: int | None = Field(default=None, ge=1, description="A version number...")
+    label: Label | None = Field(default=None, description="...or a label (default production).")
+
+
+class OutcomeRequest(BaseModel):
+    success: bool = Field(description="Did the downstream call that used the render succeed?")
+    detail: str = Field(default="", max_length=2000)
+
+
+class OutcomeResponse(BaseModel):
+    render_id: str
+    outcome: str
+
+
+def _store(settings: Settings) -> PromptStore:
+    return open_store(settings)
+
+
+@router.get("/templates", response_model=list[TemplateSummary])
+def list_templates(
+    settings: SettingsDep,
+    include_archived: bool = False,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+) -> list[TemplateSummary]:
+    """Templates with latest and published version, status, last update and call count."""
+    return _store(settings).list_templates(include_archived, q)
+
+
+@router.post("/templates", response_model=TemplateDetail, status_code=status.HTTP_201_CREATED)
+def create_template(
+    body: CreateTemplateRequest, settings: SettingsDep, caller: Caller
+) -> TemplateDetail:
+    """Create a template (version 1, one commit)."""
+    metadata = body.metadata_input()
+    return _store(settings).create(
+        body.name,
+        body.template,
+        metadata if metadata is not None else PromptMetadata(),
+        body.author or caller,
+        caller,
+        body.message,
+    )
+
+
+@router.get("/templates/{name}", response_model=TemplateDetail)
+def get_template(
+    name: str, settings: SettingsDep, version: Annotated[int | None, Query(ge=1)] = None
+) -> TemplateDetail:
+    """A template at its latest version (or `version`), with metadata and release events."""
+    return _store(settings).detail(name, version)
+
+
+@router.put("/templates/{name}", response_model=TemplateDetail)
+def update_template(
+    name: str, body: UpdateTemplateRequest, settings: SettingsDep, caller: Caller
+) -> TemplateDetail:
+    """Commit a new version; 409 with the current version when `base_version` is stale."""
+    return _store(settings).update(
+        name,
+        body.base_version,
+        body.template,
+        body.metadata_input(),
+        body.author or caller,
+        caller,
+        body.message,
+    )
+
+
+@router.get("/templates/{name}/versions", response_model=list[VersionInfo])
+def template_versions(name: str, settings: SettingsDep) -> list[VersionInfo]:
+    """Every version, oldest first (sha, author, time, message, published, live)."""
+    return _store(settings).history(name)
+
+
+@router.get("/templates/{name}/diff", response_model=TemplateDiff)
+def template_diff(
+    name: str,
+    settings: SettingsDep,
+    from_version: Annotated[int, Query(alias="from", ge=1)],
+    to_version: Annotated[int, Query(alias="to", ge=1)],
+) -> TemplateDiff:
+    """Unified diffs of the template and its metadata between two versions."""
+    return _store(settings).diff(name, from_version, to_version)
+
+
+@router.post("/templates/{name}/publish", response_model=PublishResult)
+def publish_template(
+    name: str, body: ReleaseRequest, settings: SettingsDep, caller: Caller
+) -> PublishResult:
+    """Make a version live (its examples must pass): tag, label, push, MLflow."""
+    return publishing.publish(_store(settings), name, body.version, caller, body.message)
+
+
+@router.post("/templates/{name}/rollback", response_model=PublishResult)
+def rollback_template(
+    name: str, body: ReleaseRequest, settings: SettingsDep, caller: Caller
+) -> PublishResult:
+    """Publish an older version again, as a new recorded event."""
+    return publishing.rollback(_store(settings), name, body.version, caller, body.message)
+
+
+@router.post("/templates/{name}/archive", response_model=TemplateDetail)
+def archive_template(
+    name: str, body: ArchiveRequest, settings: SettingsDep, caller: Caller
+) -> TemplateDetail:
+    """Hide a template from listings; its history stays."""
+    return publishing.set_archived(_store(settings), name, True, caller, body.message)
+
+
+@router.post("/templates/{name}/restore", response_model=TemplateDetail)
+def restore_template(
+    name: str, body: ArchiveRequest, settings: SettingsDep, caller: Caller
+) -> TemplateDetail:
+    """Bring an archived template back."""
+    return publishing.set_archived(_store(settings), name, False, caller, body.message)
+
+
+@router.post("/templates/{name}/render", response_model=RenderResult)
+def render_template(
+    name: str, body: RenderRequest, settings: SettingsDep, caller: Caller
+) -> RenderResult:
+    """Render in the sandbox; records a usage event whose id is `render_id`."""
+    return _store(settings).render(name, body.variables, caller, body.version, body.label)
+
+
+@router.post("/templates/{name}/test", response_model=ExamplesReport)
+def test_template(
+    name: str, settings: SettingsDep, version: Annotated[int | None, Query(ge=1)] = None
+) -> ExamplesReport:
+    """Run the examples of a version (default latest) against their expected output."""
+    return _store(settings).run_examples(name, version)
+
+
+@router.post("/renders/{render_id}/outcome", response_model=OutcomeResponse)
+def report_outcome(
+    render_id: str, body: OutcomeRequest, settings: SettingsDep, caller: Caller
+) -> OutcomeResponse:
+    """Report whether the downstream call that used a render succeeded (once per render)."""
+    usage.report_outcome(settings.metadata_url, render_id, body.success, body.detail)
+    return OutcomeResponse(render_id=render_id, outcome="success" if body.success else "failure")
+
+
+@router.get("/templates/{name}/usage", response_model=UsageReport)
+def template_usage(
+    name: str,
+    settings: SettingsDep,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    bucket: Bucket = "hour",
+) -> UsageReport:
+    """Calls, success rate, failures by kind, latency p50/p95: total, per version, per bucket."""
+    _store(settings).state(name)
+    return analytics.usage_report(settings.metadata_url, name, start, end, bucket)

@@ -1,0 +1,1 @@
+"""Prompt governance: git-backed templates, sandboxed rendering, publishing, usage."""

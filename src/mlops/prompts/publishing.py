@@ -1,0 +1,132 @@
+"""Publish, roll back, archive and restore templates.
+
+A release event is a commit to `.releases/<name>.yaml`; a published version also gets the
+annotated tag `<name>/v<N>` and the moving tag `<name>/production` (the live label). With a
+remote configured the branch and those tags are pushed; with the MLflow registry enabled
+the version is registered as an MLflow prompt too. Pushing and MLflow registration happen
+after the git commit: when they fail the release stands and the result says what failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Literal
+
+import git
+
+from mlops.errors import ConflictError, InvalidInputError
+from mlops.prompts.index import dump_releases, release_path
+from mlops.prompts.models import PublishResult, ReleaseEvent, TemplateDetail
+from mlops.prompts.repository import BRANCH
+from mlops.prompts.store import PromptStore
+
+log = logging.getLogger("mlops.prompts.publishing")
+LIVE_LABEL = "production"
+
+
+def version_tag(name: str, version: int) -> str:
+    return f"{name}/v{version}"
+
+
+def live_tag(name: str) -> str:
+    return f"{name}/{LIVE_LABEL}"
+
+
+def _append_event(store: PromptStore, name: str, event: ReleaseEvent, author: str) -> str:
+    """Commit one release event (caller holds the repository lock); returns the commit sha."""
+    state = store.state(name)
+    path = release_path(name)
+    text = dump_releases([*state.releases, event])
+    subject = f"{event.event} {name}" + (f" v{event.version}" if event.version else "")
+    message = subject + (f"\n\n{event.message}" if event.message else "")
+    head = store.repository.head_sha()
+    return store._commit([path], {path: text}, author, event.by, message, head)
+
+
+def publish(
+    store: PromptStore,
+    name: str,
+    version: int,
+    caller: str,
+    message: str = "",
+    event: Literal["publish", "rollback"] = "publish",
+) -> PublishResult:
+    """Make a version live after its examples pass; recorded as a commit and tags."""
+    with store.repository.locked():
+        store.index.refresh()
+        state = store.state(name)
+        record = store.record(name, version)
+        if state.archived:
+            raise ConflictError(f"{name} is archived; restore it before publishing.")
+        if event == "rollback" and state.live_version is None:
+            raise ConflictError(f"{name} has never been published: there is nothing to roll back.")
+        if state.live_version == version:
+            raise ConflictError(f"Version {version} of {name} is already live.")
+        report = store.run_examples(name, version)
+        if not report.passed:
+            failing = [r for r in report.results if not r.passed]
+            raise InvalidInputError(
+                f"Version {version} of {name} fails {len(failing)} example(s): "
+                + ", ".join(r.name for r in failing),
+                {"failures": [r.model_dump() for r in failing]},
+            )
+        sha = record.commit.sha
+        release = ReleaseEvent(
+            event=event,
+            version=version,
+            sha=sha,
+            by=caller,
+            time=datetime.now(UTC),
+            message=message,
+        )
+        _append_event(store, name, release, caller)
+        tag = version_tag(name, version)
+        if not store.repository.has_tag(tag):  # kept as first made: a rollback reuses it
+            store.repository.tag(tag, sha, f"{name} v{version} published by {caller}")
+        store.repository.tag(live_tag(name), sha, None, force=True)
+        result = PublishResult(name=name, version=version, sha=sha, event=event, tag=tag)
+        if store.repository.remote:
+            result.pushed, result.push_error = _push(store, name, tag)
+    if store.settings.prompts_mlflow_registry:
+        from mlops.prompts.mlflow_registry import register_version
+
+        source = store.repository.read(sha, f"{name}/template.j2")
+        result.mlflow = register_version(store.settings, name, source, sha, version, message)
+    return result
+
+
+def rollback(
+    store: PromptStore, name: str, version: int, caller: str, message: str = ""
+) -> PublishResult:
+    """Publish an older version again, as a new recorded event."""
+    return publish(store, name, version, caller, message or f"Roll back to v{version}", "rollback")
+
+
+def _push(store: PromptStore, name: str, tag: str) -> tuple[bool, str | None]:
+    refspecs = [BRANCH, f"refs/tags/{tag}", f"+refs/tags/{live_tag(name)}"]
+    try:
+        store.repository.push(refspecs)
+    except git.GitCommandError as exc:
+        log.warning("Push of %s to the prompt remote failed: %s", name, exc.stderr)
+        return False, str(exc.stderr).strip()[:1000]
+    return True, None
+
+
+def set_archived(
+    store: PromptStore, name: str, archived: bool, caller: str, message: str = ""
+) -> TemplateDetail:
+    """Archive (hide from listings, keep history) or restore a template."""
+    with store.repository.locked():
+        store.index.refresh()
+        state = store.state(name)
+        if state.archived == archived:
+            raise ConflictError(f"{name} is already {'archived' if archived else 'active'}.")
+        event = ReleaseEvent(
+            event="archive" if archived else "restore",
+            by=caller,
+            time=datetime.now(UTC),
+            message=message,
+        )
+        _append_event(store, name, event, caller)
+    return store.detail(name)
