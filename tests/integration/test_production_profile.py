@@ -10,14 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import DEMO, run_ingest_flow
+from conftest import DEMO, postgres_databases, run_ingest_flow
 from mlops.features import ingest
 from mlops.features.serving import online_features
 from mlops.features.store import forget_store
 from mlops.settings import Settings
 
 pytestmark = [pytest.mark.production, pytest.mark.slow]
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS = "127.0.0.1:6379"
 
 
@@ -26,45 +25,32 @@ def production(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: None
 ) -> Iterator[Settings]:
     import redis
-    from sqlalchemy import create_engine, text
 
-    name = f"mlops_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-            conn.execute(text(f'CREATE DATABASE "{name}_mlflow"'))
-    except Exception as exc:
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is needed for the production profile: {exc}")
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    monkeypatch.setenv("MLOPS_PROFILE", "production")
-    settings = Settings(
-        home=tmp_path / "home",
-        metadata_db_url=url,
-        feast_registry_url=url,
-        redis_url=REDIS,
-        mlflow_tracking_uri=f"{url}_mlflow",
-        feast_project=name,
-        api_token="prod-token",
-        **DEMO,
-    )
-    settings.ensure_dirs()
-    yield settings
-    forget_store(settings)
     from mlops.db import engine_for
-
-    engine_for(url).dispose()
     from mlops.lifecycle import mlflow_backend
 
-    mlflow_backend.tracking_engine(settings).dispose()
-    mlflow_backend.forget_clients()
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    for key in client.scan_iter(match=f"*{name}*".encode()):
-        client.delete(key)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        conn.execute(text(f'DROP DATABASE "{name}_mlflow" WITH (FORCE)'))
-    admin.dispose()
+    name = f"mlops_test_{uuid.uuid4().hex[:10]}"
+    with postgres_databases(name, f"{name}_mlflow") as (url, mlflow_url):
+        monkeypatch.setenv("MLOPS_PROFILE", "production")
+        settings = Settings(
+            home=tmp_path / "home",
+            metadata_db_url=url,
+            feast_registry_url=url,
+            redis_url=REDIS,
+            mlflow_tracking_uri=mlflow_url,
+            feast_project=name,
+            api_token="prod-token",
+            **DEMO,
+        )
+        settings.ensure_dirs()
+        yield settings
+        forget_store(settings)
+        engine_for(url).dispose()
+        mlflow_backend.tracking_engine(settings).dispose()
+        mlflow_backend.forget_clients()
+        client = redis.Redis(host="127.0.0.1", port=6379)
+        for key in client.scan_iter(match=f"*{name}*".encode()):
+            client.delete(key)
 
 
 def test_ingest_and_online_read_on_postgres_and_redis(production: Settings) -> None:

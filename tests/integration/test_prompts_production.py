@@ -11,44 +11,34 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import postgres_databases
 from mlops.api.app import create_app
 from mlops.prompts import analytics, usage
 from mlops.settings import Settings
 from prompt_usage_data import T0, check_report, load_events
 
 pytestmark = [pytest.mark.production]
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture()
 def pg_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    from sqlalchemy import create_engine, text
-
     from mlops.db import engine_for
 
     name = f"mlops_prompts_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is needed for the production profile: {exc}")
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    monkeypatch.setenv("MLOPS_PROFILE", "production")
-    settings = Settings(
-        home=tmp_path / "home",
-        metadata_db_url=url,
-        feast_registry_url=url,
-        redis_url="127.0.0.1:6379",
-        api_token="prod-token",
-        prompts_mlflow_registry=False,
-    )
-    settings.ensure_dirs()
-    yield settings
-    engine_for(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_databases(name) as (url,):
+        monkeypatch.setenv("MLOPS_PROFILE", "production")
+        settings = Settings(
+            home=tmp_path / "home",
+            metadata_db_url=url,
+            feast_registry_url=url,
+            redis_url="127.0.0.1:6379",
+            mlflow_tracking_uri=url,  # required by the profile; unused with the mirror off
+            api_token="prod-token",
+            prompts_mlflow_registry=False,
+        )
+        settings.ensure_dirs()
+        yield settings
+        engine_for(url).dispose()
 
 
 def test_usage_aggregates_on_postgres_match_the_reference(pg_settings: Settings) -> None:
