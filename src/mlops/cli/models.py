@@ -163,7 +163,9 @@ def deploy_cmd(
     target: Annotated[str, typer.Option("--target", "-t", help="staging or production.")] = (
         "production"
     ),
-    reason: Annotated[str, typer.Option("--reason", "-r")] = "",
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help="Why; kept in the audit record.")
+    ] = "",
     json: JsonOpt = False,
 ) -> None:
     """Deploy a version through validate -> staging (-> production), showing each stage
@@ -179,7 +181,9 @@ def deploy_cmd(
 @handle_errors
 def rollback_cmd(
     name: str,
-    reason: Annotated[str, typer.Option("--reason", "-r")] = "",
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help="Why; kept in the audit record.")
+    ] = "",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json: JsonOpt = False,
 ) -> None:
