@@ -9,8 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
-from mlops.errors import ConflictError, InvalidInputError, NotFoundError, UnsafePathError
+from mlops.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceError,
+    UnsafePathError,
+)
 from mlops.prompts import publishing
 from mlops.prompts.models import PromptMetadata, VariableSpec
 from mlops.prompts.rendering import RenderError
@@ -370,3 +377,44 @@ def test_a_failed_push_keeps_the_publish_and_says_so(tmp_path: Path) -> None:
     result = publishing.publish(store, "risk_report", 1, "alice")
     assert result.pushed is False and "refused by policy" in (result.push_error or "")
     assert store.detail("risk_report").published_version == 1
+
+
+def _assert_next_commit_is_only_its_own(store: PromptStore, before: tuple[str, str, str]) -> None:
+    repo = store.repository.path
+    assert repo_snapshot(repo) == before
+    source = store.detail("risk_report").template
+    store.update("risk_report", 1, source + "\nok edit\n", None, "bob", "bob", "bob's edit")
+    files = git(repo, "show", "--name-only", "--format=", "HEAD").split()
+    assert files == ["risk_report/template.j2"]
+    assert "REFUSED" not in git(repo, "show", "HEAD:market_summary/template.j2")
+    assert [v.version for v in store.history("market_summary")] == [1]
+
+
+@pytest.mark.parametrize("author", ["Bob <bob@corp.com>", "a>b", "x\ny", "tab\there", " "])
+def test_an_invalid_author_is_422_and_stages_nothing(store: PromptStore, author: str) -> None:
+    before = repo_snapshot(store.repository.path)
+    source = store.detail("market_summary").template
+    with pytest.raises(InvalidInputError, match="author"):
+        store.update("market_summary", 1, source + "\nREFUSED\n", None, author, "api", "bad")
+    _assert_next_commit_is_only_its_own(store, before)
+
+
+def test_a_commit_refused_by_a_hook_is_503_and_stages_nothing(store: PromptStore) -> None:
+    repo = store.repository.path
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho refused by policy >&2\nexit 1\n")
+    hook.chmod(0o755)
+    before = repo_snapshot(repo)
+    source = store.detail("market_summary").template
+    with pytest.raises(ServiceError, match="hook"):
+        store.update("market_summary", 1, source + "\nREFUSED\n", None, "alice", "api", "x")
+    hook.unlink()
+    _assert_next_commit_is_only_its_own(store, before)
+
+
+def test_a_busy_write_lock_is_a_service_error(store: PromptStore) -> None:
+    lock = store.repository._file_lock
+    other = FileLock(lock.lock_file, timeout=0.1)
+    store.repository._file_lock = other
+    with FileLock(lock.lock_file, timeout=1), pytest.raises(ServiceError, match="busy"):
+        _create(store)
