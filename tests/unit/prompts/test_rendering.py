@@ -3,6 +3,8 @@ checked against the declaration, syntax errors carry line and column."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from mlops.errors import NotFoundError
@@ -197,3 +199,51 @@ def test_bad_variables_are_refused_naming_the_variable(
         bind_variables(DECLARED, given)
     assert info.value.kind == kind and named in info.value.message
     assert info.value.http_status == 422
+
+
+MEMORY_PAYLOADS = [
+    "{{ '{0:>{1}}'.format('x', 500000000) }}",
+    "{{ '{:>{w}}'.format('x', w=10**10) }}",
+    "{{ '{a:>{w}}'.format_map({'a': 'x', 'w': 500000000}) }}",
+    "{{ '{0:{1}.{2}f}'.format(1.5, 10, 500000000) }}",
+    "{{ ('{:9999}' * 1000).format(*range(1000)) }}",
+    "{{ (['a' * 1000] * 1000000)|join }}",
+    "{{ range(100000)|join('x' * 1000000) }}",
+    "{{ range(100000)|map('string')|join('x' * 100000) }}",
+    "{{ ('a' * 10000)|replace('a', 'a' * 10000) }}",
+    "{{ ('a\n' * 100000)|indent('x' * 10000) }}",
+    "{{ ('a ' * 10000)|wordwrap(2, wrapstring='x' * 10000) }}",
+    "{{ ('%9999s' * 1000)|format(*range(1000)) }}",
+    "{{ ('%(a)9999s' * 1000) % {'a': 1} }}",
+    "{% set a = 'x' * 100000 %}{% set b = a ~ a %}{% set c = b ~ b %}{% set d = c ~ c %}"
+    "{% set e = d ~ d %}{{ e|length }}",
+    "{% set a = 'x' * 100000 %}{% set b = a + a %}{% set c = b + b %}{% set d = c + c %}"
+    "{% set e = d + d %}{{ e|length }}",
+    "{% set a = ['x' * 1000] * 500 %}{% set b = a + a %}{% set c = b + b %}{{ c|length }}",
+    "{{ 'x'.ljust(500000000) }}",
+    "{{ 'x'.zfill(500000000) }}",
+    "{{ ('\t' * 1000).expandtabs(100000) }}",
+    "{{ ('x' * 100000).join(range(1000)|map('string')) }}",
+    "{{ ('a' * 10000).replace('a', 'a' * 10000) }}",
+    "{{ ([['a' * 1000] * 1000] * 1000)|string }}",
+    "{{ ([['a' * 1000] * 1000] * 1000)|sum(start=[])|length }}",
+]
+
+
+@pytest.mark.parametrize("payload", MEMORY_PAYLOADS)
+def test_payloads_that_would_build_huge_values_are_refused_quickly(payload: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(RenderError) as info:
+        _render(payload, timeout=5.0)
+    assert info.value.kind in {"security", "output_limit"}, info.value.message
+    assert time.perf_counter() - started < 2.0
+
+
+def test_formatting_and_text_filters_within_the_limits_still_work() -> None:
+    source = (
+        "{{ '{0:>{1}}|{a:<{w}}|'.format('x', 3, a='y', w=2) }}{{ '{:.2f}'.format(1.5) }} "
+        "{{ ['a', 'b']|join(', ') }} {{ 'aXa'|replace('X', '-') }} {{ 'a b c'|wordwrap(3) }} "
+        "{{ ('%-3s|' % 'x') ~ ('ab' + 'c') ~ ([1] + [2])|string }} {{ 'x'.ljust(3) }}| "
+        "{{ [[1], [2]]|sum(start=[]) }} {{ range(3)|join('-') }}"
+    )
+    assert _render(source) == ("  x|y |1.50 a, b a-a a b\nc x  |abc[1, 2] x  | [1, 2] 0-1-2")
