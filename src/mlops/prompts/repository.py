@@ -199,11 +199,13 @@ class PromptRepository:
         """A file as it was in a commit."""
         return read_blob(self.path, sha, relative)
 
-    def log(self, since: str | None = None) -> list[CommitRecord]:
-        """Commits oldest first (after `since`, when given), with the paths each changed."""
-        if self.head_sha() is None:
+    def log(self, since: str | None = None, until: str | None = None) -> list[CommitRecord]:
+        """Commits oldest first up to `until` (default HEAD; pass the sha that was read, so a
+        commit landing meanwhile is not indexed under an older head), after `since`."""
+        until = until or self.head_sha()
+        if until is None:
             return []
-        revs = f"{since}..HEAD" if since else "HEAD"
+        revs = f"{since}..{until}" if since else until
         out = self.git.git.log(revs, "--reverse", "--name-only", f"--format={_LOG_FORMAT}")
         return [_parse_record(chunk) for chunk in out.split(_RECORD) if chunk.strip()]
 

@@ -418,3 +418,29 @@ def test_a_busy_write_lock_is_a_service_error(store: PromptStore) -> None:
     store.repository._file_lock = other
     with FileLock(lock.lock_file, timeout=1), pytest.raises(ServiceError, match="busy"):
         _create(store)
+
+
+def test_files_outside_template_folders_do_not_make_templates(store: PromptStore) -> None:
+    repo = store.repository.path
+    (repo / ".github").mkdir()
+    (repo / ".github" / "ci.yml").write_text("x: 1\n")
+    (repo / "NOTES.md").write_text("notes\n")
+    (repo / "market_summary" / "README.md").write_text("about\n")
+    git(repo, "add", ".github/ci.yml", "NOTES.md", "market_summary/README.md")
+    git(repo, "-c", "user.name=ci", "-c", "user.email=ci@x", "commit", "-qm", "ci files")
+    assert [t.name for t in store.list_templates()] == SHIPPED
+    assert [v.version for v in store.history("market_summary")] == [1]
+
+
+def test_a_refresh_indexes_up_to_the_head_it_read(settings: Settings, store: PromptStore) -> None:
+    other = PromptStore(settings)
+    _create(store)
+    read_head = store.repository.head_sha()
+    store.update("greet", 1, "Hi {{ who }}", None, "alice", "api", "second")
+    real = other.repository.head_sha
+    # The other store read HEAD just before the second commit of `greet` landed.
+    other.repository.head_sha = lambda: read_head  # type: ignore[method-assign]
+    other.index.refresh()
+    other.repository.head_sha = real  # type: ignore[method-assign]
+    assert [v.version for v in other.history("greet")] == [1, 2]
+    assert other.index.head == real()
