@@ -444,3 +444,20 @@ def test_a_refresh_indexes_up_to_the_head_it_read(settings: Settings, store: Pro
     other.repository.head_sha = real  # type: ignore[method-assign]
     assert [v.version for v in other.history("greet")] == [1, 2]
     assert other.index.head == real()
+
+
+def test_rollback_only_goes_back_to_an_earlier_published_version(store: PromptStore) -> None:
+    _create(store)
+    store.update("greet", 1, "Hi {{ who }}", None, "a", "a")
+    store.update("greet", 2, "Hey {{ who }}", None, "a", "a")
+    publishing.publish(store, "greet", 1, "a")
+    before = repo_snapshot(store.repository.path)
+    with pytest.raises(InvalidInputError, match="never published") as info:
+        publishing.rollback(store, "greet", 3, "a")
+    assert info.value.details["published_versions"] == [1]
+    with pytest.raises(ConflictError, match="already live"):
+        publishing.rollback(store, "greet", 1, "a")
+    assert repo_snapshot(store.repository.path) == before
+    publishing.publish(store, "greet", 2, "a")
+    back = publishing.rollback(store, "greet", 1, "a")
+    assert back.event == "rollback" and store.state("greet").live_version == 1
