@@ -23,7 +23,12 @@ from jinja2 import (
     meta,
     nodes,
 )
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter, SecurityError
+from jinja2.sandbox import (
+    ImmutableSandboxedEnvironment,
+    SandboxedEscapeFormatter,
+    SandboxedFormatter,
+    SecurityError,
+)
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
@@ -134,7 +139,7 @@ def _wrap_width_filter(func: Callable[..., Any]) -> Callable[..., Any]:
 def _size(value: Any, limit: int = MAX_OUTPUT_CHARS) -> int:
     """An upper-ish estimate of `str(value)`'s length, computed without building it (stops
     counting once over `limit`)."""
-    if isinstance(value, str):
+    if isinstance(value, str | bytes):
         return len(value)
     if isinstance(value, bool) or value is None:
         return 5
@@ -206,14 +211,29 @@ class _LimitedFormatter(SandboxedFormatter):
     """The sandbox's `str.format` formatter; every field's resolved spec (nested `{1}` widths
     included) and value is checked, and so is the running size of the output."""
 
-    def __init__(self, env: Any, literal_size: int) -> None:
-        super().__init__(env)
+    def __init__(self, env: Any, literal_size: int, **kwargs: Any) -> None:
+        super().__init__(env, **kwargs)
         self.total = literal_size
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion is not None:  # `!r` / `!a` escape: up to 4 characters per character
+            _refuse_over(self.total + _size(value) * 4, "A formatted string")
+        return super().convert_field(value, conversion)
 
     def format_field(self, value: Any, format_spec: str) -> Any:
         self.total += _spec_widths(format_spec) + _size(value)
         _refuse_over(self.total, "A formatted string")
         return super().format_field(value, format_spec)
+
+
+class _LimitedEscapeFormatter(_LimitedFormatter, SandboxedEscapeFormatter):
+    """The same checks for `Markup("...").format` (fields are escaped)."""
+
+
+def _checked_output(value: Any) -> Any:
+    """Jinja's `finalize`: each `{{ ... }}` value is sized before it is turned into text."""
+    _refuse_over(_size(value), "An output value")
+    return value
 
 
 def _check_percent(fmt: str, args: Any) -> None:
@@ -317,12 +337,23 @@ def _str_method_size(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
         return max(len(text), width)
     if name == "expandtabs":
         tab = values[0] if values and isinstance(values[0], int) else 8
-        return len(text) + text.count("\t") * max(tab, 0)
+        return len(text) + text.count("\t" if isinstance(text, str) else b"\t") * max(tab, 0)
     if name == "join":
         return _est_join(values[0] if values else "", text)
     if name == "replace" and len(values) >= 2:
         return _est_replace(text, *values[:3])
+    if name == "translate" and values:
+        table = values[0]
+        items = table.values() if isinstance(table, dict) else table
+        if not isinstance(items, Iterable) or isinstance(items, str | bytes):
+            return len(text) * max(_size(table), 1)
+        return len(text) * max([1, *(_size(v) for v in _materialized(items))])
     return None
+
+
+_GROWING_METHODS = frozenset(
+    {"ljust", "rjust", "center", "zfill", "expandtabs", "join", "replace", "translate"}
+)
 
 
 class _StoreLoader(BaseLoader):
@@ -357,6 +388,7 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
             auto_reload=False,
             cache_size=5000,
             keep_trailing_newline=True,
+            finalize=_checked_output,
         )
         for name in ("cycler", "joiner", "lipsum"):
             self.globals.pop(name, None)
@@ -394,12 +426,13 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _check_deadline()
-        if isinstance(__obj, types.BuiltinMethodType) and isinstance(
-            getattr(__obj, "__self__", None), str
-        ):
+        name = getattr(__obj, "__name__", None)
+        if name in _GROWING_METHODS and isinstance(getattr(__obj, "__self__", None), str | bytes):
+            if name == "join" and args and isinstance(args[0], Iterator):
+                args = (_materialized(args[0]), *args[1:])
             size = _str_method_size(__obj, args, kwargs)
             if size is not None:
-                _refuse_over(size, f"The result of str.{__obj.__name__}")
+                _refuse_over(size, f"The result of str.{name}")
         return super().call(__context, __obj, *args, **kwargs)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
@@ -410,8 +443,8 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         ) or value.__name__ not in ("format", "format_map"):
             return None
         fmt = value.__self__
-        if not isinstance(fmt, str) or isinstance(fmt, Markup):
-            return super().wrap_str_format(value)
+        if not isinstance(fmt, str):
+            return None
         _check_brace_format(fmt)
         is_format_map = value.__name__ == "format_map"
         env = self
@@ -421,7 +454,12 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
                 if kwargs or len(args) != 1:
                     raise TypeError("format_map() takes exactly one argument")
                 kwargs, args = args[0], ()
-            return _LimitedFormatter(env, len(fmt)).vformat(fmt, args, kwargs)
+            formatter = (
+                _LimitedEscapeFormatter(env, len(fmt), escape=fmt.escape)
+                if isinstance(fmt, Markup)
+                else _LimitedFormatter(env, len(fmt))
+            )
+            return type(fmt)(formatter.vformat(fmt, args, kwargs))
 
         return wrapper
 
@@ -443,7 +481,7 @@ def _check_operands(operator: str, left: Any, right: Any) -> None:
         raise SecurityError("Integers over 4096 bits are not allowed.")
     if operator == "**" and isinstance(right, int) and abs(right) > 256:
         raise SecurityError("Exponents over 256 are not allowed.")
-    sized = [v for v in (left, right) if isinstance(v, str | list | tuple)]
+    sized = [v for v in (left, right) if isinstance(v, str | bytes | list | tuple)]
     counts = [v for v in (left, right) if isinstance(v, int) and not isinstance(v, bool)]
     if operator == "*" and sized and counts:
         _refuse_over(_size(sized[0]) * max(counts[0], 0), "A '*' result")
@@ -457,7 +495,7 @@ _FILTER_ESTIMATES: dict[str, Callable[..., int]] = {
     "center": _est_center,
     "truncate": lambda env, s, *a, **k: _est_truncate(s, *a, **k),
     "string": _est_value,
-    "tojson": lambda env, value, *a, **k: _size(value) * 6,
+    "tojson": lambda env, value, *a, **k: _size(value) * 2,
     "pprint": _est_value,
     "sum": _est_sum,
 }

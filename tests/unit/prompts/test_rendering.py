@@ -227,6 +227,18 @@ MEMORY_PAYLOADS = [
     "{{ ('a' * 10000).replace('a', 'a' * 10000) }}",
     "{{ ([['a' * 1000] * 1000] * 1000)|string }}",
     "{{ ([['a' * 1000] * 1000] * 1000)|sum(start=[])|length }}",
+    "{{ ('x'|safe).ljust(500000000) }}",
+    "{{ ('{0:>{1}}'|safe).format('x', 500000000) }}",
+    "{{ (('{:9999}' * 1000)|safe).format(*range(1000)) }}",
+    "{{ 'x'.encode() * 1000000000 }}",
+    "{{ ('a' * 10000).translate({97: 'b' * 100000}) }}",
+    "{{ ('x' * 100000).join(range(100000)|map('string')) }}",
+    # a nested literal list, whose text would be huge: sized before it is printed or formatted
+    "{% set a = 'x' * 900000 %}{% set b = [a, a, a, a, a, a, a, a, a, a] %}"
+    "{% set c = [b, b, b, b, b, b, b, b, b, b] %}{% set d = [c, c, c, c, c, c, c, c, c, c] %}"
+    "{{ d }}",
+    "{% set a = 'x' * 900000 %}{% set b = [a, a, a, a, a, a, a, a, a, a] %}"
+    "{% set c = [b, b, b, b, b, b, b, b, b, b] %}{{ '{0!r}'.format(c) }}",
 ]
 
 
@@ -245,5 +257,7 @@ def test_formatting_and_text_filters_within_the_limits_still_work() -> None:
         "{{ ['a', 'b']|join(', ') }} {{ 'aXa'|replace('X', '-') }} {{ 'a b c'|wordwrap(3) }} "
         "{{ ('%-3s|' % 'x') ~ ('ab' + 'c') ~ ([1] + [2])|string }} {{ 'x'.ljust(3) }}| "
         "{{ [[1], [2]]|sum(start=[]) }} {{ range(3)|join('-') }}"
+        "{{ ('<{}>'|safe).format('&') }}{{ '-'.join(range(3)|map('string')) }}"
     )
-    assert _render(source) == ("  x|y |1.50 a, b a-a a b\nc x  |abc[1, 2] x  | [1, 2] 0-1-2")
+    expected = "  x|y |1.50 a, b a-a a b\nc x  |abc[1, 2] x  | [1, 2] 0-1-2<&amp;>0-1-2"
+    assert _render(source) == expected
