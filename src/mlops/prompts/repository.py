@@ -74,6 +74,12 @@ class PromptRepository:
     @contextmanager
     def locked(self) -> Iterator[git.Repo]:
         """Hold the write lock of the repository (threads of this process and other processes)."""
+        with self._acquired():
+            yield self.git
+
+    @contextmanager
+    def _acquired(self) -> Iterator[None]:
+        """The thread lock and the file lock; a file lock not acquired in time is a 503."""
         with self._thread_lock:
             try:
                 self._file_lock.acquire()
@@ -83,7 +89,7 @@ class PromptRepository:
                     f"{self._file_lock.timeout:g} s); try again."
                 ) from exc
             try:
-                yield self.git
+                yield
             finally:
                 self._file_lock.release()
 
@@ -97,7 +103,7 @@ class PromptRepository:
         """Open the repository, creating it (clone of the remote, else seeded) if absent.
         Returns True when it was created now."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._thread_lock, self._file_lock:
+        with self._acquired():
             created = not (self.path / ".git").exists()
             if created:
                 self._create(seed_dir, author)
