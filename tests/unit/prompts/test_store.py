@@ -461,3 +461,20 @@ def test_rollback_only_goes_back_to_an_earlier_published_version(store: PromptSt
     publishing.publish(store, "greet", 2, "a")
     back = publishing.rollback(store, "greet", 1, "a")
     assert back.event == "rollback" and store.state("greet").live_version == 1
+
+
+def test_any_failure_after_staging_unstages_the_edit(
+    store: PromptStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import git as gitpython
+
+    def broken_commit(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    before = repo_snapshot(store.repository.path)
+    source = store.detail("market_summary").template
+    with monkeypatch.context() as patch:
+        patch.setattr(gitpython.IndexFile, "commit", broken_commit)
+        with pytest.raises(RuntimeError, match="disk full"):
+            store.update("market_summary", 1, source + "\nREFUSED\n", None, "alice", "api", "x")
+    _assert_next_commit_is_only_its_own(store, before)
