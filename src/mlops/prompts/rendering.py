@@ -39,6 +39,7 @@ MAX_RANGE = 100_000
 MAX_OUTPUT_CHARS = 1_000_000
 MAX_WIDTH = 10_000
 MAX_INT_BITS = 4096
+MAX_MAPPED_CHARS = 10 * MAX_OUTPUT_CHARS
 _QUOTED = re.compile(r"'([^']+)'")
 _END_TOKENS = {"end of print statement": "}}", "end of statement block": "%}"}
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\d+|\*)?(?:\.(\d+|\*))?")
@@ -245,7 +246,9 @@ def _check_percent(fmt: str, args: Any) -> None:
     _refuse_over(len(fmt) + widths + _size(args), "A '%' formatting")
 
 
-def _sized_filter(estimate: Callable[..., int], func: Callable[..., Any]) -> Callable[..., Any]:
+def _sized_filter(
+    name: str, estimate: Callable[..., int], func: Callable[..., Any]
+) -> Callable[..., Any]:
     """A filter whose result size is estimated (from its arguments) before it runs; an
     iterator argument (`range(..)|map(..)|join`) is materialized first so it can be sized."""
     data = 1 if hasattr(func, "jinja_pass_arg") else 0
@@ -253,13 +256,38 @@ def _sized_filter(estimate: Callable[..., int], func: Callable[..., Any]) -> Cal
     def checked(*args: Any, **kwargs: Any) -> Any:
         if len(args) > data and isinstance(args[data], Iterator):
             args = (*args[:data], _materialized(args[data]), *args[data + 1 :])
-        _refuse_over(estimate(*args, **kwargs), f"The result of '{func.__name__}'")
+        _refuse_over(estimate(*args, **kwargs), f"The result of |{name}")
         return func(*args, **kwargs)
 
     checked.__wrapped__ = func  # type: ignore[attr-defined]
     if hasattr(func, "jinja_pass_arg"):
         checked.jinja_pass_arg = func.jinja_pass_arg  # type: ignore[attr-defined]
     return checked
+
+
+def _capped_map(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`|map('filter', ...)` builds new values: their total size is capped (at ten times the
+    output limit), so materializing them (`|list`, `loop.length`) cannot exhaust memory.
+    `|map(attribute=...)` only yields existing values and is not capped."""
+
+    def checked(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        result = func(context, value, *args, **kwargs)
+        if "attribute" in kwargs or not args:
+            return result
+        return _capped_results(result)
+
+    checked.__wrapped__ = func  # type: ignore[attr-defined]
+    checked.jinja_pass_arg = func.jinja_pass_arg  # type: ignore[attr-defined]
+    return checked
+
+
+def _capped_results(items: Iterable[Any]) -> Iterator[Any]:
+    total = 0
+    for item in items:
+        total += _size(item)
+        if total > MAX_MAPPED_CHARS:
+            raise SecurityError(f"|map results over {MAX_MAPPED_CHARS} characters in all.")
+        yield item
 
 
 def _materialized(value: Any) -> Any:
@@ -399,7 +427,8 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         for name in _WIDTH_FILTERS:
             self.filters[name] = _wrap_width_filter(self.filters[name])
         for name, estimate in _FILTER_ESTIMATES.items():
-            self.filters[name] = _sized_filter(estimate, self.filters[name])
+            self.filters[name] = _sized_filter(name, estimate, self.filters[name])
+        self.filters["map"] = _capped_map(self.filters["map"])
         self.filters["format"] = self._format_filter(self.filters["format"])
 
     @staticmethod

@@ -239,6 +239,16 @@ MEMORY_PAYLOADS = [
     "{{ d }}",
     "{% set a = 'x' * 900000 %}{% set b = [a, a, a, a, a, a, a, a, a, a] %}"
     "{% set c = [b, b, b, b, b, b, b, b, b, b] %}{{ '{0!r}'.format(c) }}",
+    # many values each under the limit, materialized together
+    "{{ (('x' * 900000)|list)|map('center', 5000)|list|length }}",
+    "{{ (('x' * 900000)|list)|map('center', 5000)|join|length }}",
+    "{% for y in (('x' * 900000)|list)|map('center', 5000) %}{{ loop.length }}{% endfor %}",
+    "{{ ('x' * 100000)|list|join('y' * 100) }}",
+    "{{ ('x' * 900000)|wordwrap(10000, true, 'y' * 9999) }}",
+    "{% macro m() %}{{ 'x' * 900000 }}{% endmacro %}{{ m() * 1000 }}",
+    "{% set ns = namespace(a='x' * 1000) %}{% for i in range(30) %}"
+    "{% set ns.a = ns.a ~ ns.a %}{% endfor %}{{ ns.a|length }}",
+    "{{ ('{:{}}' * 500).format(*(['x', 9999] * 500)) }}",
 ]
 
 
@@ -258,6 +268,7 @@ def test_formatting_and_text_filters_within_the_limits_still_work() -> None:
         "{{ ('%-3s|' % 'x') ~ ('ab' + 'c') ~ ([1] + [2])|string }} {{ 'x'.ljust(3) }}| "
         "{{ [[1], [2]]|sum(start=[]) }} {{ range(3)|join('-') }}"
         "{{ ('<{}>'|safe).format('&') }}{{ '-'.join(range(3)|map('string')) }}"
+        "{{ [{'t': 'ab'}]|map(attribute='t')|map('upper')|join }}"
     )
-    expected = "  x|y |1.50 a, b a-a a b\nc x  |abc[1, 2] x  | [1, 2] 0-1-2<&amp;>0-1-2"
+    expected = "  x|y |1.50 a, b a-a a b\nc x  |abc[1, 2] x  | [1, 2] 0-1-2<&amp;>0-1-2AB"
     assert _render(source) == expected
