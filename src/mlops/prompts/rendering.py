@@ -40,6 +40,8 @@ MAX_OUTPUT_CHARS = 1_000_000
 MAX_WIDTH = 10_000
 MAX_INT_BITS = 4096
 MAX_MAPPED_CHARS = 10 * MAX_OUTPUT_CHARS
+_BUDGET_GLOBALS = frozenset({"_loop_budget", "_checked_join"})
+"""Globals the parser adds calls to (loops, `~`): a template may not rebind them."""
 _QUOTED = re.compile(r"'([^']+)'")
 _END_TOKENS = {"end of print statement": "}}", "end of statement block": "%}"}
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\d+|\*)?(?:\.(\d+|\*))?")
@@ -446,6 +448,17 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         tree = super()._parse(source, name, filename)
+        for node in tree.find_all((nodes.Name, nodes.Macro, nodes.FromImport, nodes.Import)):
+            bound = [getattr(node, "name", None), getattr(node, "target", None)]
+            if isinstance(node, nodes.FromImport):
+                bound += [n if isinstance(n, str) else n[-1] for n in node.names]
+            if isinstance(node, nodes.Name) and node.ctx == "load":
+                bound = []
+            hidden = sorted(_BUDGET_GLOBALS.intersection(b for b in bound if isinstance(b, str)))
+            if hidden:
+                raise TemplateSyntaxError(
+                    f"'{hidden[0]}' is reserved by the sandbox.", node.lineno, name, filename
+                )
         for loop in tree.find_all(nodes.For):
             loop.iter = nodes.Call(
                 nodes.Name("_loop_budget", "load"), [loop.iter], [], None, None, lineno=loop.lineno

@@ -272,3 +272,20 @@ def test_formatting_and_text_filters_within_the_limits_still_work() -> None:
     )
     expected = "  x|y |1.50 a, b a-a a b\nc x  |abc[1, 2] x  | [1, 2] 0-1-2<&amp;>0-1-2AB"
     assert _render(source) == expected
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% set _loop_budget = range %}{% for i in [1] %}{% endfor %}",
+        "{% set _checked_join = range %}{{ 'a' ~ 'b' }}",
+        "{% macro _loop_budget(x) %}{% endmacro %}",
+        "{% for _checked_join in [1] %}{% endfor %}",
+        "{% with _loop_budget = 1 %}{% endwith %}",
+        "{% macro m(_checked_join) %}{% endmacro %}",
+    ],
+)
+def test_the_sandbox_budget_globals_cannot_be_rebound(source: str) -> None:
+    with pytest.raises(RenderError, match="reserved by the sandbox") as info:
+        _render(source)
+    assert info.value.kind == "syntax"
