@@ -65,6 +65,9 @@ def test_lifecycle_create_edit_diff_publish_render_rollback(
     ]
     diff = client.get(f"{API}/templates/greet/diff", params={"from": 1, "to": 2}).json()
     assert "+Hi {{ who }}!" in diff["template_diff"]
+    never = client.post(f"{API}/templates/greet/rollback", json={"version": 2})
+    assert never.status_code == 409  # nothing published yet
+    assert client.post(f"{API}/templates/greet/publish", json={"version": 1}).status_code == 200
     assert (
         client.post(f"{API}/templates/greet/publish", json={"version": 2}).json()["tag"]
         == "greet/v2"
@@ -89,9 +92,36 @@ def test_lifecycle_create_edit_diff_publish_render_rollback(
         and detail["published_version"] == 1
         and detail["status"] == "published"
     )
-    assert [e["event"] for e in detail["releases"]] == ["publish", "rollback"]
-    log = git(settings.prompts_dir, "log", "--format=%s", "-4").splitlines()
-    assert log == ["rollback greet v1", "publish greet v2", "friendlier", "first"]
+    assert [e["event"] for e in detail["releases"]] == ["publish", "publish", "rollback"]
+    log = git(settings.prompts_dir, "log", "--format=%s", "-5").splitlines()
+    assert log == [
+        "rollback greet v1",
+        "publish greet v2",
+        "publish greet v1",
+        "friendlier",
+        "first",
+    ]
+
+
+def test_bad_authors_and_never_published_rollbacks_are_422_and_change_nothing(
+    client: TestClient, settings: Settings
+) -> None:
+    _create(client)
+    client.put(f"{API}/templates/greet", json={"base_version": 1, "template": "Hi {{ who }}"})
+    client.post(f"{API}/templates/greet/publish", json={"version": 1})
+    before = repo_snapshot(settings.prompts_dir)
+    for author in ("Bob <bob@corp.com>", "x\ny"):
+        edit = {"base_version": 2, "template": "Hey {{ who }}", "author": author}
+        response = client.put(f"{API}/templates/greet", json=edit)
+        assert response.status_code == 422, response.text
+    rollback = client.post(f"{API}/templates/greet/rollback", json={"version": 2})
+    assert rollback.status_code == 422
+    assert _error(rollback)["details"]["published_versions"] == [1]
+    assert repo_snapshot(settings.prompts_dir) == before
+    ok = client.put(f"{API}/templates/greet", json={"base_version": 2, "template": "Yo {{ who }}"})
+    assert ok.status_code == 200 and ok.json()["version"] == 3
+    files = git(settings.prompts_dir, "show", "--name-only", "--format=", "HEAD").split()
+    assert files == ["greet/template.j2"]
 
 
 def test_list_shows_versions_status_and_calls(client: TestClient) -> None:

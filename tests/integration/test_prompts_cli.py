@@ -88,9 +88,21 @@ def test_create_edit_diff_publish_render_rollback(
     report = json.loads(_run("usage", "greet", "--json")[1])
     assert report["total"]["calls"] == 2 and [v["version"] for v in report["versions"]] == [1, 2]
     code, out = _run("usage", "greet", "--bucket", "hour")
-    assert code == 0 and "2 calls" in out
+    assert code == 0 and "2 calls" in out and "Per hour" in out
+    code, out = _run("usage", "greet")
+    assert code == 0 and "Per hour" in out  # the API's default bucket
+    assert _run("usage", "greet", "--bucket", "week")[0] == 2
     subjects = git(home / "prompts", "log", "--format=%an|%s", "-3").splitlines()
     assert subjects == ["cli-user|publish greet v1", "cli-user|howdy", "cli-user|add greet"]
+
+
+def test_help_describes_version_arguments_and_json_output(home: Path) -> None:
+    rollback_help = _run("rollback", "--help")[1]
+    assert "earlier published version" in rollback_help
+    assert "instead of a table" not in rollback_help
+    diff_help = _run("diff", "--help")[1]
+    assert "version to diff from" in diff_help and "version to diff to" in diff_help
+    assert "hour" in _run("usage", "--help")[1]
 
 
 def test_edit_without_changes_a_failing_editor_and_bad_yaml_change_nothing(

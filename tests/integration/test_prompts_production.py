@@ -25,14 +25,16 @@ def pg_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Set
     from mlops.db import engine_for
 
     name = f"mlops_prompts_{uuid.uuid4().hex[:10]}"
-    with postgres_databases(name) as (url,):
+    # MLflow gets a database of its own: its `datasets` table would clash with the platform's
+    # when an earlier test in the session left MLflow initialised.
+    with postgres_databases(name, f"{name}_mlflow") as (url, mlflow_url):
         monkeypatch.setenv("MLOPS_PROFILE", "production")
         settings = Settings(
             home=tmp_path / "home",
             metadata_db_url=url,
             feast_registry_url=url,
             redis_url="127.0.0.1:6379",
-            mlflow_tracking_uri=url,  # required by the profile; unused with the mirror off
+            mlflow_tracking_uri=mlflow_url,  # required by the profile
             api_token="prod-token",
             prompts_mlflow_registry=False,
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json as jsonlib
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -30,6 +31,24 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JsonResultOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON instead of a summary line.")
+]
+FromVersionArg = Annotated[int, typer.Argument(help="The version to diff from (e.g. 1).")]
+ToVersionArg = Annotated[int, typer.Argument(help="The version to diff to (e.g. 2).")]
+RollbackVersionArg = Annotated[
+    int,
+    typer.Argument(help="An earlier published version to make live again (not the live one)."),
+]
+
+
+class BucketChoice(StrEnum):
+    """Usage time buckets (the API's `bucket`)."""
+
+    hour = "hour"
+    day = "day"
+
+
 MessageOpt = Annotated[str, typer.Option("--message", "-m", help="Commit message.")]
 NameArg = Annotated[str, typer.Argument(help="Template name.")]
 
@@ -78,7 +97,7 @@ def list_cmd(
 def show_cmd(
     name: NameArg,
     version: Annotated[Optional[int], typer.Option(help="Version (default latest).")] = None,
-    json: JsonOpt = False,
+    json: Annotated[bool, typer.Option("--json", help="Print the template as JSON.")] = False,
 ) -> None:
     """Show a template's source, metadata and release events."""
     detail = _store().detail(name, version)
@@ -112,7 +131,7 @@ def create_cmd(
         Optional[Path], typer.Option("--metadata", help="prompt.yaml file.", exists=True)
     ] = None,
     message: MessageOpt = "",
-    json: JsonOpt = False,
+    json: JsonResultOpt = False,
 ) -> None:
     """Create a template from a Jinja2 file and a prompt.yaml (one commit, version 1)."""
     config = settings()
@@ -153,7 +172,7 @@ def edit_cmd(
         bool, typer.Option("--metadata", help="Edit prompt.yaml instead of the template.")
     ] = False,
     message: MessageOpt = "",
-    json: JsonOpt = False,
+    json: JsonResultOpt = False,
 ) -> None:
     """Open the latest version in $EDITOR and commit the result as a new version."""
     import tempfile
@@ -219,7 +238,12 @@ def history_cmd(name: NameArg, json: JsonOpt = False) -> None:
 
 @app.command("diff")
 @handle_errors
-def diff_cmd(name: NameArg, from_version: int, to_version: int, json: JsonOpt = False) -> None:
+def diff_cmd(
+    name: NameArg,
+    from_version: FromVersionArg,
+    to_version: ToVersionArg,
+    json: Annotated[bool, typer.Option("--json", help="Print the diffs as JSON.")] = False,
+) -> None:
     """Unified diff of the template and its metadata between two versions."""
     diff = _store().diff(name, from_version, to_version)
     if json:
@@ -250,7 +274,7 @@ def publish_cmd(
     name: NameArg,
     version: Annotated[Optional[int], typer.Argument(help="Default: latest.")] = None,
     message: MessageOpt = "",
-    json: JsonOpt = False,
+    json: JsonResultOpt = False,
 ) -> None:
     """Publish a version (its examples must pass)."""
     from mlops.prompts.publishing import publish
@@ -263,7 +287,10 @@ def publish_cmd(
 @app.command("rollback")
 @handle_errors
 def rollback_cmd(
-    name: NameArg, version: int, message: MessageOpt = "", json: JsonOpt = False
+    name: NameArg,
+    version: RollbackVersionArg,
+    message: MessageOpt = "",
+    json: JsonResultOpt = False,
 ) -> None:
     """Publish an older version again (a new recorded event)."""
     from mlops.prompts.publishing import rollback
@@ -317,7 +344,9 @@ def render_cmd(
     label: Annotated[
         Optional[str], typer.Option(help="'production' (default) or 'latest'.")
     ] = None,
-    json: JsonOpt = False,
+    json: Annotated[
+        bool, typer.Option("--json", help="Print the render (id, version, output) as JSON.")
+    ] = False,
 ) -> None:
     """Render a template in the sandbox (recorded as a usage event)."""
     from mlops.prompts.usage import recorder_for
@@ -337,19 +366,18 @@ def render_cmd(
 @handle_errors
 def usage_cmd(
     name: NameArg,
-    bucket: Annotated[str, typer.Option(help="hour or day.")] = "day",
+    bucket: Annotated[
+        BucketChoice, typer.Option(help="Time bucket of the series (as the API).")
+    ] = BucketChoice.hour,
     start: Annotated[Optional[datetime], typer.Option(help="Default: 7 days ago.")] = None,
     end: Annotated[Optional[datetime], typer.Option(help="Default: now.")] = None,
     json: JsonOpt = False,
 ) -> None:
     """Calls, success rate, failures and latency of a template, per version and over time."""
-    from mlops.errors import InvalidInputError
     from mlops.prompts.analytics import usage_report
 
-    if bucket not in ("hour", "day"):
-        raise InvalidInputError("--bucket must be 'hour' or 'day'.")
     _store().state(name)
-    report = usage_report(settings().metadata_url, name, start, end, bucket)  # type: ignore[arg-type]
+    report = usage_report(settings().metadata_url, name, start, end, bucket.value)
     if json:
         print_json(report)
         return
@@ -360,7 +388,7 @@ def usage_cmd(
         f"p95 {t.latency_p95_ms} ms; failures {report.failures_by_kind or 'none'}; "
         f"outcomes {report.outcomes or 'none'}"
     )
-    table = Table(title=f"Per {bucket}")
+    table = Table(title=f"Per {bucket.value}")
     for column in ("start", "calls", "success", "mean ms"):
         table.add_column(column)
     for b in report.series:
@@ -378,7 +406,9 @@ def usage_cmd(
 def test_cmd(
     name: Annotated[Optional[str], typer.Argument(help="Default: every template.")] = None,
     version: Annotated[Optional[int], typer.Option(help="Default: latest.")] = None,
-    json: JsonOpt = False,
+    json: Annotated[
+        bool, typer.Option("--json", help="Print the example reports as JSON.")
+    ] = False,
 ) -> None:
     """Run the examples of templates; exit code 2 when one fails."""
     store = _store()

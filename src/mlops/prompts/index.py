@@ -4,13 +4,25 @@ commits), so no request walks the history of a template."""
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 
 import yaml
 
 from mlops.prompts.models import ReleaseEvent, Status
-from mlops.prompts.repository import RELEASES_DIR, CommitRecord, PromptRepository
+from mlops.prompts.repository import (
+    METADATA_FILE,
+    RELEASES_DIR,
+    TEMPLATE_FILE,
+    CommitRecord,
+    PromptRepository,
+)
+
+_TEMPLATE_PATH = re.compile(
+    rf"([a-z0-9][a-z0-9_-]{{0,99}})/({re.escape(TEMPLATE_FILE)}|{re.escape(METADATA_FILE)})"
+)
+"""The files that make a template version; other paths (`.github/ci.yml`, a README) are not."""
 
 
 @dataclass(frozen=True)
@@ -77,21 +89,22 @@ class VersionIndex:
         with self._lock:
             if head == self.head:
                 return
-            self._apply(self.repository.log(since=self.head), head)
+            self._apply(self.repository.log(since=self.head, until=head), head)
 
     def add_commit(self, record: CommitRecord, previous_head: str | None) -> None:
         """Index a commit this process just made (skips the `git log` of `refresh`)."""
         with self._lock:
             if previous_head != self.head:
-                self._apply(self.repository.log(since=self.head), self.repository.head_sha())
+                head = self.repository.head_sha()
+                self._apply(self.repository.log(since=self.head, until=head), head)
             else:
                 self._apply([record], record.sha)
 
     def _apply(self, records: list[CommitRecord], head: str | None) -> None:
         touched_releases: set[str] = set()
         for record in records:
-            names = {p.split("/", 1)[0] for p in record.paths if "/" in p}
-            for name in sorted(names - {RELEASES_DIR}):
+            names = {m.group(1) for p in record.paths if (m := _TEMPLATE_PATH.fullmatch(p))}
+            for name in sorted(names):
                 state = self.templates.setdefault(name, TemplateState())
                 state.versions.append(VersionRecord(len(state.versions) + 1, record))
             for path in record.paths:

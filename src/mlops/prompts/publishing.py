@@ -63,6 +63,16 @@ def publish(
             raise ConflictError(f"{name} has never been published: there is nothing to roll back.")
         if state.live_version == version:
             raise ConflictError(f"Version {version} of {name} is already live.")
+        released = sorted(
+            {e.version for e in state.releases if e.event in ("publish", "rollback") and e.version}
+        )
+        if event == "rollback" and version not in released:
+            raise InvalidInputError(
+                f"Version {version} of {name} was never published: a rollback goes back to an "
+                f"earlier published version ({', '.join(f'v{v}' for v in released)}); "
+                "publish a new version instead.",
+                {"published_versions": released, "live_version": state.live_version},
+            )
         report = store.run_examples(name, version)
         if not report.passed:
             failing = [r for r in report.results if not r.passed]

@@ -14,9 +14,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import git
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from mlops.errors import NotFoundError, ServiceError
+from mlops.errors import InvalidInputError, NotFoundError, ServiceError
 
 BRANCH = "main"
 RELEASES_DIR = ".releases"
@@ -39,8 +39,19 @@ class CommitRecord:
     paths: tuple[str, ...]
 
 
+def check_author(name: str) -> str:
+    """Refuse a commit author/committer name git cannot record (`<`, `>`, control characters)."""
+    if not name.strip() or any(ch in "<>" or ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise InvalidInputError(
+            f"Invalid author name {name!r}: it must be non-empty and contain no '<', '>' "
+            "or control characters."
+        )
+    return name
+
+
 def identity(name: str) -> git.Actor:
     """A git identity for a platform user or token name."""
+    check_author(name)
     safe = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name) or "unknown"
     return git.Actor(name, f"{safe}@mlops.local")
 
@@ -63,8 +74,24 @@ class PromptRepository:
     @contextmanager
     def locked(self) -> Iterator[git.Repo]:
         """Hold the write lock of the repository (threads of this process and other processes)."""
-        with self._thread_lock, self._file_lock:
+        with self._acquired():
             yield self.git
+
+    @contextmanager
+    def _acquired(self) -> Iterator[None]:
+        """The thread lock and the file lock; a file lock not acquired in time is a 503."""
+        with self._thread_lock:
+            try:
+                self._file_lock.acquire()
+            except Timeout as exc:
+                raise ServiceError(
+                    f"The prompt repository {self.path} is busy (write lock not acquired in "
+                    f"{self._file_lock.timeout:g} s); try again."
+                ) from exc
+            try:
+                yield
+            finally:
+                self._file_lock.release()
 
     @property
     def git(self) -> git.Repo:
@@ -76,7 +103,7 @@ class PromptRepository:
         """Open the repository, creating it (clone of the remote, else seeded) if absent.
         Returns True when it was created now."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._thread_lock, self._file_lock:
+        with self._acquired():
             created = not (self.path / ".git").exists()
             if created:
                 self._create(seed_dir, author)
@@ -130,15 +157,19 @@ class PromptRepository:
             target.write_text(content, encoding="utf-8")
 
     def commit(self, paths: list[str], author: str, committer: str, message: str) -> CommitRecord:
-        """Stage `paths` and commit them; returns the new commit as the log would show it."""
+        """Stage `paths` and commit them; returns the new commit as the log would show it.
+        Git failures (a hook refusing the commit, a git error) are a ServiceError."""
+        author_id, committer_id = identity(author), identity(committer)
         index = self.git.index
-        index.add(paths)
-        commit = index.commit(
-            message,
-            author=identity(author),
-            committer=identity(committer),
-            head=True,
-        )
+        try:
+            index.add(paths)
+            commit = index.commit(message, author=author_id, committer=committer_id, head=True)
+        except git.HookExecutionError as exc:
+            raise ServiceError(
+                f"A git hook of the prompt repository refused the commit: {exc}"
+            ) from exc
+        except git.GitCommandError as exc:
+            raise ServiceError(f"The prompt repository could not commit: {exc}") from exc
         return CommitRecord(
             sha=commit.hexsha,
             author=str(commit.author.name),
@@ -150,8 +181,16 @@ class PromptRepository:
         )
 
     def discard(self, paths: list[str]) -> None:
-        """Undo uncommitted changes to `paths` (a write that could not be committed)."""
+        """Undo uncommitted changes to `paths` (a write that could not be committed): the
+        index entries go back to HEAD's (or are removed) and so do the working-tree files."""
         head = self.head_sha()
+        try:
+            if head is None:
+                self.git.git.rm("-q", "--cached", "--ignore-unmatch", "--", *paths)
+            else:
+                self.git.git.reset("-q", head, "--", *paths)
+        except git.GitCommandError:
+            self.git.index.reset(head or "HEAD", paths=paths)  # best effort
         for relative in paths:
             target = self.path / relative
             try:
@@ -166,11 +205,13 @@ class PromptRepository:
         """A file as it was in a commit."""
         return read_blob(self.path, sha, relative)
 
-    def log(self, since: str | None = None) -> list[CommitRecord]:
-        """Commits oldest first (after `since`, when given), with the paths each changed."""
-        if self.head_sha() is None:
+    def log(self, since: str | None = None, until: str | None = None) -> list[CommitRecord]:
+        """Commits oldest first up to `until` (default HEAD; pass the sha that was read, so a
+        commit landing meanwhile is not indexed under an older head), after `since`."""
+        until = until or self.head_sha()
+        if until is None:
             return []
-        revs = f"{since}..HEAD" if since else "HEAD"
+        revs = f"{since}..{until}" if since else until
         out = self.git.git.log(revs, "--reverse", "--name-only", f"--format={_LOG_FORMAT}")
         return [_parse_record(chunk) for chunk in out.split(_RECORD) if chunk.strip()]
 

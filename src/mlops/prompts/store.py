@@ -172,9 +172,10 @@ class PromptStore:
         message: str,
         head: str | None,
     ) -> str:
-        """Write and commit files (caller holds the lock); the working tree is restored on error."""
-        self.repository.write(files)
+        """Write and commit files (caller holds the lock); on any error the index entries and
+        the working-tree files of `paths` are restored to HEAD, so nothing stays staged."""
         try:
+            self.repository.write(files)
             record = self.repository.commit(paths, author, committer, message)
         except Exception:
             self.repository.discard(paths)

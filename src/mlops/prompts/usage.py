@@ -224,26 +224,32 @@ def flush_all() -> None:
 
 
 def report_outcome(url: str, render_id: str, success: bool, detail: str) -> None:
-    """Record the downstream outcome of one render (once)."""
-    recorder_for(url).flush()
-    with usage_engine(url).begin() as conn:
-        row = conn.execute(select(EVENTS.c.outcome).where(EVENTS.c.id == render_id)).first()
-        if row is None:
-            raise NotFoundError(f"No render with id {render_id!r}.")
-        if row.outcome is not None:
+    """Record the downstream outcome of one render, once: the UPDATE only matches a render
+    whose outcome is still unset, so of concurrent reports exactly one is accepted. A render
+    not found is looked for again after flushing this process's buffer (it may have just been
+    recorded) before it is a 404."""
+    values = {
+        "outcome": "success" if success else "failure",
+        "outcome_detail": detail,
+        "outcome_at_ms": int(time.time() * 1000),
+    }
+    for _attempt in range(2):
+        recorder_for(url).flush()
+        with usage_engine(url).begin() as conn:
+            updated = conn.execute(
+                update(EVENTS)
+                .where(EVENTS.c.id == render_id, EVENTS.c.outcome.is_(None))
+                .values(**values)
+            ).rowcount
+            if updated == 1:
+                return
+            row = conn.execute(select(EVENTS.c.outcome).where(EVENTS.c.id == render_id)).first()
+        if row is not None:
             raise ConflictError(
                 f"The outcome of render {render_id} was already reported ({row.outcome}).",
                 {"outcome": row.outcome},
             )
-        conn.execute(
-            update(EVENTS)
-            .where(EVENTS.c.id == render_id)
-            .values(
-                outcome="success" if success else "failure",
-                outcome_detail=detail,
-                outcome_at_ms=int(time.time() * 1000),
-            )
-        )
+    raise NotFoundError(f"No render with id {render_id!r}.")
 
 
 def call_counts(url: str) -> dict[str, int]:

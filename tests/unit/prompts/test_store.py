@@ -9,8 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
-from mlops.errors import ConflictError, InvalidInputError, NotFoundError, UnsafePathError
+from mlops.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceError,
+    UnsafePathError,
+)
 from mlops.prompts import publishing
 from mlops.prompts.models import PromptMetadata, VariableSpec
 from mlops.prompts.rendering import RenderError
@@ -370,3 +377,104 @@ def test_a_failed_push_keeps_the_publish_and_says_so(tmp_path: Path) -> None:
     result = publishing.publish(store, "risk_report", 1, "alice")
     assert result.pushed is False and "refused by policy" in (result.push_error or "")
     assert store.detail("risk_report").published_version == 1
+
+
+def _assert_next_commit_is_only_its_own(store: PromptStore, before: tuple[str, str, str]) -> None:
+    repo = store.repository.path
+    assert repo_snapshot(repo) == before
+    source = store.detail("risk_report").template
+    store.update("risk_report", 1, source + "\nok edit\n", None, "bob", "bob", "bob's edit")
+    files = git(repo, "show", "--name-only", "--format=", "HEAD").split()
+    assert files == ["risk_report/template.j2"]
+    assert "REFUSED" not in git(repo, "show", "HEAD:market_summary/template.j2")
+    assert [v.version for v in store.history("market_summary")] == [1]
+
+
+@pytest.mark.parametrize("author", ["Bob <bob@corp.com>", "a>b", "x\ny", "tab\there", " "])
+def test_an_invalid_author_is_422_and_stages_nothing(store: PromptStore, author: str) -> None:
+    before = repo_snapshot(store.repository.path)
+    source = store.detail("market_summary").template
+    with pytest.raises(InvalidInputError, match="author"):
+        store.update("market_summary", 1, source + "\nREFUSED\n", None, author, "api", "bad")
+    _assert_next_commit_is_only_its_own(store, before)
+
+
+def test_a_commit_refused_by_a_hook_is_503_and_stages_nothing(store: PromptStore) -> None:
+    repo = store.repository.path
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho refused by policy >&2\nexit 1\n")
+    hook.chmod(0o755)
+    before = repo_snapshot(repo)
+    source = store.detail("market_summary").template
+    with pytest.raises(ServiceError, match="hook"):
+        store.update("market_summary", 1, source + "\nREFUSED\n", None, "alice", "api", "x")
+    hook.unlink()
+    _assert_next_commit_is_only_its_own(store, before)
+
+
+def test_a_busy_write_lock_is_a_service_error(store: PromptStore) -> None:
+    lock = store.repository._file_lock
+    other = FileLock(lock.lock_file, timeout=0.1)
+    store.repository._file_lock = other
+    with FileLock(lock.lock_file, timeout=1), pytest.raises(ServiceError, match="busy"):
+        _create(store)
+
+
+def test_files_outside_template_folders_do_not_make_templates(store: PromptStore) -> None:
+    repo = store.repository.path
+    (repo / ".github").mkdir()
+    (repo / ".github" / "ci.yml").write_text("x: 1\n")
+    (repo / "NOTES.md").write_text("notes\n")
+    (repo / "market_summary" / "README.md").write_text("about\n")
+    git(repo, "add", ".github/ci.yml", "NOTES.md", "market_summary/README.md")
+    git(repo, "-c", "user.name=ci", "-c", "user.email=ci@x", "commit", "-qm", "ci files")
+    assert [t.name for t in store.list_templates()] == SHIPPED
+    assert [v.version for v in store.history("market_summary")] == [1]
+
+
+def test_a_refresh_indexes_up_to_the_head_it_read(settings: Settings, store: PromptStore) -> None:
+    other = PromptStore(settings)
+    _create(store)
+    read_head = store.repository.head_sha()
+    store.update("greet", 1, "Hi {{ who }}", None, "alice", "api", "second")
+    real = other.repository.head_sha
+    # The other store read HEAD just before the second commit of `greet` landed.
+    other.repository.head_sha = lambda: read_head  # type: ignore[method-assign]
+    other.index.refresh()
+    other.repository.head_sha = real  # type: ignore[method-assign]
+    assert [v.version for v in other.history("greet")] == [1, 2]
+    assert other.index.head == real()
+
+
+def test_rollback_only_goes_back_to_an_earlier_published_version(store: PromptStore) -> None:
+    _create(store)
+    store.update("greet", 1, "Hi {{ who }}", None, "a", "a")
+    store.update("greet", 2, "Hey {{ who }}", None, "a", "a")
+    publishing.publish(store, "greet", 1, "a")
+    before = repo_snapshot(store.repository.path)
+    with pytest.raises(InvalidInputError, match="never published") as info:
+        publishing.rollback(store, "greet", 3, "a")
+    assert info.value.details["published_versions"] == [1]
+    with pytest.raises(ConflictError, match="already live"):
+        publishing.rollback(store, "greet", 1, "a")
+    assert repo_snapshot(store.repository.path) == before
+    publishing.publish(store, "greet", 2, "a")
+    back = publishing.rollback(store, "greet", 1, "a")
+    assert back.event == "rollback" and store.state("greet").live_version == 1
+
+
+def test_any_failure_after_staging_unstages_the_edit(
+    store: PromptStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import git as gitpython
+
+    def broken_commit(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    before = repo_snapshot(store.repository.path)
+    source = store.detail("market_summary").template
+    with monkeypatch.context() as patch:
+        patch.setattr(gitpython.IndexFile, "commit", broken_commit)
+        with pytest.raises(RuntimeError, match="disk full"):
+            store.update("market_summary", 1, source + "\nREFUSED\n", None, "alice", "api", "x")
+    _assert_next_commit_is_only_its_own(store, before)

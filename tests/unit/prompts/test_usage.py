@@ -95,3 +95,30 @@ def test_outcomes_are_reported_once_by_render_id(settings: Settings) -> None:
         usage.report_outcome(settings.metadata_url, "0" * 32, True, "")
     report = analytics.usage_report(settings.metadata_url, "greet")
     assert report.outcomes == {"failure": 1} and report.total.calls == 1
+
+
+def test_concurrent_outcome_reports_of_one_render_exactly_one_accepted(settings: Settings) -> None:
+    recorder = usage.recorder_for(settings.metadata_url)
+    event = usage.new_event("greet", 1, None, 1.0, "tester")
+    recorder.record(event)
+    barrier = threading.Barrier(12)
+    results: list[str] = []
+
+    def report(i: int) -> None:
+        barrier.wait()
+        try:
+            usage.report_outcome(settings.metadata_url, event["id"], i % 2 == 0, f"thread {i}")
+            results.append("accepted")
+        except ConflictError:
+            results.append("conflict")
+        except Exception as exc:  # pragma: no cover - reported by the assertion below
+            results.append(repr(exc))
+
+    threads = [threading.Thread(target=report, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == ["accepted"] + ["conflict"] * 11
+    report_ = analytics.usage_report(settings.metadata_url, "greet")
+    assert sum(report_.outcomes.values()) == 1

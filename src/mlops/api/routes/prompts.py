@@ -11,10 +11,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from mlops.api.deps import Caller, SettingsDep, read_access
-from mlops.errors import MlopsError
+from mlops.errors import InvalidInputError, MlopsError
 from mlops.prompts import analytics, publishing, usage
 from mlops.prompts.models import (
     MAX_TEMPLATE_BYTES,
@@ -30,6 +30,7 @@ from mlops.prompts.models import (
     UsageReport,
     VersionInfo,
 )
+from mlops.prompts.repository import check_author
 from mlops.prompts.store import PromptStore, open_store
 from mlops.settings import Settings
 
@@ -58,8 +59,20 @@ _TEMPLATE_TEXT = Field(max_length=MAX_TEMPLATE_BYTES * 2, description="Jinja2 so
 class _Authored(BaseModel):
     message: str = Field(default="", max_length=2000, description="Commit message.")
     author: str | None = Field(
-        default=None, max_length=200, description="Commit author (default: the caller)."
+        default=None,
+        max_length=200,
+        description="Commit author (default: the caller); no '<', '>' or control characters.",
     )
+
+    @field_validator("author")
+    @classmethod
+    def _valid_author(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_author(value)
+            except InvalidInputError as exc:
+                raise ValueError(exc.message) from None
+        return value
 
 
 class _WithMetadata(_Authored):
