@@ -32,6 +32,17 @@ from mlops.features.compute import FEATURE_COLUMNS  # noqa: E402  (after sys.pat
 from mlops.features.datasets import LABEL_REF  # noqa: E402
 
 SERVICE = "model_features"
+LATENCY_HEADERS = [
+    "operation",
+    "n",
+    "platform p50",
+    "platform p95",
+    "bare p50",
+    "bare p95",
+    "ratio p95",
+    "latency target",
+    "overhead target",
+]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -406,17 +417,7 @@ def main() -> int:
     report.append("### Latency: platform vs bare Feast SDK (ms)\n")
     report.append(
         md_table(
-            [
-                "operation",
-                "n",
-                "platform p50",
-                "platform p95",
-                "bare p50",
-                "bare p95",
-                "ratio p95",
-                "latency target",
-                "overhead target",
-            ],
+            LATENCY_HEADERS,
             result_rows,
         )
     )

@@ -29,7 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # for `flows.ingest`
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `bench_features`
 
-from bench_features import log, md_table, once, percentile  # noqa: E402  (after sys.path)
+from bench_features import (  # noqa: E402  (after sys.path)
+    LATENCY_HEADERS,
+    log,
+    md_table,
+    once,
+    percentile,
+)
 
 MODEL = "direction-model"
 API = "/api/v1/ml"
@@ -236,7 +242,7 @@ def main() -> int:
 
     from mlops.api.app import create_app
     from mlops.features.store import open_store
-    from mlops.lifecycle import gates, mlflow_backend, promotion, training
+    from mlops.lifecycle import gates, mlflow_backend, registry, training
 
     report: list[str] = []
     t0 = time.perf_counter()
@@ -430,7 +436,7 @@ def main() -> int:
                 log(f"  {deploys[-1]['status']} in {deploys[-1]['total_s']:.2f}s")
 
             # make sure production serves v1 for the predictions
-            if promotion.alias_version(settings, MODEL, "production") != v1:
+            if registry.alias_version(settings, MODEL, "production") != v1:
                 deploys.append(deploy(v1))
 
             # ---------------------------------------------------- 5. predictions
@@ -438,13 +444,13 @@ def main() -> int:
             tickers = [str(x) for x in bars["ticker"].unique()[:n_predict_tickers]]
             store = open_store(settings)
             service = store.get_feature_service("model_features")
-            prod_version = promotion.alias_version(settings, MODEL, "production")
+            prod_version = registry.alias_version(settings, MODEL, "production")
             if prod_version is None:  # every deployment failed: nothing to predict with
                 log("predict skipped: direction-model has no production version")
                 predict_skipped = True
             else:
                 predict_skipped = False
-                bare_model = promotion.load_version(settings, MODEL, prod_version)
+                bare_model = registry.load_version(settings, MODEL, prod_version)
             columns = bare_model.metadata.get_input_schema().input_names()
 
             def api_predict(i: int) -> None:
@@ -517,17 +523,7 @@ def main() -> int:
     report.append("### Latency: platform vs bare client (ms)\n")
     report.append(
         md_table(
-            [
-                "operation",
-                "n",
-                "platform p50",
-                "platform p95",
-                "bare p50",
-                "bare p95",
-                "ratio p95",
-                "latency target",
-                "overhead target",
-            ],
+            LATENCY_HEADERS,
             rows,
         )
     )
