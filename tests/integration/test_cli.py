@@ -49,20 +49,20 @@ def test_help_lists_the_command_groups() -> None:
 def test_features_list_json_and_table(cli_env: Settings) -> None:
     result = runner.invoke(app, ["features", "list", "--json", "--type", "Float64"])
     assert result.exit_code == 0, result.output
-    page = json.loads(result.output)
+    page = json.loads(result.stdout)
     assert page["total"] == 8 and all(f["dtype"] == "Float64" for f in page["items"])
-    found = json.loads(runner.invoke(app, ["features", "list", "-s", "volume", "--json"]).output)
+    found = json.loads(runner.invoke(app, ["features", "list", "-s", "volume", "--json"]).stdout)
     assert [f["name"] for f in found["items"]] == ["volume_zscore_20d"]
     table = runner.invoke(app, ["features", "list", "--search", "volume"])
     assert "Features (1)" in table.output and "volume_signals" in table.output
 
 
 def test_features_show_history_and_diff(cli_env: Settings) -> None:
-    shown = json.loads(runner.invoke(app, ["features", "show", "ret_5d", "--json"]).output)
+    shown = json.loads(runner.invoke(app, ["features", "show", "ret_5d", "--json"]).stdout)
     assert shown["statistics"]["count"] > 0 and shown["feature_view"] == "price_returns"
     table = runner.invoke(app, ["features", "show", "ret_5d"])
     assert "Statistics (v1)" in table.output and "quantiles" in table.output
-    history = json.loads(runner.invoke(app, ["features", "history", "ret_5d", "--json"]).output)
+    history = json.loads(runner.invoke(app, ["features", "history", "ret_5d", "--json"]).stdout)
     assert [v["version"] for v in history] == [1]
     diff = runner.invoke(app, ["features", "diff", "price_returns", "1", "1"])
     assert "No differences." in diff.output
@@ -98,9 +98,9 @@ def test_datasets_create_list_download(cli_env: Settings, tmp_path: Path) -> Non
         ],
     )
     assert created.exit_code == 0, created.output
-    info = json.loads(created.output)
+    info = json.loads(created.stdout)
     assert info["tickers"] == ["BUCI"] and info["rows"] > 15
-    listed = json.loads(runner.invoke(app, ["datasets", "list", "--json"]).output)
+    listed = json.loads(runner.invoke(app, ["datasets", "list", "--json"]).stdout)
     assert "cli-ds" in [d["name"] for d in listed]
     out = runner.invoke(
         app, ["datasets", "download", "cli-ds", "-o", str(tmp_path), "--format", "csv"]

@@ -30,15 +30,10 @@ def cli_env(lifecycle: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Setti
 
 
 def _json(args: list[str]) -> Any:
+    """A command's JSON (stdout: log lines of MLflow or Prefect go to stderr)."""
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    return json.loads(
-        result.output[
-            result.output.index("{")
-            if result.output.lstrip()[0] == "{"
-            else result.output.index("[") :
-        ]
-    )
+    return json.loads(result.stdout)
 
 
 def test_experiments_list_show_create_compare(cli_env: Settings, lifecycle: dict[str, Any]) -> None:

@@ -29,6 +29,13 @@ def _run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def _stdout(*args: str) -> tuple[int, str]:
+    """Exit code and stdout only: JSON and rendered text, without the log lines that
+    background threads (MLflow set-up) may write to stderr meanwhile."""
+    result = runner.invoke(app, ["prompts", *args])
+    return result.exit_code, result.stdout
+
+
 def _editor(tmp_path: Path, body: str) -> str:
     script = tmp_path / "editor.sh"
     script.write_text(f"#!/bin/sh\n{body}\n")
@@ -50,12 +57,12 @@ def _create_greet(tmp_path: Path) -> None:
 def test_list_show_history_and_json(home: Path) -> None:
     code, out = _run("list")
     assert code == 0 and "Prompt templates (5)" in out and "market_summary" in out
-    items = json.loads(_run("list", "--json")[1])
+    items = json.loads(_stdout("list", "--json")[1])
     assert {i["name"] for i in items} >= {"risk_report", "trade_rationale"}
     code, out = _run("show", "risk_report")
     assert code == 0 and "risk_report" in out and "exposures: object" in out
     assert '{% include "compliance_footer" %}' in out
-    history = json.loads(_run("history", "risk_report", "--json")[1])
+    history = json.loads(_stdout("history", "risk_report", "--json")[1])
     assert history[0]["version"] == 1 and history[0]["author"] == "cli-user"
     assert _run("show", "nope")[0] == 4
     assert _run("show", "../etc")[0] == 2
@@ -72,9 +79,11 @@ def test_create_edit_diff_publish_render_rollback(
     assert "-Hello {{ who }}" in out and "+Howdy {{ who }}" in out and "(metadata unchanged)" in out
     code, out = _run("publish", "greet", "1", "-m", "go")
     assert code == 0 and "greet v1 is live" in out
-    code, out = _run("render", "greet", "--var", "who=desk")
+    code, out = _stdout("render", "greet", "--var", "who=desk")
     assert code == 0 and out == "Hello desk\n"
-    rendered = json.loads(_run("render", "greet", "-v", "who=a", "--label", "latest", "--json")[1])
+    rendered = json.loads(
+        _stdout("render", "greet", "-v", "who=a", "--label", "latest", "--json")[1]
+    )
     assert rendered["output"] == "Howdy a\n" and rendered["version"] == 2
     code, out = _run("test", "greet")
     assert code == 2 and "FAIL greet v2 desk" in out
@@ -85,7 +94,7 @@ def test_create_edit_diff_publish_render_rollback(
     assert code == 4
     code, out = _run("history", "greet")
     assert "howdy" in out and "v2" in out
-    report = json.loads(_run("usage", "greet", "--json")[1])
+    report = json.loads(_stdout("usage", "greet", "--json")[1])
     assert report["total"]["calls"] == 2 and [v["version"] for v in report["versions"]] == [1, 2]
     code, out = _run("usage", "greet", "--bucket", "hour")
     assert code == 0 and "2 calls" in out and "Per hour" in out
