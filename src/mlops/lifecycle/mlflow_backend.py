@@ -58,30 +58,14 @@ def client(settings: Settings) -> MlflowClient:
     """An MlflowClient on the platform's backend (the schema is created on first use)."""
     _allow_pickle(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
-    return _client(settings.tracking_uri, (settings.home / ARTIFACTS_DIR).resolve().as_uri())
+    return _client(settings.tracking_uri)
 
 
 @lru_cache(maxsize=8)
-def _client(uri: str, artifact_root: str) -> MlflowClient:
+def _client(uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
-    _create_schema(uri, artifact_root)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def _create_schema(uri: str, artifact_root: str) -> None:
-    """Create MLflow's tables ourselves when the database is new, so that its `Default`
-    experiment keeps its artifacts under MLOPS_HOME rather than in `./mlruns` of whatever
-    folder the command ran in (MlflowClient gives it no other root)."""
-    from sqlalchemy import inspect
-
-    if not uri.startswith(("sqlite:", "postgresql", "mysql")):
-        return
-    if inspect(_engine(uri)).has_table("experiments"):
-        return
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    SqlAlchemyStore(uri, artifact_root)
 
 
 def forget_clients() -> None:
