@@ -28,16 +28,6 @@ app.add_typer(models.app, name="models")
 app.command("predict")(handle_errors(models.predict_cmd))
 app.add_typer(prompts.app, name="prompts")
 
-INGEST_STEPS = (
-    "load",
-    "validate",
-    "compute",
-    "write_offline",
-    "apply",
-    "materialize",
-    "statistics",
-)
-
 
 def _latest_run_steps(config: Settings, since_id: int) -> list[dict[str, Any]]:
     from mlops.features.ingest import latest_runs
@@ -50,7 +40,7 @@ def run_ingest_with_progress(config: Settings, source: str, message: str) -> dic
     """Run the ingest flow, drawing a progress bar from the steps it records."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from mlops.features.ingest import latest_runs
+    from mlops.features.ingest import INGEST_STEPS, latest_runs
     from mlops.orchestration import configure_prefect, run_ingest
 
     config.ensure_dirs()

@@ -38,6 +38,16 @@ BARS_FILE = "bars.parquet"
 FEATURES_FILE = "daily_features.parquet"
 LABELS_FILE = "labels.parquet"
 DEMO_SOURCE = "demo"
+INGEST_STEPS = (
+    "load",
+    "validate",
+    "compute",
+    "write_offline",
+    "apply",
+    "materialize",
+    "statistics",
+)
+"""The steps the `ingest` flow records, in order (the CLI's progress bar counts them)."""
 
 
 @dataclass

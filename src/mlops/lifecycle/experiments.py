@@ -188,14 +188,7 @@ def _summary_select(metric: str, dialect: str, scope: Any) -> tuple[Any, dict[st
         .outerjoin(best, best.c.experiment_id == SqlExperiment.experiment_id)
         .where(SqlExperiment.experiment_id.in_(scope))
     )
-    columns = {
-        "name": SqlExperiment.name,
-        "created": SqlExperiment.creation_time,
-        "updated": updated,
-        "run_count": run_count,
-        "status": SqlExperiment.lifecycle_stage,
-        "metric": best.c.best,
-    }
+    columns = {**_plain_sorts(), "updated": updated, "run_count": run_count, "metric": best.c.best}
     return statement, columns
 
 
