@@ -91,3 +91,11 @@ class DeploymentFailedError(MlopsError):
     code = "deployment_failed"
     http_status = 409
     exit_code = 10
+
+
+class EvaluationFailedError(MlopsError):
+    """An evaluation ran, and a test of it failed or could not be computed."""
+
+    code = "evaluation_failed"
+    http_status = 200
+    exit_code = 11

@@ -102,3 +102,25 @@ def start_deployment(settings: Settings, deployment_id: str) -> threading.Thread
     )
     thread.start()
     return thread
+
+
+def run_evaluation(settings: Settings, evaluation_id: str) -> None:
+    """Run the `evaluate` flow for a recorded evaluation in this process; the record, not an
+    exception, tells the outcome."""
+    from flows.evaluate import evaluate_flow
+
+    from mlops.evaluation import records
+
+    try:
+        evaluate_flow(evaluation_id=evaluation_id, settings=settings)
+    except Exception as exc:  # the flow never started or crashed: the record says why
+        records.finish(settings, evaluation_id, f"{type(exc).__name__}: {exc}")
+
+
+def start_evaluation(settings: Settings, evaluation_id: str) -> threading.Thread:
+    """Run the evaluation in a background thread of this process (the API's, the CLI's)."""
+    thread = threading.Thread(
+        target=run_evaluation, args=(settings, evaluation_id), name=f"eval-{evaluation_id[:8]}"
+    )
+    thread.start()
+    return thread

@@ -9,12 +9,10 @@ from __future__ import annotations
 import shutil
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -23,10 +21,10 @@ from conftest import copy_version
 from mlops.api.app import create_app
 from mlops.db import Deployment, session_scope
 from mlops.errors import ConflictError
-from mlops.features.compute import FEATURE_COLUMNS
 from mlops.lifecycle import deployments, mlflow_backend, promotion, registry
 from mlops.orchestration import run_deployment
 from mlops.settings import Settings
+from registered_models import add_version, logged_model
 
 API = "/api/v1/ml"
 
@@ -73,15 +71,6 @@ def _aliases(settings: Settings, name: str) -> dict[str, str]:
     return {alias: str(version) for alias, version in model.aliases.items()}
 
 
-def _add_version(settings: Settings, name: str, source_version: str) -> str:
-    mlflow_backend.configure_mlflow(settings)  # resolves the `models:/m-...` source
-    source = mlflow_backend.client(settings).get_model_version("lifecycle-model", source_version)
-    created = mlflow_backend.client(settings).create_model_version(
-        name, source.source, run_id=source.run_id
-    )
-    return str(created.version)
-
-
 def test_deploy_to_production_runs_every_gate_and_moves_aliases(
     client: TestClient, auth: dict[str, str], settings: Settings
 ) -> None:
@@ -117,7 +106,7 @@ def test_second_version_is_compared_with_production_then_rolled_back(
 ) -> None:
     name = copy_version(settings, "1")
     _deploy(client, auth, name)
-    second = _add_version(settings, name, "2")
+    second = add_version(settings, name, "2")
     record = _deploy(client, auth, name, second)
     assert record["status"] == "succeeded", record["error"]
     champion = next(g for g in record["stages"][0]["gates"] if g["name"] == "champion:roc_auc")
@@ -223,14 +212,14 @@ def test_production_keeps_its_version_when_a_challenger_fails(
 
 
 def test_signature_misfit_and_raising_model_fail_their_gates(settings: Settings) -> None:
-    misfit = _logged_model(settings, columns=["ret_1d", "not_served"])
+    misfit = logged_model(settings, columns=["ret_1d", "not_served"])
     record = _run(
         settings, deployments.request_deployment(settings, misfit, "1", "production", "t")
     )
     gate = next(g for g in record.stages[0].gates if not g.passed)
     assert gate.name == "signature" and "not_served" in gate.message
 
-    raising = _logged_model(settings, columns=None)
+    raising = logged_model(settings, columns=None)
     record = _run(
         settings, deployments.request_deployment(settings, raising, "1", "production", "t")
     )
@@ -313,7 +302,7 @@ def test_predict_uses_the_production_model_and_follows_the_alias(
     expected = model.predict(frame)[:, 1]
     assert [p["probability_up"] for p in body["predictions"]] == pytest.approx(list(expected))
 
-    second = _add_version(settings, name, "2")
+    second = add_version(settings, name, "2")
     _deploy(client, auth, name, second)
     assert (
         client.post(f"{API}/models/{name}/predict", json={"tickers": tickers[:1]}).json()["version"]
@@ -354,52 +343,9 @@ def _broken_version(settings: Settings, name: str, tmp_path: Path) -> str:
     return str(created.version)
 
 
-def _logged_model(settings: Settings, columns: list[str] | None) -> str:
-    """Register a model of its own: a logistic regression on `columns`, or (None) a pyfunc
-    model with the served inputs whose predict raises."""
-    import numpy as np
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
-
-    mlflow_backend.configure_mlflow(settings)
-    name = f"test-logged-{uuid.uuid4().hex[:8]}"
-    mlflow.set_experiment("lifecycle-test-models")
-    with mlflow.start_run():
-        if columns is not None:
-            frame = pd.DataFrame(
-                np.random.default_rng(0).normal(size=(40, len(columns))), columns=columns
-            )
-            labels = np.arange(40) % 2
-            model = LogisticRegression().fit(frame, labels)
-            mlflow.sklearn.log_model(
-                model,
-                name="model",
-                registered_model_name=name,
-                pyfunc_predict_fn="predict_proba",
-                signature=infer_signature(frame, model.predict_proba(frame)),
-            )
-        else:
-            served = list(FEATURE_COLUMNS)
-            frame = pd.DataFrame(np.zeros((2, len(served))), columns=served)
-            mlflow.pyfunc.log_model(
-                name="model",
-                python_model=_Raising(),
-                registered_model_name=name,
-                signature=infer_signature(frame, np.zeros((2, 2))),
-            )
-    return name
-
-
-class _Raising(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
-    """A pyfunc model whose predict raises."""
-
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        raise RuntimeError("boom")
-
-
 def test_predict_reports_a_model_that_raises(client: TestClient, settings: Settings) -> None:
     """An alias moved outside the platform onto a model that raises: a clear 500, no trace."""
-    name = _logged_model(settings, columns=None)
+    name = logged_model(settings, columns=None)
     mlflow_backend.client(settings).set_registered_model_alias(name, "production", "1")
     ticker = str(pd.read_parquet(settings.data_dir / "bars.parquet")["ticker"].iloc[0])
     response = client.post(f"{API}/models/{name}/predict", json={"tickers": [ticker]})
@@ -413,7 +359,7 @@ def test_rollbacks_walk_back_the_production_history(
     client: TestClient, auth: dict[str, str], settings: Settings
 ) -> None:
     name = copy_version(settings, "1")
-    second, third = _add_version(settings, name, "2"), _add_version(settings, name, "1")
+    second, third = add_version(settings, name, "2"), add_version(settings, name, "1")
     for version in ("1", second, third, third):  # redeploying the current one changes nothing
         assert _deploy(client, auth, name, version)["status"] == "succeeded"
     assert deployments.production_history(settings, name) == ["1", second, third]
@@ -432,7 +378,7 @@ def test_rollback_of_a_deployment_is_bound_to_it(
 ) -> None:
     name = copy_version(settings, "1")
     first = _deploy(client, auth, name)
-    second = _deploy(client, auth, name, _add_version(settings, name, "2"))
+    second = _deploy(client, auth, name, add_version(settings, name, "2"))
     stale = client.post(f"{API}/deployments/{first['id']}/rollback", headers=auth)
     assert stale.status_code == 409 and "not v1" in stale.json()["error"]["message"]
     rolled = client.post(
@@ -449,8 +395,8 @@ def test_rollback_refuses_an_alias_moved_outside_the_platform(
 ) -> None:
     name = copy_version(settings, "1")
     _deploy(client, auth, name)
-    _deploy(client, auth, name, _add_version(settings, name, "2"))
-    third = _add_version(settings, name, "1")
+    _deploy(client, auth, name, add_version(settings, name, "2"))
+    third = add_version(settings, name, "1")
     mlflow_backend.client(settings).set_registered_model_alias(name, "production", third)
     response = client.post(f"{API}/models/{name}/rollback", headers=auth)
     assert response.status_code == 409 and "moved outside the platform" in response.text

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlops import __version__
-from mlops.api.routes import datasets, experiments, features, models, prompts
+from mlops.api.routes import datasets, evaluation, experiments, features, models, prompts
 from mlops.errors import MlopsError
 from mlops.health import Health, check_health
 from mlops.settings import Settings, load_settings
@@ -73,10 +73,9 @@ def _warm_up(settings: Settings) -> None:
     """Import MLflow and open its store once, so the first model request does not pay the
     ~5 s of imports and schema checks."""
     try:
-        import mlflow.pyfunc  # noqa: F401
+        from mlops.lifecycle.mlflow_backend import import_mlflow, tracking_engine
 
-        from mlops.lifecycle.mlflow_backend import tracking_engine
-
+        import_mlflow()
         tracking_engine(settings)
     except Exception:  # the request that needs MLflow will report the problem
         log.warning("MLflow warm-up failed", exc_info=True)
@@ -117,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(experiments.router, prefix=API_PREFIX)
     app.include_router(models.router, prefix=API_PREFIX)
     app.include_router(prompts.router, prefix=API_PREFIX)
+    app.include_router(evaluation.router, prefix=API_PREFIX)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> JSONResponse:

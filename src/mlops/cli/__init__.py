@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from mlops.cli import datasets, experiments, features, models, prompts
+from mlops.cli import datasets, evaluation, experiments, features, models, prompts
 from mlops.cli.common import console, handle_errors, print_json, settings
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ app.add_typer(experiments.app, name="experiments")
 app.add_typer(models.app, name="models")
 app.command("predict")(handle_errors(models.predict_cmd))
 app.add_typer(prompts.app, name="prompts")
+app.add_typer(evaluation.app, name="eval")
 
 
 def _latest_run_steps(config: Settings, since_id: int) -> list[dict[str, Any]]:

@@ -103,7 +103,7 @@ def current_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
 
 
-def _owner_alive(owner: str) -> bool | None:
+def owner_alive(owner: str) -> bool | None:
     """Whether the owning process still runs; None when it runs on another host."""
     host, _, rest = owner.partition(":")
     pid, _, started = rest.partition(":")
@@ -309,7 +309,7 @@ def reap_interrupted(settings: Settings) -> int:
         for row in rows:
             beat = _aware(row.heartbeat_at)
             stale = beat is None or now - beat > STALE_AFTER
-            if _owner_alive(row.owner) is False or stale:
+            if owner_alive(row.owner) is False or stale:
                 _close_interrupted(settings, row, now)
                 reaped += 1
     return reaped

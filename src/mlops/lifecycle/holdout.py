@@ -49,16 +49,32 @@ def online_rows(settings: Settings, columns: list[str]) -> pd.DataFrame:
     return frame.dropna(subset=columns).reset_index(drop=True)
 
 
-def holdout(
-    settings: Settings, columns: list[str], days: int, since: pd.Timestamp | None = None
-) -> pd.DataFrame:
-    """Complete labelled rows of the last `days` dates of the offline store (from `since`)."""
+def labelled_rows(settings: Settings, columns: list[str], complete: bool = True) -> pd.DataFrame:
+    """Rows of the offline store with the label and `columns` (all present when `complete`)."""
     labels_path = settings.data_dir / LABELS_FILE
     if not labels_path.exists():
         raise InvalidInputError(f"The offline store has no labels yet ({labels_path}).")
     labels = pd.read_parquet(labels_path, columns=["ticker", "event_timestamp", LABEL])
     frame = _features(settings, columns).merge(labels, on=["ticker", "event_timestamp"])
-    frame = frame.dropna(subset=[*columns, LABEL])
+    return frame.dropna(subset=[*columns, LABEL]) if complete else frame
+
+
+def offline_columns(settings: Settings) -> list[str]:
+    """The feature columns of the offline store (without the entity key and timestamp)."""
+    import pyarrow.parquet as pq
+
+    path = settings.data_dir / FEATURES_FILE
+    if not path.exists():
+        raise InvalidInputError(f"The offline store has no features yet ({path}): ingest first.")
+    names = pq.read_schema(path).names
+    return [n for n in names if n not in ("ticker", "event_timestamp")]
+
+
+def holdout(
+    settings: Settings, columns: list[str], days: int, since: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """Complete labelled rows of the last `days` dates of the offline store (from `since`)."""
+    frame = labelled_rows(settings, columns)
     if since is not None:
         frame = frame[frame["event_timestamp"] >= since]
     dates = frame["event_timestamp"].drop_duplicates().nlargest(days)

@@ -8,6 +8,7 @@ MLflow is imported inside the functions: importing this module stays cheap.
 from __future__ import annotations
 
 import os
+import threading
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,17 @@ if TYPE_CHECKING:
 ARTIFACTS_DIR = "mlartifacts"
 DESCRIPTION_TAG = "mlflow.note.content"
 """The tag the MLflow UI shows as an experiment's or run's description."""
+
+
+_import_lock = threading.Lock()
+
+
+def import_mlflow() -> None:
+    """Import MLflow under a lock. Two threads importing it at once (the API's warm-up and a
+    request) can meet its circular imports half-initialized and fail with ImportError."""
+    with _import_lock:
+        import mlflow.pyfunc
+        import mlflow.tracking  # noqa: F401
 
 
 def ms_to_datetime(value: int | None) -> datetime | None:
@@ -46,6 +58,7 @@ def configure_mlflow(settings: Settings) -> None:
     sklearn flavour stores them with skops); MLflow 3.17 refuses to load them unless
     pickle deserialization is allowed, which the settings decide.
     """
+    import_mlflow()
     import mlflow
 
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -58,6 +71,7 @@ def client(settings: Settings) -> MlflowClient:
     """An MlflowClient on the platform's backend (the schema is created on first use)."""
     _allow_pickle(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
+    import_mlflow()
     return _client(settings.tracking_uri)
 
 

@@ -83,7 +83,66 @@ def validate(settings: Settings, info: DeploymentInfo) -> StageOutcome:
     results.extend(_holdout_gates(settings, info, config, model, columns))
     if not all(r.passed for r in results):
         return _stop(results)
+    if config.suites:
+        results.extend(_suite_gates(settings, info, config.suites))
+        if not all(r.passed for r in results):
+            return _stop(results)
     return StageOutcome(results, f"{len(results)} gates passed")
+
+
+def _suite_gates(
+    settings: Settings, info: DeploymentInfo, suites: list[str]
+) -> list[gates.GateResult]:
+    """The evaluation suites the gate config requires, run on the candidate (the `evaluate`
+    flow, a recorded evaluation with MLflow runs); one gate per suite."""
+    from mlops.evaluation import records, service
+    from mlops.evaluation.runner import ModelRef
+    from mlops.orchestration import run_evaluation
+
+    try:
+        evaluation_id = service.request_evaluation(
+            settings,
+            suites,
+            [ModelRef(name=info.model_name, version=info.version)],
+            explain=False,
+            caller=f"deployment {info.id}",
+            reason=f"gate of deployment {info.id}",
+        )
+    except MlopsError as exc:
+        return [gates.GateResult(name="suites", passed=False, message=exc.message)]
+    run_evaluation(settings, evaluation_id)
+    evaluation = records.get(settings, evaluation_id)
+    by_suite = {r.suite: r for r in evaluation.results}
+    results = []
+    for suite in suites:
+        result = by_suite.get(suite)
+        if result is None:
+            message = evaluation.error or "the suite did not run"
+            results.append(gates.GateResult(name=f"suite:{suite}", passed=False, message=message))
+            continue
+        bad = [t for t in result.tests if t.status != "passed"]
+        message = f"{len(result.tests) - len(bad)} of {len(result.tests)} tests passed" + "".join(
+            f"; {t.name} {t.status}: {t.reason}" for t in bad
+        )
+        results.append(
+            gates.GateResult(
+                name=f"suite:{suite}",
+                passed=result.status == "passed",
+                message=message,
+                value=float(len(bad)),
+                threshold=0.0,
+                operator="<=",
+                details={
+                    "evaluation_id": evaluation_id,
+                    "mlflow_run_id": result.mlflow_run_id,
+                    "tests": [
+                        t.model_dump(include={"name", "status", "value", "operator", "threshold"})
+                        for t in result.tests
+                    ],
+                },
+            )
+        )
+    return results
 
 
 def _test_start(settings: Settings, info: DeploymentInfo) -> pd.Timestamp | None:

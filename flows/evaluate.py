@@ -1,0 +1,93 @@
+"""Prefect flow `evaluate`: benchmark suites x model versions, fanned out as one task per
+(model version, suite) and one `explain` task per version. The domain code in
+`mlops.evaluation` does the work and keeps the record; the flow only schedules it.
+
+Started by the API and the CLI for a recorded run (`evaluation_id`), or by a schedule with
+`suites` and `models` (e.g. the nightly run of the standard suite on production)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, wait
+from prefect.runtime import flow_run
+
+from mlops.evaluation import records, runner, service
+from mlops.evaluation.candidates import Candidate
+from mlops.evaluation.runner import ModelRef, Plan
+from mlops.settings import Settings, load_settings
+
+
+class EvaluationFailed(Exception):
+    """Raised at the end of the flow so its run shows as Failed in the Prefect UI."""
+
+
+@task(name="suite", cache_policy=NO_CACHE)
+def suite_task(
+    settings: Settings, evaluation_id: str, plan: Plan, candidate: Candidate, suite: str
+) -> str:
+    result = runner.run_suite(settings, evaluation_id, plan, candidate, suite)
+    records.add_result(settings, evaluation_id, result)
+    get_run_logger().info("%s on %s: %s %s", suite, candidate.label, result.status, result.counts)
+    return result.status
+
+
+@task(name="explain", cache_policy=NO_CACHE)
+def explain_task(settings: Settings, evaluation_id: str, plan: Plan, candidate: Candidate) -> bool:
+    payload = runner.run_explanation(settings, evaluation_id, plan, candidate, plan.explain_rows)
+    records.add_explanation(settings, evaluation_id, candidate.name, candidate.version, payload)
+    if "importance" not in payload:
+        get_run_logger().warning("%s: %s", candidate.label, payload.get("error"))
+    return "importance" in payload
+
+
+@flow(name="evaluate")
+def evaluate_flow(
+    evaluation_id: str | None = None,
+    suites: list[str] | None = None,
+    models: list[dict[str, str]] | None = None,
+    explain: bool = False,
+    requested_by: str = "schedule",
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Run a recorded evaluation, or record and run one for `suites` x `models` (each
+    {"name": ..., "version": ...} or {"name": ..., "alias": "production"})."""
+    settings = settings or load_settings()
+    logger = get_run_logger()
+    if evaluation_id is None:
+        refs = [ModelRef.model_validate(m) for m in models or []]
+        evaluation_id = service.request_evaluation(
+            settings, suites or [], refs, explain, requested_by, "scheduled"
+        )
+    plan = service.take_plan(settings, evaluation_id)
+    records.begin(settings, evaluation_id, flow_run.get_id())
+    explain = records.request_of(settings, evaluation_id).explain
+    error = None
+    try:
+        futures: list[PrefectFuture[Any]] = [
+            suite_task.with_options(task_run_name=f"{suite} · {candidate.label}").submit(
+                settings, evaluation_id, plan, candidate, suite
+            )
+            for candidate in plan.candidates
+            for suite in plan.suites
+        ]
+        if explain:
+            futures += [
+                explain_task.with_options(task_run_name=f"explain · {candidate.label}").submit(
+                    settings, evaluation_id, plan, candidate
+                )
+                for candidate in plan.candidates
+            ]
+        wait(futures)
+        for future in futures:
+            future.result()
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        records.finish(settings, evaluation_id, error)
+    info = records.get(settings, evaluation_id)
+    logger.info("evaluation %s: %s", evaluation_id, info.verdict)
+    return {"evaluation_id": evaluation_id, "verdict": info.verdict, "status": info.status}

@@ -1,0 +1,1 @@
+"""Evaluation harness: benchmark suites, runs, model comparison and SHAP explanations."""
