@@ -104,16 +104,11 @@ def test_up_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         prefect = urls["prefect"]
         deployments = _http.post(f"{prefect}/deployments/filter", json={}).json()
         by_name = {d["name"]: d for d in deployments}
-        assert sorted(by_name) == ["daily-ingest", "nightly-train"]
+        assert sorted(by_name) == ["daily-ingest", "nightly-evaluation", "nightly-train"]
         ingest = by_name["daily-ingest"]
         assert ingest["schedules"][0]["schedule"]["cron"] == "30 21 * * 1-5"
-        run = _http.post(f"{prefect}/deployments/{ingest['id']}/create_flow_run", json={}).json()
-
-        def finished() -> str | None:
-            state = _http.get(f"{prefect}/flow_runs/{run['id']}").json()["state"]["type"]
-            return state if state in ("COMPLETED", "FAILED", "CRASHED") else None
-
-        assert _wait_for(finished, 180, "the deployment run") == "COMPLETED"
+        assert _run_deployment(prefect, ingest["id"]) == "COMPLETED"
+        _nightly_evaluation(urls, by_name["nightly-evaluation"])
         assert token
     finally:
         os.killpg(process.pid, signal.SIGINT)
@@ -122,6 +117,43 @@ def test_up_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "Stopped." in output and "API token" in output
     assert not services.exists()
     assert not any(_port_open(port) for port in ports.values())
+
+
+def _run_deployment(prefect: str, deployment_id: str) -> str:
+    """Start a served deployment through the Prefect API and wait for its final state."""
+    run = _http.post(f"{prefect}/deployments/{deployment_id}/create_flow_run", json={}).json()
+
+    def finished() -> str | None:
+        state = _http.get(f"{prefect}/flow_runs/{run['id']}").json()["state"]["type"]
+        return state if state in ("COMPLETED", "FAILED", "CRASHED") else None
+
+    return str(_wait_for(finished, 180, "the deployment run"))
+
+
+def _nightly_evaluation(urls: dict[str, str], deployment: dict[str, Any]) -> None:
+    """The scheduled evaluation, started as its schedule would, runs the standard suite on
+    the production model; its results show in the platform's API and MLflow's."""
+    assert deployment["schedules"][0]["schedule"]["cron"] == "30 23 * * 1-5"
+    assert _run_deployment(urls["prefect"], deployment["id"]) == "COMPLETED"
+    runs = _http.get(f"{urls['api']}/api/v1/evaluation/results").json()
+    nightly = [r for r in runs if r["requested_by"] == "nightly-evaluation"]
+    assert len(nightly) == 1 and nightly[0]["status"] == "succeeded"
+    result = _http.get(f"{urls['api']}/api/v1/evaluation/results/{nightly[0]['id']}").json()
+    (standard,) = result["results"]
+    assert standard["suite"] == "standard" and len(standard["tests"]) == 9
+    assert result["explained"] == [f"direction-model v{standard['version']}"]
+    experiment = _http.get(
+        f"{urls['mlflow']}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "evaluation"},
+    ).json()["experiment"]
+    found = _http.post(
+        f"{urls['mlflow']}/api/2.0/mlflow/runs/search",
+        json={
+            "experiment_ids": [experiment["experiment_id"]],
+            "filter": f"tags.`mlops.evaluation_id` = '{result['id']}'",
+        },
+    ).json()["runs"]
+    assert len(found) == 2 and {r["info"]["status"] for r in found} == {"FINISHED"}
 
 
 def _deploy_through_the_api(urls: dict[str, str], token: str, production: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -129,3 +130,23 @@ def test_mlflow_on_postgres_trains_lists_deploys_and_predicts(production: Settin
         )
         assert predicted.status_code == 200, predicted.text
         assert len(predicted.json()["predictions"]) == len(tickers)
+        _evaluations_on_postgres(client, auth, deployed, trained.model_name)
+
+
+def _evaluations_on_postgres(
+    client: Any, auth: dict[str, str], deployed: dict[str, Any], model: str
+) -> None:
+    """The suite gate of the deployment and an evaluation run, recorded in PostgreSQL."""
+    gates = {g["name"]: g for g in deployed["stages"][0]["gates"]}
+    assert gates["suite:smoke"]["passed"], gates["suite:smoke"]["message"]
+    body = {"suites": ["standard"], "models": [{"name": model, "alias": "production"}]}
+    result = client.post(
+        "/api/v1/evaluation/run", params={"wait": True}, json=body, headers=auth
+    ).json()
+    assert result["status"] == "succeeded" and result["progress"]["done"] == 2
+    assert len(result["results"][0]["tests"]) == 9 and result["explained"]
+    listed = client.get("/api/v1/evaluation/benchmarks", headers=auth).json()
+    last = {b["name"]: b["last_run"] for b in listed}
+    assert last["standard"]["evaluation_id"] == result["id"]
+    assert last["smoke"]["evaluation_id"] == gates["suite:smoke"]["details"]["evaluation_id"]
+    assert last["stress"] is None
