@@ -21,7 +21,8 @@ from mlops.settings import Settings, load_settings
 
 
 class EvaluationFailed(Exception):
-    """Raised at the end of the flow so its run shows as Failed in the Prefect UI."""
+    """Raised at the end of the flow when a test failed or errored, so the run shows as
+    Failed in the Prefect UI (the record holds every result either way)."""
 
 
 @task(name="suite", cache_policy=NO_CACHE)
@@ -90,4 +91,6 @@ def evaluate_flow(
         records.finish(settings, evaluation_id, error)
     info = records.get(settings, evaluation_id)
     logger.info("evaluation %s: %s", evaluation_id, info.verdict)
+    if info.verdict != "passed":  # the run shows as Failed in the Prefect UI
+        raise EvaluationFailed(f"evaluation {evaluation_id}: verdict {info.verdict}")
     return {"evaluation_id": evaluation_id, "verdict": info.verdict, "status": info.status}

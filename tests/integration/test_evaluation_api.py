@@ -40,6 +40,11 @@ data: {start: 1990-01-01, end: 1990-12-31}
 tests:
   - {name: auc, kind: metric, metric: roc_auc, op: ">=", threshold: 0.5}
 """,
+    "bad-baseline": """
+name: bad-baseline
+tests:
+  - {name: versus_v77, kind: baseline, metric: roc_auc, against: "77"}
+""",
     "impossible": """
 name: impossible
 description: A bar no model clears.
@@ -205,10 +210,9 @@ def test_explanations_with_plots_summary_and_stability(
     assert {"shap_bar.png", "shap_beeswarm.png", "summary.md", "explanation.json"} <= artifacts
     plot = client.get(f"{API}/results/{result['id']}/artifacts/{run_id}/shap_beeswarm.png")
     assert plot.status_code == 200 and plot.content.startswith(PNG)
-    assert client.get(f"{API}/results/{result['id']}/artifacts/{run_id}/..%2Fx").status_code in (
-        400,
-        404,
-    )
+    for name in (".env", "a%5Cb"):
+        unsafe = client.get(f"{API}/results/{result['id']}/artifacts/{run_id}/{name}")
+        assert unsafe.status_code == 400, name
     foreign = client.get(f"{API}/results/{result['id']}/artifacts/{'0' * 32}/shap_bar.png")
     assert foreign.status_code == 404
 
@@ -248,6 +252,7 @@ def test_benchmarks_list_suites_with_their_last_run(
         ({"models": [{"name": "{model}"}]}, 422, "exactly one of version and alias"),
         ({"suites": ["missing-feature"]}, 422, "no feature not_a_feature"),
         ({"suites": ["empty-range"]}, 422, "no labelled rows in range"),
+        ({"suites": ["bad-baseline"]}, 404, "test 'versus_v77': the baseline '77' of model"),
         ({"suites": []}, 422, "suites"),
         ({"explain_rows": 501}, 422, "explain_rows"),
     ],
@@ -307,16 +312,17 @@ def test_a_model_that_raises_errors_its_tests_and_the_run_completes(
 ) -> None:
     raising = logged_model(settings, columns=None)
     body = {
-        "suites": ["smoke"],
+        "suites": ["standard"],
         "models": [{"name": raising, "version": "1"}, {"name": model, "version": "1"}],
         "explain": False,
     }
     result = _run(client, auth, body)
-    assert result["status"] == "succeeded" and result["verdict"] == "error"
     broken, healthy = result["results"]
-    assert broken["status"] == "error" and broken["counts"]["error"] == 3
+    assert broken["status"] == "error" and broken["counts"]["error"] == 9
     assert all("RuntimeError: boom" in t["reason"] for t in broken["tests"])
-    assert healthy["counts"]["error"] == 0
+    assert healthy["counts"]["error"] == 0 and len(healthy["tests"]) == 9
+    assert result["status"] == "succeeded"
+    assert result["verdict"] == ("failed" if healthy["counts"]["failed"] else "error")
     mlflow_client = mlflow_backend.client(settings)
     for item in (broken, healthy):
         assert mlflow_client.get_run(item["mlflow_run_id"]).info.status == "FINISHED"
@@ -344,3 +350,11 @@ def test_an_interrupted_run_is_failed_with_its_mlflow_runs(settings: Settings, m
     info = records.get(settings, evaluation_id)
     assert info.status == "failed" and "Interrupted" in (info.error or "")
     assert mlflow_client.get_run(orphan).info.status == "FAILED"
+
+
+def test_a_suite_named_twice_runs_once(
+    client: TestClient, auth: dict[str, str], model: str
+) -> None:
+    body = {"suites": ["smoke", "smoke"], "models": [{"name": model, "version": "1"}]}
+    result = _run(client, auth, {**body, "explain": False})
+    assert result["suites"] == ["smoke"] and result["progress"] == {"done": 1, "total": 1}

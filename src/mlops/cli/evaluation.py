@@ -280,10 +280,16 @@ def explain_cmd(
     config = settings()
     found = explanations(config, _resolve(config, evaluation_id))
     if model:
+        from mlops.evaluation.candidates import resolve_version
+
         ref = parse_model(model)
-        found = [e for e in found if (e["model_name"], e["version"]) == (ref.name, ref.version)]
+        version = resolve_version(config, ref.name, ref.version, ref.alias)
+        found = [e for e in found if (e["model_name"], e["version"]) == (ref.name, version)]
     if not found:
-        raise NotFoundError("No explanation in this run (was it run with --no-explain?).")
+        raise NotFoundError(
+            "No explanation of " + (model or "any version") + " in this run (was it run with "
+            "--no-explain, or on other versions?)."
+        )
     if json:
         print_json(found)
         return

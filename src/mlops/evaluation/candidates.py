@@ -55,6 +55,11 @@ class Candidate:
             raise ValueError(f"the model returned shape {values.shape} for {len(frame)} rows")
         if values.shape != (len(frame),):
             raise ValueError(f"the model returned {values.shape[0]} values for {len(frame)} rows")
+        bad = int(np.sum(~np.isfinite(values)))
+        if bad:
+            raise ValueError(f"the model returned {bad} NaN or infinite values")
+        if task == "classification" and (values.min() < 0 or values.max() > 1):
+            raise ValueError("the model returned probabilities outside [0, 1]")
         return values, task
 
 

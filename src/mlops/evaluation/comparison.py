@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mlops.lifecycle.metrics import higher_is_better
 
@@ -26,7 +26,7 @@ class Bar(BaseModel):
 class MetricComparison(BaseModel):
     metric: str
     higher_is_better: bool
-    best: str
+    best: str = Field(description="The first best version; every tied one has best=true.")
     bars: list[Bar]
 
 
@@ -77,7 +77,7 @@ def compare(results: list[SuiteResult]) -> list[SuiteComparison]:
                         model=result.model_name,
                         version=result.version,
                         value=value,
-                        best=result.label == best,
+                        best=value == scores[best],  # ties are all best
                         diff_from_best_pct=pct(value, scores[best]),
                         diff_from_production_pct=pct(value, production),
                     )

@@ -541,8 +541,27 @@ def _compare(
 ) -> tuple[Stability | None, str | None]:
     """The previous version's importance on the same rows, compared with the current one.
 
-    Returns the stability, or None and the reason in words when they cannot be compared.
+    Returns the stability, or None and the reason in words when they cannot be compared:
+    a previous version that cannot be explained never costs the current explanation.
     """
+    version = previous[0]
+    try:
+        return _compare_with(previous, sample, current_features, effects, background, seed)
+    except Exception as exc:  # an unexplainable previous version: say so, keep the rest
+        message = (
+            exc.message if isinstance(exc, InvalidInputError) else f"{type(exc).__name__}: {exc}"
+        )
+        return None, f"Not compared with {_v(version)}: {message}"
+
+
+def _compare_with(
+    previous: tuple[str, Any],
+    sample: pd.DataFrame,
+    current_features: list[str],
+    effects: list[FeatureEffect],
+    background: np.ndarray,
+    seed: int,
+) -> tuple[Stability | None, str | None]:
     version, raw = previous
     model = _unwrap(raw, f"The previous version {_v(version)}")
     current = {effect.feature: effect.mean_abs_shap for effect in effects}

@@ -101,21 +101,28 @@ def expected_calibration_error(
 
 
 def population_stability_index(expected: np.ndarray, actual: np.ndarray, bins: int) -> float:
-    """PSI of `actual` against `expected`, over quantile bins of `expected`.
+    """PSI of `actual` against `expected`.
 
-    Below 0.1 is usually read as no shift, 0.1-0.25 as moderate, above 0.25 as large.
+    Bins: one per value when `expected` has at most `bins` distinct values (and one for any
+    other value), else quantile bins of `expected` plus one below its minimum and one above
+    its maximum, so a shift out of the training range always counts. Below 0.1 is usually
+    read as no shift, 0.1-0.25 as moderate, above 0.25 as large.
     """
     expected = expected[np.isfinite(expected)]
     actual = actual[np.isfinite(actual)]
     if len(expected) == 0 or len(actual) == 0:
         raise ValueError("no finite values to compare")
-    edges = np.unique(np.quantile(expected, np.linspace(0.0, 1.0, bins + 1))[1:-1])
-    expected_share = np.bincount(
-        np.searchsorted(edges, expected, side="right"), minlength=len(edges) + 1
-    )
-    actual_share = np.bincount(
-        np.searchsorted(edges, actual, side="right"), minlength=len(edges) + 1
-    )
-    e = np.maximum(expected_share / len(expected), PSI_EPSILON)
-    a = np.maximum(actual_share / len(actual), PSI_EPSILON)
+    distinct = np.unique(expected)
+    if len(distinct) <= bins:
+        expected_counts = np.array([*(np.sum(expected == v) for v in distinct), 0])
+        actual_counts = np.array([np.sum(actual == v) for v in distinct])
+        actual_counts = np.append(actual_counts, len(actual) - actual_counts.sum())
+    else:
+        inner = np.quantile(expected, np.linspace(0.0, 1.0, bins + 1))[1:-1]
+        edges = np.unique([distinct[0], *inner, np.nextafter(distinct[-1], np.inf)])
+        size = len(edges) + 1
+        expected_counts = np.bincount(np.searchsorted(edges, expected, "right"), minlength=size)
+        actual_counts = np.bincount(np.searchsorted(edges, actual, "right"), minlength=size)
+    e = np.maximum(expected_counts / len(expected), PSI_EPSILON)
+    a = np.maximum(actual_counts / len(actual), PSI_EPSILON)
     return float(np.sum((a - e) * np.log(a / e)))

@@ -65,18 +65,16 @@ def _total(row: Evaluation) -> int:
     return len(row.models) * (len(row.suites) + (1 if row.explain else 0))
 
 
-def create(
-    settings: Settings, plan: Plan, suites: list[str], explain: bool, caller: str, reason: str
-) -> str:
-    """A pending record of a checked plan; returns its id."""
+def create(settings: Settings, plan: Plan, explain: bool, caller: str, reason: str) -> str:
+    """A pending record of a checked plan (its suites and versions, deduplicated)."""
     reap_interrupted(settings)
     row = Evaluation(
         id=uuid.uuid4().hex,
         status="pending",
-        suites=list(suites),
+        suites=list(plan.suites),
         models=[{"name": c.name, "version": c.version} for c in plan.candidates],
         explain=explain,
-        requested_by=caller,
+        requested_by=caller[:200],
         reason=reason,
         plan=plan.describe(),
         owner=current_owner(),

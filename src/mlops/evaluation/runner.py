@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, model_validator
 from mlops.errors import InvalidInputError, MlopsError, NotFoundError
 from mlops.evaluation import measures, tracking
 from mlops.evaluation.candidates import Candidate, load_candidate, resolve_version
-from mlops.evaluation.checks import SuiteContext, TestResult, run_check
+from mlops.evaluation.checks import QUIET, SuiteContext, TestResult, run_check
 from mlops.evaluation.data import DataRange, suite_rows
 from mlops.evaluation.suites import BaselineTest, Suite, load_suite
 from mlops.lifecycle.metrics import finite_or_none
@@ -122,6 +122,26 @@ def _production(settings: Settings, name: str) -> Candidate | None:
         return None
 
 
+def _baselines(
+    settings: Settings, suite: Suite, names: list[str]
+) -> dict[str, dict[str, Candidate | None]]:
+    """Per model name, the version each baseline test of the suite compares with."""
+    found: dict[str, dict[str, Candidate | None]] = {name: {} for name in names}
+    for test in suite.tests:
+        if not isinstance(test, BaselineTest):
+            continue
+        for name in names:
+            try:
+                found[name][test.against] = _reference(settings, name, test.against)
+            except MlopsError as exc:
+                raise type(exc)(
+                    f"Suite '{suite.name}', test '{test.name}': the baseline "
+                    f"'{test.against}' of model '{name}' is unusable: {exc.message}",
+                    {**exc.details, "suite": suite.name, "test": test.name},
+                ) from exc
+    return found
+
+
 def make_plan(settings: Settings, suite_names: list[str], refs: list[ModelRef]) -> Plan:
     """Check a request completely (404/422 with a clear message) before anything is written."""
     suite_names = _unique(suite_names)
@@ -137,21 +157,13 @@ def make_plan(settings: Settings, suite_names: list[str], refs: list[ModelRef]) 
     production = {name: _production(settings, name) for name in names}
     plans = {}
     for suite in suites:
-        baselines = {
-            name: {
-                t.against: _reference(settings, name, t.against)
-                for t in suite.tests
-                if isinstance(t, BaselineTest)
-            }
-            for name in names
-        }
+        baselines = _baselines(settings, suite, names)
         references = [c for c in production.values() if c] + [
             c for by_name in baselines.values() for c in by_name.values() if c
         ]
-        columns = sorted(
-            {f for c in [*candidates, *references] for f in c.inputs} | suite.features_named()
-        )
-        starts = [c.test_start for c in candidates if c.test_start is not None]
+        scored = [*candidates, *references]
+        columns = sorted({f for c in scored for f in c.inputs} | suite.features_named())
+        starts = [c.test_start for c in scored if c.test_start is not None]
         since = max(starts) if suite.data.exclude_training and starts else None
         try:
             frame, described = suite_rows(settings, suite.data, columns, since)
@@ -193,16 +205,21 @@ def run_suite(
     """Judge every test of a suite on one version and log the result as an MLflow run."""
     started = time.perf_counter()
     suite_plan = plan.suites[suite_name]
-    ctx = SuiteContext(
-        settings,
-        candidate,
-        suite_plan.frame,
-        baselines=suite_plan.baselines.get(candidate.name, {}),
-    )
-    tests = [run_check(ctx, test) for test in suite_plan.suite.tests]
-    metrics = {}
-    if ctx.output is not None and ctx.task is not None:
-        metrics = measures.standard_metrics(ctx.labels, ctx.output, ctx.task)
+    suite_tests = suite_plan.suite.tests
+    with QUIET.shared():
+        ctx = SuiteContext(
+            settings,
+            candidate,
+            suite_plan.frame,
+            baselines=suite_plan.baselines.get(candidate.name, {}),
+        )
+        judged = {t.name: run_check(ctx, t) for t in suite_tests if t.kind != "latency"}
+        metrics = {}
+        if ctx.output is not None and ctx.task is not None:
+            metrics = measures.standard_metrics(ctx.labels, ctx.output, ctx.task)
+    # latency tests wait for the run's other work (QUIET), so they run outside it
+    judged.update({t.name: run_check(ctx, t) for t in suite_tests if t.kind == "latency"})
+    tests = [judged[t.name] for t in suite_tests]
     result = SuiteResult(
         model_name=candidate.name,
         version=candidate.version,
@@ -215,9 +232,10 @@ def run_suite(
         data=suite_plan.data,
     )
     try:
-        result.mlflow_run_id = tracking.log_suite_run(
-            settings, evaluation_id, candidate, ctx, result
-        )
+        with QUIET.shared():
+            result.mlflow_run_id = tracking.log_suite_run(
+                settings, evaluation_id, candidate, ctx, result
+            )
     except Exception as exc:  # the verdict stands; the history in MLflow misses this run
         result.error = f"Logging to MLflow failed: {type(exc).__name__}: {exc}"
     result.seconds = time.perf_counter() - started
@@ -241,14 +259,21 @@ def run_explanation(
 ) -> dict[str, Any]:
     """SHAP explanation of one version on a sample of the first suite's rows, logged to
     MLflow with its plots; returns the explanation as JSON (or an error entry)."""
+    with QUIET.shared():
+        return _explain(settings, evaluation_id, plan, candidate, rows)
+
+
+def _explain(
+    settings: Settings, evaluation_id: str, plan: Plan, candidate: Candidate, rows: int
+) -> dict[str, Any]:
     from mlops.evaluation.explain import explain
 
     frame = next(iter(plan.suites.values())).frame
     if candidate.raw is None:
         return {"error": f"{candidate.label} exposes no native model to explain"}
-    previous = previous_version(settings, candidate)
     with tracking.artifact_dir() as folder:
         try:
+            previous = previous_version(settings, candidate)
             explanation = explain(
                 candidate.raw,
                 frame,

@@ -25,10 +25,16 @@ def request_evaluation(
     """Check and record an evaluation run (not yet run); 404/422 before anything is written."""
     plan = make_plan(settings, suites, models)
     plan.explain_rows = explain_rows
-    evaluation_id = records.create(settings, plan, suites, explain, caller, reason)
+    evaluation_id = records.create(settings, plan, explain, caller, reason)
     with _lock:
         _plans[evaluation_id] = plan
     return evaluation_id
+
+
+def discard_plan(evaluation_id: str) -> None:
+    """Forget a plan whose run will not start (its frames and models are released)."""
+    with _lock:
+        _plans.pop(evaluation_id, None)
 
 
 def take_plan(settings: Settings, evaluation_id: str) -> Plan:

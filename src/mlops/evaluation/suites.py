@@ -16,12 +16,21 @@ An invalid file is reported with its path, the line and the field.
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mlops.errors import InvalidInputError, NotFoundError
 from mlops.lifecycle.gates import Operator
@@ -43,24 +52,43 @@ class SuiteError(InvalidInputError):
     code = "invalid_suite"
 
 
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    **{m: (0.0, 1.0) for m in ("accuracy", "precision", "recall", "f1", "roc_auc", "brier")},
+    "log_loss": (0.0, math.inf),
+    "mae": (0.0, math.inf),
+    "rmse": (0.0, math.inf),
+    "r2": (-math.inf, 1.0),
+}
+"""The values a metric can take: a threshold outside them could never or always pass."""
+
+
 class _Test(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
 
 
-class MetricTest(_Test):
+class _Threshold(_Test):
+    metric: Metric
+    op: Operator
+    threshold: float
+
+    @field_validator("threshold")
+    @classmethod
+    def _in_range(cls, value: float, info: ValidationInfo) -> float:
+        metric = info.data.get("metric")
+        low, high = METRIC_RANGES.get(metric or "", (-math.inf, math.inf))
+        if not low <= value <= high:
+            raise ValueError(f"threshold {value} is outside the range of {metric} [{low}, {high}]")
+        return value
+
+
+class MetricTest(_Threshold):
     kind: Literal["metric"]
-    metric: Metric
-    op: Operator
-    threshold: float
 
 
-class SliceTest(_Test):
+class SliceTest(_Threshold):
     kind: Literal["slice"]
-    metric: Metric
-    op: Operator
-    threshold: float
     by: Literal["ticker", "volatility_regime"] = "ticker"
     regime_feature: str = Field(
         default="vol_20d", description="Feature whose terciles define the volatility regimes."

@@ -3,6 +3,7 @@ fails and why, and that a model that raises turns its tests into errors with the
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from conftest import make_settings
 from mlops.evaluation.candidates import Candidate
-from mlops.evaluation.checks import SuiteContext, run_check
+from mlops.evaluation.checks import QuietLock, SuiteContext, run_check
 from mlops.evaluation.suites import (
     BaselineTest,
     CalibrationTest,
@@ -31,13 +32,16 @@ INPUTS = ["signal", "noise", "vol_20d"]
 class _Proba:
     """Stands in for a pyfunc model: predict gives predict_proba's two columns."""
 
-    def __init__(self, model: Any, fail: bool = False) -> None:
-        self.model, self.fail = model, fail
+    def __init__(self, model: Any, fail: bool = False, nan: bool = False) -> None:
+        self.model, self.fail, self.nan = model, fail, nan
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if self.fail:
             raise RuntimeError("boom")
-        return np.asarray(self.model.predict_proba(frame[INPUTS]))
+        proba = np.asarray(self.model.predict_proba(frame[INPUTS]))
+        if self.nan:
+            proba[::7] = np.nan
+        return proba
 
 
 def _frame(rows: int = 600, seed: int = 11, flip: bool = True) -> pd.DataFrame:
@@ -59,19 +63,21 @@ def _frame(rows: int = 600, seed: int = 11, flip: bool = True) -> pd.DataFrame:
     )
 
 
-def _candidate(version: str = "1", fail: bool = False, seed: int = 1) -> Candidate:
+def _candidate(
+    version: str = "1", fail: bool = False, seed: int = 1, nan: bool = False
+) -> Candidate:
     train = _frame(seed=seed)
     train = train[train["ticker"] != "CCC"]
     model = LogisticRegression().fit(train[INPUTS], train[LABEL])
     return Candidate(
         name="m",
         version=version,
-        model=_Proba(model, fail),
+        model=_Proba(model, fail, nan),
         inputs=INPUTS,
         run_id=None,
         model_id=None,
-        train_start=None,
-        train_end=None,
+        train_start=pd.Timestamp("2024-01-01", tz="UTC"),
+        train_end=pd.Timestamp("2024-12-31", tz="UTC"),
         test_start=None,
     )
 
@@ -165,6 +171,7 @@ def test_latency_reports_p95_per_batch(ctx: SuiteContext) -> None:
 
 
 def test_drift_without_a_training_window_is_an_error(ctx: SuiteContext) -> None:
+    ctx.candidate.train_start = None
     result = run_check(ctx, DriftTest(name="d", kind="drift", max_psi=0.2))
     assert result.status == "error" and "does not record its training window" in result.reason
 
@@ -176,7 +183,43 @@ def test_a_model_that_raises_turns_every_test_into_an_error(tmp_path: Path) -> N
         SliceTest(name="s", kind="slice", metric="accuracy", op=">=", threshold=0.5),
         CalibrationTest(name="c", kind="calibration", max_ece=0.1),
         LatencyTest(name="l", kind="latency", max_p95_ms=100),
+        DriftTest(name="d", kind="drift", max_psi=0.2),
     ]
     results = [run_check(ctx, test) for test in tests]
-    assert [r.status for r in results] == ["error"] * 4
+    assert [r.status for r in results] == ["error"] * 5
     assert all(r.reason == "the model raised RuntimeError: boom" for r in results)
+
+
+def test_nan_predictions_are_errors_not_scores(tmp_path: Path) -> None:
+    ctx = SuiteContext(make_settings(tmp_path), _candidate(nan=True), _frame())
+    test = MetricTest(name="a", kind="metric", metric="accuracy", op=">=", threshold=0.0)
+    result = run_check(ctx, test)
+    assert result.status == "error" and "86 NaN or infinite values" in result.reason
+
+
+def test_latency_is_timed_alone_while_the_other_work_waits() -> None:
+    """QUIET: the exclusive holder never overlaps a shared one, and waits for them."""
+    lock = QuietLock()
+    events: list[str] = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def worker() -> None:
+        with lock.shared():
+            events.append("shared in")
+            inside.set()
+            release.wait(5)
+            events.append("shared out")
+
+    def timer() -> None:
+        with lock.alone():
+            events.append("alone")
+
+    threads = [threading.Thread(target=worker), threading.Thread(target=timer)]
+    threads[0].start()
+    inside.wait(5)
+    threads[1].start()
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert events == ["shared in", "shared out", "alone"]

@@ -242,6 +242,23 @@ def test_stability_uses_shared_features_and_needs_two_of_them(
     assert "fewer than 2 features in common" in alone.summary_markdown
 
 
+def test_an_unexplainable_previous_version_keeps_the_explanation(
+    models: dict[str, Pipeline], frame: pd.DataFrame, train: tuple[pd.DataFrame, pd.Series]
+) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    x, y = train
+    regressor = LinearRegression().fit(x[FEATURES], y)  # no predict_proba
+    model = models["logistic_regression"]
+
+    explanation = explain(
+        model, frame, FEATURES, model_name="m", version="3", previous=("2", regressor)
+    )
+
+    assert explanation.importance and explanation.stability is None
+    assert "Not compared with v2:" in explanation.summary_markdown
+
+
 def test_stability_across_kinds_reports_a_change(
     models: dict[str, Pipeline], frame: pd.DataFrame, train: tuple[pd.DataFrame, pd.Series]
 ) -> None:

@@ -76,3 +76,19 @@ def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shift() -> N
     assert population_stability_index(base, RNG.normal(loc=1.0, size=5000), 10) > 0.25
     with pytest.raises(ValueError, match="no finite values"):
         population_stability_index(base, np.array([np.nan]), 10)
+
+
+def test_psi_sees_shifts_of_constant_and_two_valued_features() -> None:
+    assert population_stability_index(np.ones(500), np.full(500, 2.0), 10) > 1.0
+    assert population_stability_index(np.ones(500), np.ones(500), 10) == pytest.approx(0.0)
+    rare = np.r_[np.zeros(950), np.ones(50)]
+    even = np.r_[np.zeros(500), np.ones(500)]
+    assert population_stability_index(rare, even, 10) > 0.25
+    assert population_stability_index(even, rare, 10) > 0.25
+
+
+def test_psi_counts_values_outside_the_training_range() -> None:
+    base = RNG.uniform(0, 1, 5000)
+    assert population_stability_index(base, RNG.uniform(0, 1, 5000), 10) < 0.02
+    assert population_stability_index(base, RNG.uniform(5, 6, 5000), 10) > 1.0
+    assert population_stability_index(base, RNG.uniform(-6, -5, 5000), 10) > 1.0

@@ -79,6 +79,9 @@ def test_valid_suite_parses_with_defaults(settings: Settings) -> None:
         ("metric: roc_auc", "metric: sharpe", 8, "tests.0.metric.metric"),
         ("kind: slice", "kind: vibes", 11, "tests.1"),
         ("last_days: 30", "last_days: -3", 4, "data.last_days"),
+        ("threshold: 0.5", "threshold: .nan", 10, "tests.0.metric.threshold"),
+        ("threshold: 0.5", "threshold: 1.5", 10, "tests.0.metric.threshold"),
+        ("threshold: 0.4", "threshold: -.inf", 16, "tests.1.slice.threshold"),
         ("    by: ticker\n", "    by: ticker\n    colour: red\n", 14, "tests.1.slice.colour"),
     ],
 )
@@ -138,3 +141,12 @@ def test_unknown_suite_is_404_naming_the_known_ones(settings: Settings) -> None:
     _write(settings, "quick.yaml", VALID)
     with pytest.raises(NotFoundError, match=r"No benchmark suite 'nope'.*known: quick"):
         load_suite(settings, "nope")
+
+
+def test_threshold_outside_the_metric_range_says_so(settings: Settings) -> None:
+    _write(settings, "quick.yaml", VALID.replace("threshold: 0.5", "threshold: 5"))
+    with pytest.raises(SuiteError, match=r"threshold 5.0 is outside the range of roc_auc"):
+        load_suite(settings, "quick")
+    loss = VALID.replace("metric: roc_auc", "metric: log_loss").replace('">="', '"<="', 1)
+    _write(settings, "quick.yaml", loss.replace("threshold: 0.5", "threshold: 1.5"))
+    assert load_suite(settings, "quick").tests[0].threshold == 1.5  # type: ignore[union-attr]
