@@ -93,8 +93,11 @@ def run_cmd(
     reason: Annotated[str, typer.Option("--reason", "-r", help="Kept in the record.")] = "",
     json: JsonOpt = False,
 ) -> None:
-    """Run suites on model versions as the Prefect flow `evaluate`, with progress; prints
-    pass/fail per test. Exit code 11 when a test fails or errors."""
+    """Run suites on model versions (the Prefect flow `evaluate`), with progress.
+
+    Prints pass/fail per test; exit code 11 when a test fails or errors. Example:
+    mlops eval run -s smoke -s standard -m direction-model@production -m direction-model:3
+    """
     from mlops.errors import EvaluationFailedError, InvalidInputError
     from mlops.evaluation.service import request_evaluation
 
@@ -216,8 +219,10 @@ def compare_cmd(
     suite: Annotated[Optional[str], typer.Option(help="Only this suite.")] = None,
     json: JsonOpt = False,
 ) -> None:
-    """Per metric: the best version (★), each one's % difference from the best and from
-    production, with bars."""
+    """Per metric: the best version (★) and each one's % difference.
+
+    Differences are from the best and from the model's production version on the same rows.
+    """
     from mlops.evaluation.records import get
 
     config = settings()
@@ -270,8 +275,10 @@ def explain_cmd(
     ] = None,
     json: JsonOpt = False,
 ) -> None:
-    """The SHAP explanation of each version of a run: written summary, feature importance
-    with direction, and the plots' MLflow run."""
+    """SHAP explanations of a run's versions: summary, importance, direction.
+
+    The bar and beeswarm plots are artifacts of the MLflow run it names.
+    """
     from rich.markdown import Markdown
 
     from mlops.errors import NotFoundError
