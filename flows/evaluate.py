@@ -44,6 +44,16 @@ def explain_task(settings: Settings, evaluation_id: str, plan: Plan, candidate: 
     return "importance" in payload
 
 
+@task(name="plots", cache_policy=NO_CACHE)
+def plots_task(settings: Settings, evaluation_id: str, plan: Plan) -> str:
+    """Draw the recorded results' plots into their MLflow runs (after the results)."""
+    outcome = runner.draw_plots(settings, plan)
+    records.set_plots(settings, evaluation_id, outcome)
+    if outcome != "done":
+        get_run_logger().warning("plots of evaluation %s: %s", evaluation_id, outcome)
+    return outcome
+
+
 @flow(name="evaluate")
 def evaluate_flow(
     evaluation_id: str | None = None,
@@ -89,6 +99,8 @@ def evaluate_flow(
         raise
     finally:
         records.finish(settings, evaluation_id, error)
+        service.mark_finished(evaluation_id)  # callers waiting for the results may go on
+    plots_task(settings, evaluation_id, plan)
     info = records.get(settings, evaluation_id)
     logger.info("evaluation %s: %s", evaluation_id, info.verdict)
     if info.verdict != "passed":  # the run shows as Failed in the Prefect UI

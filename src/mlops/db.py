@@ -148,6 +148,7 @@ class Evaluation(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    plots: Mapped[str] = mapped_column(Text, default="pending")
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     owner: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

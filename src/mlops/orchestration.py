@@ -119,6 +119,7 @@ def run_evaluation(settings: Settings, evaluation_id: str) -> None:
         records.finish(settings, evaluation_id, f"{type(exc).__name__}: {exc}")
     finally:
         service.discard_plan(evaluation_id)
+        service.mark_finished(evaluation_id)
 
 
 def start_evaluation(settings: Settings, evaluation_id: str) -> threading.Thread:

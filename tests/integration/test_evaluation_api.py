@@ -114,6 +114,13 @@ def _wait_for(condition: Callable[[], Any], timeout: float = 60) -> Any:
     raise AssertionError("condition not reached")
 
 
+def _plots_drawn(client: TestClient, evaluation_id: str) -> None:
+    """Plots are added to the runs after the results: wait until they are in."""
+    url = f"{API}/results/{evaluation_id}"
+    assert _wait_for(lambda: client.get(url).json()["plots"] != "pending") is True
+    assert client.get(url).json()["plots"] == "done"
+
+
 def test_run_reports_pass_fail_per_test_and_compares_versions(
     client: TestClient, auth: dict[str, str], settings: Settings, model: str
 ) -> None:
@@ -175,6 +182,8 @@ def test_every_result_is_a_finished_mlflow_run_linked_to_its_version(
         f"test.{t['name']}": t["status"] for t in smoke["tests"]
     }
     assert run.data.metrics["accuracy"] == pytest.approx(smoke["metrics"]["accuracy"])
+    assert "report.json" in {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+    _plots_drawn(client, result["id"])
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
     assert {"report.json", "reliability.png"} <= artifacts
     experiment = mlflow_client.get_experiment(run.info.experiment_id)
@@ -205,6 +214,8 @@ def test_explanations_with_plots_summary_and_stability(
     assert top["feature"] in boosted["summary_markdown"]
     assert sum(f["share"] for f in boosted["importance"]) == pytest.approx(1.0)
     assert "No previous version" in linear["summary_markdown"]
+    assert boosted["plots"] == ["shap_bar.png", "shap_beeswarm.png"]
+    _plots_drawn(client, result["id"])
     run_id = boosted["mlflow_run_id"]
     artifacts = {a.path for a in mlflow_backend.client(settings).list_artifacts(run_id)}
     assert {"shap_bar.png", "shap_beeswarm.png", "summary.md", "explanation.json"} <= artifacts
@@ -358,3 +369,27 @@ def test_a_suite_named_twice_runs_once(
     body = {"suites": ["smoke", "smoke"], "models": [{"name": model, "version": "1"}]}
     result = _run(client, auth, {**body, "explain": False})
     assert result["suites"] == ["smoke"] and result["progress"] == {"done": 1, "total": 1}
+
+
+def test_plots_that_cannot_be_drawn_leave_the_results_whole(
+    client: TestClient,
+    auth: dict[str, str],
+    settings: Settings,
+    model: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlops.evaluation import tracking
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("no canvas")
+
+    monkeypatch.setattr(tracking, "reliability_plot", broken)
+    body = {"suites": ["smoke"], "models": [{"name": model, "version": "1"}], "explain": False}
+    result = _run(client, auth, body)
+    url = f"{API}/results/{result['id']}"
+    outcome = _wait_for(lambda: (p := client.get(url).json()["plots"]) != "pending" and p)
+    assert outcome.startswith("failed: run ") and "RuntimeError: no canvas" in outcome
+    after = client.get(url).json()
+    assert after["results"] == result["results"] and after["status"] == "succeeded"
+    run_id = result["results"][0]["mlflow_run_id"]
+    assert mlflow_backend.client(settings).get_run(run_id).info.status == "FINISHED"

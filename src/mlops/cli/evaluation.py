@@ -141,6 +141,8 @@ def _follow(config: Settings, evaluation_id: str, quiet: bool) -> EvaluationInfo
             thread.join(timeout=0.25)
             info = get(config, evaluation_id)
             latest = info.results[-1].label + " " + info.results[-1].suite if info.results else ""
+            if info.status in ("succeeded", "failed"):
+                latest = "drawing plots"
             progress.update(task, completed=info.progress.done, description=latest or "starting")
         info = get(config, evaluation_id)
         progress.update(task, completed=info.progress.done)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from mlops.errors import InvalidInputError
 
@@ -127,8 +127,19 @@ class Explanation(BaseModel):
     )
     stability: Stability | None
     summary_markdown: str
-    plots: list[str] = Field(description="File names written to out_dir.")
+    plots: list[str] = Field(description="Plot file names (written to out_dir, or later).")
     seconds: float
+    _drawing: tuple[_Shap, pd.DataFrame, str] | None = PrivateAttr(default=None)
+    """What `write_plots` draws from: the SHAP values, the rows, the title."""
+
+
+def write_plots(explanation: Explanation, out_dir: Path) -> list[str]:
+    """Draw the bar and beeswarm plots of an explanation made in this process (PNG files in
+    `out_dir`); callers that answer first draw them afterwards."""
+    if explanation._drawing is None:
+        raise ValueError("this explanation holds no SHAP values to draw (made elsewhere?)")
+    values, x, title = explanation._drawing
+    return _write_plots(Path(out_dir), values, x, list(x.columns), title)
 
 
 @dataclass
@@ -199,9 +210,10 @@ def explain(
     if previous is not None:
         stability, stability_note = _compare(previous, sample, features, effects, background, seed)
 
-    plots: list[str] = []
+    title = f"{model_name} {_v(version)}"
+    plots = list(PLOT_FILES)
     if out_dir is not None:
-        plots = _write_plots(Path(out_dir), current, x, features, f"{model_name} {_v(version)}")
+        plots = _write_plots(Path(out_dir), current, x, features, title)
     base_value = float(np.mean(current.base))
     summary = _summary(
         model_name,
@@ -213,7 +225,7 @@ def explain(
         stability,
         stability_note or ("No previous version to compare." if previous is None else None),
     )
-    return Explanation(
+    explanation = Explanation(
         model_name=model_name,
         version=version,
         explainer=current.kind,
@@ -226,6 +238,8 @@ def explain(
         plots=plots,
         seconds=round(time.perf_counter() - started, 3),
     )
+    explanation._drawing = (current, x, title)
+    return explanation
 
 
 # --- input -----------------------------------------------------------------------------------

@@ -43,6 +43,10 @@ class EvaluationInfo(BaseModel):
     results: list[SuiteResult]
     comparison: list[SuiteComparison]
     explained: list[str] = Field(description="Versions with an explanation, as 'name vN'.")
+    plots: str = Field(
+        description="pending (drawn after the results are recorded), done, skipped, or "
+        "failed: <why>"
+    )
     error: str | None
     flow_run_id: str | None
     created_at: datetime
@@ -132,6 +136,14 @@ def finish(settings: Settings, evaluation_id: str, error: str | None = None) -> 
             return
         row.status = "failed" if error else "succeeded"
         row.error, row.finished_at = error, utcnow()
+        if error:
+            row.plots = "skipped"
+
+
+def set_plots(settings: Settings, evaluation_id: str, outcome: str) -> None:
+    """Record how drawing the plots of a finished run ended."""
+    with session_scope(settings.metadata_url) as session:
+        _row(session, evaluation_id).plots = outcome
 
 
 def _row(session: Any, evaluation_id: str) -> Evaluation:
@@ -175,7 +187,8 @@ def get(settings: Settings, evaluation_id: str) -> EvaluationInfo:
         verdict = "failed" if "failed" in statuses else "error" if "error" in statuses else None
         if verdict is None and row.status == "succeeded":
             verdict = "passed"
-    order = {(m["name"], m["version"], s): i for i, m in enumerate(row.models) for s in row.suites}
+    pairs = [(m["name"], m["version"], s) for m in row.models for s in row.suites]
+    order = {pair: i for i, pair in enumerate(pairs)}
     results.sort(key=lambda r: order.get((r.model_name, r.version, r.suite), len(order)))
     return EvaluationInfo(
         id=row.id,
@@ -191,6 +204,7 @@ def get(settings: Settings, evaluation_id: str) -> EvaluationInfo:
         results=results,
         comparison=compare(results),
         explained=[f"{r.model_name} v{r.version}" for r in rows if r.kind == EXPLANATION],
+        plots=row.plots,
         error=row.error,
         flow_run_id=row.flow_run_id,
         created_at=row.created_at,
@@ -310,13 +324,18 @@ def reap_interrupted(settings: Settings) -> int:
     reaped = []
     with session_scope(settings.metadata_url) as session:
         rows = session.scalars(
-            select(Evaluation).where(Evaluation.status.in_(("pending", "running")))
+            select(Evaluation).where(
+                Evaluation.status.in_(("pending", "running")) | (Evaluation.plots == "pending")
+            )
         ).all()
         for row in rows:
-            if owner_alive(row.owner) is False:
+            if owner_alive(row.owner) is not False:
+                continue
+            if row.status in ("pending", "running"):
                 row.status, row.finished_at = "failed", utcnow()
                 row.error = f"Interrupted: the process running it ({row.owner}) stopped."
                 reaped.append(row.id)
+            row.plots = "failed: the process drawing them stopped"
     if reaped:
         _fail_mlflow_runs(settings, reaped)
     return len(reaped)

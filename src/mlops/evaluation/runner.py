@@ -5,8 +5,11 @@ The Prefect flow `evaluate` (flows/evaluate.py) fans these out as tasks."""
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -86,6 +89,13 @@ class Plan:
     suites: dict[str, SuitePlan]
     production: dict[str, Candidate | None]
     explain_rows: int = EXPLAIN_ROWS
+    plot_jobs: list[tuple[str, tracking.PlotJob]] = field(default_factory=list)
+    """(MLflow run id, job) of the plots to add once the results are recorded."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_plots(self, run_id: str, job: tracking.PlotJob) -> None:
+        with self._lock:
+            self.plot_jobs.append((run_id, job))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -202,7 +212,8 @@ def _production_metrics(
 def run_suite(
     settings: Settings, evaluation_id: str, plan: Plan, candidate: Candidate, suite_name: str
 ) -> SuiteResult:
-    """Judge every test of a suite on one version and log the result as an MLflow run."""
+    """Judge every test of a suite on one version and log the result as an MLflow run (its
+    plots are drawn later, see `draw_plots`)."""
     started = time.perf_counter()
     suite_plan = plan.suites[suite_name]
     suite_tests = suite_plan.suite.tests
@@ -217,6 +228,7 @@ def run_suite(
         metrics = {}
         if ctx.output is not None and ctx.task is not None:
             metrics = measures.standard_metrics(ctx.labels, ctx.output, ctx.task)
+        production = _production_metrics(plan, candidate, ctx)
     # latency tests wait for the run's other work (QUIET), so they run outside it
     judged.update({t.name: run_check(ctx, t) for t in suite_tests if t.kind == "latency"})
     tests = [judged[t.name] for t in suite_tests]
@@ -228,14 +240,14 @@ def run_suite(
         counts={s: sum(t.status == s for t in tests) for s in ("passed", "failed", "error")},
         tests=tests,
         metrics={k: v for k, v in metrics.items() if finite_or_none(v) is not None},
-        production=_production_metrics(plan, candidate, ctx),
+        production=production,
         data=suite_plan.data,
     )
     try:
         with QUIET.shared():
-            result.mlflow_run_id = tracking.log_suite_run(
-                settings, evaluation_id, candidate, ctx, result
-            )
+            run_id, draw = tracking.log_suite_run(settings, evaluation_id, candidate, ctx, result)
+        result.mlflow_run_id = run_id
+        plan.add_plots(run_id, draw)
     except Exception as exc:  # the verdict stands; the history in MLflow misses this run
         result.error = f"Logging to MLflow failed: {type(exc).__name__}: {exc}"
     result.seconds = time.perf_counter() - started
@@ -258,7 +270,8 @@ def run_explanation(
     settings: Settings, evaluation_id: str, plan: Plan, candidate: Candidate, rows: int
 ) -> dict[str, Any]:
     """SHAP explanation of one version on a sample of the first suite's rows, logged to
-    MLflow with its plots; returns the explanation as JSON (or an error entry)."""
+    MLflow (its plots are drawn later, see `draw_plots`); returns the explanation as JSON,
+    or an entry with the error."""
     with QUIET.shared():
         return _explain(settings, evaluation_id, plan, candidate, rows)
 
@@ -282,15 +295,34 @@ def _explain(
                 version=candidate.version,
                 max_rows=rows,
                 previous=(previous.version, previous.raw) if previous and previous.raw else None,
-                out_dir=folder,
             )
         except Exception as exc:  # an unexplainable model is reported, the run goes on
             return {"error": f"SHAP failed on {candidate.label}: {type(exc).__name__}: {exc}"}
         payload = explanation.model_dump(mode="json")
         try:
-            payload["mlflow_run_id"] = tracking.log_explanation_run(
+            run_id = tracking.log_explanation_run(
                 settings, evaluation_id, candidate, payload, folder
             )
+            payload["mlflow_run_id"] = run_id
+            plan.add_plots(run_id, functools.partial(_draw_explanation, explanation))
         except Exception as exc:
             payload["error"] = f"Logging to MLflow failed: {type(exc).__name__}: {exc}"
     return payload
+
+
+def _draw_explanation(explanation: Any, folder: Path) -> None:
+    from mlops.evaluation.explain import write_plots
+
+    write_plots(explanation, folder)
+
+
+def draw_plots(settings: Settings, plan: Plan) -> str:
+    """Add every recorded result's plots to its MLflow run: "done", or "failed: ..." naming
+    the runs whose plots could not be drawn or logged."""
+    failures = []
+    for run_id, job in plan.plot_jobs:
+        try:
+            tracking.log_plots(settings, run_id, job)
+        except Exception as exc:  # the results stand; only pictures are missing
+            failures.append(f"run {run_id}: {type(exc).__name__}: {exc}")
+    return "done" if not failures else "failed: " + "; ".join(failures)

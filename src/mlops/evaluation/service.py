@@ -10,6 +10,7 @@ from mlops.evaluation.runner import EXPLAIN_ROWS, ModelRef, Plan, make_plan
 from mlops.settings import Settings
 
 _plans: dict[str, Plan] = {}
+_finished: dict[str, threading.Event] = {}
 _lock = threading.Lock()
 
 
@@ -28,7 +29,24 @@ def request_evaluation(
     evaluation_id = records.create(settings, plan, explain, caller, reason)
     with _lock:
         _plans[evaluation_id] = plan
+        _finished[evaluation_id] = threading.Event()
     return evaluation_id
+
+
+def mark_finished(evaluation_id: str) -> None:
+    """The run's results are all recorded (its plots may still be drawn)."""
+    with _lock:
+        event = _finished.pop(evaluation_id, None)
+    if event is not None:
+        event.set()
+
+
+def wait_finished(evaluation_id: str, timeout: float | None = None) -> None:
+    """Wait until a run requested in this process has recorded all its results."""
+    with _lock:
+        event = _finished.get(evaluation_id)
+    if event is not None:
+        event.wait(timeout)
 
 
 def discard_plan(evaluation_id: str) -> None:

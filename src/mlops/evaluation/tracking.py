@@ -1,7 +1,9 @@
 """Evaluation results as MLflow runs in the `evaluation` experiment: metrics linked to the
 model version's logged model, pass/fail tags per test, the JSON report and plots as
 artifacts. A run is created only when its result is complete, and it always ends: FINISHED,
-or FAILED if logging breaks halfway, never left RUNNING."""
+or FAILED if logging breaks halfway, never left RUNNING. Plots take longer to draw than
+everything else together, so they are added to the finished runs after the results are
+recorded (`log_plots`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from mlops.evaluation.checks import SuiteContext
     from mlops.evaluation.runner import SuiteResult
 
+PlotJob = Callable[[Path], None]
+"""Draws PNG files into a folder."""
 EXPERIMENT = "evaluation"
 EVALUATION_TAG = "mlops.evaluation_id"
 KIND_TAG = "mlops.evaluation.kind"
@@ -100,8 +104,9 @@ def log_suite_run(
     candidate: Candidate,
     ctx: SuiteContext,
     result: SuiteResult,
-) -> str:
-    """One (model version, suite) result as a finished MLflow run; returns its id."""
+) -> tuple[str, PlotJob]:
+    """One (model version, suite) result as a finished MLflow run with its JSON report;
+    returns the run's id and the job that draws its plots (`log_plots` adds them later)."""
     tags = {
         **_base_tags(evaluation_id, candidate, "suite"),
         "suite": result.suite,
@@ -121,11 +126,6 @@ def log_suite_run(
     with artifact_dir() as folder:
         report = result.model_dump(mode="json")
         (folder / "report.json").write_text(json.dumps(report, indent=2))
-        if ctx.output is not None and ctx.task == "classification":
-            reliability_plot(ctx.labels, ctx.output, result.label, folder / "reliability.png")
-        for test in result.tests:
-            if test.kind == "slice" and test.details.get("slices"):
-                slice_plot(test.name, test.details["slices"], test.threshold, folder)
         run_id = _log_run(
             settings,
             f"{result.suite} · {result.label}",
@@ -136,7 +136,24 @@ def log_suite_run(
             folder,
         )
     _tag_version(settings, candidate, f"evaluation.{result.suite}", f"{result.status} {run_id}")
-    return run_id
+    labels, output, classified = ctx.labels, ctx.output, ctx.task == "classification"
+
+    def draw(folder: Path) -> None:
+        if output is not None and classified:
+            reliability_plot(labels, output, result.label, folder / "reliability.png")
+        for test in result.tests:
+            if test.kind == "slice" and test.details.get("slices"):
+                slice_plot(test.name, test.details["slices"], test.threshold, folder)
+
+    return run_id, draw
+
+
+def log_plots(settings: Settings, run_id: str, draw: PlotJob) -> None:
+    """Draw a finished run's plots and add them to its artifacts."""
+    with artifact_dir() as folder:
+        draw(folder)
+        if any(folder.iterdir()):
+            mlflow_backend.client(settings).log_artifacts(run_id, str(folder))
 
 
 def log_explanation_run(
@@ -146,7 +163,7 @@ def log_explanation_run(
     payload: dict[str, Any],
     folder: Path,
 ) -> str:
-    """The explanation (JSON, Markdown summary, SHAP plots already in `folder`) as a run."""
+    """The explanation (JSON and Markdown summary, written to `folder`) as a finished run."""
     (folder / "explanation.json").write_text(json.dumps(payload, indent=2))
     (folder / "summary.md").write_text(payload["summary_markdown"])
     metrics = {f"mean_abs_shap.{f['feature']}": f["mean_abs_shap"] for f in payload["importance"]}

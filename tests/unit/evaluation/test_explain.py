@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlops.errors import InvalidInputError
-from mlops.evaluation.explain import Explanation, explain
+from mlops.evaluation.explain import Explanation, explain, write_plots
 
 FEATURES = ["momentum", "volatility", "rsi_14", "volume_z", "spread"]
 """momentum drives P(up) up, volatility down; the others matter less and less."""
@@ -298,8 +298,17 @@ def test_plots_are_png_files_in_out_dir(
         assert len(content) > 5_000
 
 
-def test_no_plots_without_out_dir(explanations: dict[str, Explanation]) -> None:
-    assert explanations["random_forest"].plots == []
+def test_without_out_dir_the_plots_are_drawn_afterwards(
+    explanations: dict[str, Explanation], tmp_path: Path
+) -> None:
+    explanation = explanations["random_forest"]
+    assert not list(tmp_path.iterdir())
+    assert write_plots(explanation, tmp_path) == explanation.plots
+    for name in explanation.plots:
+        assert (tmp_path / name).read_bytes().startswith(PNG_SIGNATURE)
+    copy = Explanation.model_validate(explanation.model_dump())  # e.g. read back from JSON
+    with pytest.raises(ValueError, match="no SHAP values to draw"):
+        write_plots(copy, tmp_path)
 
 
 def test_concurrent_explanations_each_write_their_plots(

@@ -94,7 +94,8 @@ async def run(
     wait: Annotated[bool, Query(description="Answer when the run has finished.")] = False,
 ) -> records.EvaluationInfo:
     """Start the Prefect flow `evaluate` for suites x versions; answers 202 with the run's id
-    and status URL at once, or 200 with the results when `wait` (for small runs)."""
+    and status URL at once, or 200 with the results when `wait` (for small runs). Plots are
+    drawn after the results are recorded: `plots` says when they are in."""
     evaluation_id = await run_in_threadpool(
         service.request_evaluation,
         settings,
@@ -105,10 +106,10 @@ async def run(
         body.reason,
         body.explain_rows,
     )
-    thread = start_evaluation(settings, evaluation_id)
+    start_evaluation(settings, evaluation_id)
     response.headers["Location"] = f"/api/v1/evaluation/results/{evaluation_id}"
-    if wait:
-        await run_in_threadpool(thread.join)
+    if wait:  # until the results are recorded; the plots follow (`plots` in the answer)
+        await run_in_threadpool(service.wait_finished, evaluation_id)
         response.status_code = 200
     return await run_in_threadpool(records.get, settings, evaluation_id)
 
@@ -158,4 +159,9 @@ def get_artifact(evaluation_id: str, run_id: str, name: str, settings: SettingsD
             f"Run {run_id} is not part of evaluation {evaluation_id}.",
             {"evaluation_id": evaluation_id, "run_id": run_id},
         )
-    return FileResponse(artifact_path(settings, run_id, name))
+    try:
+        return FileResponse(artifact_path(settings, run_id, name))
+    except NotFoundError as exc:
+        if records.get(settings, evaluation_id).plots == "pending":
+            exc.message += " The run's plots are still being drawn: retry in a few seconds."
+        raise
