@@ -153,6 +153,15 @@ def _measure(metric: str, labels: np.ndarray, output: np.ndarray, task: str) -> 
     return value
 
 
+def _score(candidate: Candidate, frame: pd.DataFrame, metric: str, who: str) -> float:
+    """`metric` of another version, or of the model on other rows (`who` names it)."""
+    try:
+        output, task = candidate.output(frame)
+    except Exception as exc:  # that model's own code
+        raise CheckError(f"{who} raised {type(exc).__name__}: {exc}") from exc
+    return _measure(metric, frame[LABEL].to_numpy(), output, task)
+
+
 def _compare(value: float, op: str, threshold: float) -> bool:
     return math.isfinite(value) and OPERATORS[op](value, threshold)
 
@@ -262,13 +271,7 @@ def check_baseline(ctx: SuiteContext, test: BaselineTest) -> TestResult:
         return TestResult(
             **common, value=0.0, operator="<=", threshold=test.margin, status="passed", reason=why
         )
-    try:
-        output, task = reference.output(ctx.frame)
-    except Exception as exc:
-        raise CheckError(
-            f"the baseline {reference.label} raised {type(exc).__name__}: {exc}"
-        ) from exc
-    baseline = _measure(test.metric, ctx.labels, output, task)
+    baseline = _score(reference, ctx.frame, test.metric, f"the baseline {reference.label}")
     regression = _worse_by(test.metric, value, baseline)
     return _at_most(
         test,
@@ -300,11 +303,7 @@ def check_robustness(ctx: SuiteContext, test: RobustnessTest) -> TestResult:
         for feature in features:
             perturbed[feature] = float(np.nanmedian(perturbed[feature].to_numpy(dtype=float)))
         how = f"{', '.join(features)} missing (replaced by the median)"
-    try:
-        output, task = ctx.candidate.output(perturbed)
-    except Exception as exc:
-        raise CheckError(f"the model raised {type(exc).__name__} on perturbed rows: {exc}") from exc
-    after = _measure(test.metric, ctx.labels, output, task)
+    after = _score(ctx.candidate, perturbed, test.metric, "on perturbed rows, the model")
     drop = _worse_by(test.metric, after, base)
     return _at_most(
         test,

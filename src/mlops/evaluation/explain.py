@@ -208,7 +208,13 @@ def explain(
     examples = _examples(sample, positions, features, current, n_examples)
     stability, stability_note = None, None
     if previous is not None:
-        stability, stability_note = _compare(previous, sample, features, effects, background, seed)
+        try:
+            stability, stability_note = _compare(
+                previous, sample, features, effects, background, seed
+            )
+        except Exception as exc:  # an unexplainable previous version costs only the stability
+            reason = exc.message if isinstance(exc, InvalidInputError) else repr(exc)
+            stability_note = f"Not compared with {_v(previous[0])}: {reason}"
 
     title = f"{model_name} {_v(version)}"
     plots = list(PLOT_FILES)
@@ -555,27 +561,8 @@ def _compare(
 ) -> tuple[Stability | None, str | None]:
     """The previous version's importance on the same rows, compared with the current one.
 
-    Returns the stability, or None and the reason in words when they cannot be compared:
-    a previous version that cannot be explained never costs the current explanation.
+    Returns the stability, or None and the reason in words when they cannot be compared.
     """
-    version = previous[0]
-    try:
-        return _compare_with(previous, sample, current_features, effects, background, seed)
-    except Exception as exc:  # an unexplainable previous version: say so, keep the rest
-        message = (
-            exc.message if isinstance(exc, InvalidInputError) else f"{type(exc).__name__}: {exc}"
-        )
-        return None, f"Not compared with {_v(version)}: {message}"
-
-
-def _compare_with(
-    previous: tuple[str, Any],
-    sample: pd.DataFrame,
-    current_features: list[str],
-    effects: list[FeatureEffect],
-    background: np.ndarray,
-    seed: int,
-) -> tuple[Stability | None, str | None]:
     version, raw = previous
     model = _unwrap(raw, f"The previous version {_v(version)}")
     current = {effect.feature: effect.mean_abs_shap for effect in effects}
