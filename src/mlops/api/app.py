@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from mlops.api.routes import datasets, evaluation, experiments, features, models
 from mlops.errors import MlopsError
 from mlops.health import Health, check_health
 from mlops.settings import Settings, load_settings
+from mlops.web.console import mount_console
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("mlops.api")
@@ -69,7 +71,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
 
-def _warm_up(settings: Settings) -> None:
+MLFLOW_PATHS = (
+    f"{API_PREFIX}/ml",
+    f"{API_PREFIX}/evaluation",
+    f"{API_PREFIX}/prompt",
+    "/evaluation",
+)
+"""Requests that import MLflow: they wait for the warm-up rather than import it beside it."""
+WARM_UP_WAIT_SECONDS = 120
+
+
+def _warm_up(settings: Settings, done: threading.Event) -> None:
     """Import MLflow and open its store once, so the first model request does not pay the
     ~5 s of imports and schema checks."""
     try:
@@ -79,6 +91,8 @@ def _warm_up(settings: Settings) -> None:
         tracking_engine(settings)
     except Exception:  # the request that needs MLflow will report the problem
         log.warning("MLflow warm-up failed", exc_info=True)
+    finally:
+        done.set()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -86,9 +100,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     settings.ensure_dirs()
 
+    warmed = threading.Event()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=_warm_up, args=(settings,), name="warm-up", daemon=True).start()
+        warmed.clear()
+        threading.Thread(
+            target=_warm_up, args=(settings, warmed), name="warm-up", daemon=True
+        ).start()
         yield
 
     app = FastAPI(
@@ -100,6 +119,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
     )
     app.state.settings = settings
+
+    @app.middleware("http")
+    async def after_warm_up(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Python can deadlock when two threads import MLflow's modules at once: requests
+        that use MLflow wait until the warm-up thread has imported it."""
+        if request.url.path.startswith(MLFLOW_PATHS) and not warmed.is_set():
+            await run_in_threadpool(warmed.wait, WARM_UP_WAIT_SECONDS)
+        return await call_next(request)
 
     @app.middleware("http")
     async def request_id(
@@ -117,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router, prefix=API_PREFIX)
     app.include_router(prompts.router, prefix=API_PREFIX)
     app.include_router(evaluation.router, prefix=API_PREFIX)
+    mount_console(app, settings)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> JSONResponse:

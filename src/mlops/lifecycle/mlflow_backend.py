@@ -33,6 +33,8 @@ def import_mlflow() -> None:
     request) can meet its circular imports half-initialized and fail with ImportError."""
     with _import_lock:
         import mlflow.pyfunc
+        import mlflow.store.model_registry.dbmodels.models
+        import mlflow.store.tracking.dbmodels.models
         import mlflow.tracking  # noqa: F401
 
 
