@@ -1,0 +1,101 @@
+"""What every console page shares: settings, sign-in state, CSRF, rendering and errors.
+
+Reads follow the API's rule (open in the local profile, token in production). Mutating
+actions need the session to be signed in with the API token and carry the session's CSRF
+token in the form (`checked_form`); the session cookie is signed and SameSite=strict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from mlops.errors import AuthError, MlopsError
+from mlops.settings import Settings
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+T = TypeVar("T")
+
+
+def fingerprint(token: str) -> str:
+    """What the session keeps of the token it was signed in with."""
+    return hashlib.sha256(f"console:{token}".encode()).hexdigest()
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def signed_in(request: Request) -> bool:
+    """Whether the session was signed in with the current API token."""
+    mark = request.session.get("auth")
+    return isinstance(mark, str) and secrets.compare_digest(
+        mark, fingerprint(settings_of(request).token)
+    )
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(24)
+        request.session["csrf"] = token
+    return token
+
+
+def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    settings = settings_of(request)
+    return templates.TemplateResponse(
+        request,
+        name,
+        {
+            "signed_in": signed_in(request),
+            "csrf": csrf_token(request),
+            "mlflow_url": settings.mlflow_url,
+            "prefect_url": settings.prefect_url,
+            **context,
+        },
+        status_code=status,
+    )
+
+
+def needs_reading(request: Request) -> RedirectResponse | None:
+    """In profiles where reads need the token, an anonymous visitor goes to sign in."""
+    if settings_of(request).reads_require_auth and not signed_in(request):
+        return RedirectResponse(f"/signin?next={quote(request.url.path)}", status_code=303)
+    return None
+
+
+async def checked_form(request: Request) -> dict[str, Any]:
+    """The posted form of a mutating action: signed in, with the session's CSRF token."""
+    form = await request.form()
+    sent = form.get("csrf")
+    expected = request.session.get("csrf")
+    if not isinstance(sent, str) or not isinstance(expected, str):
+        raise AuthError("The form has expired: reload the page and try again.")
+    if not secrets.compare_digest(sent, expected):
+        raise AuthError("The form has expired: reload the page and try again.")
+    if not signed_in(request):
+        raise AuthError("Sign in with the API token to do this.")
+    return {key: form.getlist(key) for key in form}
+
+
+def error_page(request: Request, exc: MlopsError) -> HTMLResponse:
+    return page(request, "error.html", status=exc.http_status, error=exc)
+
+
+def quiet(read: Callable[[], T], default: T) -> T:
+    """A panel whose backend is down shows its empty state rather than failing the page."""
+    try:
+        return read()
+    except Exception:
+        return default
