@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+if ! command -v chromium >/dev/null; then
+  echo "== installing Debian's chromium for the browser tests"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends chromium >/dev/null \
+    || { apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null; }
+fi
 echo "== ruff"; .venv/bin/ruff check src flows feature_repo tests
 .venv/bin/ruff format --check src flows feature_repo tests
 echo "== mypy"; .venv/bin/mypy

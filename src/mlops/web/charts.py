@@ -13,6 +13,7 @@ BAR_HEIGHT = 22
 GAP = 8
 LABEL_WIDTH = 200
 VALUE_WIDTH = 150
+TITLE_HEIGHT = 22
 
 
 @dataclass
@@ -33,13 +34,14 @@ def bar_chart(title: str, bars: list[Bar], unit: str = "", digits: int = 4) -> M
     span = (high - low) or 1.0
     plot = WIDTH - LABEL_WIDTH - VALUE_WIDTH
     zero = LABEL_WIDTH + (0.0 - low) / span * plot
-    height = len(bars) * (BAR_HEIGHT + GAP) + GAP
+    height = TITLE_HEIGHT + len(bars) * (BAR_HEIGHT + GAP) + GAP
     parts = [
         f'<svg class="chart" role="img" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" '
         f'height="{height}" aria-label="{escape(title)}"><title>{escape(title)}</title>'
+        f'<text class="heading" x="0" y="15">{escape(title)}</text>'
     ]
     for i, bar in enumerate(bars):
-        y = GAP + i * (BAR_HEIGHT + GAP)
+        y = TITLE_HEIGHT + GAP + i * (BAR_HEIGHT + GAP)
         x_end = LABEL_WIDTH + (bar.value - low) / span * plot
         left, width = min(zero, x_end), max(abs(x_end - zero), 1.0)
         css = "bar best" if bar.highlight else "bar"
@@ -52,7 +54,10 @@ def bar_chart(title: str, bars: list[Bar], unit: str = "", digits: int = 4) -> M
             f'<text class="value" x="{max(x_end, zero) + 4:.1f}" '
             f'y="{y + BAR_HEIGHT * 0.7:.1f}">{escape(text)}</text>'
         )
-    parts.append(f'<line class="axis" x1="{zero:.1f}" y1="0" x2="{zero:.1f}" y2="{height}"/></svg>')
+    parts.append(
+        f'<line class="axis" x1="{zero:.1f}" y1="{TITLE_HEIGHT}" x2="{zero:.1f}" '
+        f'y2="{height}"/></svg>'
+    )
     return Markup("".join(parts))
 
 

@@ -1,0 +1,153 @@
+"""The web console in a real browser: Debian's Chromium driven by Playwright against the
+platform's app served by uvicorn. Each journey saves a screenshot of its final page under
+`test-artifacts/` (or `$MLOPS_TEST_ARTIFACTS`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import copy_version
+from mlops.api.app import create_app
+from mlops.settings import Settings
+from registered_models import add_version
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("MLOPS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+"""Headless flags this machine needs: without the networking ones Chromium keeps trying
+hosts the closed network refuses."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(lifecycle: dict[str, Any]) -> Iterator[tuple[str, Settings]]:
+    """The platform's app (API and console) on a free port, as `mlops api` serves it."""
+    import uvicorn
+
+    settings: Settings = lifecycle["settings"]
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="console-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", settings
+    server.should_exit = True
+    thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("Debian's chromium is needed: scripts/test.sh installs it with apt-get")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    yield tab
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def _sign_in(page: Any, base: str, settings: Settings, then: str) -> None:
+    page.goto(f"{base}/signin?next={then}")
+    page.get_by_label("API token").fill(settings.token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}{then}")
+
+
+def _until_finished(page: Any, timeout: float = 180) -> str:
+    """The results page reloads itself every 2 s while the run goes on: wait for the last
+    version of it, the one without the running notice."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page.wait_for_load_state()
+        if page.locator(".loading").count() == 0:
+            return str(page.content())
+        assert time.monotonic() < deadline, "the evaluation did not finish"
+        page.wait_for_timeout(500)
+
+
+def test_home_shows_every_component_and_recent_activity(
+    page: Any, served: tuple[str, Settings]
+) -> None:
+    base, _ = served
+    page.goto(base)
+    assert page.get_by_role("heading", name="Platform health").is_visible()
+    rows = page.locator("table.grid tbody tr")
+    assert rows.count() >= 4
+    assert page.get_by_role("heading", name="Recent activity").is_visible()
+    assert page.get_by_role("link", name="Evaluation").is_visible()
+
+
+def test_run_an_evaluation_suite_and_read_pass_fail_and_the_comparison(
+    page: Any, served: tuple[str, Settings]
+) -> None:
+    base, settings = served
+    name = copy_version(settings, "1")
+    add_version(settings, name, "2")
+    page.goto(f"{base}/evaluation")
+    assert page.get_by_text("to run suites").is_visible()  # read-only until signed in
+    assert page.get_by_role("button", name="Run").count() == 0
+
+    _sign_in(page, base, settings, "/evaluation")
+    page.get_by_label("run smoke").check()
+    page.locator(f'input[value="{name}:1"]').check()
+    page.locator(f'input[value="{name}:2"]').check()
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(f"{base}/evaluation/results/*")
+    _until_finished(page)
+
+    marks = page.locator("td.mark >> visible=true")  # the summary; details are folded
+    assert marks.count() == 6  # 3 tests x 2 versions
+    texts = {marks.nth(i).inner_text() for i in range(marks.count())}
+    assert texts <= {"✓ Pass", "✗ Fail", "! Error"} and texts
+    assert page.get_by_role("heading", name="Comparison").is_visible()
+    assert page.locator("svg.chart rect.bar.best").count() >= 7
+    assert page.get_by_role("heading", name="Explainability").is_visible()
+    assert page.get_by_text("Top drivers of P(up)").first.is_visible()
+
+
+def test_a_rejected_run_shows_its_error_inline(page: Any, served: tuple[str, Settings]) -> None:
+    base, settings = served
+    _sign_in(page, base, settings, "/evaluation")
+    page.get_by_role("button", name="Run").click()  # nothing ticked
+    alert = page.get_by_role("alert")
+    assert alert.inner_text() == "Tick at least one suite and one model version."
