@@ -61,7 +61,7 @@ def page(request: Request, name: str, status: int = 200, **context: Any) -> HTML
             "signed_in": signed_in(request),
             "csrf": csrf_token(request),
             "mlflow_url": settings.mlflow_url,
-            "prefect_url": settings.prefect_url,
+            "prefect_url": settings.prefect_url.removesuffix("/api"),  # the UI, not the API
             **context,
         },
         status_code=status,
