@@ -151,3 +151,64 @@ def test_a_rejected_run_shows_its_error_inline(page: Any, served: tuple[str, Set
     page.get_by_role("button", name="Run").click()  # nothing ticked
     alert = page.get_by_role("alert")
     assert alert.inner_text() == "Tick at least one suite and one model version."
+
+
+def _until_deployed(page: Any, timeout: float = 180) -> None:
+    """The deployment page reloads itself every 2 s until the deployment has finished."""
+    deadline = time.monotonic() + timeout
+    while page.locator('meta[http-equiv="refresh"]').count():
+        assert time.monotonic() < deadline, "the deployment did not finish"
+        page.wait_for_timeout(500)
+        page.wait_for_load_state()
+
+
+def test_create_an_experiment_and_deploy_a_model_to_production(
+    page: Any, served: tuple[str, Settings]
+) -> None:
+    import uuid
+
+    base, settings = served
+    name = copy_version(settings, "1")
+    _sign_in(page, base, settings, "/experiments")
+    experiment = f"browser-{uuid.uuid4().hex[:8]}"
+    page.get_by_label("Name", exact=True).fill(experiment)
+    page.get_by_role("button", name="Create experiment").click()
+    page.wait_for_url(f"{base}/experiments/*")
+    assert page.get_by_role("heading", name=experiment).is_visible()
+
+    page.goto(f"{base}/models/{name}")
+    card = page.locator("form.deploy-form")
+    card.get_by_label("Version").select_option("1")
+    card.get_by_label("Target stage").select_option("production")
+    card.get_by_role("button", name="Deploy").click()
+    page.wait_for_url(f"{base}/deployments/*")
+    _until_deployed(page)
+    steps = page.locator("ol.stepper li.step")
+    assert [steps.nth(i).get_attribute("class") for i in range(3)] == ["step passed"] * 3
+    assert page.get_by_role("status").inner_text() == f"{name} v1 is now in production."
+
+
+def test_a_failed_gate_shows_which_gate_and_why(page: Any, served: tuple[str, Settings]) -> None:
+    from registered_models import logged_model
+
+    base, settings = served
+    misfit = logged_model(settings, columns=["ret_1d", "not_served"])
+    _sign_in(page, base, settings, f"/models/{misfit}")
+    page.locator("form.deploy-form").get_by_role("button", name="Deploy").click()
+    page.wait_for_url(f"{base}/deployments/*")
+    _until_deployed(page)
+    failure = page.locator(".failure")
+    assert "Failed at the validate stage" in failure.inner_text()
+    assert "signature" in failure.inner_text() and "not_served" in failure.inner_text()
+
+
+def test_a_deploy_without_the_token_is_refused(page: Any, served: tuple[str, Settings]) -> None:
+    base, settings = served
+    name = copy_version(settings, "1")
+    page.goto(f"{base}/models/{name}")
+    assert page.get_by_role("button", name="Deploy").count() == 0
+    assert page.get_by_text("Sign in to deploy").first.is_visible()
+    response = page.request.post(
+        f"{base}/models/{name}/deploy", form={"version": "1", "target_stage": "production"}
+    )
+    assert response.status == 401
