@@ -156,5 +156,10 @@ def test_profiles_with_closed_reads_send_visitors_to_sign_in(settings: Settings)
             response = client.get(path, follow_redirects=False)
             assert response.status_code == 303
             assert response.headers["location"] == f"/signin?next={path}"
+        assert client.get("/api/v1/evaluation/benchmarks").status_code == 401
         _sign_in(client, closed)
         assert client.get("/", follow_redirects=False).status_code == 200
+        # the pages' plots and downloads come from the API: the signed-in session reads it
+        assert client.get("/api/v1/evaluation/benchmarks").status_code == 200
+        wrong = {"Authorization": "Bearer wrong"}
+        assert client.get("/api/v1/evaluation/benchmarks", headers=wrong).status_code == 401

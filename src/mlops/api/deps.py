@@ -39,12 +39,20 @@ def require_token(
 
 
 def read_access(
+    request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Reads: open unless the profile says reads need the token too."""
-    if settings.reads_require_auth:
+    """Reads: open unless the profile says reads need the token too. A console session
+    signed in with the token counts (its pages link to plots and downloads of the API)."""
+    if settings.reads_require_auth and not (credentials is None and _console_session(request)):
         _check_token(settings, credentials)
+
+
+def _console_session(request: Request) -> bool:
+    from mlops.web.common import signed_in
+
+    return "session" in request.scope and signed_in(request)
 
 
 Caller = Annotated[str, Depends(require_token)]
