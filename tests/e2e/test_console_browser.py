@@ -212,3 +212,58 @@ def test_a_deploy_without_the_token_is_refused(page: Any, served: tuple[str, Set
         f"{base}/models/{name}/deploy", form={"version": "1", "target_stage": "production"}
     )
     assert response.status == 401
+
+
+def test_look_up_a_feature_and_its_statistics(page: Any, served: tuple[str, Settings]) -> None:
+    base, _ = served
+    page.goto(f"{base}/features")
+    page.get_by_label("Search").fill("rsi")
+    page.get_by_role("button", name="Filter").click()
+    page.get_by_role("link", name="rsi_14").first.click()
+    assert page.get_by_role("heading", name="Statistics").is_visible()
+    stats = page.locator("section", has=page.get_by_role("heading", name="Statistics"))
+    assert "mean" in stats.inner_text() and "p99" in stats.inner_text()
+    assert page.locator("svg.chart").count() >= 1  # the histogram
+    assert page.get_by_role("heading", name="Sample rows").is_visible()
+
+
+def test_edit_a_prompt_preview_publish_and_find_it_in_the_history(
+    page: Any, served: tuple[str, Settings]
+) -> None:
+    import uuid
+
+    from mlops.prompts.store import open_store
+
+    base, settings = served
+    name = f"greet_{uuid.uuid4().hex[:6]}"
+    meta = "description: greeting\nowner: desk\nvariables:\n  who:\n    type: string\n"
+    open_store(settings).create(name, "Hello {{ who }}\n", meta, "tester", "tests", "first")
+    _sign_in(page, base, settings, f"/prompts/{name}/edit")
+    page.get_by_label("Template (Jinja2)").fill("Good morning {{ who }}, from the browser.\n")
+    page.get_by_label("who").fill("desk")
+    page.get_by_role("button", name="Preview").click()
+    assert (
+        page.locator("#prompt-preview")
+        .inner_text()
+        .strip()
+        .startswith("Good morning desk, from the browser.")
+    )
+    page.get_by_label("Commit message").fill("browser edit")
+    page.get_by_role("button", name="Commit new version").click()
+    page.wait_for_url(f"{base}/prompts/{name}*")
+    page.get_by_role("button", name="Publish").click()
+    page.wait_for_url(f"{base}/prompts/{name}*")
+    page.goto(f"{base}/prompts/{name}/history")
+    newest = page.locator("table.grid tbody tr").first.inner_text()
+    assert "browser edit" in newest and "v2" in newest and "live" in newest
+
+
+def test_a_rejected_template_shows_its_error_inline(
+    page: Any, served: tuple[str, Settings]
+) -> None:
+    base, settings = served
+    _sign_in(page, base, settings, "/prompts/risk_report/edit")
+    page.get_by_label("Template (Jinja2)").fill("line one\n{% if %}\n")
+    page.get_by_role("button", name="Commit new version").click()
+    error = page.locator("#form-error")
+    assert error.is_visible() and "Not committed — line 2" in error.inner_text()
