@@ -267,3 +267,19 @@ def test_a_rejected_template_shows_its_error_inline(
     page.get_by_role("button", name="Commit new version").click()
     error = page.locator("#form-error")
     assert error.is_visible() and "Not committed — line 2" in error.inner_text()
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/features", "/experiments", "/models", "/evaluation", "/prompts"]
+)
+def test_pages_fit_a_narrow_screen(browser: Any, served: tuple[str, Settings], path: str) -> None:
+    """At phone width the page does not scroll sideways: wide tables scroll in their box."""
+    base, _ = served
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(base + path)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"narrow{path.replace('/', '_') or '_home'}.png"))
+    context.close()
+    assert overflow <= 0, f"{path} is {overflow} px wider than the screen"
