@@ -29,20 +29,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # for `flows.*`
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `bench_features`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `browser`
 
 from bench_features import log, md_table, percentile  # noqa: E402  (after sys.path)
 
+from browser import launch_chromium  # noqa: E402
+
 FCP_TARGET_S = 0.5
 HTML_TARGET_KB = 100.0
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FAST = {  # small models: the benchmark is about pages, not training
     "logistic_regression": {},
     "random_forest": {"n_estimators": 30},
@@ -152,12 +146,9 @@ def measure(base: str, token: str, targets: list[tuple[str, str]], repeats: int)
     """Per page: FCP and load (ms) from the Performance API, and the HTML size."""
     from playwright.sync_api import sync_playwright
 
-    executable = shutil.which("chromium")
-    if executable is None:
-        raise SystemExit("Debian's chromium is needed: apt-get install chromium")
     rows = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        browser = launch_chromium(playwright)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         page.goto(f"{base}/signin")  # signed in: the pages show their forms too

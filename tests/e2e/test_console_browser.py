@@ -5,7 +5,6 @@ platform's app served by uvicorn. Each journey saves a screenshot of its final p
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from browser import launch_chromium
 from conftest import copy_version
 from mlops.api.app import create_app
 from mlops.settings import Settings
@@ -23,17 +23,6 @@ from registered_models import add_version
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("MLOPS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-"""Headless flags this machine needs: without the networking ones Chromium keeps trying
-hosts the closed network refuses."""
 
 
 def _free_port() -> int:
@@ -67,11 +56,8 @@ def served(lifecycle: dict[str, Any]) -> Iterator[tuple[str, Settings]]:
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("Debian's chromium is needed: scripts/test.sh installs it with apt-get")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        launched = launch_chromium(playwright)
         yield launched
         launched.close()
 

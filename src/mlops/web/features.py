@@ -182,6 +182,13 @@ def _timeline_page(
     )
 
 
+def _view_error(request: Request, view: str, exc: MlopsError) -> HTMLResponse:
+    """An unknown view goes back to the catalog; any other error shows on the timeline."""
+    if isinstance(exc, NotFoundError) and "view" in exc.details and "version" not in exc.details:
+        return _catalog_page(request, status=exc.http_status, error=exc.message)
+    return _timeline_page(request, view, status=exc.http_status, error=exc.message)
+
+
 @router.get("/features/views/{view}/diff", response_class=HTMLResponse, response_model=None)
 def view_diff(request: Request, view: str) -> Response:
     """Two versions of a view side by side, with what changed between them."""
@@ -199,12 +206,8 @@ def view_diff(request: Request, view: str) -> Response:
             before = versions.get_version(session, view, a)
             after = versions.get_version(session, view, b)
             left, right = _info(before), _info(after)
-    except NotFoundError as exc:
-        if "view" in exc.details and "version" not in exc.details:
-            return _catalog_page(request, status=exc.http_status, error=exc.message)
-        return _timeline_page(request, view, status=exc.http_status, error=exc.message)
     except MlopsError as exc:
-        return _timeline_page(request, view, status=exc.http_status, error=exc.message)
+        return _view_error(request, view, exc)
     return page(
         request,
         "features/diff.html",
@@ -303,12 +306,8 @@ async def view_rollback(request: Request, view: str) -> Response:
         from mlops.features.rollback import rollback_view
 
         info = await run_in_threadpool(rollback_view, settings, view, target, "console", message)
-    except NotFoundError as exc:
-        if "view" in exc.details and "version" not in exc.details:
-            return _catalog_page(request, status=exc.http_status, error=exc.message)
-        return _timeline_page(request, view, status=exc.http_status, error=exc.message)
     except MlopsError as exc:
-        return _timeline_page(request, view, status=exc.http_status, error=exc.message)
+        return _view_error(request, view, exc)
     return RedirectResponse(f"/features/views/{quote(view)}?rolled={info.version}", status_code=303)
 
 
