@@ -269,3 +269,29 @@ def test_pages_fit_a_narrow_screen(browser: Any, served: tuple[str, Settings], p
     page.screenshot(path=str(ARTIFACTS / f"narrow{path.replace('/', '_') or '_home'}.png"))
     context.close()
     assert overflow <= 0, f"{path} is {overflow} px wider than the screen"
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button')]
+  .filter(e => e.type !== 'hidden' && e.offsetParent !== null)
+  .filter(e => e.tagName === 'BUTTON'
+      ? !(e.innerText.trim() || e.getAttribute('aria-label'))
+      : !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+  .map(e => e.outerHTML.slice(0, 120))"""
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/features", "/datasets", "/experiments", "/models", "/evaluation", "/prompts",
+     "/prompts/market_summary/edit"],
+)  # fmt: skip
+def test_every_control_has_a_label_and_the_keyboard_reaches_it(
+    browser: Any, served: tuple[str, Settings], path: str
+) -> None:
+    base, settings = served
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    _sign_in(page, base, settings, path)
+    assert page.evaluate(UNLABELLED) == []
+    page.keyboard.press("Tab")  # the first stop is a link or control, not the body
+    assert page.evaluate("document.activeElement.tagName") in ("A", "BUTTON", "INPUT")
+    context.close()

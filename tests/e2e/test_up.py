@@ -109,6 +109,8 @@ def test_up_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert ingest["schedules"][0]["schedule"]["cron"] == "30 21 * * 1-5"
         assert _run_deployment(prefect, ingest["id"]) == "COMPLETED"
         _nightly_evaluation(urls, by_name["nightly-evaluation"])
+        home = _http.get(f"{urls['api']}/").text  # the console's home reads Prefect's runs
+        assert "/runs/flow-run/" in home and "The Prefect server is not running" not in home
         assert token
     finally:
         os.killpg(process.pid, signal.SIGINT)

@@ -44,12 +44,26 @@ def _sign_in(client: TestClient, settings: Settings) -> None:
     assert response.status_code == 303 and response.headers["location"] == "/evaluation"
 
 
-def test_home_shows_component_health_and_recent_activity(client: TestClient) -> None:
+def test_home_shows_component_health_and_recent_activity(
+    client: TestClient, settings: Settings
+) -> None:
+    import uuid
+
+    from mlops.prompts.publishing import publish
+    from mlops.prompts.store import open_store
+
+    store = open_store(settings)
+    name = f"home_{uuid.uuid4().hex[:6]}"
+    meta = "description: greeting\nowner: desk\nvariables:\n  who:\n    type: string\n"
+    store.create(name, "Hello {{ who }}\n", meta, "tester", "tests", "first")
+    publish(store, name, 1, "tester")
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for component in ("metadata db", "feast registry", "offline store", "online store"):
         assert component in page.text
     assert "Recent activity" in page.text and "Ingest flow runs" in page.text
+    assert f'<a href="/prompts/{name}">{name}</a> v1 · publish' in page.text
+    assert "Prefect flow runs" in page.text
     assert 'aria-current="page">Home' in page.text
 
 

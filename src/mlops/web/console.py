@@ -81,11 +81,39 @@ def home(request: Request) -> Response:
         deployments=quiet(lambda: list_deployments(settings, None, 5, 0), no_deployments),
         evaluations=list_evaluations(settings, limit=5),
         prompts=_recent_prompts(settings),
+        flow_runs=_recent_flow_runs(settings)
+        if health.components["prefect"].status == "ok"
+        else [],
     )
 
 
+def _recent_flow_runs(settings: Settings) -> list[dict[str, Any]]:
+    """The latest flow runs of the Prefect server of `mlops up` (any flow, any trigger)."""
+    import httpx
+
+    def read() -> list[dict[str, Any]]:
+        response = httpx.post(
+            f"{settings.prefect_url}/flow_runs/filter",
+            json={"sort": "START_TIME_DESC", "limit": 5},
+            timeout=1.0,
+        )
+        response.raise_for_status()
+        runs: list[dict[str, Any]] = response.json()
+        return runs
+
+    none: list[dict[str, Any]] = []
+    return quiet(read, none)
+
+
 def _recent_prompts(settings: Settings) -> list[Any]:
+    """The latest release events (publish, rollback, archive, restore) of every template."""
     from mlops.prompts.store import open_store
 
-    items: list[Any] = quiet(lambda: open_store(settings).list_templates(), [])
-    return sorted(items, key=lambda t: t.updated, reverse=True)[:5]
+    def releases() -> list[Any]:
+        index = open_store(settings).index
+        index.refresh()
+        events = [(name, e) for name, t in index.templates.items() for e in t.releases]
+        return sorted(events, key=lambda item: item[1].time, reverse=True)[:5]
+
+    none: list[Any] = []
+    return quiet(releases, none)
