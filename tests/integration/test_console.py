@@ -13,11 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import copy_version
+from console_pages import csrf, sign_in
 from mlops.api.app import create_app
 from mlops.settings import Settings
 from registered_models import add_version
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +31,11 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 def _csrf(client: TestClient, path: str = "/evaluation") -> str:
-    match = CSRF.search(client.get(path).text)
-    assert match, "the page carries the session's CSRF token"
-    return match.group(1)
+    return csrf(client, path)
 
 
 def _sign_in(client: TestClient, settings: Settings) -> None:
-    response = client.post(
-        "/signin", data={"token": settings.token, "next": "/evaluation"}, follow_redirects=False
-    )
-    assert response.status_code == 303 and response.headers["location"] == "/evaluation"
+    sign_in(client, settings, "/evaluation")
 
 
 def test_home_shows_component_health_and_recent_activity(

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import make_settings, run_ingest_flow
+from console_pages import csrf, sign_in
 from mlops.api.app import create_app
 from mlops.db import session_scope
 from mlops.features.catalog import feature_detail
@@ -22,7 +23,6 @@ from mlops.features.datasets import list_datasets
 from mlops.features.versions import list_versions
 from mlops.settings import PROJECT_ROOT, Settings
 
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 ALERT = re.compile(r'<p class="error" role="alert"[^>]*>(.*?)</p>', re.S)
 ALL_FEATURES = (
     "ret_1d",
@@ -56,19 +56,6 @@ def _alert(html: str) -> str:
     match = ALERT.search(html)
     assert match, "the page shows the error inline"
     return unescape(re.sub(r"<[^>]+>", "", match.group(1)))
-
-
-def _csrf(client: TestClient, path: str) -> str:
-    match = CSRF.search(client.get(path).text)
-    assert match, "the page carries the session's CSRF token"
-    return match.group(1)
-
-
-def _sign_in(client: TestClient, settings: Settings, target: str) -> None:
-    response = client.post(
-        "/signin", data={"token": settings.token, "next": target}, follow_redirects=False
-    )
-    assert response.status_code == 303
 
 
 def _versions(settings: Settings, view: str) -> list[int]:
@@ -215,19 +202,19 @@ def test_timeline_diff_and_confirmed_rollback(fresh: Settings, tmp_path: Path) -
         unknown = client.get("/features/views/nope/diff?from=1&to=2")
         assert unknown.status_code == 404 and "Unknown feature view 'nope'" in _alert(unknown.text)
 
-        csrf = _csrf(client, "/datasets")
-        body = {"csrf": csrf, "version": "1", "confirm": "yes"}
+        token = csrf(client, "/datasets")
+        body = {"csrf": token, "version": "1", "confirm": "yes"}
         anonymous = client.post(f"{view}/rollback", data=body, follow_redirects=False)
         assert anonymous.status_code == 401 and "Sign in with the API token" in anonymous.text
-        _sign_in(client, fresh, view)
-        csrf = _csrf(client, view)
+        sign_in(client, fresh, view)
+        token = csrf(client, view)
         assert "Roll back to v1…" in client.get(view).text
         forged = client.post(
             f"{view}/rollback", data={**body, "csrf": "forged"}, follow_redirects=False
         )
         assert forged.status_code == 401 and "The form has expired" in forged.text
 
-        ask = client.post(f"{view}/rollback", data={"csrf": csrf, "version": "1"})
+        ask = client.post(f"{view}/rollback", data={"csrf": token, "version": "1"})
         assert ask.status_code == 200 and "Roll back price_returns to v1?" in ask.text
         assert 'name="confirm" value="yes" required' in ask.text
         assert 'for="rb-message">Reason</label>' in ask.text
@@ -236,13 +223,13 @@ def test_timeline_diff_and_confirmed_rollback(fresh: Settings, tmp_path: Path) -
             ({"version": "2", "confirm": "yes"}, 422, "already the active one"),
             ({"version": "one", "confirm": "yes"}, 422, "version must be a version number"),
         ):
-            refused = client.post(f"{view}/rollback", data={"csrf": csrf, **sent})
+            refused = client.post(f"{view}/rollback", data={"csrf": token, **sent})
             assert refused.status_code == status and message in _alert(refused.text)
         assert _versions(fresh, "price_returns") == [1, 2], "nothing changed yet"
 
         done = client.post(
             f"{view}/rollback",
-            data={**body, "csrf": csrf, "message": "bring ret_20d back"},
+            data={**body, "csrf": token, "message": "bring ret_20d back"},
             follow_redirects=False,
         )
         assert done.status_code == 303 and done.headers["location"] == f"{view}?rolled=3"
@@ -261,9 +248,9 @@ def test_dataset_created_from_ticked_features_listed_and_downloadable(fresh: Set
             assert label in form
         tickers = re.findall(r'name="ticker" value="([^"]+)"', form)
         assert len(tickers) == 5
-        csrf = _csrf(client, "/datasets")
+        token = csrf(client, "/datasets")
         good = {
-            "csrf": csrf,
+            "csrf": token,
             "name": "console-ds",
             "feature": ["price_returns:ret_1d", "risk_momentum:rsi_14"],
             "ticker": tickers[:2],
@@ -273,9 +260,9 @@ def test_dataset_created_from_ticked_features_listed_and_downloadable(fresh: Set
         }
         anonymous = client.post("/datasets", data=good, follow_redirects=False)
         assert anonymous.status_code == 401
-        _sign_in(client, fresh, "/datasets")
-        csrf = _csrf(client, "/datasets")
-        good["csrf"] = csrf
+        sign_in(client, fresh, "/datasets")
+        token = csrf(client, "/datasets")
+        good["csrf"] = token
 
         for change, status, message in (
             ({"feature": []}, 422, "Tick at least one feature"),

@@ -19,12 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import LIFECYCLE_EXPERIMENT, copy_version
+from console_pages import csrf, sign_in
 from mlops.api.app import create_app
 from mlops.lifecycle import deployments, experiments, mlflow_backend, registry
 from mlops.settings import Settings
 from registered_models import add_version, logged_model
 
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 REFRESHING = "refreshes every 2 s"
 
 
@@ -43,16 +43,11 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 def _csrf(client: TestClient, path: str = "/experiments") -> str:
-    match = CSRF.search(client.get(path).text)
-    assert match, "the page carries the session's CSRF token"
-    return match.group(1)
+    return csrf(client, path)
 
 
 def _sign_in(client: TestClient, settings: Settings) -> None:
-    response = client.post(
-        "/signin", data={"token": settings.token, "next": "/models"}, follow_redirects=False
-    )
-    assert response.status_code == 303
+    sign_in(client, settings, "/models")
 
 
 def _follow(client: TestClient, url: str, seconds: float = 90) -> str:

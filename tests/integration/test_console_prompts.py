@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from console_pages import csrf, sign_in
 from mlops.api.app import create_app
 from mlops.errors import MlopsError
 from mlops.prompts.store import PromptStore, open_store
 from mlops.settings import Settings
 from prompt_git import git, repo_snapshot
 
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 META = "description: greeting\nowner: desk\nvariables:\n  who:\n    type: string\n"
 META_TWO = META + "  times:\n    type: integer\n    required: false\n    default: 1\n"
 
@@ -46,16 +46,11 @@ def store(settings: Settings, client: TestClient) -> PromptStore:
 
 
 def _sign_in(client: TestClient, settings: Settings) -> None:
-    response = client.post(
-        "/signin", data={"token": settings.token, "next": "/prompts"}, follow_redirects=False
-    )
-    assert response.status_code == 303
+    sign_in(client, settings, "/prompts")
 
 
 def _csrf(client: TestClient, path: str = "/prompts") -> str:
-    match = CSRF.search(client.get(path).text)
-    assert match, "the page carries the session's CSRF token"
-    return match.group(1)
+    return csrf(client, path)
 
 
 def _card(page: str, name: str) -> str:
