@@ -10,8 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import httpx
 import pytest
 
 from mlops.errors import ServiceError
+from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 _http = httpx.Client(timeout=30)  # first calls load MLflow in the API process
@@ -28,16 +27,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -87,7 +76,9 @@ def test_up_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     )
     services = home / "run" / "services.json"
     try:
-        _wait_for(lambda: services.exists() or process.poll() is not None, 300, "mlops up")
+        wait_for(
+            lambda: services.exists() or process.poll() is not None, 300, "mlops up", interval=0.5
+        )
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
         urls = json.loads(services.read_text())
         assert _http.get(f"{urls['api']}/healthz").json()["status"] == "ok"
@@ -129,7 +120,7 @@ def _run_deployment(prefect: str, deployment_id: str) -> str:
         state = _http.get(f"{prefect}/flow_runs/{run['id']}").json()["state"]["type"]
         return state if state in ("COMPLETED", "FAILED", "CRASHED") else None
 
-    return str(_wait_for(finished, 180, "the deployment run"))
+    return str(wait_for(finished, 180, "the deployment run", interval=0.5))
 
 
 def _nightly_evaluation(urls: dict[str, str], deployment: dict[str, Any]) -> None:
@@ -175,7 +166,7 @@ def _deploy_through_the_api(urls: dict[str, str], token: str, production: str) -
         record: dict[str, Any] = _http.get(status_url).json()
         return record if record["status"] in ("succeeded", "failed") else None
 
-    record = _wait_for(done, 120, "the deployment")
+    record = wait_for(done, 120, "the deployment", interval=0.5)
     assert record["status"] == "succeeded", record["error"]
     tasks = _http.post(
         f"{urls['prefect']}/task_runs/filter",

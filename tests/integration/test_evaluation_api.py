@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import shutil
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from mlops.evaluation.tracking import EVALUATION_TAG, EXPERIMENT
 from mlops.lifecycle import mlflow_backend
 from mlops.settings import Settings
 from registered_models import add_version, logged_model
+from waiting import wait_for
 
 API = "/api/v1/evaluation"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -104,20 +104,10 @@ def _state(settings: Settings) -> tuple[int, int]:
     return evaluations, runs
 
 
-def _wait_for(condition: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not reached")
-
-
 def _plots_drawn(client: TestClient, evaluation_id: str) -> None:
     """Plots are added to the runs after the results: wait until they are in."""
     url = f"{API}/results/{evaluation_id}"
-    assert _wait_for(lambda: client.get(url).json()["plots"] != "pending") is True
+    assert wait_for(lambda: client.get(url).json()["plots"] != "pending", 60, "plots") is True
     assert client.get(url).json()["plots"] == "done"
 
 
@@ -235,7 +225,9 @@ def test_run_answers_at_once_and_the_status_url_shows_progress(
     started = _run(client, auth, body, wait=False)
     assert started["status"] in ("pending", "running") and started["progress"]["total"] == 2
     url = started["status_url"]
-    done = _wait_for(lambda: (r := client.get(url).json())["status"] == "succeeded" and r)
+    done = wait_for(
+        lambda: (r := client.get(url).json())["status"] == "succeeded" and r, 60, "the run"
+    )
     assert done["progress"] == {"done": 2, "total": 2} and done["verdict"] is not None
 
 
@@ -387,7 +379,9 @@ def test_plots_that_cannot_be_drawn_leave_the_results_whole(
     body = {"suites": ["smoke"], "models": [{"name": model, "version": "1"}], "explain": False}
     result = _run(client, auth, body)
     url = f"{API}/results/{result['id']}"
-    outcome = _wait_for(lambda: (p := client.get(url).json()["plots"]) != "pending" and p)
+    outcome = wait_for(
+        lambda: (p := client.get(url).json()["plots"]) != "pending" and p, 60, "plots"
+    )
     assert outcome.startswith("failed: run ") and "RuntimeError: no canvas" in outcome
     after = client.get(url).json()
     assert after["results"] == result["results"] and after["status"] == "succeeded"
