@@ -183,3 +183,17 @@ def test_help_does_not_import_git_jinja_or_sqlalchemy() -> None:
         "test",
     ):
         assert command in result.stdout
+
+
+def test_refused_edits_in_the_same_second_are_all_kept(tmp_path: Path) -> None:
+    """Twenty edits refused at once (e.g. twenty terminals) leave twenty saved copies."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlops.cli.prompts import _keep_edit
+
+    texts = [f"edit number {i}\n" for i in range(20)]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        paths = list(pool.map(lambda t: _keep_edit(tmp_path, "greet", "template.j2", t), texts))
+    assert len(set(paths)) == 20
+    assert sorted(p.read_text() for p in paths) == sorted(texts)
+    assert all(p.name.startswith("greet.") and p.name.endswith(".template.j2") for p in paths)

@@ -211,11 +211,18 @@ def edit_cmd(
 
 def _keep_edit(home: Path, name: str, file: str, text: str) -> Path:
     """A refused edit is saved under the state folder so the work is not lost."""
+    import os
+    import tempfile
+
     folder = home / "prompt-edits"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.{datetime.now().strftime('%Y%m%d-%H%M%S')}.{file}"
-    path.write_text(text, encoding="utf-8")
-    return path
+    # mkstemp picks a name no other process holds (a timestamp alone collides when
+    # several edits are refused in the same second) and creates the file atomically.
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    fd, name_on_disk = tempfile.mkstemp(prefix=f"{name}.{stamp}.", suffix=f".{file}", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    return Path(name_on_disk)
 
 
 @app.command("history")
