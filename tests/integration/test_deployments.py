@@ -439,3 +439,53 @@ def test_holdout_starts_after_the_candidate_was_trained(
     test_start = mlflow_backend.client(settings).get_run(run_id).data.params["test_start"]
     first_day = holdout_gate["message"].rsplit("from ", 1)[1]
     assert first_day >= test_start
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["stage-open", "stage-closed"])
+def test_a_runner_killed_after_production_moved_leaves_a_succeeded_record(
+    settings: Settings, closed: bool
+) -> None:
+    """Killed between the alias move and the record's close (with or without the stage
+    written down): the registry decides, and the next rollback follows that history."""
+    name = copy_version(settings, "1")
+    first = _run(settings, deployments.request_deployment(settings, name, "1", "production", "t"))
+    assert first.status == "succeeded"
+    second = add_version(settings, name, "1")
+    info = deployments.request_deployment(settings, name, second, "production", "t")
+    deployments.begin(settings, info.id, None)
+    for stage in ("validate", "staging", "production"):
+        started = deployments.start_stage(settings, info.id, stage)
+        if stage == "production":
+            mlflow_backend.client(settings).set_registered_model_alias(name, "production", second)
+            if not closed:
+                break
+        gate = deployments.GateResult(name=stage, passed=True, message="test")
+        deployments.end_stage(settings, info.id, stage, started, [gate], "ok")
+    with session_scope(settings.metadata_url) as session:
+        session.get(Deployment, info.id).owner = f"{socket.gethostname()}:999999999:0"
+    record = deployments.get_deployment(settings, info.id)
+    assert record.status == "succeeded" and record.error is None
+    assert [s.status for s in record.stages] == ["passed", "passed", "passed"]
+    assert deployments.production_history(settings, name) == ["1", second]
+    assert deployments.rollback_target(settings, name) == ("1", second)
+
+
+def test_a_runner_gone_while_the_registry_is_down_stays_open_until_it_answers(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = copy_version(settings, "1")
+    info = deployments.request_deployment(settings, name, "1", "production", "t")
+    deployments.begin(settings, info.id, None)
+    deployments.start_stage(settings, info.id, "staging")
+    with session_scope(settings.metadata_url) as session:
+        session.get(Deployment, info.id).owner = f"{socket.gethostname()}:999999999:0"
+
+    def registry_down(*_: object) -> None:
+        raise ConnectionError("registry unreachable")
+
+    monkeypatch.setattr(registry, "alias_version", registry_down)
+    assert deployments.get_deployment(settings, info.id).status == "running"
+    monkeypatch.undo()
+    record = deployments.get_deployment(settings, info.id)
+    assert record.status == "failed" and record.failed_stage == "staging"
+    assert "Production was not moved" in (record.error or "")

@@ -13,6 +13,7 @@ Rules the records enforce:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -28,6 +29,8 @@ from mlops.errors import ConflictError, InvalidInputError, NotFoundError
 from mlops.lifecycle import registry
 from mlops.lifecycle.gates import GateResult
 from mlops.settings import Settings
+
+log = logging.getLogger(__name__)
 
 STAGE_NAMES = ("validate", "staging", "production")
 TARGETS = ("staging", "production")
@@ -299,7 +302,12 @@ def list_deployments(
 
 
 def reap_interrupted(settings: Settings) -> int:
-    """Close the records whose runner is gone (dead owner or stopped heartbeat)."""
+    """Close the records whose runner is gone (dead owner or stopped heartbeat).
+
+    A record is closed from what the registry shows, not from how far the record got: a
+    process can die after an alias moved and before it wrote that down. When the registry
+    cannot be read, the record is left open for a later reader (never guessed).
+    """
     now = utcnow()
     reaped = 0
     with session_scope(settings.metadata_url) as session:
@@ -309,37 +317,60 @@ def reap_interrupted(settings: Settings) -> int:
         for row in rows:
             beat = _aware(row.heartbeat_at)
             stale = beat is None or now - beat > STALE_AFTER
-            if owner_alive(row.owner) is False or stale:
-                _close_interrupted(settings, row, now)
-                reaped += 1
+            if owner_alive(row.owner) is not False and not stale:
+                continue
+            try:
+                stages = _reconciled_stages(settings, row)
+            except Exception as exc:  # registry down: close it once the registry answers
+                log.warning("deployment %s: runner gone, registry unreadable (%s)", row.id, exc)
+                continue
+            _close_interrupted(row, stages, now)
+            reaped += 1
     return reaped
 
 
-def _close_interrupted(settings: Settings, row: Deployment, now: datetime) -> None:
-    """Fail the record, unless production had already moved to its version: the production
-    stage's one decisive step is moving the alias, so the deployment then succeeded."""
+_ALIAS_OF_STAGE = {"staging": registry.STAGING_ALIAS, "production": registry.PRODUCTION_ALIAS}
+
+
+def _reconciled_stages(settings: Settings, row: Deployment) -> list[dict[str, Any]]:
+    """The stages as the registry proves them: a running alias stage whose alias points at
+    this version passed (moving the alias is its one decisive step); other running stages
+    failed; stages that never started are skipped."""
     stages = [dict(s) for s in row.stages]
-    running = next((s["name"] for s in stages if s["status"] == "running"), None)
-    moved = running == "production" and (
-        registry.alias_version(settings, row.model_name, registry.PRODUCTION_ALIAS) == row.version
-    )
     for stage in stages:
-        if stage["status"] == "running":
+        if stage["status"] == "pending":
+            stage["status"], stage["message"] = "skipped", "not reached: the process stopped"
+        elif stage["status"] == "running":
+            alias = _ALIAS_OF_STAGE.get(stage["name"])
+            moved = alias is not None and (
+                registry.alias_version(settings, row.model_name, alias) == row.version
+            )
             stage["status"] = "passed" if moved else "failed"
             stage["message"] = "alias moved; the process stopped after" if moved else "interrupted"
-        elif stage["status"] == "pending":
-            stage["status"] = "skipped"
+    return stages
+
+
+def _close_interrupted(row: Deployment, stages: list[dict[str, Any]], now: datetime) -> None:
+    """Succeeded when the target stage passed (also if the process died before saying so)."""
     row.stages = stages
-    row.status = "succeeded" if moved else "failed"
-    row.failed_stage = None if moved else running
+    status = {s["name"]: s["status"] for s in stages}
+    succeeded = status[row.target_stage] == "passed" and "failed" not in status.values()
+    failed_stage = next((s["name"] for s in stages if s["status"] == "failed"), None)
+    row.status = "succeeded" if succeeded else "failed"
+    row.failed_stage = None if succeeded else failed_stage
+    passed = [s["name"] for s in stages if s["status"] == "passed"]
+    when = (
+        f"during the {failed_stage} stage"
+        if failed_stage
+        else f"after the {passed[-1]} stage"
+        if passed
+        else "before it started"
+    )
     row.error = (
         None
-        if moved
-        else (
-            f"Interrupted: the process running it ({row.owner}) stopped"
-            + (f" during the {running} stage." if running else " before it started.")
-            + " Production was not moved by it; deploy again to retry."
-        )
+        if succeeded
+        else f"Interrupted: the process running it ({row.owner}) stopped {when}. "
+        f"{row.target_stage.capitalize()} was not moved by it; deploy again to retry."
     )
     row.active_model = None
     row.finished_at = now
