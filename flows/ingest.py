@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 
 from mlops.errors import DataValidationError, MlopsError
 from mlops.features import ingest as steps
+from mlops.runs import heartbeat
 from mlops.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -85,13 +86,15 @@ def ingest_flow(
     logger = get_run_logger()
     run_id = steps.start_run(settings, source, flow_run_id=str(flow_run.get_id() or ""))
     try:
-        bars: pd.DataFrame = load(settings, run_id, source)
-        report: Any = validate(settings, run_id, bars, source)
-        frames: steps.OfflineFrames = compute(settings, run_id, bars)
-        write(settings, run_id, frames)
-        versions: list[Any] = apply(settings, run_id, author or settings.author, message)
-        views: list[str] = materialize(settings, run_id, bars)
-        stats: int = statistics(settings, run_id, frames)
+        with heartbeat(lambda: steps.beat(settings, run_id)):
+            bars: pd.DataFrame = load(settings, run_id, source)
+            report: Any = validate(settings, run_id, bars, source)
+            with steps.exclusive_write(settings):  # merge onto the bars another ingest wrote
+                frames: steps.OfflineFrames = compute(settings, run_id, bars)
+                write(settings, run_id, frames)
+            versions: list[Any] = apply(settings, run_id, author or settings.author, message)
+            views: list[str] = materialize(settings, run_id, bars)
+            stats: int = statistics(settings, run_id, frames)
     except DataValidationError as exc:
         steps.finish_run(
             settings,

@@ -4,8 +4,9 @@ production."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -102,6 +104,9 @@ class IngestRun(Base):
     wall_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """The process running it (host:pid:start); a dead owner means the run was killed."""
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Deployment(Base):
@@ -181,14 +186,48 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+SCHEMA_LOCK = threading.Lock()
+"""Held while this process creates or upgrades a schema (threads wait for one another)."""
+VERSION_TABLE = "mlops_alembic_version"
+"""Alembic's bookkeeping table, named so it never meets MLflow's in a shared database."""
+
+
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    """One engine per database URL, with the schema created on first use."""
+    """One engine per database URL, with the schema migrated to the newest on first use."""
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    Base.metadata.create_all(engine)
+    upgrade_schema(engine)
     return engine
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Run the Alembic migrations (src/mlops/migrations) up to head.
+
+    Other processes may do the same at the same moment: SQLite files are upgraded under a
+    file lock beside them, PostgreSQL under a transaction-scoped advisory lock.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", "mlops:migrations")
+    config.set_main_option("version_table", VERSION_TABLE)
+    with SCHEMA_LOCK, _cross_process_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('mlops-schema'))"))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def _cross_process_lock(engine: Engine) -> AbstractContextManager[object]:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return nullcontext()
+    from filelock import FileLock
+
+    return FileLock(f"{database}.schema.lock")
 
 
 @contextmanager

@@ -99,3 +99,9 @@ class EvaluationFailedError(MlopsError):
     code = "evaluation_failed"
     http_status = 200
     exit_code = 11
+
+
+class OfflineStoreInconsistentError(ServiceError):
+    """The offline files disagree (a write was stopped between them); reads are refused."""
+
+    code = "offline_store_inconsistent"

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from mlops.db import engine_for
-from mlops.features.ingest import FEATURES_FILE
+from mlops.features.offline import FEATURES_FILE, consistency_problem
 from mlops.settings import Settings
 
 
@@ -56,6 +56,9 @@ def _offline(settings: Settings) -> str:
     path = settings.data_dir / FEATURES_FILE
     if not path.exists():
         raise FileNotFoundError("no offline data yet: run `mlops ingest`")
+    problem = consistency_problem(settings)
+    if problem:
+        raise RuntimeError(f"inconsistent ({problem}): run `mlops features repair`")
     return f"{path.stat().st_size} bytes of features"
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from mlops.runs import heartbeat
 from mlops.settings import Settings
 
 
@@ -75,24 +76,13 @@ def run_deployment(settings: Settings, deployment_id: str) -> None:
 
     from mlops.lifecycle import deployments
 
-    done = threading.Event()
-
-    def beat() -> None:  # readers close records whose heartbeat stops
-        while not done.wait(deployments.HEARTBEAT_SECONDS):
-            try:
-                deployments.heartbeat(settings, deployment_id)
-            except Exception:  # closed meanwhile, or the database is away: stop beating
-                return
-
-    threading.Thread(target=beat, name=f"heartbeat-{deployment_id[:8]}", daemon=True).start()
-    try:
-        deploy_flow(deployment_id=deployment_id, settings=settings)
-    except Exception as exc:
-        info = deployments.get_deployment(settings, deployment_id)
-        if info.status in ("pending", "running"):  # the flow never started or crashed early
-            deployments.finish(settings, deployment_id, f"{type(exc).__name__}: {exc}")
-    finally:
-        done.set()
+    with heartbeat(lambda: deployments.heartbeat(settings, deployment_id)):
+        try:
+            deploy_flow(deployment_id=deployment_id, settings=settings)
+        except Exception as exc:
+            info = deployments.get_deployment(settings, deployment_id)
+            if info.status in ("pending", "running"):  # the flow never started or crashed early
+                deployments.finish(settings, deployment_id, f"{type(exc).__name__}: {exc}")
 
 
 def start_deployment(settings: Settings, deployment_id: str) -> threading.Thread:

@@ -173,3 +173,19 @@ def rollback_cmd(
     with console.status(f"Rolling back {view} and re-materializing..."):
         info = rollback_view(config, view, version, config.author, message)
     console.print(f"[green]{view} is now at v{info.version} (definition of v{version}).[/]")
+
+
+@app.command("repair")
+@handle_errors
+def repair_cmd() -> None:
+    """Recompute features and labels from the bars when the offline files disagree.
+
+    An ingest killed while it wrote the offline store can leave `bars.parquet` newer than
+    the features and labels; reads then refuse with an error naming the difference. This
+    recomputes both from the bars (the source of truth), loads the last days into the
+    online store and records statistics. A consistent store is left as it is."""
+    from mlops.features.ingest import repair_offline
+
+    with console.status("Checking the offline store..."):
+        summary = repair_offline(settings())
+    console.print(summary, highlight=False)

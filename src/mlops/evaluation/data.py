@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from mlops.errors import InvalidInputError
 from mlops.evaluation.suites import SuiteData
-from mlops.features.ingest import FEATURES_FILE, LABELS_FILE
+from mlops.features.offline import FEATURES_FILE, LABELS_FILE
 from mlops.lifecycle import holdout
 from mlops.lifecycle.training import LABEL
 from mlops.settings import Settings

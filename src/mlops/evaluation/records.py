@@ -15,7 +15,7 @@ from mlops.db import Evaluation, EvaluationResult, session_scope, utcnow
 from mlops.errors import NotFoundError
 from mlops.evaluation.comparison import SuiteComparison, compare
 from mlops.evaluation.runner import Plan, SuiteResult
-from mlops.lifecycle.deployments import current_owner, owner_alive
+from mlops.runs import current_owner, owner_alive
 from mlops.settings import Settings
 
 Status = Literal["pending", "running", "succeeded", "failed"]

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from mlops.db import Dataset, session_scope
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError, UnsafePathError
 from mlops.features.catalog import active_definitions
-from mlops.features.ingest import BARS_FILE, write_parquet_atomic
+from mlops.features.offline import BARS_FILE, checked_path, write_parquet_atomic
 from mlops.features.store import open_store
 from mlops.features.versions import active_versions
 from mlops.settings import Settings
@@ -116,7 +116,7 @@ def resolve_feature_refs(
 
 def entity_rows(settings: Settings, request: DatasetRequest) -> pd.DataFrame:
     """The (ticker, day) rows of the offline bars in the requested tickers and range."""
-    bars = settings.data_dir / BARS_FILE
+    bars = checked_path(settings, BARS_FILE)
     if not bars.exists():
         raise NotFoundError("The offline store is empty: run `mlops ingest` first.")
     if request.start and request.end and request.start > request.end:

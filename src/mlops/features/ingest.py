@@ -8,8 +8,6 @@ offline store, the Feast registry and the online store as they were.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +18,15 @@ from sqlalchemy import select
 from mlops.db import IngestRun, session_scope, utcnow
 from mlops.features.compute import compute_features, compute_labels
 from mlops.features.demo_data import generate_ohlcv
+from mlops.features.offline import (
+    BARS_FILE,
+    FEATURES_FILE,
+    LABELS_FILE,
+    consistency_problem,
+    exclusive_write,
+    remove_dead_temp_files,
+    write_parquet_atomic,
+)
 from mlops.features.statistics import record_statistics
 from mlops.features.store import load_repo_definitions, open_store
 from mlops.features.validation import ValidationReport, ensure_valid, load_bars
@@ -32,11 +39,11 @@ from mlops.features.versions import (
     view_definition,
     views_to_apply,
 )
+from mlops.runs import current_owner, runner_gone
 from mlops.settings import Settings
 
-BARS_FILE = "bars.parquet"
-FEATURES_FILE = "daily_features.parquet"
-LABELS_FILE = "labels.parquet"
+__all__ = ["BARS_FILE", "FEATURES_FILE", "LABELS_FILE", "exclusive_write", "write_parquet_atomic"]
+
 DEMO_SOURCE = "demo"
 INGEST_STEPS = (
     "load",
@@ -96,22 +103,11 @@ def compute_offline_frames(bars: pd.DataFrame) -> OfflineFrames:
     return OfflineFrames(bars=bars, features=compute_features(bars), labels=compute_labels(bars))
 
 
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write a parquet file so readers see the old file or the new one, never a half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_offline(settings: Settings, frames: OfflineFrames) -> None:
-    """Replace the offline parquet files (each written to a temp file, then renamed)."""
+    """Replace the offline parquet files (each written to a temp file, then renamed; bars
+    first, see `offline.py` for what a kill between the renames leaves)."""
     settings.ensure_dirs()
+    remove_dead_temp_files(settings.data_dir)
     write_parquet_atomic(frames.bars, settings.data_dir / BARS_FILE)
     write_parquet_atomic(frames.features, settings.data_dir / FEATURES_FILE)
     write_parquet_atomic(frames.labels, settings.data_dir / LABELS_FILE)
@@ -180,7 +176,14 @@ def store_statistics(settings: Settings, frames: OfflineFrames) -> int:
 def start_run(settings: Settings, source: str, flow_run_id: str | None = None) -> int:
     settings.ensure_dirs()
     with session_scope(settings.metadata_url) as session:
-        run = IngestRun(source=source, status="running", steps=[], flow_run_id=flow_run_id)
+        run = IngestRun(
+            source=source,
+            status="running",
+            steps=[],
+            flow_run_id=flow_run_id,
+            owner=current_owner(),
+            heartbeat_at=utcnow(),
+        )
         session.add(run)
         session.flush()
         return run.id
@@ -191,6 +194,37 @@ def record_step(settings: Settings, run_id: int, name: str, seconds: float, stat
         run = session.get(IngestRun, run_id)
         if run is not None:
             run.steps = [*run.steps, {"step": name, "seconds": round(seconds, 4), "status": status}]
+            run.heartbeat_at = utcnow()
+
+
+def beat(settings: Settings, run_id: int) -> None:
+    """The run's heartbeat: readers close a `running` run whose heartbeat stopped."""
+    with session_scope(settings.metadata_url) as session:
+        run = session.get(IngestRun, run_id)
+        if run is not None and run.status == "running":
+            run.heartbeat_at = utcnow()
+
+
+def reap_interrupted(settings: Settings) -> int:
+    """Close the runs whose process was killed (or lost its heartbeat) as `interrupted`."""
+    now = utcnow()
+    with session_scope(settings.metadata_url) as session:
+        running = session.scalars(select(IngestRun).where(IngestRun.status == "running")).all()
+        gone = [run for run in running if runner_gone(run.owner, run.heartbeat_at, now)]
+        for run in gone:
+            done = [s["step"] for s in run.steps if s.get("status") == "completed"]
+            stopped_in = next((s for s in INGEST_STEPS if s not in done), INGEST_STEPS[-1])
+            run.status, run.finished_at = "interrupted", now
+            run.error = (
+                f"The process running it ({run.owner or 'unknown'}) stopped during the "
+                f"{stopped_in} step."
+                + (
+                    " The stores hold what the steps before it wrote."
+                    if done
+                    else " Nothing was written."
+                )
+            )
+        return len(gone)
 
 
 def finish_run(
@@ -214,9 +248,33 @@ def finish_run(
 
 
 def latest_runs(settings: Settings, limit: int = 20) -> list[IngestRun]:
+    reap_interrupted(settings)
     with session_scope(settings.metadata_url) as session:
         return list(session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)))
 
 
 def store_is_empty(settings: Settings) -> bool:
     return not (settings.data_dir / FEATURES_FILE).exists()
+
+
+def repair_offline(settings: Settings) -> str:
+    """Make features and labels agree with the bars again (after an ingest was killed
+    between its renames): recompute them from `bars.parquet`, write them, and load the
+    last days into the online store. Bars are not touched; a consistent store is left as
+    it is."""
+    with exclusive_write(settings):
+        removed = remove_dead_temp_files(settings.data_dir)
+        problem = consistency_problem(settings)
+        bars = read_offline_bars(settings)
+        if problem is None or bars is None:
+            return (
+                "The offline store is consistent; nothing to repair "
+                f"({len(removed)} leftover temp files removed)."
+            )
+        frames = compute_offline_frames(bars)
+        write_parquet_atomic(frames.features, settings.data_dir / FEATURES_FILE)
+        write_parquet_atomic(frames.labels, settings.data_dir / LABELS_FILE)
+    last = pd.to_datetime(bars["date"]).max()
+    materialize(settings, *batch_window(pd.DataFrame({"date": [last]})))
+    store_statistics(settings, frames)
+    return f"Repaired: {problem}. Features and labels were recomputed from {len(bars)} bars."

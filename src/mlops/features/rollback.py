@@ -9,7 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from mlops.db import session_scope
-from mlops.features.ingest import FEATURES_FILE, LABELS_FILE, OfflineFrames, store_statistics
+from mlops.features.ingest import OfflineFrames, store_statistics
+from mlops.features.offline import FEATURES_FILE, LABELS_FILE, checked_path
 from mlops.features.store import open_store
 from mlops.features.versions import (
     VersionInfo,
@@ -25,8 +26,8 @@ from mlops.settings import Settings
 
 
 def _offline_frames(settings: Settings) -> OfflineFrames:
-    features = pd.read_parquet(settings.data_dir / FEATURES_FILE)
-    labels = pd.read_parquet(settings.data_dir / LABELS_FILE)
+    features = pd.read_parquet(checked_path(settings, FEATURES_FILE))
+    labels = pd.read_parquet(checked_path(settings, LABELS_FILE))
     return OfflineFrames(bars=pd.DataFrame(), features=features, labels=labels)
 
 
@@ -34,6 +35,7 @@ def rollback_view(
     settings: Settings, view_name: str, to_version: int, author: str, message: str = ""
 ) -> VersionInfo:
     """Make version `to_version` of a view active again, as a new version."""
+    checked_path(settings, FEATURES_FILE)  # refused before anything changes
     store = open_store(settings)
     with session_scope(settings.metadata_url) as session:
         active = version_rows(session, view_name)[-1]

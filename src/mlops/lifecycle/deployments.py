@@ -14,10 +14,8 @@ Rules the records enforce:
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -28,6 +26,7 @@ from mlops.db import Deployment, session_scope, utcnow
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError
 from mlops.lifecycle import registry
 from mlops.lifecycle.gates import GateResult
+from mlops.runs import current_owner, runner_gone
 from mlops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,9 +34,6 @@ log = logging.getLogger(__name__)
 STAGE_NAMES = ("validate", "staging", "production")
 TARGETS = ("staging", "production")
 StageStatus = Literal["pending", "running", "passed", "failed", "skipped"]
-HEARTBEAT_SECONDS = 15.0
-STALE_AFTER = timedelta(minutes=2)
-"""A pending or running record whose heartbeat is older than this has lost its runner."""
 
 
 class StageRecord(BaseModel):
@@ -90,37 +86,6 @@ def _info(row: Deployment) -> DeploymentInfo:
         finished_at=row.finished_at,
         status_url=f"/api/v1/ml/deployments/{row.id}",
     )
-
-
-def _process_start(pid: int) -> int | None:
-    import psutil
-
-    try:
-        return int(psutil.Process(pid).create_time())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-
-
-def current_owner() -> str:
-    """This process: host, pid and start time (a reused pid is another owner)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
-
-
-def owner_alive(owner: str) -> bool | None:
-    """Whether the owning process still runs; None when it runs on another host."""
-    host, _, rest = owner.partition(":")
-    pid, _, started = rest.partition(":")
-    if host != socket.gethostname():
-        return None
-    if not pid.isdigit():
-        return False
-    return str(_process_start(int(pid))) == started
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=utcnow().tzinfo)
-    return value
 
 
 def _initial_stages(target: str, kind: str) -> list[dict[str, Any]]:
@@ -315,9 +280,7 @@ def reap_interrupted(settings: Settings) -> int:
             select(Deployment).where(Deployment.status.in_(("pending", "running")))
         ).all()
         for row in rows:
-            beat = _aware(row.heartbeat_at)
-            stale = beat is None or now - beat > STALE_AFTER
-            if owner_alive(row.owner) is not False and not stale:
+            if not runner_gone(row.owner, row.heartbeat_at, now):
                 continue
             try:
                 stages = _reconciled_stages(settings, row)

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from mlops.errors import InvalidInputError
-from mlops.features.ingest import FEATURES_FILE, LABELS_FILE
+from mlops.features.offline import FEATURES_FILE, LABELS_FILE, checked_path
 from mlops.lifecycle.gates import GateResult
 from mlops.lifecycle.training import LABEL
 from mlops.settings import Settings
@@ -23,9 +23,9 @@ FINITE_BOUND = 1e9
 
 
 def _features(settings: Settings, columns: list[str]) -> pd.DataFrame:
-    path = settings.data_dir / FEATURES_FILE
+    path = checked_path(settings, FEATURES_FILE)
     if not path.exists():
-        raise InvalidInputError(f"The offline store has no features yet ({path}): ingest first.")
+        raise InvalidInputError("The offline store has no features yet: ingest first.")
     frame = pd.read_parquet(path)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -51,9 +51,9 @@ def online_rows(settings: Settings, columns: list[str]) -> pd.DataFrame:
 
 def labelled_rows(settings: Settings, columns: list[str], complete: bool = True) -> pd.DataFrame:
     """Rows of the offline store with the label and `columns` (all present when `complete`)."""
-    labels_path = settings.data_dir / LABELS_FILE
+    labels_path = checked_path(settings, LABELS_FILE)
     if not labels_path.exists():
-        raise InvalidInputError(f"The offline store has no labels yet ({labels_path}).")
+        raise InvalidInputError("The offline store has no labels yet: ingest first.")
     labels = pd.read_parquet(labels_path, columns=["ticker", "event_timestamp", LABEL])
     frame = _features(settings, columns).merge(labels, on=["ticker", "event_timestamp"])
     return frame.dropna(subset=[*columns, LABEL]) if complete else frame
@@ -63,9 +63,9 @@ def offline_columns(settings: Settings) -> list[str]:
     """The feature columns of the offline store (without the entity key and timestamp)."""
     import pyarrow.parquet as pq
 
-    path = settings.data_dir / FEATURES_FILE
+    path = checked_path(settings, FEATURES_FILE)
     if not path.exists():
-        raise InvalidInputError(f"The offline store has no features yet ({path}): ingest first.")
+        raise InvalidInputError("The offline store has no features yet: ingest first.")
     names = pq.read_schema(path).names
     return [n for n in names if n not in ("ticker", "event_timestamp")]
 

@@ -359,9 +359,9 @@ def feature_page(request: Request, ref: str) -> Response:
 
 def _offline_range(settings: Settings) -> tuple[list[str], date | None, date | None]:
     """Tickers and the date range of the offline bars (two columns, cached per file)."""
-    from mlops.features.ingest import BARS_FILE
+    from mlops.features.offline import BARS_FILE, checked_path
 
-    bars = settings.data_dir / BARS_FILE
+    bars = checked_path(settings, BARS_FILE)
     if not bars.exists():
         return [], None, None
     return _bars_range(str(bars), bars.stat().st_mtime_ns)
