@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -22,7 +21,13 @@ from sqlalchemy.exc import IntegrityError
 from mlops.db import Dataset, session_scope
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError, UnsafePathError
 from mlops.features.catalog import active_definitions
-from mlops.features.offline import BARS_FILE, checked_path, write_parquet_atomic
+from mlops.features.offline import (
+    BARS_FILE,
+    checked_path,
+    remove_dead_temp_files,
+    temp_path,
+    write_parquet_atomic,
+)
 from mlops.features.store import open_store
 from mlops.features.versions import active_versions
 from mlops.settings import Settings
@@ -163,7 +168,8 @@ def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> 
     frame = frame.sort_values(["ticker", "event_timestamp"]).reset_index(drop=True)
     # The file gets its final name only once the record is committed, so a concurrent
     # request for the same name can never overwrite or delete the winner's file.
-    staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}.staged")
+    remove_dead_temp_files(path.parent)  # what a killed earlier request left
+    staged = temp_path(path)
     write_parquet_atomic(frame, staged)
     try:
         with session_scope(settings.metadata_url) as session:

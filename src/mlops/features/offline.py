@@ -39,17 +39,23 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     The temp file's name carries its writer (`.<name>@<host>~<pid>~<start>~<random>.tmp`),
     so the next open can tell a killed writer's leftover from a live writer's file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = current_owner().replace(":", "~")
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}@{writer}~", suffix=_TEMP_SUFFIX
-    )
-    os.close(fd)
+    tmp = temp_path(path)
     try:
         frame.to_parquet(tmp, index=False)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def temp_path(path: Path) -> Path:
+    """A new empty temp file beside `path`, named after its writer (see above)."""
+    writer = current_owner().replace(":", "~")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}@{writer}~", suffix=_TEMP_SUFFIX
+    )
+    os.close(fd)
+    return Path(tmp)
 
 
 def remove_dead_temp_files(folder: Path) -> list[Path]:
