@@ -183,7 +183,7 @@ def _print_summary(settings: Settings) -> None:
     table.add_row("Prefect UI", settings.prefect_url.removesuffix("/api"))
     table.add_row("MLflow UI", settings.mlflow_url)
     table.add_row("State folder", str(settings.home))
-    table.add_row("API token", settings.token)
+    table.add_row("API token", settings.token_hint)
     console.print(table)
 
 

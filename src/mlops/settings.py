@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_serializer, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -108,6 +108,20 @@ class Settings(BaseSettings):
             YamlConfigSettingsSource(settings_cls, yaml_file=profile_file),
         )
 
+    @field_serializer(
+        "metadata_db_url",
+        "feast_registry_url",
+        "redis_url",
+        "mlflow_tracking_uri",
+        "prefect_api_url",
+        "prompts_remote",
+        when_used="json",
+    )
+    def _hide_passwords(self, url: str | None) -> str | None:
+        """Settings shown as JSON (Prefect's flow-run parameters, logs) carry no password;
+        the API token is a SecretStr and shows as stars."""
+        return None if url is None else without_password(url)
+
     @model_validator(mode="after")
     def _check_profile(self) -> Settings:
         self.home = self.home.expanduser().resolve()
@@ -191,6 +205,27 @@ class Settings(BaseSettings):
             raise ConfigError(f"The API token file {path} is empty; delete it to make a new one.")
         return token
 
+    @property
+    def token_hint(self) -> str:
+        """How to get the API token, for printing: the token itself only in the local
+        profile (a file of this user's); never in production, where output goes to logs."""
+        if self.profile == "production" or self.api_token is not None:
+            return "the value of MLOPS_API_TOKEN (not shown)"
+        return f"{self.token} (in {self.home / 'api_token'})"
+
+    def shown_uri(self, uri: str) -> str:
+        """A URI as responses show it: places in the state folder relative to it (a server's
+        absolute paths are not the caller's business), credentials removed."""
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(uri)
+        if parts.scheme in ("", "file"):
+            path = Path(unquote(parts.path))
+            if path.is_absolute() and path.is_relative_to(self.home):
+                return path.relative_to(self.home).as_posix()
+            return uri
+        return without_password(uri)
+
     def prefect_environment(self, use_server: bool) -> dict[str, str]:
         """Environment for Prefect: its state under the home folder, a server when running."""
         env = {
@@ -213,6 +248,15 @@ class Settings(BaseSettings):
             self.run_dir,
         ):
             path.mkdir(parents=True, exist_ok=True)
+
+
+def without_password(url: str) -> str:
+    """`url` with the password of its user part, or a `password=` option, masked."""
+    import re
+
+    url = re.sub(r"(?<=://)([^/@:]*):[^/]*@", r"\1:***@", url)
+    url = re.sub(r"(?<=^https://)[^/:@]+@|(?<=^http://)[^/:@]+@", "***@", url)  # a token
+    return re.sub(r"(password=)[^,;&\s]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def load_settings(**overrides: Any) -> Settings:

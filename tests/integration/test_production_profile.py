@@ -150,3 +150,38 @@ def _evaluations_on_postgres(
     assert last["standard"]["evaluation_id"] == result["id"]
     assert last["smoke"]["evaluation_id"] == gates["suite:smoke"]["details"]["evaluation_id"]
     assert last["stress"] is None
+
+
+def test_secrets_stay_out_of_files_flow_parameters_and_output(production: Settings) -> None:
+    """A database password and the API token appear in no file others can read, in no
+    Prefect flow-run parameter (the Prefect UI shows those) and in nothing printed."""
+    import asyncio
+    import stat
+
+    from prefect.client.orchestration import get_client
+
+    password = "Pw-" + uuid.uuid4().hex  # PostgreSQL on 127.0.0.1 trusts, and ignores it
+    with_password = {
+        name: getattr(production, name).replace("postgres@", f"postgres:{password}@")
+        for name in ("metadata_db_url", "feast_registry_url", "mlflow_tracking_uri")
+    }
+    settings = production.model_copy(update=with_password)
+    assert password in settings.metadata_url
+    run_ingest_flow(settings, message="with a password")
+    yaml_file = settings.feast_dir / "feature_store.yaml"
+    assert password not in yaml_file.read_text()
+    assert "${MLOPS_FEAST_REGISTRY_URL}" in yaml_file.read_text()
+    assert stat.S_IMODE(yaml_file.stat().st_mode) == 0o600
+
+    run = ingest.latest_runs(settings, limit=1)[0]
+    assert run.status == "completed" and run.flow_run_id
+
+    async def parameters() -> dict[str, Any]:
+        async with get_client() as client:
+            return (await client.read_flow_run(uuid.UUID(run.flow_run_id))).parameters
+
+    shown = str(asyncio.run(parameters()))
+    assert password not in shown and "prod-token" not in shown
+    assert "postgres:***@" in shown
+    assert "prod-token" not in settings.token_hint and "MLOPS_API_TOKEN" in settings.token_hint
+    assert password not in settings.model_dump_json()

@@ -79,3 +79,31 @@ def test_an_empty_token_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "api_token").write_text("")
     with pytest.raises(ConfigError, match="empty"):
         _ = Settings(home=tmp_path).token
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+psycopg://app:s3-cret@db.internal:5432/mlops",
+            "postgresql+psycopg://app:***@db.internal:5432/mlops",
+        ),
+        ("redis.internal:6379,password=s3-cret,db=1", "redis.internal:6379,password=***,db=1"),
+        ("https://s3-cret@github.com/team/prompts.git", "https://***@github.com/team/prompts.git"),
+        ("sqlite:////var/mlops/mlops.db", "sqlite:////var/mlops/mlops.db"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url: str, shown: str, tmp_path: Path) -> None:
+    from mlops.settings import without_password
+
+    assert without_password(url) == shown
+    settings = Settings(home=tmp_path, metadata_db_url=url, prompts_remote=url)
+    dumped = settings.model_dump_json()
+    assert "s3-cret" not in dumped
+    assert settings.metadata_db_url == url  # the process itself keeps the real value
+
+
+def test_state_folder_places_are_shown_relative_to_it(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    assert settings.shown_uri((tmp_path / "mlartifacts" / "m").as_uri()) == "mlartifacts/m"
+    assert settings.shown_uri("s3://bucket/mlartifacts") == "s3://bucket/mlartifacts"

@@ -232,7 +232,7 @@ def api(
     host, port = host or config.api_host, port or config.api_port
     ensure_port_free(host, port, "API")
     console.print(f"API: http://{host}:{port}/api/v1  docs: http://{host}:{port}/docs")
-    console.print(f"Token: {config.token}")
+    console.print(f"Token: {config.token_hint}", highlight=False)
     serve_api(config, host, port)
 
 

@@ -5,6 +5,7 @@ declarations of `feature_repo/` loaded with their sources resolved, and one
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,15 @@ class RepoDefinitions:
         return next(view for view in self.views if view.name == name)
 
 
-def feature_store_config(settings: Settings) -> dict[str, Any]:
-    """The Feast configuration of the active profile."""
+def feature_store_config(settings: Settings, secrets_as_references: bool = False) -> dict[str, Any]:
+    """The Feast configuration of the active profile.
+
+    With `secrets_as_references`, the connection strings (which hold passwords) are
+    `${MLOPS_...}` references that Feast expands from the environment when it reads the
+    file; the platform itself hands Feast the resolved configuration in memory."""
+    registry_url, redis_url = settings.feast_registry_url, settings.redis_url
+    if secrets_as_references:
+        registry_url, redis_url = "${MLOPS_FEAST_REGISTRY_URL}", "${MLOPS_REDIS_URL}"
     config: dict[str, Any] = {
         "project": settings.feast_project,
         "provider": "local",
@@ -48,11 +56,11 @@ def feature_store_config(settings: Settings) -> dict[str, Any]:
     if settings.profile == "production":
         config["registry"] = {
             "registry_type": "sql",
-            "path": settings.feast_registry_url,
+            "path": registry_url,
             "cache_ttl_seconds": 5,
             "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
         }
-        config["online_store"] = {"type": "redis", "connection_string": settings.redis_url}
+        config["online_store"] = {"type": "redis", "connection_string": redis_url}
     else:
         config["registry"] = {
             "registry_type": "file",
@@ -64,12 +72,19 @@ def feature_store_config(settings: Settings) -> dict[str, Any]:
 
 
 def write_feature_store_yaml(settings: Settings) -> Path:
-    """Write `feature_store.yaml` for the active profile into the Feast folder."""
+    """Write `feature_store.yaml` into the Feast folder, for the `feast` command line.
+
+    It names no secret (see `feature_store_config`) and is readable by its owner only."""
     settings.ensure_dirs()
     path = settings.feast_dir / "feature_store.yaml"
-    text = yaml.safe_dump(feature_store_config(settings), sort_keys=False)
+    text = yaml.safe_dump(
+        feature_store_config(settings, secrets_as_references=True), sort_keys=False
+    )
     if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+    path.chmod(0o600)
     return path
 
 
@@ -79,9 +94,12 @@ def open_store(settings: Settings) -> FeatureStore:
     with _stores_lock:
         if key not in _stores:
             from feast import FeatureStore
+            from feast.repo_config import RepoConfig
 
             write_feature_store_yaml(settings)
-            _stores[key] = FeatureStore(repo_path=str(settings.feast_dir))
+            config = RepoConfig(**feature_store_config(settings))
+            config.repo_path = settings.feast_dir
+            _stores[key] = FeatureStore(repo_path=str(settings.feast_dir), config=config)
         return _stores[key]
 
 

@@ -261,7 +261,13 @@ def list_experiments(
         tags = _experiment_tags(conn, ids)
         latest = _latest_run_metrics(conn, ids)
     items = [
-        _summary(row, metric, tags.get(row.experiment_id, {}), latest.get(row.experiment_id))
+        _summary(
+            row,
+            metric,
+            tags.get(row.experiment_id, {}),
+            latest.get(row.experiment_id),
+            settings.shown_uri(row.artifact_location or ""),
+        )
         for row in rows
     ]
     return ExperimentPage(items=items, total=total, page=query.page, page_size=query.page_size)
@@ -272,7 +278,11 @@ def _direction(column: Any, order: str) -> Any:
 
 
 def _summary(
-    row: Any, metric: str, tags: dict[str, str], latest: tuple[str, dict[str, float]] | None
+    row: Any,
+    metric: str,
+    tags: dict[str, str],
+    latest: tuple[str, dict[str, float]] | None,
+    artifact_location: str,
 ) -> ExperimentSummary:
     run_id, metrics = latest or (None, {})
     return ExperimentSummary(
@@ -289,7 +299,7 @@ def _summary(
         latest_metrics=metrics,
         created=ms_to_datetime(row.creation_time),
         updated=ms_to_datetime(row.updated),
-        artifact_location=row.artifact_location or "",
+        artifact_location=artifact_location,
     )
 
 
