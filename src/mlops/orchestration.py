@@ -8,6 +8,7 @@ when it is running) into `os.environ` before Prefect is imported.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any
 
@@ -25,22 +26,45 @@ def prefect_server_running(settings: Settings) -> bool:
         return False
 
 
-def configure_prefect(settings: Settings, use_server: bool | None = None) -> bool:
-    """Point Prefect at the running server, or at its ephemeral mode when none runs.
+def configure_prefect(
+    settings: Settings, use_server: bool | None = None, wait: bool = True, console_logs: bool = True
+) -> bool:
+    """Point Prefect at the shared server when one runs (returns True), or else at a
+    server of this process's own (`prefect_server.py`, stopped with the process).
 
-    Returns whether a server is used. Must run before the first flow call.
+    With `wait=False` the own server starts in the background (the API's start); the flow
+    runners below wait for it. `console_logs=False` keeps the flows' logs off the console
+    (the CLI's progress bar and error say what matters; the Prefect UI has the logs). Must
+    run before the first flow call.
     """
+    from mlops import prefect_server
+
     if use_server is None:
         use_server = settings.prefect_api_url is not None or prefect_server_running(settings)
-    env = settings.prefect_environment(use_server=use_server)
+    if "prefect.settings" in sys.modules:
+        # Prefect read its settings when it was imported (by an embedding program, a test
+        # harness): changing the environment now would not reach it, so it keeps them.
+        return use_server
+    os.environ.update(settings.prefect_environment(use_server=use_server))
+    if not console_logs:  # Prefect's logging.yml levels can be set from the environment
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
     if not use_server:
-        os.environ.pop("PREFECT_API_URL", None)
-    os.environ.update(env)
+        own = prefect_server.start(settings)
+        os.environ["PREFECT_API_URL"] = own.url
+        if wait:
+            own.wait_until_ready()
     return use_server
+
+
+def _wait_for_prefect() -> None:
+    from mlops import prefect_server
+
+    prefect_server.wait_until_ready()
 
 
 def run_ingest(settings: Settings, source: str, author: str, message: str) -> dict[str, Any]:
     """Run the `ingest` flow in this process (reported to Prefect) and return its summary."""
+    _wait_for_prefect()
     from flows.ingest import ingest_flow
 
     result: dict[str, Any] = ingest_flow(
@@ -57,6 +81,7 @@ def run_train(
     dataset: str | None = None,
 ) -> dict[str, Any]:
     """Run the `train` flow in this process (reported to Prefect) and return its summary."""
+    _wait_for_prefect()
     from flows.train import train_flow
 
     result: dict[str, Any] = train_flow(
@@ -78,6 +103,7 @@ def run_deployment(settings: Settings, deployment_id: str) -> None:
 
     with heartbeat(lambda: deployments.heartbeat(settings, deployment_id)):
         try:
+            _wait_for_prefect()
             deploy_flow(deployment_id=deployment_id, settings=settings)
         except Exception as exc:
             info = deployments.get_deployment(settings, deployment_id)
@@ -102,6 +128,7 @@ def run_evaluation(settings: Settings, evaluation_id: str) -> None:
     from mlops.evaluation import records, service
 
     try:
+        _wait_for_prefect()
         evaluate_flow(evaluation_id=evaluation_id, settings=settings)
     except EvaluationFailed:  # tests failed or errored: the record has every result
         pass

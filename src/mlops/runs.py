@@ -33,7 +33,12 @@ def _process_start(pid: int) -> int | None:
 
 def current_owner() -> str:
     """This process: host, pid and start time."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+    return owner_of(os.getpid())
+
+
+def owner_of(pid: int) -> str:
+    """Process `pid` of this host as an owner string (see `owner_alive`)."""
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
 
 
 def owner_alive(owner: str | None) -> bool | None:

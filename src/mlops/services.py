@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlops.errors import ServiceError
+from mlops.runs import current_owner, owner_alive, owner_of
 from mlops.settings import Settings, process_environment
 
 console = Console()
@@ -69,6 +70,16 @@ def child_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In a child, before exec: Linux sends it SIGTERM when `mlops up` dies, even by
+    kill -9 (the next `mlops up` also stops what a dead one left, see below)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _start(settings: Settings, name: str, args: list[str], health_url: str) -> Child:
     log_path = settings.run_dir / f"{name}.log"
     log = open(log_path, "ab")  # noqa: SIM115  (closed in stop_children)
@@ -77,7 +88,8 @@ def _start(settings: Settings, name: str, args: list[str], health_url: str) -> C
         stdout=log,
         stderr=subprocess.STDOUT,
         env=child_environment(settings),
-        start_new_session=True,
+        start_new_session=True,  # Ctrl-C in the terminal reaches `mlops up` only
+        preexec_fn=_die_with_parent,
         cwd=settings.home,
     )
     return Child(name=name, process=process, log_path=log_path, health_url=health_url, log=log)
@@ -203,12 +215,49 @@ def _write_services_file(settings: Settings, children: list[Child]) -> Path:
                 "prefect": settings.prefect_url,
                 "mlflow": settings.mlflow_url,
                 "pids": {c.name: c.process.pid for c in children},
-                "supervisor": os.getpid(),
+                "children": {c.name: owner_of(c.process.pid) for c in children},
+                "supervisor": current_owner(),
             },
             indent=2,
         )
     )
     return path
+
+
+def stop_stale_services(settings: Settings) -> list[str]:
+    """Stop the services a killed `mlops up` of this state folder left running (its
+    services file names them); the names of those stopped."""
+    path = settings.run_dir / "services.json"
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if owner_alive(str(recorded.get("supervisor", ""))) is not False:
+        return []  # it still runs (then the ports are taken, and the start says so)
+    stopped = []
+    for name, owner in recorded.get("children", {}).items():
+        if owner_alive(owner):
+            pid = int(owner.split(":")[1])
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)  # each child leads its own session
+            stopped.append((name, pid))
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for _, pid in stopped:
+        while _group_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _group_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+    return [name for name, _ in stopped]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _first_ingest(settings: Settings) -> None:
@@ -250,6 +299,9 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 def run_platform(settings: Settings) -> None:
     """Start everything, print URLs and the token, and wait for Ctrl-C."""
     settings.ensure_dirs()
+    stale = stop_stale_services(settings)
+    if stale:
+        console.print(f"Stopped {', '.join(stale)}, left running by a killed `mlops up`.")
     for what, host, port in (
         ("API", settings.api_host, settings.api_port),
         ("Prefect server", "127.0.0.1", settings.prefect_port),

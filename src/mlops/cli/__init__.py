@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -10,7 +11,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from mlops.cli import datasets, evaluation, experiments, features, models, prompts
-from mlops.cli.common import console, handle_errors, print_json, settings
+from mlops.cli.common import (
+    VerboseOpt,
+    console,
+    handle_errors,
+    print_json,
+    set_verbose,
+    settings,
+    verbose,
+)
 
 if TYPE_CHECKING:
     from mlops.lifecycle.deployments import DeploymentInfo
@@ -21,6 +30,21 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def root(verbose_logs: VerboseOpt = False) -> None:
+    """MLOps platform for quantitative research: features, models, evaluation, prompts."""
+    set_verbose(verbose_logs)
+    # SIGTERM ends a command like an exception does: `finally` blocks and `atexit` run
+    # (the command's own Prefect server is stopped), exit code 143 as for the signal.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 app.add_typer(features.app, name="features")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(experiments.app, name="experiments")
@@ -46,13 +70,13 @@ def run_ingest_with_progress(config: Settings, source: str, message: str) -> dic
 
     config.ensure_dirs()
     with console.status("Starting Prefect..."):
-        use_server = configure_prefect(config)
+        use_server = configure_prefect(config, console_logs=verbose())
     console.print(
         "Prefect: "
         + (
             f"server {config.prefect_url}"
             if use_server
-            else "ephemeral mode (start `mlops up` to see runs in the UI)"
+            else "a temporary server of this command (start `mlops up` to see runs in the UI)"
         )
     )
     before = max((r.id for r in latest_runs(config, limit=1)), default=0)
@@ -80,9 +104,10 @@ def run_ingest_with_progress(config: Settings, source: str, message: str) -> dic
             done = _latest_run_steps(config, before)
             current = INGEST_STEPS[min(len(done), len(INGEST_STEPS) - 1)]
             progress.update(bar, completed=len(done), description=f"ingest: {current}")
-        progress.update(
-            bar, completed=len(_latest_run_steps(config, before)), description="ingest: done"
-        )
+        done = _latest_run_steps(config, before)
+        failed = next((s["step"] for s in done if s.get("status") == "failed"), None)
+        where = f"stopped at {failed}" if failed else "done" if "result" in outcome else "stopped"
+        progress.update(bar, completed=len(done), description=f"ingest: {where}")
     if "error" in outcome:
         raise outcome["error"]
     return dict(outcome["result"])
@@ -99,17 +124,25 @@ def ingest(
     ],
     message: Annotated[str, typer.Option("--message", "-m", help="Recorded with versions.")] = "",
     json: Annotated[bool, typer.Option("--json")] = False,
+    verbose_logs: VerboseOpt = False,
 ) -> None:
-    """Validate a file of daily bars and ingest it into the feature store."""
+    """Validate a file of daily bars and ingest it into the feature store.
+
+    Shows the flow's steps as a progress bar and, on failure, the reason in one line.
+    """
+    set_verbose(verbose_logs)
     result = run_ingest_with_progress(settings(), str(path), message or f"ingest {path.name}")
     _print_ingest(result, json)
 
 
 @app.command()
 @handle_errors
-def demo(json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def demo(
+    json: Annotated[bool, typer.Option("--json")] = False, verbose_logs: VerboseOpt = False
+) -> None:
     """Ingest the seeded demo bars, then train and register every model of
     config/models.yaml."""
+    set_verbose(verbose_logs)
     from mlops.errors import DeploymentFailedError
 
     deployed = seed_demo(settings(), json)
@@ -164,15 +197,17 @@ def train(
         Optional[list[str]], typer.Option("--param", "-p", help="name=value (YAML value).")
     ] = None,
     json: Annotated[bool, typer.Option("--json")] = False,
+    verbose_logs: VerboseOpt = False,
 ) -> None:
     """Train a model configuration, log it to MLflow and register a new version."""
     from mlops.cli.common import parse_assignments
     from mlops.orchestration import configure_prefect, run_train
 
+    set_verbose(verbose_logs)
     overrides = parse_assignments(param, "--param")
     config = settings()
     config.ensure_dirs()
-    configure_prefect(config)
+    configure_prefect(config, console_logs=verbose())
     with console.status(f"Training {model}..."):
         result = run_train(config, model, config.author, overrides or None, dataset)
     _print_train(result, json)
@@ -228,7 +263,9 @@ def api(
     from mlops.services import ensure_port_free, serve_api
 
     config = settings()
-    configure_prefect(config)  # deployments run as flows of the API process
+    # Deployments run as flows of the API process; its own Prefect server (when no shared
+    # one runs) starts in the background so the API answers at once.
+    configure_prefect(config, wait=False)
     host, port = host or config.api_host, port or config.api_port
     ensure_port_free(host, port, "API")
     console.print(f"API: http://{host}:{port}/api/v1  docs: http://{host}:{port}/docs")

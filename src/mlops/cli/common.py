@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +18,22 @@ if TYPE_CHECKING:
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Also print the Prefect flow's logs (they are in its UI anyway)."
+    ),
+]
+_verbose = {"on": False}
+
+
+def set_verbose(on: bool) -> None:
+    """`--verbose` of the root command or of a subcommand: the flows' logs on the console."""
+    _verbose["on"] = _verbose["on"] or on
+
+
+def verbose() -> bool:
+    return _verbose["on"]
 
 
 def settings() -> Settings:
