@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from mlops.prompts import publishing
 from mlops.prompts.store import PromptStore
 from mlops.settings import Settings
@@ -38,6 +40,15 @@ def test_published_versions_are_registered_with_the_production_alias(tmp_path: P
         mlflow.genai.load_prompt("prompts:/compliance_footer@production").tags["git_sha"]
         == first.sha
     )
+    # A prompt is no model: the registry's list, detail and deploy do not offer it.
+    from mlops.errors import NotFoundError
+    from mlops.lifecycle import deployments, registry
+
+    assert registry.list_models(settings, registry.ModelQuery()).items == []
+    with pytest.raises(NotFoundError):
+        registry.get_model(settings, "compliance_footer")
+    with pytest.raises(NotFoundError):
+        deployments.request_deployment(settings, "compliance_footer", "1", "production", "t")
 
 
 def test_a_failed_registration_keeps_the_git_publish(tmp_path: Path) -> None:

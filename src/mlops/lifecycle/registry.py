@@ -81,17 +81,35 @@ def stage_of(aliases: list[str], tags: dict[str, str]) -> Stage:
 
 
 def list_models(settings: Settings, query: ModelQuery, exact_name: str | None = None) -> ModelPage:
-    """Registered models with their versions and stages, filtered by stage and name."""
-    from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModel
-    from sqlalchemy import func, select
+    """Registered models with their versions and stages, filtered by stage and name.
+
+    MLflow keeps prompts (the published prompt versions) as registered models tagged
+    `mlflow.prompt.is_prompt`; they are not models and never listed, shown or deployed."""
+    from mlflow.prompt.constants import IS_PROMPT_TAG_KEY
+    from mlflow.store.model_registry.dbmodels.models import (
+        SqlRegisteredModel,
+        SqlRegisteredModelTag,
+    )
+    from sqlalchemy import and_, exists, func, select
 
     engine = mlflow_backend.tracking_engine(settings)
-    statement: Any = select(
-        SqlRegisteredModel.name,
-        SqlRegisteredModel.description,
-        SqlRegisteredModel.creation_time,
-        SqlRegisteredModel.last_updated_time,
-    ).order_by(SqlRegisteredModel.name)
+    is_prompt = exists().where(
+        and_(
+            SqlRegisteredModelTag.name == SqlRegisteredModel.name,
+            SqlRegisteredModelTag.key == IS_PROMPT_TAG_KEY,
+            func.lower(SqlRegisteredModelTag.value) == "true",
+        )
+    )
+    statement: Any = (
+        select(
+            SqlRegisteredModel.name,
+            SqlRegisteredModel.description,
+            SqlRegisteredModel.creation_time,
+            SqlRegisteredModel.last_updated_time,
+        )
+        .where(~is_prompt)
+        .order_by(SqlRegisteredModel.name)
+    )
     if exact_name is not None:
         statement = statement.where(SqlRegisteredModel.name == exact_name)
     if query.search:
