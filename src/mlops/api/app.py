@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -83,7 +84,8 @@ WARM_UP_WAIT_SECONDS = 120
 
 def _warm_up(settings: Settings, done: threading.Event) -> None:
     """Import MLflow and open its store once, so the first model request does not pay the
-    ~5 s of imports and schema checks."""
+    ~5 s of imports and schema checks; then warm what a first deployment or evaluation
+    would otherwise pay for (Feast, the Prefect server of this process, a first flow)."""
     try:
         from mlops.lifecycle.mlflow_backend import import_mlflow, tracking_engine
 
@@ -93,6 +95,33 @@ def _warm_up(settings: Settings, done: threading.Event) -> None:
         log.warning("MLflow warm-up failed", exc_info=True)
     finally:
         done.set()
+    for step in (_warm_feast, _warm_prefect):
+        try:
+            step(settings)
+        except Exception:  # only a warm-up: the first real use reports problems
+            log.warning("warm-up step %s failed", step.__name__, exc_info=True)
+
+
+def _warm_feast(settings: Settings) -> None:
+    import mlflow.sklearn  # noqa: F401  (the deploy gates load sklearn models with it)
+
+    from mlops.features.ingest import store_is_empty
+    from mlops.features.store import open_store
+
+    if not store_is_empty(settings):
+        open_store(settings).list_feature_views()
+
+
+def _warm_prefect(settings: Settings) -> None:
+    from mlops import prefect_server
+
+    shared = os.environ.get("PREFECT_API_URL") in (settings.prefect_url, settings.prefect_api_url)
+    if prefect_server.current() is None and not shared:
+        return  # Prefect was not set up by `mlops api` / `mlops up` (an embedding program)
+    prefect_server.wait_until_ready()
+    from flows.warm_up import warm_up_flow
+
+    warm_up_flow()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
