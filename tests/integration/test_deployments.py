@@ -265,8 +265,7 @@ def test_a_dead_process_leaves_a_failed_record_not_a_running_one(settings: Setti
     info = deployments.request_deployment(settings, name, "1", "production", "t")
     deployments.begin(settings, info.id, None)
     deployments.start_stage(settings, info.id, "validate")
-    with session_scope(settings.metadata_url) as session:
-        session.get(Deployment, info.id).owner = f"{socket.gethostname()}:999999999:0"
+    _kill_runner(settings, info.id)
     record = deployments.get_deployment(settings, info.id)
     assert record.status == "failed" and record.failed_stage == "validate"
     assert "Interrupted" in record.error
@@ -318,6 +317,12 @@ def test_predict_uses_the_production_model_and_follows_the_alias(
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _kill_runner(settings: Settings, deployment_id: str) -> None:
+    """Make the record's owner a process that is gone, as after a kill -9."""
+    with session_scope(settings.metadata_url) as session:
+        session.get(Deployment, deployment_id).owner = f"{socket.gethostname()}:999999999:0"
 
 
 def _run(settings: Settings, info: deployments.DeploymentInfo) -> deployments.DeploymentInfo:
@@ -423,8 +428,7 @@ def test_a_stopped_heartbeat_or_a_finished_move_closes_the_record(settings: Sett
         deployments.end_stage(settings, moved.id, stage, started, [gate], "ok")
     deployments.start_stage(settings, moved.id, "production")
     mlflow_backend.client(settings).set_registered_model_alias(name, "production", "1")
-    with session_scope(settings.metadata_url) as session:
-        session.get(Deployment, moved.id).owner = f"{socket.gethostname()}:999999999:0"
+    _kill_runner(settings, moved.id)
     record = deployments.get_deployment(settings, moved.id)
     assert record.status == "succeeded" and record.stages[2].status == "passed"
 
@@ -461,8 +465,7 @@ def test_a_runner_killed_after_production_moved_leaves_a_succeeded_record(
                 break
         gate = deployments.GateResult(name=stage, passed=True, message="test")
         deployments.end_stage(settings, info.id, stage, started, [gate], "ok")
-    with session_scope(settings.metadata_url) as session:
-        session.get(Deployment, info.id).owner = f"{socket.gethostname()}:999999999:0"
+    _kill_runner(settings, info.id)
     record = deployments.get_deployment(settings, info.id)
     assert record.status == "succeeded" and record.error is None
     assert [s.status for s in record.stages] == ["passed", "passed", "passed"]
@@ -477,8 +480,7 @@ def test_a_runner_gone_while_the_registry_is_down_stays_open_until_it_answers(
     info = deployments.request_deployment(settings, name, "1", "production", "t")
     deployments.begin(settings, info.id, None)
     deployments.start_stage(settings, info.id, "staging")
-    with session_scope(settings.metadata_url) as session:
-        session.get(Deployment, info.id).owner = f"{socket.gethostname()}:999999999:0"
+    _kill_runner(settings, info.id)
 
     def registry_down(*_: object) -> None:
         raise ConnectionError("registry unreachable")
