@@ -15,14 +15,17 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mlops.errors import OfflineStoreInconsistentError
 from mlops.runs import current_owner, owner_alive
 from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 BARS_FILE = "bars.parquet"
 FEATURES_FILE = "daily_features.parquet"
@@ -69,7 +72,7 @@ def remove_dead_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
-def exclusive_write(settings: Settings) -> AbstractContextManager[object]:
+def exclusive_write(settings: Settings) -> BaseFileLock:
     """One writer of the offline files at a time (ingest, repair), across processes: a
     second ingest merges onto the first one's bars instead of overwriting them."""
     from filelock import FileLock
@@ -81,6 +84,11 @@ def exclusive_write(settings: Settings) -> AbstractContextManager[object]:
 def checked_path(settings: Settings, name: str) -> Path:
     """The path of one offline file, after checking the three files agree (see module)."""
     problem = consistency_problem(settings)
+    if problem and _being_written(settings):
+        raise OfflineStoreInconsistentError(
+            f"The offline store is being written by an ingest ({problem}); retry in a moment.",
+            {"retry": True},
+        )
     if problem:
         raise OfflineStoreInconsistentError(
             f"The offline store is inconsistent: {problem}. An ingest was probably stopped "
@@ -89,6 +97,17 @@ def checked_path(settings: Settings, name: str) -> Path:
             {"repair": "mlops features repair"},
         )
     return settings.data_dir / name
+
+
+def _being_written(settings: Settings) -> bool:
+    """Whether a live writer holds the offline store's write lock right now."""
+    from filelock import Timeout
+
+    try:
+        with exclusive_write(settings).acquire(timeout=0):
+            return False
+    except Timeout:
+        return True
 
 
 def consistency_problem(settings: Settings) -> str | None:
