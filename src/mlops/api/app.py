@@ -95,16 +95,27 @@ def _warm_up(settings: Settings, done: threading.Event) -> None:
         log.warning("MLflow warm-up failed", exc_info=True)
     finally:
         done.set()
-    for step in (_warm_feast, _warm_prefect):
+    for step in (_warm_models, _warm_feast, _warm_prefect):
         try:
             step(settings)
         except Exception:  # only a warm-up: the first real use reports problems
             log.warning("warm-up step %s failed", step.__name__, exc_info=True)
 
 
-def _warm_feast(settings: Settings) -> None:
-    import mlflow.sklearn  # noqa: F401  (the deploy gates load sklearn models with it)
+def _warm_models(settings: Settings) -> None:
+    """What a deployment's gates load: sklearn models (MLflow reads them with skops, ~10 s
+    to import), GX for the inference-feature checks (~6 s), matplotlib for the plots."""
+    import matplotlib.backends.backend_agg
+    import matplotlib.figure  # noqa: F401
+    import mlflow.sklearn  # noqa: F401
+    import skops.io  # noqa: F401
 
+    from mlops.features.validation import prepare_validation
+
+    prepare_validation()
+
+
+def _warm_feast(settings: Settings) -> None:
     from mlops.features.ingest import store_is_empty
     from mlops.features.store import open_store
 

@@ -769,3 +769,9 @@ def run_expectations(frame: pd.DataFrame, suite_name: str, expectations: list[An
         batch = runtime.batch_definition.get_batch(batch_parameters={"dataframe": frame})
         result = batch.validate(suite, result_format={"result_format": "SUMMARY"})
     return list(result.results)
+
+
+def prepare_validation() -> None:
+    """Build the GX context now (importing GX takes seconds), e.g. while an API starts."""
+    with _GX_LOCK:
+        _gx_runtime()
