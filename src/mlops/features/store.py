@@ -11,14 +11,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from sqlalchemy.engine import Engine
 
 from mlops.errors import ConfigError
 from mlops.settings import Settings
+from mlops.stores import CONNECT_TIMEOUT_S, FEATURE_REGISTRY, guard_engine, outages_as_store_errors
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureService, FeatureStore, FeatureView, FileSource
 
 FEATURE_REPO_MODULE = "features.py"
+ENGINES = ("write_engine", "read_engine")
+"""The SQLAlchemy engines of Feast's SQL registry (production profile)."""
 
 _stores: dict[tuple[str, str], FeatureStore] = {}
 _stores_lock = threading.Lock()
@@ -50,7 +54,7 @@ def feature_store_config(settings: Settings) -> dict[str, Any]:
             "registry_type": "sql",
             "path": settings.feast_registry_url,
             "cache_ttl_seconds": 5,
-            "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
+            "sqlalchemy_config_kwargs": _registry_engine_options(settings.feast_registry_url),
         }
         config["online_store"] = {"type": "redis", "connection_string": settings.redis_url}
     else:
@@ -61,6 +65,13 @@ def feature_store_config(settings: Settings) -> dict[str, Any]:
         }
         config["online_store"] = {"type": "sqlite", "path": str(settings.feast_dir / "online.db")}
     return config
+
+
+def _registry_engine_options(url: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if (url or "").startswith("postgresql"):
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return options
 
 
 def write_feature_store_yaml(settings: Settings) -> Path:
@@ -81,7 +92,12 @@ def open_store(settings: Settings) -> FeatureStore:
             from feast import FeatureStore
 
             write_feature_store_yaml(settings)
-            _stores[key] = FeatureStore(repo_path=str(settings.feast_dir))
+            with outages_as_store_errors(FEATURE_REGISTRY, settings.feast_registry_url):
+                store = FeatureStore(repo_path=str(settings.feast_dir))
+            for name in ENGINES:
+                if isinstance(engine := getattr(store.registry, name, None), Engine):
+                    guard_engine(engine, FEATURE_REGISTRY)
+            _stores[key] = store
         return _stores[key]
 
 
