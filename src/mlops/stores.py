@@ -70,6 +70,10 @@ def database_outage(
             f"{where} is corrupt or not a database file",
             "Restore it from a backup; nothing was written.",
         )
+    if url is not None and f'database "{make_url(url).database}" does not exist' in text:
+        return StoreUnavailableError(
+            store, f"{where} does not exist", "Create the database, or fix its URL in the settings."
+        )
     if "no such table" in text or "does not exist" in text:
         return StoreUnavailableError(
             store,
@@ -92,7 +96,8 @@ def _is_outage(error: BaseException) -> bool:
 def guard_engine(engine: Engine, store: str) -> Engine:
     """Give an engine short timeouts and turn its outages into StoreUnavailableError.
 
-    Idempotent: MLflow shares one engine per URI between its stores.
+    Idempotent: MLflow keeps its engines for the life of the process, and the platform
+    guards them again whenever it opens a new client on them.
     """
     if engine in _store_of:
         return engine

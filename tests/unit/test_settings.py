@@ -79,3 +79,31 @@ def test_an_empty_token_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "api_token").write_text("")
     with pytest.raises(ConfigError, match="empty"):
         _ = Settings(home=tmp_path).token
+
+
+def test_mlflow_fails_fast_when_its_server_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_MLFLOW_HTTP_TIMEOUT_S", "3")
+    env = Settings(home=tmp_path).mlflow_environment()
+    assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
+    assert env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        Settings(home=tmp_path, mlflow_http_max_retries=-1)
+
+
+def test_the_feast_registry_on_postgres_connects_with_a_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_PROFILE", "production")
+    url = "postgresql+psycopg://u@127.0.0.1:5432/registry"
+    settings = Settings(
+        home=tmp_path,
+        metadata_db_url=url,
+        feast_registry_url=url,
+        redis_url="127.0.0.1:6379",
+        mlflow_tracking_uri=url,
+        api_token="t",
+    )
+    options = feature_store_config(settings)["registry"]["sqlalchemy_config_kwargs"]
+    assert options["connect_args"] == {"connect_timeout": 5}

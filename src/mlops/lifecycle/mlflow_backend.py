@@ -135,7 +135,7 @@ def tracking_store_experiments(uri: str, metadata_url: str) -> int | None:
         raise StoreUnavailableError(
             MLFLOW_STORE,
             f"{describe_url(uri)} is missing or empty, but this platform used it until "
-            f"{used.last_used_at:%Y-%m-%d %H:%M} UTC ({used.experiments} experiments)",
+            f"{used.last_used_at:%Y-%m-%d %H:%M} UTC (experiments: {used.experiments})",
             f"Restore it from a backup, or run `{FORGET_COMMAND}` to start a new empty store.",
         )
     return count
