@@ -4,6 +4,7 @@ production."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -199,10 +200,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-@lru_cache(maxsize=8)
+_engines_lock = threading.Lock()
+
+
 def engine_for(url: str) -> Engine:
     """One engine per database URL, with the schema created on first use; its outages
-    raise StoreUnavailableError naming the platform database."""
+    raise StoreUnavailableError naming the platform database. Made under a lock: two
+    threads creating the schema at once fail with "table already exists"."""
+    with _engines_lock:
+        return _new_engine(url)
+
+
+@lru_cache(maxsize=8)
+def _new_engine(url: str) -> Engine:
     engine = guard_engine(create_engine(url, pool_pre_ping=True), PLATFORM_DB)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -18,7 +18,13 @@ from mlops.db import engine_for
 from mlops.errors import MlopsError
 from mlops.features.ingest import FEATURES_FILE
 from mlops.settings import Settings
-from mlops.stores import FEATURE_REGISTRY, MLFLOW_STORE, ONLINE_STORE, PLATFORM_DB
+from mlops.stores import (
+    FEATURE_REGISTRY,
+    MLFLOW_STORE,
+    ONLINE_STORE,
+    PLATFORM_DB,
+    describe_url,
+)
 
 SERVICES = ("prefect", "mlflow")
 """Components that are servers of `mlops up` rather than stores."""
@@ -58,7 +64,7 @@ def _probe(store: str, check: Callable[[], str], show_details: bool) -> Componen
 def _metadata(settings: Settings) -> str:
     with engine_for(settings.metadata_url).connect() as conn:
         conn.execute(text("SELECT 1"))
-    return settings.metadata_url.split("@")[-1]
+    return describe_url(settings.metadata_url)
 
 
 def _tracking(settings: Settings) -> str:
@@ -134,6 +140,8 @@ def check_health(settings: Settings, services: bool = False, show_details: bool 
         checks["prefect"] = ("prefect api", _http(f"{settings.prefect_url}/health"))
     if services:
         checks["mlflow"] = ("mlflow server", _http(f"{settings.mlflow_url}/health"))
+    import feast  # noqa: F401  # a cold import (seconds) is not the registry's answer time
+
     components = _run_probes(checks, settings.health_probe_timeout_s, show_details)
     ok = all(c.status == "ok" for c in components.values())
     return Health(status="ok" if ok else "degraded", components=components)

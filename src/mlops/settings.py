@@ -90,7 +90,10 @@ class Settings(BaseSettings):
         "backoff, holds a request ~4 min when the server is down).",
     )
     health_probe_timeout_s: float = Field(
-        default=3.0, gt=0, description="How long /healthz waits for each store's answer."
+        default=8.0,
+        gt=0,
+        description="How long /healthz waits for each store's answer: longer than the 5 s "
+        "connect and lock timeouts (their errors say more) and than a cold Feast import.",
     )
     mlflow_allow_pickle: bool = Field(
         default=True,

@@ -99,6 +99,7 @@ def public_uri(uri: str) -> str:
     return make_url(uri).render_as_string(hide_password=True) if is_database(uri) else uri
 
 
+FORGET_COMMAND = "mlops stores forget mlflow"
 _opened_files: set[Path] = set()
 """SQLite tracking databases this process opened: one deleted under it is refused."""
 
@@ -112,9 +113,6 @@ def _refuse_deleted_file(uri: str) -> None:
             f"Restore it from a backup, or run `{FORGET_COMMAND}` to start a new empty "
             "store; then restart the platform.",
         )
-
-
-FORGET_COMMAND = "mlops stores forget mlflow"
 
 
 def tracking_store_experiments(uri: str, metadata_url: str) -> int | None:
@@ -155,17 +153,23 @@ def _client(uri: str, metadata_url: str) -> MlflowClient:
         tracking_store_experiments(uri, metadata_url)
     mlflow_client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     if is_database(uri):
-        # MLflow opens (and creates) its stores lazily, each with an engine of its own:
-        # open them now to give those engines the platform's timeouts and error mapping.
-        stores = (mlflow_client._tracking_client.store, mlflow_client._get_registry_client().store)
-        for store in stores:
-            guard_engine(store.engine, MLFLOW_STORE)
-        with stores[0].engine.connect() as conn:
-            experiments = conn.execute(text("SELECT count(*) FROM experiments")).scalar_one()
-        record_store_use(metadata_url, MLFLOW_STORE, public_uri(uri), experiments)
-        if (path := sqlite_path(uri)) is not None:
-            _opened_files.add(path)
+        with outages_as_store_errors(MLFLOW_STORE, uri):
+            _open_database_stores(mlflow_client, uri, metadata_url)
     return cast("MlflowClient", _OutagesAsStoreErrors(mlflow_client))
+
+
+def _open_database_stores(mlflow_client: Any, uri: str, metadata_url: str) -> None:
+    """MLflow opens (and creates) its stores lazily, each with an engine of its own: open
+    them now to give those engines the platform's timeouts and error mapping, and record
+    that the platform uses this store."""
+    stores = (mlflow_client._tracking_client.store, mlflow_client._get_registry_client().store)
+    for store in stores:
+        guard_engine(store.engine, MLFLOW_STORE)
+    with stores[0].engine.connect() as conn:
+        experiments = conn.execute(text("SELECT count(*) FROM experiments")).scalar_one()
+    record_store_use(metadata_url, MLFLOW_STORE, public_uri(uri), experiments)
+    if (path := sqlite_path(uri)) is not None:
+        _opened_files.add(path)
 
 
 class _OutagesAsStoreErrors:
