@@ -24,6 +24,7 @@ from mlops.stores import (
     ONLINE_STORE,
     PLATFORM_DB,
     describe_url,
+    store_outage,
 )
 
 SERVICES = ("prefect", "mlflow")
@@ -50,7 +51,9 @@ def _probe(store: str, check: Callable[[], str], show_details: bool) -> Componen
     except MlopsError as exc:
         detail, status = exc.message, "down"
     except Exception as exc:
-        detail, status = f"{type(exc).__name__}: {exc}"[:300], "down"
+        outage = store_outage(exc, store)
+        detail = outage.message if outage else f"{type(exc).__name__}: {exc}"[:300]
+        status = "down"
     if not show_details:
         detail = status
     return ComponentHealth(
@@ -94,10 +97,16 @@ def _offline(settings: Settings) -> str:
 def _online(settings: Settings) -> str:
     if settings.profile == "production":
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         host, _, port = (settings.redis_url or "").split(",")[0].partition(":")
         redis.Redis(
-            host=host, port=int(port or 6379), socket_timeout=2, socket_connect_timeout=2
+            host=host,
+            port=int(port or 6379),
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),  # the default retries take 7-11 s to say "down"
         ).ping()
         return f"redis {host}:{port}"
     path = settings.feast_dir / "online.db"

@@ -53,7 +53,8 @@ def test_production_profile_uses_sql_registry_and_redis(
     assert settings.reads_require_auth is True  # from config/profiles/production.yaml
     config = feature_store_config(settings)
     assert config["registry"]["registry_type"] == "sql"
-    assert config["online_store"] == {"type": "redis", "connection_string": "127.0.0.1:6379"}
+    assert config["online_store"]["type"] == "redis"
+    assert config["online_store"]["connection_string"].startswith("127.0.0.1:6379,")
     with pytest.raises(ConfigError, match="MLOPS_API_TOKEN"):
         _ = settings.token
 
@@ -92,7 +93,7 @@ def test_mlflow_fails_fast_when_its_server_is_down(
         Settings(home=tmp_path, mlflow_http_max_retries=-1)
 
 
-def test_the_feast_registry_on_postgres_connects_with_a_timeout(
+def test_postgres_and_redis_stores_connect_with_a_timeout_and_no_retries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLOPS_PROFILE", "production")
@@ -105,5 +106,12 @@ def test_the_feast_registry_on_postgres_connects_with_a_timeout(
         mlflow_tracking_uri=url,
         api_token="t",
     )
-    options = feature_store_config(settings)["registry"]["sqlalchemy_config_kwargs"]
-    assert options["connect_args"] == {"connect_timeout": 5}
+    config = feature_store_config(settings)
+    assert config["registry"]["sqlalchemy_config_kwargs"]["connect_args"] == {"connect_timeout": 5}
+    assert config["online_store"]["connection_string"] == (
+        "127.0.0.1:6379,socket_connect_timeout=5,retry=null"
+    )
+    given = settings.model_copy(update={"redis_url": "r:6379,retry=null,password=p"})
+    assert feature_store_config(given)["online_store"]["connection_string"] == (
+        "r:6379,retry=null,password=p,socket_connect_timeout=5"
+    )

@@ -98,8 +98,12 @@ def _warm_up(settings: Settings, done: threading.Event) -> None:
 
         import_mlflow()
         tracking_engine(settings)
-    except Exception:  # the request that needs MLflow will report the problem
-        log.warning("MLflow warm-up failed", exc_info=True)
+    except Exception as exc:  # the request that needs MLflow will report the problem
+        outage = store_outage(exc)
+        if outage is not None:
+            log.warning("MLflow warm-up: %s", outage.message)
+        else:
+            log.warning("MLflow warm-up failed", exc_info=True)
     finally:
         done.set()
 

@@ -56,7 +56,10 @@ def feature_store_config(settings: Settings) -> dict[str, Any]:
             "cache_ttl_seconds": 5,
             "sqlalchemy_config_kwargs": _registry_engine_options(settings.feast_registry_url),
         }
-        config["online_store"] = {"type": "redis", "connection_string": settings.redis_url}
+        config["online_store"] = {
+            "type": "redis",
+            "connection_string": _redis_connection_string(settings.redis_url or ""),
+        }
     else:
         config["registry"] = {
             "registry_type": "file",
@@ -72,6 +75,16 @@ def _registry_engine_options(url: str | None) -> dict[str, Any]:
     if (url or "").startswith("postgresql"):
         options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     return options
+
+
+def _redis_connection_string(url: str) -> str:
+    """Feast hands the `key=value` options of its connection string (JSON values) to
+    redis-py: connect within seconds, and do not retry. redis-py's default three retries
+    with backoff hold each lookup 7-11 s when Redis is down; the caller gets a 503 and
+    may retry itself."""
+    given = {part.split("=", 1)[0].strip() for part in url.split(",") if "=" in part}
+    options = {"socket_connect_timeout": str(CONNECT_TIMEOUT_S), "retry": "null"}
+    return ",".join([url, *(f"{k}={v}" for k, v in options.items() if k not in given)])
 
 
 def write_feature_store_yaml(settings: Settings) -> Path:
@@ -94,9 +107,9 @@ def open_store(settings: Settings) -> FeatureStore:
             write_feature_store_yaml(settings)
             with outages_as_store_errors(FEATURE_REGISTRY, settings.feast_registry_url):
                 store = FeatureStore(repo_path=str(settings.feast_dir))
-            for name in ENGINES:
-                if isinstance(engine := getattr(store.registry, name, None), Engine):
-                    guard_engine(engine, FEATURE_REGISTRY)
+                for name in ENGINES:  # the registry is opened here, on first access
+                    if isinstance(engine := getattr(store.registry, name, None), Engine):
+                        guard_engine(engine, FEATURE_REGISTRY)
             _stores[key] = store
         return _stores[key]
 
