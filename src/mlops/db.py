@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from mlops.stores import BUSY_TIMEOUT_MS, PLATFORM_DB, guard_engine
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -179,10 +181,26 @@ class EvaluationResult(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class StoreUse(Base):
+    """A store of another system (MLflow's tracking database) this platform has used.
+
+    If such a store is later missing or empty, it was deleted or replaced rather than new:
+    the platform refuses to recreate it silently until `mlops stores forget` is run.
+    """
+
+    __tablename__ = "store_uses"
+
+    uri: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    store: Mapped[str] = mapped_column(String(100))
+    experiments: Mapped[int] = mapped_column(Integer, default=0)
+    first_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
 
 
@@ -190,12 +208,20 @@ SCHEMA_LOCK = threading.Lock()
 """Held while this process creates or upgrades a schema (threads wait for one another)."""
 VERSION_TABLE = "mlops_alembic_version"
 """Alembic's bookkeeping table, named so it never meets MLflow's in a shared database."""
+_engines_lock = threading.Lock()
+
+
+def engine_for(url: str) -> Engine:
+    """One engine per database URL, with the schema migrated to the newest on first use;
+    its outages raise StoreUnavailableError naming the platform database. Made under a
+    lock, so threads asking at once share one engine."""
+    with _engines_lock:
+        return _new_engine(url)
 
 
 @lru_cache(maxsize=8)
-def engine_for(url: str) -> Engine:
-    """One engine per database URL, with the schema migrated to the newest on first use."""
-    engine = create_engine(url, pool_pre_ping=True)
+def _new_engine(url: str) -> Engine:
+    engine = guard_engine(create_engine(url, pool_pre_ping=True), PLATFORM_DB)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     upgrade_schema(engine)
@@ -236,3 +262,28 @@ def session_scope(url: str) -> Iterator[Session]:
     factory = sessionmaker(engine_for(url), expire_on_commit=False)
     with factory() as session, session.begin():
         yield session
+
+
+def store_use(url: str, uri: str) -> StoreUse | None:
+    """The record of the platform's use of the store at `uri`, if it used it before."""
+    with session_scope(url) as session:
+        return session.get(StoreUse, uri)
+
+
+def record_store_use(url: str, store: str, uri: str, experiments: int) -> None:
+    """Remember that the platform uses the store at `uri` (holding `experiments`)."""
+    with session_scope(url) as session:
+        found = session.get(StoreUse, uri)
+        if found is None:
+            session.add(StoreUse(uri=uri, store=store, experiments=experiments))
+        else:
+            found.experiments, found.last_used_at = experiments, utcnow()
+
+
+def forget_store_use(url: str, uri: str) -> bool:
+    """Forget the platform's use of the store at `uri`; False if there was none."""
+    with session_scope(url) as session:
+        found = session.get(StoreUse, uri)
+        if found is not None:
+            session.delete(found)
+        return found is not None

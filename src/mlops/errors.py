@@ -105,3 +105,19 @@ class OfflineStoreInconsistentError(ServiceError):
     """The offline files disagree (a write was stopped between them); reads are refused."""
 
     code = "offline_store_inconsistent"
+
+
+class StoreUnavailableError(MlopsError):
+    """A store the platform reads or writes is down, locked, corrupt or missing.
+
+    The message names the store and what to check; it never carries a password.
+    Nothing was written: the operation stopped before or inside a rolled-back transaction.
+    """
+
+    code = "store_unavailable"
+    http_status = 503
+    exit_code = 12
+
+    def __init__(self, store: str, problem: str, check: str) -> None:
+        super().__init__(f"The {store} is unavailable: {problem}. {check}", {"store": store})
+        self.store = store

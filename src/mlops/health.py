@@ -1,20 +1,38 @@
-"""Health of each store and service the platform depends on."""
+"""Health of each store and service the platform depends on.
+
+The probes run in parallel, each bounded by `health_probe_timeout_s`: a hung store makes
+its own component "down" without holding the others or the caller.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import httpx
 from pydantic import BaseModel
 from sqlalchemy import text
 
 from mlops.db import engine_for
+from mlops.errors import MlopsError
 from mlops.features.offline import FEATURES_FILE, consistency_problem
 from mlops.settings import Settings
+from mlops.stores import (
+    FEATURE_REGISTRY,
+    MLFLOW_STORE,
+    ONLINE_STORE,
+    PLATFORM_DB,
+    describe_url,
+    store_outage,
+)
+
+SERVICES = ("prefect", "mlflow")
+"""Components that are servers of `mlops up` rather than stores."""
 
 
 class ComponentHealth(BaseModel):
+    store: str
     status: str
     detail: str
     latency_ms: float
@@ -25,24 +43,41 @@ class Health(BaseModel):
     components: dict[str, ComponentHealth]
 
 
-def _probe(check: Callable[[], str], hide_details: bool) -> ComponentHealth:
+def _probe(store: str, check: Callable[[], str], show_details: bool) -> ComponentHealth:
     started = time.perf_counter()
     try:
         detail = check()
         status = "ok"
+    except MlopsError as exc:
+        detail, status = exc.message, "down"
     except Exception as exc:
-        detail, status = f"{type(exc).__name__}: {exc}"[:300], "down"
-        if hide_details:
-            detail = type(exc).__name__
+        outage = store_outage(exc, store)
+        detail = outage.message if outage else f"{type(exc).__name__}: {exc}"[:300]
+        status = "down"
+    if not show_details:
+        detail = status
     return ComponentHealth(
-        status=status, detail=detail, latency_ms=round((time.perf_counter() - started) * 1000, 2)
+        store=store,
+        status=status,
+        detail=detail,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
     )
 
 
 def _metadata(settings: Settings) -> str:
     with engine_for(settings.metadata_url).connect() as conn:
         conn.execute(text("SELECT 1"))
-    return settings.metadata_url.split("@")[-1]
+    return describe_url(settings.metadata_url)
+
+
+def _tracking(settings: Settings) -> str:
+    from mlops.lifecycle.mlflow_backend import is_database, tracking_store_experiments
+
+    uri = settings.tracking_uri
+    if not is_database(uri):
+        return _http(f"{uri.rstrip('/')}/health", settings.mlflow_http_timeout_s)()
+    count = tracking_store_experiments(uri, settings.metadata_url)
+    return "new store, created on first use" if count is None else f"{count} experiments"
 
 
 def _registry(settings: Settings) -> str:
@@ -65,9 +100,17 @@ def _offline(settings: Settings) -> str:
 def _online(settings: Settings) -> str:
     if settings.profile == "production":
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         host, _, port = (settings.redis_url or "").split(",")[0].partition(":")
-        redis.Redis(host=host, port=int(port or 6379), socket_timeout=2).ping()
+        redis.Redis(
+            host=host,
+            port=int(port or 6379),
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),  # the default retries take 7-11 s to say "down"
+        ).ping()
         return f"redis {host}:{port}"
     path = settings.feast_dir / "online.db"
     if not path.exists():
@@ -75,9 +118,9 @@ def _online(settings: Settings) -> str:
     return "sqlite"
 
 
-def _http(url: str) -> Callable[[], str]:
+def _http(url: str, timeout: float = 2) -> Callable[[], str]:
     def check() -> str:
-        response = httpx.get(url, timeout=2)
+        response = httpx.get(url, timeout=timeout)
         response.raise_for_status()
         return url
 
@@ -92,19 +135,48 @@ def health_lines(health: Health) -> list[str]:
     ]
 
 
-def check_health(settings: Settings, services: bool = False) -> Health:
-    """Probe each store (and, with services=True, the Prefect and MLflow servers)."""
-    checks: dict[str, Callable[[], str]] = {
-        "metadata_db": lambda: _metadata(settings),
-        "feast_registry": lambda: _registry(settings),
-        "offline_store": lambda: _offline(settings),
-        "online_store": lambda: _online(settings),
+def check_health(settings: Settings, services: bool = False, show_details: bool = True) -> Health:
+    """Probe each store (and, with services=True, the Prefect and MLflow servers of
+    `mlops up`); without `show_details` only each component's store name and status."""
+    checks: dict[str, tuple[str, Callable[[], str]]] = {
+        "metadata_db": (PLATFORM_DB, lambda: _metadata(settings)),
+        "mlflow_tracking": (MLFLOW_STORE, lambda: _tracking(settings)),
+        "feast_registry": (FEATURE_REGISTRY, lambda: _registry(settings)),
+        "offline_store": ("offline store", lambda: _offline(settings)),
+        "online_store": (
+            ONLINE_STORE if settings.profile == "production" else "online store (sqlite)",
+            lambda: _online(settings),
+        ),
     }
+    if services or settings.prefect_api_url:
+        checks["prefect"] = ("prefect api", _http(f"{settings.prefect_url}/health"))
     if services:
-        checks["prefect"] = _http(f"{settings.prefect_url}/health")
-        checks["mlflow"] = _http(f"{settings.mlflow_url}/health")
-    # /healthz is open: in production, do not tell anonymous callers hosts or users.
-    hide = settings.profile == "production"
-    components = {name: _probe(check, hide) for name, check in checks.items()}
+        checks["mlflow"] = ("mlflow server", _http(f"{settings.mlflow_url}/health"))
+    import feast  # noqa: F401  # a cold import (seconds) is not the registry's answer time
+
+    components = _run_probes(checks, settings.health_probe_timeout_s, show_details)
     ok = all(c.status == "ok" for c in components.values())
     return Health(status="ok" if ok else "degraded", components=components)
+
+
+def _run_probes(
+    checks: dict[str, tuple[str, Callable[[], str]]], timeout: float, show_details: bool
+) -> dict[str, ComponentHealth]:
+    pool = ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="health")
+    futures = {
+        name: pool.submit(_probe, store, check, show_details)
+        for name, (store, check) in checks.items()
+    }
+    done, _ = wait(futures.values(), timeout=timeout)
+    pool.shutdown(wait=False, cancel_futures=True)  # a hung probe ends on its own timeout
+    return {
+        name: future.result()
+        if future in done
+        else ComponentHealth(
+            store=checks[name][0],
+            status="down",
+            detail=f"no answer within {timeout:g} s" if show_details else "down",
+            latency_ms=round(timeout * 1000, 2),
+        )
+        for name, future in futures.items()
+    }

@@ -80,6 +80,21 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     mlflow_tracking_uri: str | None = None
     prefect_api_url: str | None = None
+    mlflow_http_timeout_s: int = Field(
+        default=5, gt=0, description="Timeout of each request to an MLflow tracking server."
+    )
+    mlflow_http_max_retries: int = Field(
+        default=1,
+        ge=0,
+        description="Retries of a failed MLflow server request (MLflow's default, 7 with "
+        "backoff, holds a request ~4 min when the server is down).",
+    )
+    health_probe_timeout_s: float = Field(
+        default=8.0,
+        gt=0,
+        description="How long /healthz waits for each store's answer: longer than the 5 s "
+        "connect and lock timeouts (their errors say more) and than a cold Feast import.",
+    )
     mlflow_allow_pickle: bool = Field(
         default=True,
         description="Let MLflow load the sklearn models the platform registered (skops/pickle).",
@@ -225,6 +240,18 @@ class Settings(BaseSettings):
                 return path.relative_to(self.home).as_posix()
             return uri
         return without_password(uri)
+
+    def mlflow_environment(self) -> dict[str, str]:
+        """MLflow's client settings, which it reads from the environment: fail fast when
+        its tracking server is down, and load the models the platform registered."""
+        env = {
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.mlflow_http_timeout_s),
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.mlflow_http_max_retries),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        }
+        if self.mlflow_allow_pickle:
+            env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
+        return env
 
     def prefect_environment(self, use_server: bool) -> dict[str, str]:
         """Environment for Prefect: its state under the home folder, a server when running."""

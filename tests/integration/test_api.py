@@ -203,6 +203,7 @@ def test_health_request_id_and_openapi(client: TestClient) -> None:
     assert health.status_code == 200 and health.headers["X-Request-ID"] == "abc123"
     assert set(health.json()["components"]) == {
         "metadata_db",
+        "mlflow_tracking",
         "feast_registry",
         "offline_store",
         "online_store",

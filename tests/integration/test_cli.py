@@ -153,6 +153,7 @@ def test_health_reports_each_part_and_fails_when_servers_are_down(
     components = json.loads(result.stdout)["components"]
     assert {k: v["status"] for k, v in components.items()} == {
         "metadata_db": "ok",
+        "mlflow_tracking": "ok",
         "feast_registry": "ok",
         "offline_store": "ok",
         "online_store": "ok",

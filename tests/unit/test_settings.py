@@ -53,7 +53,8 @@ def test_production_profile_uses_sql_registry_and_redis(
     assert settings.reads_require_auth is True  # from config/profiles/production.yaml
     config = feature_store_config(settings)
     assert config["registry"]["registry_type"] == "sql"
-    assert config["online_store"] == {"type": "redis", "connection_string": "127.0.0.1:6379"}
+    assert config["online_store"]["type"] == "redis"
+    assert config["online_store"]["connection_string"].startswith("127.0.0.1:6379,")
     with pytest.raises(ConfigError, match="MLOPS_API_TOKEN"):
         _ = settings.token
 
@@ -107,3 +108,38 @@ def test_state_folder_places_are_shown_relative_to_it(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
     assert settings.shown_uri((tmp_path / "mlartifacts" / "m").as_uri()) == "mlartifacts/m"
     assert settings.shown_uri("s3://bucket/mlartifacts") == "s3://bucket/mlartifacts"
+
+
+def test_mlflow_fails_fast_when_its_server_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_MLFLOW_HTTP_TIMEOUT_S", "3")
+    env = Settings(home=tmp_path).mlflow_environment()
+    assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
+    assert env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        Settings(home=tmp_path, mlflow_http_max_retries=-1)
+
+
+def test_postgres_and_redis_stores_connect_with_a_timeout_and_no_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_PROFILE", "production")
+    url = "postgresql+psycopg://u@127.0.0.1:5432/registry"
+    settings = Settings(
+        home=tmp_path,
+        metadata_db_url=url,
+        feast_registry_url=url,
+        redis_url="127.0.0.1:6379",
+        mlflow_tracking_uri=url,
+        api_token="t",
+    )
+    config = feature_store_config(settings)
+    assert config["registry"]["sqlalchemy_config_kwargs"]["connect_args"] == {"connect_timeout": 5}
+    assert config["online_store"]["connection_string"] == (
+        "127.0.0.1:6379,socket_connect_timeout=5,retry=null"
+    )
+    given = settings.model_copy(update={"redis_url": "r:6379,retry=null,password=p"})
+    assert feature_store_config(given)["online_store"]["connection_string"] == (
+        "r:6379,retry=null,password=p,socket_connect_timeout=5"
+    )

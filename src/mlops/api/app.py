@@ -18,10 +18,12 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlops import __version__
+from mlops.api.deps import BearerCredentials, sees_store_details
 from mlops.api.routes import datasets, evaluation, experiments, features, models, prompts
 from mlops.errors import MlopsError
 from mlops.health import Health, check_health
 from mlops.settings import Settings, load_settings
+from mlops.stores import store_outage
 from mlops.web.console import mount_console
 
 API_PREFIX = "/api/v1"
@@ -65,8 +67,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("Unhandled error on %s %s", request.method, request.url.path)
-        response = _error(500, "internal_error", "Internal error; see the server log.", {}, request)
+        outage = store_outage(exc)
+        if outage is not None:  # an outage no domain code mapped: still a 503 naming the store
+            log.warning("%s on %s %s", outage.message, request.method, request.url.path)
+            response = _error(503, outage.code, outage.message, outage.details, request)
+        else:
+            log.exception("Unhandled error on %s %s", request.method, request.url.path)
+            response = _error(
+                500, "internal_error", "Internal error; see the server log.", {}, request
+            )
         # This handler runs outside the request-id middleware: set the header here too.
         response.headers["X-Request-ID"] = getattr(request.state, "request_id", "")
         return response
@@ -91,8 +100,12 @@ def _warm_up(settings: Settings, done: threading.Event) -> None:
 
         import_mlflow()
         tracking_engine(settings)
-    except Exception:  # the request that needs MLflow will report the problem
-        log.warning("MLflow warm-up failed", exc_info=True)
+    except Exception as exc:  # the request that needs MLflow will report the problem
+        outage = store_outage(exc)
+        if outage is not None:
+            log.warning("MLflow warm-up: %s", outage.message)
+        else:
+            log.warning("MLflow warm-up failed", exc_info=True)
     finally:
         done.set()
     for step in (_warm_models, _warm_feast, _warm_prefect):
@@ -189,9 +202,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_console(app, settings)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
-    def healthz() -> JSONResponse:
-        """Health of each store; 503 when one is down."""
-        health = check_health(settings)
+    def healthz(request: Request, credentials: BearerCredentials) -> JSONResponse:
+        """Health of each store; 503 when one is down. Where reads need the token, callers
+        without it see each store's name and status only."""
+        health = check_health(
+            settings, show_details=sees_store_details(request, settings, credentials)
+        )
         return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)
 
     return app

@@ -49,6 +49,22 @@ def read_access(
         _check_token(settings, credentials)
 
 
+def sees_store_details(
+    request: Request, settings: Settings, credentials: HTTPAuthorizationCredentials | None
+) -> bool:
+    """/healthz is open to all: where reads are protected (production), only a caller with
+    read access sees hosts, ports, database names and paths of the stores."""
+    if settings.profile != "production" and not settings.reads_require_auth:
+        return True
+    if credentials is None:
+        return _console_session(request)
+    try:
+        _check_token(settings, credentials)
+    except AuthError:
+        return False
+    return True
+
+
 def _console_session(request: Request) -> bool:
     from mlops.web.common import signed_in
 
@@ -56,3 +72,4 @@ def _console_session(request: Request) -> bool:
 
 
 Caller = Annotated[str, Depends(require_token)]
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

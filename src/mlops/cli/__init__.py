@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from mlops.cli import datasets, evaluation, experiments, features, models, prompts
+from mlops.cli import datasets, evaluation, experiments, features, models, prompts, stores
 from mlops.cli.common import (
     VerboseOpt,
     console,
@@ -52,6 +52,7 @@ app.add_typer(models.app, name="models")
 app.command("predict")(handle_errors(models.predict_cmd))
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(evaluation.app, name="eval")
+app.add_typer(stores.app, name="stores")
 
 
 def _latest_run_steps(config: Settings, since_id: int) -> list[dict[str, Any]]:
@@ -239,8 +240,10 @@ def _print_ingest(result: dict[str, Any], json: bool) -> None:
 @app.command()
 @handle_errors
 def health(json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Check each store (and the Prefect and MLflow servers of `mlops up`)."""
-    from mlops.health import check_health, health_lines
+    """Check each store (and the Prefect and MLflow servers of `mlops up`); exit code 12
+    when a store is down, 8 when only a server is."""
+    from mlops.errors import ServiceError, StoreUnavailableError
+    from mlops.health import SERVICES, check_health, health_lines
 
     result = check_health(settings(), services=True)
     if json:
@@ -248,8 +251,11 @@ def health(json: Annotated[bool, typer.Option("--json")] = False) -> None:
     else:
         for line in health_lines(result):
             console.print(line, highlight=False)
-    if result.status != "ok":
-        raise typer.Exit(8)
+    down = {name for name, c in result.components.items() if c.status != "ok"}
+    if down - set(SERVICES):
+        raise typer.Exit(StoreUnavailableError.exit_code)
+    if down:
+        raise typer.Exit(ServiceError.exit_code)
 
 
 @app.command()

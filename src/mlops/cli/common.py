@@ -50,7 +50,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except MlopsError as exc:
-            err_console.print(f"[bold red]Error:[/] {exc.message}", highlight=False)
+            err_console.print(f"[bold red]Error:[/] {exc.message}", highlight=False, soft_wrap=True)
             report = exc.details.get("report_path")
             if report:
                 err_console.print(f"Report: {report}", highlight=False)
@@ -58,6 +58,14 @@ def handle_errors(func: F) -> F:
         except Exception as exc:
             from pydantic import ValidationError
 
+            from mlops.stores import store_outage
+
+            outage = store_outage(exc)
+            if outage is not None:  # an outage no domain code mapped: one line, its exit code
+                err_console.print(
+                    f"[bold red]Error:[/] {outage.message}", highlight=False, soft_wrap=True
+                )
+                raise typer.Exit(outage.exit_code) from None
             if not isinstance(exc, ValidationError):
                 raise
             problems = "; ".join(

@@ -9,6 +9,7 @@ from mlops.features.catalog import active_definitions
 from mlops.features.datasets import DatasetRequest, resolve_feature_refs
 from mlops.features.store import open_store
 from mlops.settings import Settings
+from mlops.stores import ONLINE_STORE, outages_as_store_errors
 
 MAX_TICKERS = 1000
 
@@ -29,7 +30,8 @@ def online_features(
     blocked = [ref for ref in refs if ref.split(":")[0] in offline_only]
     if blocked:
         raise NotFoundError(f"Not served online: {', '.join(blocked)}.")
-    response = store.get_online_features(
-        features=refs, entity_rows=[{"ticker": t} for t in tickers]
-    )
+    with outages_as_store_errors(ONLINE_STORE):
+        response = store.get_online_features(
+            features=refs, entity_rows=[{"ticker": t} for t in tickers]
+        )
     return dict(response.to_dict())

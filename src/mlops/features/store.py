@@ -12,14 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from sqlalchemy.engine import Engine
 
 from mlops.errors import ConfigError
 from mlops.settings import Settings
+from mlops.stores import CONNECT_TIMEOUT_S, FEATURE_REGISTRY, guard_engine, outages_as_store_errors
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureService, FeatureStore, FeatureView, FileSource
 
 FEATURE_REPO_MODULE = "features.py"
+ENGINES = ("write_engine", "read_engine")
+"""The SQLAlchemy engines of Feast's SQL registry (production profile)."""
 
 _stores: dict[tuple[str, str], FeatureStore] = {}
 _stores_lock = threading.Lock()
@@ -58,9 +62,12 @@ def feature_store_config(settings: Settings, secrets_as_references: bool = False
             "registry_type": "sql",
             "path": registry_url,
             "cache_ttl_seconds": 5,
-            "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
+            "sqlalchemy_config_kwargs": _registry_engine_options(settings.feast_registry_url),
         }
-        config["online_store"] = {"type": "redis", "connection_string": redis_url}
+        config["online_store"] = {
+            "type": "redis",
+            "connection_string": _redis_connection_string(redis_url or ""),
+        }
     else:
         config["registry"] = {
             "registry_type": "file",
@@ -69,6 +76,23 @@ def feature_store_config(settings: Settings, secrets_as_references: bool = False
         }
         config["online_store"] = {"type": "sqlite", "path": str(settings.feast_dir / "online.db")}
     return config
+
+
+def _registry_engine_options(url: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if (url or "").startswith("postgresql"):
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return options
+
+
+def _redis_connection_string(url: str) -> str:
+    """Feast hands the `key=value` options of its connection string (JSON values) to
+    redis-py: connect within seconds, and do not retry. redis-py's default three retries
+    with backoff hold each lookup 7-11 s when Redis is down; the caller gets a 503 and
+    may retry itself."""
+    given = {part.split("=", 1)[0].strip() for part in url.split(",") if "=" in part}
+    options = {"socket_connect_timeout": str(CONNECT_TIMEOUT_S), "retry": "null"}
+    return ",".join([url, *(f"{k}={v}" for k, v in options.items() if k not in given)])
 
 
 def write_feature_store_yaml(settings: Settings) -> Path:
@@ -99,7 +123,12 @@ def open_store(settings: Settings) -> FeatureStore:
             write_feature_store_yaml(settings)
             config = RepoConfig(**feature_store_config(settings))
             config.repo_path = settings.feast_dir
-            _stores[key] = FeatureStore(repo_path=str(settings.feast_dir), config=config)
+            with outages_as_store_errors(FEATURE_REGISTRY, settings.feast_registry_url):
+                store = FeatureStore(repo_path=str(settings.feast_dir), config=config)
+                for name in ENGINES:  # the registry is opened here, on first access
+                    if isinstance(engine := getattr(store.registry, name, None), Engine):
+                        guard_engine(engine, FEATURE_REGISTRY)
+            _stores[key] = store
         return _stores[key]
 
 

@@ -124,8 +124,8 @@ def test_a_killed_ingest_run_is_closed_as_interrupted_naming_its_step(settings: 
 def test_a_read_during_a_live_write_says_to_retry_not_to_repair(settings: Settings) -> None:
     old = _bars()
     _write(settings, _bars(days=75), features_of=old)  # as between an ingest's renames
-    with offline.exclusive_write(settings):  # the ingest still runs
-        with pytest.raises(OfflineStoreInconsistentError, match="being written"):
-            offline.checked_path(settings, offline.BARS_FILE)
+    writing = offline.exclusive_write(settings)  # the ingest still runs
+    with writing, pytest.raises(OfflineStoreInconsistentError, match="being written"):
+        offline.checked_path(settings, offline.BARS_FILE)
     with pytest.raises(OfflineStoreInconsistentError, match="mlops features repair"):
         offline.checked_path(settings, offline.BARS_FILE)
