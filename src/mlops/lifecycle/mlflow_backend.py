@@ -40,6 +40,7 @@ DESCRIPTION_TAG = "mlflow.note.content"
 
 
 _import_lock = threading.Lock()
+_stores_lock = threading.Lock()
 
 
 def import_mlflow() -> None:
@@ -87,7 +88,8 @@ def client(settings: Settings) -> MlflowClient:
     settings.home.mkdir(parents=True, exist_ok=True)
     import_mlflow()
     _refuse_deleted_file(settings.tracking_uri)
-    return _client(settings.tracking_uri, settings.metadata_url)
+    with _stores_lock:  # MLflow creates a new store's tables unlocked: two threads would race
+        return _client(settings.tracking_uri, settings.metadata_url)
 
 
 def is_database(uri: str) -> bool:
