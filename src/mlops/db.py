@@ -204,18 +204,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-SCHEMA_LOCK = threading.Lock()
-"""Held while this process creates or upgrades a schema (threads wait for one another)."""
+SCHEMA_LOCK = threading.RLock()
+"""Held while this process opens a database whose schema it may create or migrate: ours
+(`engine_for`) and MLflow's (`mlflow_backend.client`). Alembic keeps its migration context
+in module globals, so two migrations in one process must never run at once, and both
+MLflow and this module migrate with Alembic. One lock for all, so no two locks can be
+taken in opposite orders."""
 VERSION_TABLE = "mlops_alembic_version"
 """Alembic's bookkeeping table, named so it never meets MLflow's in a shared database."""
-_engines_lock = threading.Lock()
 
 
 def engine_for(url: str) -> Engine:
     """One engine per database URL, with the schema migrated to the newest on first use;
-    its outages raise StoreUnavailableError naming the platform database. Made under a
-    lock, so threads asking at once share one engine."""
-    with _engines_lock:
+    its outages raise StoreUnavailableError naming the platform database. Made under
+    `SCHEMA_LOCK`, so threads asking at once share one engine."""
+    with SCHEMA_LOCK:
         return _new_engine(url)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from mlops.db import forget_store_use, record_store_use, store_use
+from mlops.db import SCHEMA_LOCK, forget_store_use, record_store_use, store_use
 from mlops.errors import ConfigError, ConflictError, InvalidInputError, StoreUnavailableError
 from mlops.settings import Settings
 from mlops.stores import (
@@ -40,7 +40,6 @@ DESCRIPTION_TAG = "mlflow.note.content"
 
 
 _import_lock = threading.Lock()
-_stores_lock = threading.Lock()
 
 
 def import_mlflow() -> None:
@@ -88,7 +87,7 @@ def client(settings: Settings) -> MlflowClient:
     settings.home.mkdir(parents=True, exist_ok=True)
     import_mlflow()
     _refuse_deleted_file(settings.tracking_uri)
-    with _stores_lock:  # MLflow creates a new store's tables unlocked: two threads would race
+    with SCHEMA_LOCK:  # MLflow creates or migrates a new store's tables with Alembic
         return _client(settings.tracking_uri, settings.metadata_url)
 
 
