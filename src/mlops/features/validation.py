@@ -4,6 +4,10 @@ The flow is ``load_bars`` (read a CSV/Parquet file defensively) -> ``validate_ba
 expectation suite a quant would want on the frame) -> ``save_report`` / ``ensure_valid``
 (persist a JSON report and raise ``DataValidationError`` when the batch fails).
 
+A CSV is read by pyarrow with every column as text, so numeric columns become float/int
+arrays without a Python object per value (a text value keeps its column as text, for the
+type check to report). Dates are read with one format per file (``date_formats``).
+
 Great Expectations is imported lazily (it takes seconds to import) and one ephemeral context
 is built per process and reused. Expectations whose columns are missing or of the wrong type
 are not sent to GX: they are listed in ``ValidationReport.skipped`` with the reason, and a
@@ -21,6 +25,7 @@ import re
 import secrets
 import threading
 import zlib
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -32,6 +37,8 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from mlops.errors import DataValidationError, InvalidInputError, NotFoundError
+from mlops.features.date_formats import parse_dates
+from mlops.names import TICKER
 
 __all__ = [
     "REQUIRED_COLUMNS",
@@ -48,7 +55,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("ticker", "date", "open", "high", "low", "c
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 NUMERIC_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
 DATE_ALIAS = "timestamp"
-TICKER_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
 MIN_DATE = date(1970, 1, 1)
 MAX_DAILY_MOVE_FACTOR = 2.0  # close may not double or halve from one bar to the next
 MAX_EXAMPLES = 5
@@ -111,29 +117,51 @@ class ValidationReport(BaseModel):
 # --------------------------------------------------------------------------- loading
 
 
-def load_bars(path: Path, max_bytes: int) -> pd.DataFrame:
+def load_bars(path: Path, max_bytes: int, date_format: str | None = None) -> pd.DataFrame:
     """Read daily bars from ``.csv``/``.csv.gz``/``.parquet``/``.pq`` and normalize them.
 
     Values are kept as read: a text value in a numeric column stays text so that validation
-    reports it as a type failure. The ``timestamp`` column is renamed to ``date``; dates are
-    parsed (unparseable -> NaT) and made naive UTC; tickers become strings.
+    reports it as a type failure. The ``timestamp`` column is renamed to ``date``; text dates
+    are parsed with ``date_format`` (strftime syntax) or the one format that fits all of them
+    (see ``date_formats``), and made naive UTC; missing dates become NaT; tickers become
+    strings. Dates already stored as timestamps (parquet) are kept; ``date_format`` is
+    then not needed.
 
     Raises:
         NotFoundError: the file does not exist.
-        InvalidInputError: unsupported suffix, not a regular file, or larger than ``max_bytes``.
-        DataValidationError: empty, malformed, truncated or unreadable content.
+        InvalidInputError: unsupported suffix, not a regular file, larger than ``max_bytes``,
+            or ``date_format`` is no strftime pattern.
+        DataValidationError: empty, malformed, truncated or unreadable content; dates that do
+            not match one format, or fit several (the error names the lines).
     """
     path = Path(path)
     kind = _file_kind(path)
     size = _checked_size(path, max_bytes)
     if size == 0:
         raise DataValidationError(f"{path.name} is empty (0 bytes)", details={"path": str(path)})
-    frame = _read_csv(path) if kind == "csv" else _read_parquet(path)
+    if kind == "csv":
+        frame, lines = _read_csv(path)
+        describe_row = _csv_line(lines)
+    else:
+        frame, describe_row = _read_parquet(path), _parquet_row
     if frame.empty:
         raise DataValidationError(
             f"{path.name} has no data rows (header only or empty)", details={"path": str(path)}
         )
-    return _normalize(frame)
+    try:
+        return _normalize(frame, date_format, describe_row)
+    except DataValidationError as exc:
+        exc.message = f"{path.name}: {exc.message}"
+        exc.details["path"] = str(path)
+        raise
+
+
+def _csv_line(lines: array[int]) -> Callable[[int], str]:
+    return lambda position: f"line {lines[position]}"
+
+
+def _parquet_row(position: int) -> str:
+    return f"row {position + 1}"
 
 
 def _file_kind(path: Path) -> str:
@@ -169,44 +197,162 @@ def _open_text(path: Path) -> IO[str]:
     return path.open("r", encoding="utf-8", newline="")
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """Check the CSV structure row by row, then let pandas parse it (all values as text)."""
+def _read_csv(path: Path) -> tuple[pd.DataFrame, array[int]]:
+    """Check the CSV structure row by row, then let pyarrow parse it.
+
+    Returns the frame and the file line of each of its rows (for error messages).
+    """
+    import pyarrow as pa
+
     try:
-        _check_csv_structure(path)
-        with _open_text(path) as handle:
-            frame = pd.read_csv(handle, dtype=str, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError as exc:
-        raise DataValidationError(
-            f"{path.name} is empty (no header)", details={"path": str(path)}
-        ) from exc
-    except pd.errors.ParserError as exc:
-        raise _malformed(path, _line_from(str(exc)), str(exc)) from exc
+        header, lines = _check_csv_structure(path)
+        if not header:
+            raise DataValidationError(
+                f"{path.name} is empty (no header)", details={"path": str(path)}
+            )
+        frame = _arrow_frame(path, _unique_names(header))
     except UnicodeDecodeError as exc:
         raise _malformed(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except pa.ArrowInvalid as exc:
+        raise _malformed(path, _line_from(str(exc)), str(exc)) from exc
     except (OSError, EOFError, zlib.error) as exc:
         raise _malformed(path, None, f"unreadable: {exc}") from exc
-    return _parse_csv_numbers(frame)
+    return frame, lines
 
 
-def _check_csv_structure(path: Path) -> None:
-    """Raise on rows whose field count differs from the header, bad quoting or NUL bytes."""
+def _check_csv_structure(path: Path) -> tuple[list[str], array[int]]:
+    """Raise on rows whose field count differs from the header, bad quoting or NUL bytes.
+
+    Returns the header and, per data row, the line it ends on (blank lines are skipped,
+    as pyarrow skips them).
+    """
+    lines = array("I")
     with _open_text(path) as handle:
         reader = csv.reader(handle, strict=True)
         try:
-            expected = _first_record_width(reader)
+            header = _first_record(reader)
             for record in reader:
-                if record and len(record) != expected:
-                    detail = f"expected {expected} fields, saw {len(record)}"
+                if not record:
+                    continue
+                if len(record) != len(header):
+                    detail = f"expected {len(header)} fields, saw {len(record)}"
                     raise _malformed(path, reader.line_num, detail)
+                lines.append(reader.line_num)
         except csv.Error as exc:
             raise _malformed(path, reader.line_num, str(exc)) from exc
+    return header, lines
 
 
-def _first_record_width(reader: Iterator[list[str]]) -> int:
+def _first_record(reader: Iterator[list[str]]) -> list[str]:
     for record in reader:
         if record:
-            return len(record)
-    return 0
+            return record
+    return []
+
+
+def _arrow_frame(path: Path, names: list[str]) -> pd.DataFrame:
+    """Read with the column types of valid bars; if a value does not fit, read all as text.
+
+    The typed read keeps the peak memory near the size of the result: prices as float64,
+    volume as int64, tickers and dates dictionary-encoded (a file has few distinct ones).
+    The text read is the fallback for bad data, whose text values validation reports.
+    """
+    import pyarrow as pa
+
+    try:
+        columns = _TableColumns(_arrow_csv(path, names, typed=True))
+    except pa.ArrowInvalid as exc:
+        if "CSV conversion error" not in str(exc):
+            raise
+        return _text_frame(_TableColumns(_arrow_csv(path, names, typed=False)))
+    return _typed_frame(columns)
+
+
+def _arrow_csv(path: Path, names: list[str], *, typed: bool) -> Any:
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    types: dict[str, Any] = {name: pa.string() for name in names}
+    if typed:
+        text = pa.dictionary(pa.int32(), pa.string())
+        types.update({"ticker": text, "date": text, DATE_ALIAS: text, "volume": pa.int64()})
+        types.update({name: pa.float64() for name in PRICE_COLUMNS})
+    options = pa_csv.ConvertOptions(
+        column_types={name: types[name] for name in names},
+        # Typed: the numeric NA tokens are missing numbers, text keeps "" (made None later).
+        # Text: only "" is missing; the numeric columns drop their NA tokens afterwards.
+        null_values=sorted(_NUMERIC_NA_TOKENS) if typed else [""],
+        strings_can_be_null=not typed,
+    )
+    compression = "gzip" if path.name.lower().endswith(".gz") else None
+    with pa.input_stream(str(path), compression=compression) as stream:
+        return pa_csv.read_csv(
+            stream,
+            read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1),
+            convert_options=options,
+            # malloc gives freed buffers back for pandas to reuse; Arrow's default pool
+            # (mimalloc) would keep them for Arrow.
+            memory_pool=pa.system_memory_pool(),
+        )
+
+
+class _TableColumns:
+    """An Arrow table handed out one column at a time and forgotten column by column, so
+    that the Arrow and the pandas copies of the file never both exist whole."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        while self._table.num_columns:
+            name, column = self._table.column_names[0], self._table.column(0)
+            self._table = self._table.remove_column(0)
+            yield name, column
+
+
+def _typed_frame(table: _TableColumns) -> pd.DataFrame:
+    import pyarrow as pa
+
+    columns = {}
+    for name, column in table:
+        if pa.types.is_dictionary(column.type):
+            values = column.to_pandas()
+            if "" in values.cat.categories:
+                values = values.cat.remove_categories("")
+            # Dates stay categorical (parsed once per distinct value); tickers become text.
+            columns[name] = values if name in ("date", DATE_ALIAS) else values.astype(object)
+        else:
+            columns[name] = _empty_as_none(column.to_pandas())
+    return pd.DataFrame(columns, copy=False)
+
+
+def _empty_as_none(series: pd.Series) -> pd.Series:
+    if series.dtype != object:
+        return series
+    return series.where(series != "", None)
+
+
+def _text_frame(table: _TableColumns) -> pd.DataFrame:
+    """Numeric columns as numbers when every value is one (else text); the rest as text."""
+    columns = {}
+    for name, column in table:
+        columns[name] = _arrow_numbers(column) if name in NUMERIC_COLUMNS else column.to_pandas()
+    return pd.DataFrame(columns, copy=False)
+
+
+def _arrow_numbers(column: Any) -> pd.Series:
+    """int64 or float64 parsed by Arrow; a column with any non-number keeps its text values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = pc.is_in(column, value_set=pa.array(sorted(_NUMERIC_NA_TOKENS)))
+    column = pc.if_else(missing, pa.scalar(None, pa.string()), column)
+    for target in (pa.int64(), pa.float64()):
+        try:
+            return pd.Series(pc.cast(column, target).to_pandas())
+        except pa.ArrowInvalid:
+            continue
+    return _numbers_or_text(pd.Series(column.to_pandas()))
 
 
 def _line_from(message: str) -> int | None:
@@ -220,14 +366,6 @@ def _malformed(path: Path, line: int | None, detail: str) -> DataValidationError
         f"malformed CSV {path.name}{where}: {detail}",
         details={"path": str(path), "line": line},
     )
-
-
-def _parse_csv_numbers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Turn numeric text into numbers in the numeric columns; leave anything else as text."""
-    for column in NUMERIC_COLUMNS:
-        if column in frame.columns and frame[column].ndim == 1:
-            frame[column] = _numbers_or_text(frame[column])
-    return frame
 
 
 def _numbers_or_text(raw: pd.Series) -> pd.Series:
@@ -254,20 +392,28 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------- normalizing
 
 
-def _normalize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return a copy with unique string column names, ``date`` parsed and ``ticker`` as text."""
-    out = frame.copy()
-    out.columns = _unique_names([str(name) for name in out.columns])
-    if DATE_ALIAS in out.columns and "date" not in out.columns:
-        out = out.rename(columns={DATE_ALIAS: "date"})
-    if "ticker" in out.columns:
-        out["ticker"] = _as_text(out["ticker"])
-    if "date" in out.columns:
-        out["date"] = _parse_dates(out["date"])
+def _normalize(
+    frame: pd.DataFrame,
+    date_format: str | None = None,
+    describe_row: Callable[[int], str] = _parquet_row,
+) -> pd.DataFrame:
+    """A new frame (sharing unchanged columns) with unique string column names, a default
+    index, ``date`` parsed and ``ticker`` as text; ``frame`` itself is not modified."""
+    names = _unique_names([str(name) for name in frame.columns])
+    if DATE_ALIAS in names and "date" not in names:
+        names[names.index(DATE_ALIAS)] = "date"
+    index = pd.RangeIndex(len(frame))
+    columns = {name: frame.iloc[:, i].set_axis(index, copy=False) for i, name in enumerate(names)}
+    if "ticker" in columns:
+        columns["ticker"] = _as_text(columns["ticker"])
+    if "date" in columns:
+        columns["date"] = _parse_dates(columns["date"], date_format, describe_row)
     for column in NUMERIC_COLUMNS:
-        if column in out.columns:
-            out[column] = _plain_numeric(out[column])
-    return out.reset_index(drop=True)
+        if column in columns:
+            columns[column] = _plain_numeric(columns[column])
+    # Built once from its columns: assigning them one by one would let pandas copy the
+    # numeric columns into one block, a second copy of most of the file.
+    return pd.DataFrame(columns, copy=False)
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -281,18 +427,33 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 def _as_text(series: pd.Series) -> pd.Series:
+    if _all_text(series) and not series.isna().any():
+        return series
     return series.map(lambda value: None if _is_missing(value) else str(value)).astype(object)
 
 
-def _parse_dates(series: pd.Series) -> pd.Series:
-    """Parse to naive UTC datetimes; unparseable values become NaT."""
+def _parse_dates(
+    series: pd.Series, date_format: str | None, describe_row: Callable[[int], str]
+) -> pd.Series:
+    """Naive UTC datetimes: timestamps converted, text read with one format, numbers NaT."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").dt.tz_localize(None)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return parse_dates(series, date_format, describe_row).set_axis(series.index)
+    if pd.api.types.is_datetime64_dtype(series.dtype):
+        return series
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series):
         return pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
-    parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
-    retry = parsed.isna() & series.notna()
-    if retry.any():
-        parsed[retry] = pd.to_datetime(series[retry], errors="coerce", utc=True, format="mixed")
-    return parsed.dt.tz_localize(None)
+    text = series if _all_text(series) else series.where(series.map(_is_text_date), None)
+    return parse_dates(text, date_format, describe_row).set_axis(series.index)
+
+
+def _all_text(series: pd.Series) -> bool:
+    """Only strings apart from missing values (checked in C, not in a Python loop)."""
+    return series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) in (
+        "string",
+        "empty",
+    )
 
 
 def _plain_numeric(series: pd.Series) -> pd.Series:
@@ -305,6 +466,11 @@ def _plain_numeric(series: pd.Series) -> pd.Series:
 
 def _is_number_dtype(dtype: Any) -> bool:
     return bool(pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))
+
+
+def _is_text_date(value: Any) -> bool:
+    """Values worth parsing as dates; anything else (numbers, booleans) counts as missing."""
+    return isinstance(value, str | date | pd.Timestamp | np.datetime64)
 
 
 def _is_missing(value: Any) -> bool:
@@ -369,9 +535,9 @@ def _identity_checks(today: date) -> list[_Check]:
         _not_null("date"),
         _Check(
             "ticker_format",
-            f"ticker matches {TICKER_PATTERN}",
+            f"ticker is {TICKER.allowed}",
             "ticker",
-            lambda x: x.ExpectColumnValuesToMatchRegex(column="ticker", regex=TICKER_PATTERN),
+            lambda x: x.ExpectColumnValuesToMatchRegex(column="ticker", regex=TICKER.regex),
             requires=("ticker",),
         ),
         _Check(
@@ -475,22 +641,36 @@ def _move_check() -> _Check:
 
 
 def _with_helpers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add the per-ticker close-to-close move factor (max of c/prev, prev/c) when computable."""
+    """Add the per-ticker close-to-close move factor (max of c/prev, prev/c) when computable.
+
+    The result shares ``frame``'s columns (built with numpy on row positions, so no sorted
+    copy of the frame is made).
+    """
     needed = ("ticker", "date", "close")
     if not all(c in frame.columns for c in needed) or not _is_numeric_column(frame["close"]):
         return frame
-    work = pd.DataFrame(
-        {
-            "ticker": frame["ticker"],
-            "date": frame["date"],
-            "close": pd.to_numeric(frame["close"], errors="coerce"),
-        }
-    ).dropna(subset=["ticker", "date"])
-    work = work.sort_values(["ticker", "date"], kind="stable")
-    previous = work.groupby("ticker", sort=False)["close"].shift()
-    ratio = work["close"].where(work["close"] > 0) / previous.where(previous > 0)
-    moves = np.maximum(ratio, 1.0 / ratio)
-    return frame.assign(**{_RETURN_COLUMN: moves.reindex(frame.index)})
+    moves = _close_moves(frame["ticker"], frame["date"], frame["close"])
+    columns = {name: frame[name] for name in frame.columns}
+    columns[_RETURN_COLUMN] = pd.Series(moves, index=frame.index)
+    return pd.DataFrame(columns, copy=False)
+
+
+def _close_moves(tickers: pd.Series, dates: pd.Series, close: pd.Series) -> np.ndarray:
+    """Per row, the factor between its close and the previous close of its ticker (by date);
+    NaN for a ticker's first row, rows without ticker or date, and non-positive closes."""
+    codes, _ = pd.factorize(tickers)
+    when = pd.to_datetime(dates, errors="coerce").to_numpy(dtype="datetime64[ns]")
+    rows = np.flatnonzero((codes >= 0) & ~np.isnat(when))
+    order = rows[np.lexsort((when[rows], codes[rows]))]
+    price = pd.to_numeric(close, errors="coerce").to_numpy(dtype="float64")[order]
+    price[~(price > 0)] = np.nan
+    previous = np.concatenate(([np.nan], price[:-1]))
+    sorted_codes = codes[order]
+    previous[1:][sorted_codes[1:] != sorted_codes[:-1]] = np.nan
+    ratio = price / previous
+    moves = np.full(len(codes), np.nan)
+    moves[order] = np.maximum(ratio, 1.0 / ratio)
+    return moves
 
 
 def _skip_reason(check: _Check, frame: pd.DataFrame) -> str | None:

@@ -19,6 +19,7 @@ from mlops.features.validation import (
     load_bars,
     validate_bars,
 )
+from mlops.names import TICKER
 
 TODAY = date(2025, 1, 1)
 MAX_BYTES = 1_000_000
@@ -309,9 +310,23 @@ def test_null_ticker(bars: pd.DataFrame) -> None:
     assert missing.examples[0]["row"] == 10 and missing.examples[0]["ticker"] is None
 
 
-def test_unparseable_date(bars: pd.DataFrame, tmp_path: Path) -> None:
+def test_unparseable_date_is_refused_at_load_naming_its_line(
+    bars: pd.DataFrame, tmp_path: Path
+) -> None:
     raw = bars.assign(date=bars["date"].dt.strftime("%Y-%m-%d"))
     raw.loc[12, "date"] = "not-a-date"
+
+    with pytest.raises(DataValidationError) as caught:
+        load_bars(write_csv(raw, tmp_path / "bars.csv"), MAX_BYTES)
+
+    assert caught.value.message.startswith("bars.csv: column 'date': 1 row does not match ISO")
+    assert "line 14 'not-a-date'" in caught.value.message
+    assert caught.value.details["rows"] == [12]
+
+
+def test_missing_date_fails_not_null(bars: pd.DataFrame, tmp_path: Path) -> None:
+    raw = bars.assign(date=bars["date"].dt.strftime("%Y-%m-%d"))
+    raw.loc[12, "date"] = None
     loaded = load_bars(write_csv(raw, tmp_path / "bars.csv"), MAX_BYTES)
 
     report = validate_bars(loaded, "bars.csv", today=TODAY)
@@ -326,7 +341,7 @@ def test_bad_ticker_symbol(bars: pd.DataFrame) -> None:
 
     report = validate_bars(bars, "bars.csv", today=TODAY)
 
-    bad = failure(report, r"ticker matches ^[A-Z][A-Z0-9.\-]{0,9}$")
+    bad = failure(report, f"ticker is {TICKER.allowed}")
     assert bad.unexpected_count == 2
     assert [e["ticker"] for e in bad.examples] == ["aapl", "WAY-TOO-LONG-TICKER"]
 
