@@ -27,9 +27,10 @@ import pandas as pd
 
 from mlops.errors import DataValidationError, InvalidInputError
 
-__all__ = ["CANDIDATE_FORMATS", "ISO_8601", "DateFormat", "parse_dates"]
+__all__ = ["CANDIDATE_FORMATS", "ISO_8601", "DateFormat", "check_date_format", "parse_dates"]
 
 MAX_EXAMPLES = 5
+_SAMPLE_SIZE = 256
 _ISO_SHAPE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?:[T ].*)?")
 _LABELS = {"%Y": "YYYY", "%y": "YY", "%m": "MM", "%d": "DD", "%H": "hh", "%M": "mm", "%S": "ss"}
 
@@ -99,6 +100,12 @@ class _Column:
         values = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
         return cls(str(series.name or "date"), codes, values, counts, describe_row)
 
+    def sample(self) -> np.ndarray:
+        """Positions of up to ``_SAMPLE_SIZE`` distinct values spread over the column: formats
+        that fail on one of them are not tried on every value."""
+        size = min(len(self.values), _SAMPLE_SIZE)
+        return np.unique(np.linspace(0, len(self.values) - 1, size).astype(int))
+
     def rows_with(self, value_mask: np.ndarray) -> list[int]:
         """Positions of the first rows whose value is selected by ``value_mask``."""
         hits = np.flatnonzero(value_mask[self.codes] & (self.codes >= 0))
@@ -130,24 +137,30 @@ def parse_dates(
     """
     column = _Column.of(series.reset_index(drop=True), describe_row)
     if date_format is not None:
-        fmt = _user_format(date_format)
+        fmt = check_date_format(date_format)
         parsed = fmt.parse(column.values)
         _require_all_match(column, fmt, parsed, given=True)
         return column.expand(parsed)
     if len(column.values) == 0:
         return column.expand(pd.Series([], dtype="datetime64[ns, UTC]"))
-    readings = [(fmt, fmt.parse(column.values)) for fmt in CANDIDATE_FORMATS]
+    sample = column.sample()
+    on_sample = [(fmt, fmt.parse(column.values.iloc[sample])) for fmt in CANDIDATE_FORMATS]
+    plausible = [fmt for fmt, parsed in on_sample if parsed.notna().all()]
+    readings = [(fmt, fmt.parse(column.values)) for fmt in plausible]
     complete = _distinct_readings([(f, p) for f, p in readings if p.notna().all()])
     if len(complete) == 1:
         return column.expand(complete[0][1])
     if len(complete) > 1:
         raise _ambiguous(column, complete)
-    fmt, parsed = max(readings, key=lambda item: int(column.counts[item[1].notna()].sum()))
-    _require_all_match(column, fmt, parsed, given=False)
-    raise AssertionError("unreachable: a reading with every value would be complete")
+    weights = column.counts[sample]
+    dominant, _ = max(on_sample, key=lambda item: int(weights[item[1].notna().to_numpy()].sum()))
+    _require_all_match(column, dominant, dominant.parse(column.values), given=False)
+    raise AssertionError("unreachable: a format matching every value is complete")
 
 
-def _user_format(date_format: str) -> DateFormat:
+def check_date_format(date_format: str) -> DateFormat:
+    """The user's strftime pattern; ``InvalidInputError`` if it is none (checked up front
+    by the CLI, so a typo fails before any work starts)."""
     if "%" not in date_format:
         raise InvalidInputError(
             f"--date-format {date_format!r} has no strftime directive; e.g. '%d/%m/%Y'.",

@@ -346,6 +346,35 @@ def test_bad_ticker_symbol(bars: pd.DataFrame) -> None:
     assert [e["ticker"] for e in bad.examples] == ["aapl", "WAY-TOO-LONG-TICKER"]
 
 
+def test_tickers_with_newline_tab_or_spaces_are_refused_from_a_csv(
+    bars: pd.DataFrame, tmp_path: Path
+) -> None:
+    # "ZZNX\n" was ingested before ($ matches before a final newline) and could never be served.
+    bars.loc[[3, 40, 61], "ticker"] = ["ZZNX\n", "MSFT ", "\tBRK.B"]
+    loaded = load_bars(write_csv(bars, tmp_path / "bars.csv"), MAX_BYTES)
+
+    report = validate_bars(loaded, "bars.csv", today=TODAY)
+
+    bad = failure(report, f"ticker is {TICKER.allowed}")
+    assert [(e["row"], e["ticker"]) for e in bad.examples] == [
+        (3, "ZZNX\n"),
+        (40, "MSFT "),
+        (61, "\tBRK.B"),
+    ]
+    assert not report.success
+
+
+def test_validation_leaves_the_callers_frame_as_it_was(bars: pd.DataFrame) -> None:
+    raw = bars.assign(date=bars["date"].dt.strftime("%Y-%m-%d")).rename(
+        columns={"date": "timestamp"}
+    )
+    before = raw.copy()
+
+    assert validate_bars(raw, "bars", today=TODAY).success
+
+    pd.testing.assert_frame_equal(raw, before)
+
+
 def test_implausible_daily_move(bars: pd.DataFrame) -> None:
     bars.loc[35, ["open", "high", "low", "close"]] = [500.0, 510.0, 490.0, 505.0]
 
