@@ -79,7 +79,7 @@ CANDIDATE_FORMATS: tuple[DateFormat, ...] = _candidates()
 """Tried in this order; ISO 8601 first. Day-first and month-first with '/', '.' or '-'."""
 
 
-def _line_label(position: int) -> str:
+def _row_label(position: int) -> str:
     return f"row {position + 1}"
 
 
@@ -124,7 +124,7 @@ class _Column:
 def parse_dates(
     series: pd.Series,
     date_format: str | None = None,
-    describe_row: Callable[[int], str] = _line_label,
+    describe_row: Callable[[int], str] = _row_label,
 ) -> pd.Series:
     """Parse a text column of dates with one format for all rows; naive UTC datetimes.
 
@@ -135,7 +135,7 @@ def parse_dates(
         DataValidationError: values that do not match the given or inferred format, or
             values that fit several formats with different meanings.
     """
-    column = _Column.of(series.reset_index(drop=True), describe_row)
+    column = _Column.of(series, describe_row)
     if date_format is not None:
         fmt = check_date_format(date_format)
         parsed = fmt.parse(column.values)

@@ -193,8 +193,8 @@ def _checked_size(path: Path, max_bytes: int) -> int:
 
 def _open_text(path: Path) -> IO[str]:
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return path.open("r", encoding="utf-8-sig", newline="")
 
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, array[int]]:
@@ -658,18 +658,22 @@ def _with_helpers(frame: pd.DataFrame) -> pd.DataFrame:
 def _close_moves(tickers: pd.Series, dates: pd.Series, close: pd.Series) -> np.ndarray:
     """Per row, the factor between its close and the previous close of its ticker (by date);
     NaN for a ticker's first row, rows without ticker or date, and non-positive closes."""
-    codes, _ = pd.factorize(tickers)
+    codes = pd.factorize(tickers)[0].astype(np.int32)
     when = pd.to_datetime(dates, errors="coerce").to_numpy(dtype="datetime64[ns]")
     rows = np.flatnonzero((codes >= 0) & ~np.isnat(when))
     order = rows[np.lexsort((when[rows], codes[rows]))]
+    del rows, when
     price = pd.to_numeric(close, errors="coerce").to_numpy(dtype="float64")[order]
     price[~(price > 0)] = np.nan
-    previous = np.concatenate(([np.nan], price[:-1]))
+    ratio = np.empty_like(price)
+    ratio[0:1] = np.nan
+    np.divide(price[1:], price[:-1], out=ratio[1:])
     sorted_codes = codes[order]
-    previous[1:][sorted_codes[1:] != sorted_codes[:-1]] = np.nan
-    ratio = price / previous
+    ratio[1:][sorted_codes[1:] != sorted_codes[:-1]] = np.nan
+    del price, sorted_codes
+    np.maximum(ratio, 1.0 / ratio, out=ratio)
     moves = np.full(len(codes), np.nan)
-    moves[order] = np.maximum(ratio, 1.0 / ratio)
+    moves[order] = ratio
     return moves
 
 

@@ -443,3 +443,27 @@ def test_ensure_valid_returns_report_on_success(bars: pd.DataFrame, tmp_path: Pa
     assert len(saved) == 1
     assert ValidationReport.model_validate_json(saved[0].read_text()) == report
     assert report.validated_at.utcoffset() is not None
+
+
+def test_csv_with_byte_order_mark_and_blank_lines(bars: pd.DataFrame, tmp_path: Path) -> None:
+    text = bars.to_csv(index=False).replace("\n", "\n\n", 3)
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+
+    loaded = load_bars(path, MAX_BYTES)
+
+    assert list(loaded.columns) == list(REQUIRED_COLUMNS) and len(loaded) == len(bars)
+    assert validate_bars(loaded, "excel.csv", today=TODAY).success
+
+
+def test_text_in_a_numeric_column_keeps_the_column_as_text(
+    bars: pd.DataFrame, tmp_path: Path
+) -> None:
+    raw = bars.astype({"volume": object})
+    raw.loc[7, "volume"] = "lots"
+    raw.loc[8, "volume"] = "NA"
+
+    loaded = load_bars(write_csv(raw, tmp_path / "bars.csv"), MAX_BYTES)
+
+    assert loaded.loc[7, "volume"] == "lots" and loaded.loc[8, "volume"] is None
+    assert loaded.loc[9, "volume"] == 1009 and pd.api.types.is_float_dtype(loaded["close"])
