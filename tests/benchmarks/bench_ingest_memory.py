@@ -56,6 +56,7 @@ def write_bars(path: Path, megabytes: float) -> int:
 
 
 def measure(path: str) -> dict[str, float]:
+    """Peak RSS and times of a fresh process loading and validating ``path`` ("-": none)."""
     out = subprocess.run(
         [sys.executable, "-c", CHILD, path], check=True, capture_output=True, text=True
     )
@@ -63,7 +64,11 @@ def measure(path: str) -> dict[str, float]:
 
 
 def write_bars_in_child(path: Path, megabytes: float) -> int:
-    code = "import sys, bench_ingest_memory as b; print(b.write_bars(b.Path(sys.argv[1]), float(sys.argv[2])))"
+    """``write_bars`` in a child process, so this process's peak RSS stays small."""
+    code = (
+        "import sys, bench_ingest_memory as b; "
+        "print(b.write_bars(b.Path(sys.argv[1]), float(sys.argv[2])))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code, str(path), str(megabytes)],
         check=True,
