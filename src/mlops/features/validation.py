@@ -891,10 +891,12 @@ def _evaluate(
 
 
 def validate_bars(df: pd.DataFrame, source: str, today: date | None = None) -> ValidationReport:
-    """Validate a frame of daily bars and return a report (never raises on bad data).
+    """Validate a frame of daily bars and return a report of the expectations that failed.
 
     ``today`` bounds the dates (default: today's UTC date). Example rows in failures are
-    taken from ``df`` itself, by position.
+    taken from ``df`` itself, by position. Frames from ``load_bars`` hold parsed dates; a
+    frame with text dates has them read as ``load_bars`` does, so dates without one format
+    raise ``DataValidationError`` (there is no single reading of them to validate).
     """
     today = today or datetime.now(UTC).date()
     frame = _with_helpers(_normalize(df))
