@@ -927,7 +927,8 @@ def save_report(report: ValidationReport, reports_dir: Path) -> Path:
 
 
 def failure_message(report: ValidationReport) -> str:
-    """One-line summary: ``2 of 29 expectations failed for bars.csv: close > 0 (2 rows), ...``."""
+    """One-line summary: ``2 of 29 expectations failed for bars.csv: close > 0 (2 rows, e.g.
+    row 7 close=-1.0), ...``."""
     parts = [_summarize(f) for f in report.failures]
     message = (
         f"{len(report.failures)} of {report.evaluated} expectations failed for {report.source}"
@@ -944,13 +945,23 @@ def _summarize(failure: FailedExpectation) -> str:
         return f"{failure.description} (error: {failure.error})"
     if failure.unexpected_count:
         noun = "row" if failure.unexpected_count == 1 else "rows"
-        return f"{failure.description} ({failure.unexpected_count} {noun})"
+        return f"{failure.description} ({failure.unexpected_count} {noun}{_first_example(failure)})"
     observed = failure.observed
     if isinstance(observed, dict) and ("missing" in observed or "extra" in observed):
         missing = ", ".join(observed.get("missing") or []) or "none"
         extra = ", ".join(observed.get("extra") or []) or "none"
         return f"{failure.description} (missing: {missing}; extra: {extra})"
     return f"{failure.description} (observed: {observed})"
+
+
+def _first_example(failure: FailedExpectation) -> str:
+    """``, e.g. row 3 ticker='ZZNX\\n'``: the failing values of the first example row, quoted
+    so that whitespace and control characters show."""
+    if not failure.examples or not failure.column:
+        return ""
+    example = failure.examples[0]
+    values = [f"{c}={example[c]!r}" for c in failure.column.split(", ") if c in example]
+    return f", e.g. row {example['row']} {' '.join(values)}" if values else ""
 
 
 def ensure_valid(

@@ -361,7 +361,7 @@ def test_tickers_with_newline_tab_or_spaces_are_refused_from_a_csv(
         (40, "MSFT "),
         (61, "\tBRK.B"),
     ]
-    assert not report.success
+    assert "(3 rows, e.g. row 3 ticker='ZZNX\\n')" in validation.failure_message(report)
 
 
 def test_validation_leaves_the_callers_frame_as_it_was(bars: pd.DataFrame) -> None:
@@ -420,9 +420,12 @@ def test_ensure_valid_writes_report_and_raises(bars: pd.DataFrame, tmp_path: Pat
 
     message = caught.value.message
     assert message.startswith(f"3 of {ALL_EXPECTATIONS} expectations failed for bars.csv: ")
-    assert "close > 0 (1 row)" in message
-    assert "(ticker, date) unique (2 rows)" in message
-    assert "close >= low (1 row)" in message
+    assert "close > 0 (1 row, e.g. row 2 close=-1.0)" in message
+    assert (
+        "(ticker, date) unique (2 rows, e.g. row 0 ticker='AAPL' date='2024-01-01T00:00:00')"
+        in message
+    )
+    assert "close >= low (1 row, e.g. row 2 close=-1.0 low=100.0)" in message
     path = Path(caught.value.details["report_path"])
     assert path.parent == reports and path.name.startswith("validation-")
     saved = json.loads(path.read_text())
