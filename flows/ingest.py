@@ -32,8 +32,8 @@ def _timed(settings: Settings, run_id: int, name: str, work: Callable[[], T]) ->
 
 
 @task(name="load", cache_policy=NO_CACHE)
-def load(settings: Settings, run_id: int, source: str) -> Any:
-    return _timed(settings, run_id, "load", lambda: steps.load_batch(settings, source))
+def load(settings: Settings, run_id: int, source: str, date_format: str | None) -> Any:
+    return _timed(settings, run_id, "load", lambda: steps.load_batch(settings, source, date_format))
 
 
 @task(name="validate", cache_policy=NO_CACHE)
@@ -80,14 +80,19 @@ def ingest_flow(
     author: str | None = None,
     message: str = "ingest",
     settings: Settings | None = None,
+    date_format: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest a file of daily bars (or the demo data) into the feature store."""
+    """Ingest a file of daily bars (or the demo data) into the feature store.
+
+    ``date_format`` (strftime syntax, e.g. ``%d/%m/%Y``) is how the file writes its dates;
+    by default the one format that fits every date of the file is used.
+    """
     settings = settings or load_settings()
     logger = get_run_logger()
     run_id = steps.start_run(settings, source, flow_run_id=str(flow_run.get_id() or ""))
     try:
         with heartbeat(lambda: steps.beat(settings, run_id)):
-            bars: pd.DataFrame = load(settings, run_id, source)
+            bars: pd.DataFrame = load(settings, run_id, source, date_format)
             report: Any = validate(settings, run_id, bars, source)
             with steps.exclusive_write(settings):  # merge onto the bars another ingest wrote
                 frames: steps.OfflineFrames = compute(settings, run_id, bars)

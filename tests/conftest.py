@@ -41,10 +41,21 @@ def prefect_server() -> Iterator[None]:
         yield
 
 
-def run_ingest_flow(settings: Settings, source: str = "demo", message: str = "test") -> Any:
+def run_ingest_flow(
+    settings: Settings,
+    source: str = "demo",
+    message: str = "test",
+    date_format: str | None = None,
+) -> Any:
     from flows.ingest import ingest_flow
 
-    return ingest_flow(source=source, author="tester", message=message, settings=settings)
+    return ingest_flow(
+        source=source,
+        author="tester",
+        message=message,
+        settings=settings,
+        date_format=date_format,
+    )
 
 
 @pytest.fixture(scope="session")

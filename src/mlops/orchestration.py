@@ -62,13 +62,23 @@ def _wait_for_prefect() -> None:
     prefect_server.wait_until_ready()
 
 
-def run_ingest(settings: Settings, source: str, author: str, message: str) -> dict[str, Any]:
+def run_ingest(
+    settings: Settings,
+    source: str,
+    author: str,
+    message: str,
+    date_format: str | None = None,
+) -> dict[str, Any]:
     """Run the `ingest` flow in this process (reported to Prefect) and return its summary."""
     _wait_for_prefect()
     from flows.ingest import ingest_flow
 
     result: dict[str, Any] = ingest_flow(
-        source=source, author=author, message=message, settings=settings
+        source=source,
+        author=author,
+        message=message,
+        settings=settings,
+        date_format=date_format,
     )
     return result
 

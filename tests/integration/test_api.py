@@ -167,6 +167,37 @@ def test_dataset_names_that_escape_are_400(
     assert _error(response)["code"] == "unsafe_path"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "x\n"},
+        {"name": "x "},
+        {"name": "x\ty"},
+        {"name": "ok", "tickers": ["BUCI\n"]},
+        {"name": "ok", "tickers": ["BUCI "]},
+        {"name": "ok", "features": ["ret_1d\n"]},
+    ],
+)
+def test_names_with_whitespace_or_control_characters_are_422(
+    client: TestClient, auth: dict[str, str], body: dict[str, object]
+) -> None:
+    response = client.post(f"{API}/datasets", json=body, headers=auth)
+    assert response.status_code == 422
+    error = _error(response)
+    assert error["code"] == "invalid_input" and "invalid" in error["message"]
+    assert client.get(f"{API}/datasets/ok").status_code == 404  # nothing was created
+
+
+def test_a_dataset_named_with_a_newline_is_refused_on_read(client: TestClient) -> None:
+    for path in ("/datasets/x%0A", "/datasets/x%0A/download", "/datasets/x%20"):
+        response = client.get(f"{API}{path}")
+        assert response.status_code == 422, path
+        assert (
+            "leading or trailing whitespace" in _error(response)["message"]
+            or "control" in (_error(response)["message"])
+        )
+
+
 def test_dataset_download_path_escape_is_refused(client: TestClient) -> None:
     assert client.get(f"{API}/datasets/..%2F..%2Fmlops.db/download").status_code in (400, 404)
     assert client.get(f"{API}/datasets/..secret/download").status_code == 400

@@ -162,3 +162,55 @@ def test_health_reports_each_part_and_fails_when_servers_are_down(
     }
     table = runner.invoke(app, ["health"])
     assert "down prefect" in table.output and "ok online_store" in table.output
+
+
+def _bars_csv(path: Path, tickers_and_dates: list[tuple[str, str]]) -> Path:
+    rows = [f"{ticker},{day},100,101,99,100.5,1000" for ticker, day in tickers_and_dates]
+    path.write_text("ticker,date,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _store_files(settings: Settings) -> dict[str, bytes]:
+    return {
+        str(p): p.read_bytes()
+        for d in (settings.data_dir, settings.feast_dir)
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_ingest_refuses_ambiguous_dates_and_bad_formats(cli_env: Settings, tmp_path: Path) -> None:
+    from mlops.errors import DataValidationError
+
+    path = _bars_csv(tmp_path / "dm.csv", [("BUCI", "01/02/2024"), ("BUCI", "02/03/2024")])
+    before = _store_files(cli_env)
+
+    ambiguous = runner.invoke(app, ["ingest", str(path)])
+
+    assert ambiguous.exit_code == DataValidationError.exit_code
+    text = " ".join(ambiguous.output.split())
+    assert "dm.csv: column 'date': the dates are ambiguous" in text
+    assert "'%d/%m/%Y'" in text and "'%m/%d/%Y'" in text and "--date-format" in text
+    assert "line 2 '01/02/2024'" in text and "line 3 '02/03/2024'" in text
+    assert _store_files(cli_env) == before
+    typo = runner.invoke(app, ["ingest", str(path), "--date-format", "dd/mm/yyyy"])
+    assert typo.exit_code == InvalidInputError.exit_code
+    assert "no strftime directive" in typo.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["datasets", "create", "x\n"],
+        ["datasets", "create", "x "],
+        ["datasets", "create", "ok", "-t", "BUCI\n"],
+        ["datasets", "create", "ok", "-t", "BUCI\t"],
+        ["datasets", "download", "x\n", "-o", "/nonexistent"],
+    ],
+)
+def test_names_with_whitespace_or_control_characters_exit_2(
+    cli_env: Settings, args: list[str]
+) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == InvalidInputError.exit_code, result.output
+    assert "invalid" in result.output.lower()

@@ -92,7 +92,15 @@ def test_create_rejects_duplicates_invalid_names_and_missing_token(
     )
     again = client.post(f"{API}/experiments", json={"name": "dup-exp"}, headers=auth)
     assert again.status_code == 409 and "already exists" in again.json()["error"]["message"]
-    for bad in ("", " leading-space", "a" * 201, "semi;colon", "../up"):
+    for bad in (
+        "",
+        " leading-space",
+        "trailing-space ",
+        "new\nline",
+        "a" * 201,
+        "semi;colon",
+        "../up",
+    ):
         response = client.post(f"{API}/experiments", json={"name": bad}, headers=auth)
         assert response.status_code == 422, bad
         assert "name" in response.json()["error"]["message"]

@@ -104,6 +104,37 @@ def test_rejected_batch_changes_nothing(fresh: Settings, tmp_path: Path, corrupt
     assert run.status == "rejected" and run.report_path == caught.value.details["report_path"]
 
 
+def test_ambiguous_dates_and_unservable_tickers_change_nothing_until_the_format_is_given(
+    fresh: Settings, tmp_path: Path
+) -> None:
+    extra = generate_ohlcv(n_tickers=8, start=fresh.demo_start, end=fresh.demo_end)
+    known = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE)["ticker"]
+    new = extra[~extra["ticker"].isin(known)]
+    new = new[(new["ticker"] == new["ticker"].iloc[0]) & (new["date"].dt.day <= 12)]
+    day_first = new.assign(date=new["date"].dt.strftime("%d/%m/%Y"))
+    path = tmp_path / "day-first.csv"
+    day_first.to_csv(path, index=False)
+    newline = tmp_path / "newline.csv"
+    new.assign(ticker="ZZNX\n").to_csv(newline, index=False)
+    before = _store_fingerprint(fresh)
+
+    with pytest.raises(DataValidationError, match="ambiguous") as ambiguous:
+        run_ingest_flow(fresh, source=str(path))
+    assert "line 2 " in ambiguous.value.message
+    with pytest.raises(DataValidationError, match="ticker is") as unservable:
+        run_ingest_flow(fresh, source=str(newline))
+    assert unservable.value.details["failures"][0]["examples"][0]["ticker"] == "ZZNX\n"
+    assert _store_fingerprint(fresh) == before
+    assert [r.status for r in ingest.latest_runs(fresh, limit=2)] == ["rejected", "rejected"]
+
+    result = run_ingest_flow(fresh, source=str(path), date_format="%d/%m/%Y")
+
+    assert result["rows"] == len(new)
+    stored = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE)
+    stored = stored[stored["ticker"] == new["ticker"].iloc[0]]
+    assert stored["date"].tolist() == new["date"].tolist()
+
+
 def test_truncated_csv_is_rejected_with_line_number(fresh: Settings, tmp_path: Path) -> None:
     bars = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE).tail(20)
     text = bars.to_csv(index=False)

@@ -62,7 +62,9 @@ def _latest_run_steps(config: Settings, since_id: int) -> list[dict[str, Any]]:
     return runs[0].steps if runs else []
 
 
-def run_ingest_with_progress(config: Settings, source: str, message: str) -> dict[str, Any]:
+def run_ingest_with_progress(
+    config: Settings, source: str, message: str, date_format: str | None = None
+) -> dict[str, Any]:
     """Run the ingest flow, drawing a progress bar from the steps it records."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -85,7 +87,7 @@ def run_ingest_with_progress(config: Settings, source: str, message: str) -> dic
 
     def work() -> None:
         try:
-            outcome["result"] = run_ingest(config, source, config.author, message)
+            outcome["result"] = run_ingest(config, source, config.author, message, date_format)
         except BaseException as exc:
             outcome["error"] = exc
 
@@ -124,6 +126,15 @@ def ingest(
         ),
     ],
     message: Annotated[str, typer.Option("--message", "-m", help="Recorded with versions.")] = "",
+    date_format: Annotated[
+        Optional[str],
+        typer.Option(
+            "--date-format",
+            help="How the file writes dates, strftime syntax, e.g. '%d/%m/%Y'. Default: the "
+            "one format that fits every date (ISO, day-first or month-first); ambiguous or "
+            "mixed dates are refused.",
+        ),
+    ] = None,
     json: Annotated[bool, typer.Option("--json")] = False,
     verbose_logs: VerboseOpt = False,
 ) -> None:
@@ -132,7 +143,13 @@ def ingest(
     Shows the flow's steps as a progress bar and, on failure, the reason in one line.
     """
     set_verbose(verbose_logs)
-    result = run_ingest_with_progress(settings(), str(path), message or f"ingest {path.name}")
+    if date_format is not None:
+        from mlops.features.date_formats import check_date_format
+
+        check_date_format(date_format)
+    result = run_ingest_with_progress(
+        settings(), str(path), message or f"ingest {path.name}", date_format
+    )
     _print_ingest(result, json)
 
 

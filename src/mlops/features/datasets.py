@@ -4,7 +4,6 @@ correct onto (ticker, day) rows by Feast, persisted as parquet with their metada
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
@@ -30,19 +29,19 @@ from mlops.features.offline import (
 )
 from mlops.features.store import open_store
 from mlops.features.versions import active_versions
+from mlops.names import DATASET_NAME, SafeName, Ticker, check_name
 from mlops.settings import Settings
 
-DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DEFAULT_SERVICE = "model_features"
 LABEL_REF = "training_labels:label_next_day_up"
 CSV_BATCH_ROWS = 50_000
 
 
 class DatasetRequest(BaseModel):
-    name: str = Field(description="File-safe name: letters, digits, '_', '-', '.'.")
-    features: list[str] = Field(default_factory=list, description="'view:feature' or names.")
-    feature_service: str | None = None
-    tickers: list[str] = Field(default_factory=list, description="Empty: every ticker.")
+    name: SafeName = Field(description="File-safe name: letters, digits, '_', '-', '.'.")
+    features: list[SafeName] = Field(default_factory=list, description="'view:feature' or names.")
+    feature_service: SafeName | None = None
+    tickers: list[Ticker] = Field(default_factory=list, description="Empty: every ticker.")
     start: date | None = None
     end: date | None = None
     include_label: bool = True
@@ -63,8 +62,13 @@ class DatasetInfo(BaseModel):
 
 
 def dataset_path(settings: Settings, name: str) -> Path:
-    """The file of a dataset; names that could leave the datasets folder are refused."""
-    if not DATASET_NAME.match(name) or ".." in name:
+    """The file of a dataset; names that could leave the datasets folder are refused.
+
+    Whitespace at the ends or control characters: ``InvalidInputError`` (422); other
+    characters outside ``DATASET_NAME``, or ``..``: ``UnsafePathError`` (400).
+    """
+    check_name(name, DATASET_NAME.kind)
+    if DATASET_NAME.problem(name) is not None or ".." in name:
         raise UnsafePathError(
             f"Invalid dataset name '{name}': use letters, digits, '_', '-' and '.' only.",
             {"name": name},

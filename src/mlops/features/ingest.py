@@ -64,8 +64,12 @@ class OfflineFrames:
     labels: pd.DataFrame
 
 
-def load_batch(settings: Settings, source: str) -> pd.DataFrame:
-    """Read a CSV/parquet file of daily bars, or generate the demo bars for 'demo'."""
+def load_batch(settings: Settings, source: str, date_format: str | None = None) -> pd.DataFrame:
+    """Read a CSV/parquet file of daily bars, or generate the demo bars for 'demo'.
+
+    ``date_format`` (strftime syntax) is how the file writes its dates; without it the
+    one format that fits every date is used (see ``date_formats``).
+    """
     if source == DEMO_SOURCE:
         return generate_ohlcv(
             n_tickers=settings.demo_tickers,
@@ -73,7 +77,7 @@ def load_batch(settings: Settings, source: str) -> pd.DataFrame:
             end=settings.demo_end,
             seed=settings.demo_seed,
         )
-    return load_bars(Path(source), settings.ingest_max_bytes)
+    return load_bars(Path(source), settings.ingest_max_bytes, date_format)
 
 
 def validate_batch(settings: Settings, bars: pd.DataFrame, source: str) -> ValidationReport:

@@ -4,6 +4,9 @@ The flow is ``load_bars`` (read a CSV/Parquet file defensively) -> ``validate_ba
 expectation suite a quant would want on the frame) -> ``save_report`` / ``ensure_valid``
 (persist a JSON report and raise ``DataValidationError`` when the batch fails).
 
+A CSV is read by ``bars_csv`` (pyarrow, typed columns); dates are read with one format
+per file (``date_formats``).
+
 Great Expectations is imported lazily (it takes seconds to import) and one ephemeral context
 is built per process and reused. Expectations whose columns are missing or of the wrong type
 are not sent to GX: they are listed in ``ValidationReport.skipped`` with the reason, and a
@@ -13,25 +16,30 @@ reported as failures carrying the exception message.
 
 from __future__ import annotations
 
-import csv
-import gzip
 import math
 import os
-import re
 import secrets
 import threading
-import zlib
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
 from mlops.errors import DataValidationError, InvalidInputError, NotFoundError
+from mlops.features.bars_csv import (
+    DATE_ALIAS,
+    NUMERIC_COLUMNS,
+    read_bars_csv,
+    unique_names,
+)
+from mlops.features.date_formats import parse_dates
+from mlops.names import TICKER
 
 __all__ = [
     "REQUIRED_COLUMNS",
@@ -45,17 +53,12 @@ __all__ = [
 ]
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("ticker", "date", "open", "high", "low", "close", "volume")
-PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
-NUMERIC_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
-DATE_ALIAS = "timestamp"
-TICKER_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
 MIN_DATE = date(1970, 1, 1)
 MAX_DAILY_MOVE_FACTOR = 2.0  # close may not double or halve from one bar to the next
 MAX_EXAMPLES = 5
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-_NUMERIC_NA_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "NAN", "null", "NULL", "None"})
 _GX_NUMERIC_TYPES = [
     "int",
     "float",
@@ -80,7 +83,6 @@ _OHLC_PAIRS = (
 )
 _RETURN_COLUMN = "__mlops_close_move_factor"
 _HELPER_COLUMNS = (_RETURN_COLUMN,)
-_LINE_RE = re.compile(r"\b(?:line|row) (\d+)")
 
 
 class FailedExpectation(BaseModel):
@@ -111,29 +113,51 @@ class ValidationReport(BaseModel):
 # --------------------------------------------------------------------------- loading
 
 
-def load_bars(path: Path, max_bytes: int) -> pd.DataFrame:
+def load_bars(path: Path, max_bytes: int, date_format: str | None = None) -> pd.DataFrame:
     """Read daily bars from ``.csv``/``.csv.gz``/``.parquet``/``.pq`` and normalize them.
 
     Values are kept as read: a text value in a numeric column stays text so that validation
-    reports it as a type failure. The ``timestamp`` column is renamed to ``date``; dates are
-    parsed (unparseable -> NaT) and made naive UTC; tickers become strings.
+    reports it as a type failure. The ``timestamp`` column is renamed to ``date``; text dates
+    are parsed with ``date_format`` (strftime syntax) or the one format that fits all of them
+    (see ``date_formats``), and made naive UTC; missing dates become NaT; tickers become
+    strings. Dates already stored as timestamps (parquet) are kept; ``date_format`` is
+    then not needed.
 
     Raises:
         NotFoundError: the file does not exist.
-        InvalidInputError: unsupported suffix, not a regular file, or larger than ``max_bytes``.
-        DataValidationError: empty, malformed, truncated or unreadable content.
+        InvalidInputError: unsupported suffix, not a regular file, larger than ``max_bytes``,
+            or ``date_format`` is no strftime pattern.
+        DataValidationError: empty, malformed, truncated or unreadable content; dates that do
+            not match one format, or fit several (the error names the lines).
     """
     path = Path(path)
     kind = _file_kind(path)
     size = _checked_size(path, max_bytes)
     if size == 0:
         raise DataValidationError(f"{path.name} is empty (0 bytes)", details={"path": str(path)})
-    frame = _read_csv(path) if kind == "csv" else _read_parquet(path)
+    if kind == "csv":
+        frame, lines = read_bars_csv(path)
+        describe_row = _csv_line(lines)
+    else:
+        frame, describe_row = _read_parquet(path), _parquet_row
     if frame.empty:
         raise DataValidationError(
             f"{path.name} has no data rows (header only or empty)", details={"path": str(path)}
         )
-    return _normalize(frame)
+    try:
+        return _normalize(frame, date_format, describe_row)
+    except DataValidationError as exc:
+        exc.message = f"{path.name}: {exc.message}"
+        exc.details["path"] = str(path)
+        raise
+
+
+def _csv_line(lines: array[int]) -> Callable[[int], str]:
+    return lambda position: f"line {lines[position]}"
+
+
+def _parquet_row(position: int) -> str:
+    return f"row {position + 1}"
 
 
 def _file_kind(path: Path) -> str:
@@ -163,83 +187,6 @@ def _checked_size(path: Path, max_bytes: int) -> int:
     return size
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    """Check the CSV structure row by row, then let pandas parse it (all values as text)."""
-    try:
-        _check_csv_structure(path)
-        with _open_text(path) as handle:
-            frame = pd.read_csv(handle, dtype=str, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError as exc:
-        raise DataValidationError(
-            f"{path.name} is empty (no header)", details={"path": str(path)}
-        ) from exc
-    except pd.errors.ParserError as exc:
-        raise _malformed(path, _line_from(str(exc)), str(exc)) from exc
-    except UnicodeDecodeError as exc:
-        raise _malformed(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except (OSError, EOFError, zlib.error) as exc:
-        raise _malformed(path, None, f"unreadable: {exc}") from exc
-    return _parse_csv_numbers(frame)
-
-
-def _check_csv_structure(path: Path) -> None:
-    """Raise on rows whose field count differs from the header, bad quoting or NUL bytes."""
-    with _open_text(path) as handle:
-        reader = csv.reader(handle, strict=True)
-        try:
-            expected = _first_record_width(reader)
-            for record in reader:
-                if record and len(record) != expected:
-                    detail = f"expected {expected} fields, saw {len(record)}"
-                    raise _malformed(path, reader.line_num, detail)
-        except csv.Error as exc:
-            raise _malformed(path, reader.line_num, str(exc)) from exc
-
-
-def _first_record_width(reader: Iterator[list[str]]) -> int:
-    for record in reader:
-        if record:
-            return len(record)
-    return 0
-
-
-def _line_from(message: str) -> int | None:
-    match = _LINE_RE.search(message)
-    return int(match.group(1)) if match else None
-
-
-def _malformed(path: Path, line: int | None, detail: str) -> DataValidationError:
-    where = f" at line {line}" if line is not None else ""
-    return DataValidationError(
-        f"malformed CSV {path.name}{where}: {detail}",
-        details={"path": str(path), "line": line},
-    )
-
-
-def _parse_csv_numbers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Turn numeric text into numbers in the numeric columns; leave anything else as text."""
-    for column in NUMERIC_COLUMNS:
-        if column in frame.columns and frame[column].ndim == 1:
-            frame[column] = _numbers_or_text(frame[column])
-    return frame
-
-
-def _numbers_or_text(raw: pd.Series) -> pd.Series:
-    text = raw.where(~raw.isin(_NUMERIC_NA_TOKENS), None)
-    parsed = pd.to_numeric(text, errors="coerce")
-    not_numbers = parsed.isna() & text.notna()
-    if not not_numbers.any():
-        return parsed
-    mixed = parsed.astype(object).where(~not_numbers, text)
-    return mixed.where(mixed.notna(), None)
-
-
 def _read_parquet(path: Path) -> pd.DataFrame:
     import pyarrow as pa
 
@@ -254,45 +201,58 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------- normalizing
 
 
-def _normalize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return a copy with unique string column names, ``date`` parsed and ``ticker`` as text."""
-    out = frame.copy()
-    out.columns = _unique_names([str(name) for name in out.columns])
-    if DATE_ALIAS in out.columns and "date" not in out.columns:
-        out = out.rename(columns={DATE_ALIAS: "date"})
-    if "ticker" in out.columns:
-        out["ticker"] = _as_text(out["ticker"])
-    if "date" in out.columns:
-        out["date"] = _parse_dates(out["date"])
+def _normalize(
+    frame: pd.DataFrame,
+    date_format: str | None = None,
+    describe_row: Callable[[int], str] = _parquet_row,
+) -> pd.DataFrame:
+    """A new frame (sharing unchanged columns) with unique string column names, a default
+    index, ``date`` parsed and ``ticker`` as text; ``frame`` itself is not modified."""
+    names = unique_names([str(name) for name in frame.columns])
+    if DATE_ALIAS in names and "date" not in names:
+        names[names.index(DATE_ALIAS)] = "date"
+    index = pd.RangeIndex(len(frame))
+    columns = {name: frame.iloc[:, i].set_axis(index, copy=False) for i, name in enumerate(names)}
+    if "ticker" in columns:
+        columns["ticker"] = _as_text(columns["ticker"])
+    if "date" in columns:
+        columns["date"] = _parse_dates(columns["date"], date_format, describe_row)
     for column in NUMERIC_COLUMNS:
-        if column in out.columns:
-            out[column] = _plain_numeric(out[column])
-    return out.reset_index(drop=True)
-
-
-def _unique_names(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    result = []
-    for name in names:
-        count = seen.get(name, 0)
-        seen[name] = count + 1
-        result.append(name if count == 0 else f"{name}.{count}")
-    return result
+        if column in columns:
+            columns[column] = _plain_numeric(columns[column])
+    # Built once from its columns: assigning them one by one would let pandas copy the
+    # numeric columns into one block, a second copy of most of the file.
+    return pd.DataFrame(columns, copy=False)
 
 
 def _as_text(series: pd.Series) -> pd.Series:
+    if _all_text(series) and not series.isna().any():
+        return series
     return series.map(lambda value: None if _is_missing(value) else str(value)).astype(object)
 
 
-def _parse_dates(series: pd.Series) -> pd.Series:
-    """Parse to naive UTC datetimes; unparseable values become NaT."""
+def _parse_dates(
+    series: pd.Series, date_format: str | None, describe_row: Callable[[int], str]
+) -> pd.Series:
+    """Naive UTC datetimes: timestamps converted, text read with one format, numbers NaT."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").dt.tz_localize(None)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return parse_dates(series, date_format, describe_row).set_axis(series.index)
+    if pd.api.types.is_datetime64_dtype(series.dtype):
+        return series
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series):
         return pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
-    parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
-    retry = parsed.isna() & series.notna()
-    if retry.any():
-        parsed[retry] = pd.to_datetime(series[retry], errors="coerce", utc=True, format="mixed")
-    return parsed.dt.tz_localize(None)
+    text = series if _all_text(series) else series.where(series.map(_is_text_date), None)
+    return parse_dates(text, date_format, describe_row).set_axis(series.index)
+
+
+def _all_text(series: pd.Series) -> bool:
+    """Only strings apart from missing values (checked in C, not in a Python loop)."""
+    return series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) in (
+        "string",
+        "empty",
+    )
 
 
 def _plain_numeric(series: pd.Series) -> pd.Series:
@@ -305,6 +265,11 @@ def _plain_numeric(series: pd.Series) -> pd.Series:
 
 def _is_number_dtype(dtype: Any) -> bool:
     return bool(pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))
+
+
+def _is_text_date(value: Any) -> bool:
+    """Values worth parsing as dates; anything else (numbers, booleans) counts as missing."""
+    return isinstance(value, str | date | pd.Timestamp | np.datetime64)
 
 
 def _is_missing(value: Any) -> bool:
@@ -369,9 +334,9 @@ def _identity_checks(today: date) -> list[_Check]:
         _not_null("date"),
         _Check(
             "ticker_format",
-            f"ticker matches {TICKER_PATTERN}",
+            f"ticker is {TICKER.allowed}",
             "ticker",
-            lambda x: x.ExpectColumnValuesToMatchRegex(column="ticker", regex=TICKER_PATTERN),
+            lambda x: x.ExpectColumnValuesToMatchRegex(column="ticker", regex=TICKER.regex),
             requires=("ticker",),
         ),
         _Check(
@@ -475,22 +440,40 @@ def _move_check() -> _Check:
 
 
 def _with_helpers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add the per-ticker close-to-close move factor (max of c/prev, prev/c) when computable."""
+    """Add the per-ticker close-to-close move factor (max of c/prev, prev/c) when computable.
+
+    The result shares ``frame``'s columns (built with numpy on row positions, so no sorted
+    copy of the frame is made).
+    """
     needed = ("ticker", "date", "close")
     if not all(c in frame.columns for c in needed) or not _is_numeric_column(frame["close"]):
         return frame
-    work = pd.DataFrame(
-        {
-            "ticker": frame["ticker"],
-            "date": frame["date"],
-            "close": pd.to_numeric(frame["close"], errors="coerce"),
-        }
-    ).dropna(subset=["ticker", "date"])
-    work = work.sort_values(["ticker", "date"], kind="stable")
-    previous = work.groupby("ticker", sort=False)["close"].shift()
-    ratio = work["close"].where(work["close"] > 0) / previous.where(previous > 0)
-    moves = np.maximum(ratio, 1.0 / ratio)
-    return frame.assign(**{_RETURN_COLUMN: moves.reindex(frame.index)})
+    moves = _close_moves(frame["ticker"], frame["date"], frame["close"])
+    columns = {name: frame[name] for name in frame.columns}
+    columns[_RETURN_COLUMN] = pd.Series(moves, index=frame.index)
+    return pd.DataFrame(columns, copy=False)
+
+
+def _close_moves(tickers: pd.Series, dates: pd.Series, close: pd.Series) -> np.ndarray:
+    """Per row, the factor between its close and the previous close of its ticker (by date);
+    NaN for a ticker's first row, rows without ticker or date, and non-positive closes."""
+    codes = pd.factorize(tickers)[0].astype(np.int32)
+    when = pd.to_datetime(dates, errors="coerce").to_numpy(dtype="datetime64[ns]")
+    rows = np.flatnonzero((codes >= 0) & ~np.isnat(when))
+    order = rows[np.lexsort((when[rows], codes[rows]))]
+    del rows, when
+    price = pd.to_numeric(close, errors="coerce").to_numpy(dtype="float64")[order]
+    price[~(price > 0)] = np.nan
+    ratio = np.empty_like(price)
+    ratio[0:1] = np.nan
+    np.divide(price[1:], price[:-1], out=ratio[1:])
+    sorted_codes = codes[order]
+    ratio[1:][sorted_codes[1:] != sorted_codes[:-1]] = np.nan
+    del price, sorted_codes
+    np.maximum(ratio, 1.0 / ratio, out=ratio)
+    moves = np.full(len(codes), np.nan)
+    moves[order] = ratio
+    return moves
 
 
 def _skip_reason(check: _Check, frame: pd.DataFrame) -> str | None:
@@ -538,19 +521,46 @@ def _gx_runtime() -> _GxRuntime:
 
 
 def _run_suite(frame: pd.DataFrame, checks: list[_Check]) -> dict[str, Any]:
-    """Validate ``frame`` against ``checks``; return GX results keyed by check key."""
+    """Validate ``frame`` against ``checks``; return GX results keyed by check key.
+
+    Checks of the same columns run together on a frame of just those columns: GX copies
+    its whole batch to drop the rows where a checked column is null, which on the full
+    frame cost more memory than the file itself.
+    """
+    groups: dict[tuple[str, ...], list[_Check]] = {}
+    for check in checks:
+        groups.setdefault(_gx_columns(check, frame), []).append(check)
+    results: dict[str, Any] = {}
     with _GX_LOCK:
         runtime = _gx_runtime()
-        suite = runtime.gx.ExpectationSuite(name="ohlcv_bars")
-        for check in checks:
-            expectation = check.build(runtime.gxe)
-            expectation.meta = {"check": check.key}
-            suite.add_expectation(expectation)
-        batch = runtime.batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        result = batch.validate(
-            suite,
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES},
-        )
+        for columns, group in groups.items():
+            part = frame[list(columns)] if columns else frame
+            results.update(_validate_part(runtime, part, group))
+    return results
+
+
+def _gx_columns(check: _Check, frame: pd.DataFrame) -> tuple[str, ...]:
+    """The columns GX reads for ``check``; () for table checks, which see the whole frame."""
+    if check.column is None:
+        return ()
+    if _RETURN_COLUMN in check.requires:
+        return (_RETURN_COLUMN,)
+    return tuple(c for c in check.requires if c in frame.columns)
+
+
+def _validate_part(
+    runtime: _GxRuntime, frame: pd.DataFrame, checks: list[_Check]
+) -> dict[str, Any]:
+    suite = runtime.gx.ExpectationSuite(name="ohlcv_bars")
+    for check in checks:
+        expectation = check.build(runtime.gxe)
+        expectation.meta = {"check": check.key}
+        suite.add_expectation(expectation)
+    batch = runtime.batch_definition.get_batch(batch_parameters={"dataframe": frame})
+    result = batch.validate(
+        suite,
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES},
+    )
     return {str((r.expectation_config.meta or {}).get("check")): r for r in result.results}
 
 
@@ -680,10 +690,12 @@ def _evaluate(
 
 
 def validate_bars(df: pd.DataFrame, source: str, today: date | None = None) -> ValidationReport:
-    """Validate a frame of daily bars and return a report (never raises on bad data).
+    """Validate a frame of daily bars and return a report of the expectations that failed.
 
     ``today`` bounds the dates (default: today's UTC date). Example rows in failures are
-    taken from ``df`` itself, by position.
+    taken from ``df`` itself, by position. Frames from ``load_bars`` hold parsed dates; a
+    frame with text dates has them read as ``load_bars`` does, so dates without one format
+    raise ``DataValidationError`` (there is no single reading of them to validate).
     """
     today = today or datetime.now(UTC).date()
     frame = _with_helpers(_normalize(df))
@@ -714,7 +726,8 @@ def save_report(report: ValidationReport, reports_dir: Path) -> Path:
 
 
 def failure_message(report: ValidationReport) -> str:
-    """One-line summary: ``2 of 29 expectations failed for bars.csv: close > 0 (2 rows), ...``."""
+    """One-line summary: ``2 of 29 expectations failed for bars.csv: close > 0 (2 rows, e.g.
+    row 7 close=-1.0), ...``."""
     parts = [_summarize(f) for f in report.failures]
     message = (
         f"{len(report.failures)} of {report.evaluated} expectations failed for {report.source}"
@@ -731,13 +744,23 @@ def _summarize(failure: FailedExpectation) -> str:
         return f"{failure.description} (error: {failure.error})"
     if failure.unexpected_count:
         noun = "row" if failure.unexpected_count == 1 else "rows"
-        return f"{failure.description} ({failure.unexpected_count} {noun})"
+        return f"{failure.description} ({failure.unexpected_count} {noun}{_first_example(failure)})"
     observed = failure.observed
     if isinstance(observed, dict) and ("missing" in observed or "extra" in observed):
         missing = ", ".join(observed.get("missing") or []) or "none"
         extra = ", ".join(observed.get("extra") or []) or "none"
         return f"{failure.description} (missing: {missing}; extra: {extra})"
     return f"{failure.description} (observed: {observed})"
+
+
+def _first_example(failure: FailedExpectation) -> str:
+    """``, e.g. row 3 ticker='ZZNX\\n'``: the failing values of the first example row, quoted
+    so that whitespace and control characters show."""
+    if not failure.examples or not failure.column:
+        return ""
+    example = failure.examples[0]
+    values = [f"{c}={example[c]!r}" for c in failure.column.split(", ") if c in example]
+    return f", e.g. row {example['row']} {' '.join(values)}" if values else ""
 
 
 def ensure_valid(

@@ -9,26 +9,28 @@ aggregated by the database, not with one `search_runs` per experiment.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from mlops.errors import InvalidInputError, NotFoundError
 from mlops.lifecycle import mlflow_backend
 from mlops.lifecycle.metrics import finite_or_none, higher_is_better
 from mlops.lifecycle.mlflow_backend import escape_like, ms_to_datetime
+from mlops.names import EXPERIMENT_NAME
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
-EXPERIMENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-/]{0,199}$"
+EXPERIMENT_NAME_PATTERN = f"^{EXPERIMENT_NAME.body}$"
+"""For the OpenAPI schema; the validator checks the whole value (no trailing newline)."""
 SORT_FIELDS = ("name", "created", "updated", "run_count", "status")
 MAX_PAGE_SIZE = 200
 
 
 class ExperimentCreate(BaseModel):
-    name: str = Field(
+    name: Annotated[str, AfterValidator(EXPERIMENT_NAME.validate)] = Field(
         pattern=EXPERIMENT_NAME_PATTERN,
         description="1-200 characters: letters, digits, space, '_', '.', '-', '/'; "
         "starts with a letter or digit.",

@@ -19,6 +19,7 @@ from mlops.features.validation import (
     load_bars,
     validate_bars,
 )
+from mlops.names import TICKER
 
 TODAY = date(2025, 1, 1)
 MAX_BYTES = 1_000_000
@@ -309,9 +310,23 @@ def test_null_ticker(bars: pd.DataFrame) -> None:
     assert missing.examples[0]["row"] == 10 and missing.examples[0]["ticker"] is None
 
 
-def test_unparseable_date(bars: pd.DataFrame, tmp_path: Path) -> None:
+def test_unparseable_date_is_refused_at_load_naming_its_line(
+    bars: pd.DataFrame, tmp_path: Path
+) -> None:
     raw = bars.assign(date=bars["date"].dt.strftime("%Y-%m-%d"))
     raw.loc[12, "date"] = "not-a-date"
+
+    with pytest.raises(DataValidationError) as caught:
+        load_bars(write_csv(raw, tmp_path / "bars.csv"), MAX_BYTES)
+
+    assert caught.value.message.startswith("bars.csv: column 'date': 1 row does not match ISO")
+    assert "line 14 'not-a-date'" in caught.value.message
+    assert caught.value.details["rows"] == [12]
+
+
+def test_missing_date_fails_not_null(bars: pd.DataFrame, tmp_path: Path) -> None:
+    raw = bars.assign(date=bars["date"].dt.strftime("%Y-%m-%d"))
+    raw.loc[12, "date"] = None
     loaded = load_bars(write_csv(raw, tmp_path / "bars.csv"), MAX_BYTES)
 
     report = validate_bars(loaded, "bars.csv", today=TODAY)
@@ -326,9 +341,38 @@ def test_bad_ticker_symbol(bars: pd.DataFrame) -> None:
 
     report = validate_bars(bars, "bars.csv", today=TODAY)
 
-    bad = failure(report, r"ticker matches ^[A-Z][A-Z0-9.\-]{0,9}$")
+    bad = failure(report, f"ticker is {TICKER.allowed}")
     assert bad.unexpected_count == 2
     assert [e["ticker"] for e in bad.examples] == ["aapl", "WAY-TOO-LONG-TICKER"]
+
+
+def test_tickers_with_newline_tab_or_spaces_are_refused_from_a_csv(
+    bars: pd.DataFrame, tmp_path: Path
+) -> None:
+    # "ZZNX\n" was ingested before ($ matches before a final newline) and could never be served.
+    bars.loc[[3, 40, 61], "ticker"] = ["ZZNX\n", "MSFT ", "\tBRK.B"]
+    loaded = load_bars(write_csv(bars, tmp_path / "bars.csv"), MAX_BYTES)
+
+    report = validate_bars(loaded, "bars.csv", today=TODAY)
+
+    bad = failure(report, f"ticker is {TICKER.allowed}")
+    assert [(e["row"], e["ticker"]) for e in bad.examples] == [
+        (3, "ZZNX\n"),
+        (40, "MSFT "),
+        (61, "\tBRK.B"),
+    ]
+    assert "(3 rows, e.g. row 3 ticker='ZZNX\\n')" in validation.failure_message(report)
+
+
+def test_validation_leaves_the_callers_frame_as_it_was(bars: pd.DataFrame) -> None:
+    raw = bars.assign(date=bars["date"].dt.strftime("%Y-%m-%d")).rename(
+        columns={"date": "timestamp"}
+    )
+    before = raw.copy()
+
+    assert validate_bars(raw, "bars", today=TODAY).success
+
+    pd.testing.assert_frame_equal(raw, before)
 
 
 def test_implausible_daily_move(bars: pd.DataFrame) -> None:
@@ -376,9 +420,12 @@ def test_ensure_valid_writes_report_and_raises(bars: pd.DataFrame, tmp_path: Pat
 
     message = caught.value.message
     assert message.startswith(f"3 of {ALL_EXPECTATIONS} expectations failed for bars.csv: ")
-    assert "close > 0 (1 row)" in message
-    assert "(ticker, date) unique (2 rows)" in message
-    assert "close >= low (1 row)" in message
+    assert "close > 0 (1 row, e.g. row 2 close=-1.0)" in message
+    assert (
+        "(ticker, date) unique (2 rows, e.g. row 0 ticker='AAPL' date='2024-01-01T00:00:00')"
+        in message
+    )
+    assert "close >= low (1 row, e.g. row 2 close=-1.0 low=100.0)" in message
     path = Path(caught.value.details["report_path"])
     assert path.parent == reports and path.name.startswith("validation-")
     saved = json.loads(path.read_text())
@@ -399,3 +446,27 @@ def test_ensure_valid_returns_report_on_success(bars: pd.DataFrame, tmp_path: Pa
     assert len(saved) == 1
     assert ValidationReport.model_validate_json(saved[0].read_text()) == report
     assert report.validated_at.utcoffset() is not None
+
+
+def test_csv_with_byte_order_mark_and_blank_lines(bars: pd.DataFrame, tmp_path: Path) -> None:
+    text = bars.to_csv(index=False).replace("\n", "\n\n", 3)
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+
+    loaded = load_bars(path, MAX_BYTES)
+
+    assert list(loaded.columns) == list(REQUIRED_COLUMNS) and len(loaded) == len(bars)
+    assert validate_bars(loaded, "excel.csv", today=TODAY).success
+
+
+def test_text_in_a_numeric_column_keeps_the_column_as_text(
+    bars: pd.DataFrame, tmp_path: Path
+) -> None:
+    raw = bars.astype({"volume": object})
+    raw.loc[7, "volume"] = "lots"
+    raw.loc[8, "volume"] = "NA"
+
+    loaded = load_bars(write_csv(raw, tmp_path / "bars.csv"), MAX_BYTES)
+
+    assert loaded.loc[7, "volume"] == "lots" and loaded.loc[8, "volume"] is None
+    assert loaded.loc[9, "volume"] == 1009 and pd.api.types.is_float_dtype(loaded["close"])
