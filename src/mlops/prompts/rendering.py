@@ -9,6 +9,7 @@ and method is sized before it runs (`sandbox_sizes`), string formatting field by
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import re
@@ -64,8 +65,8 @@ __all__ = ["MAX_OUTPUT_CHARS", "PromptEnvironment", "RenderError", "render_templ
 
 MAX_RANGE = 100_000
 MAX_INT_BITS = 4096
-_BUDGET_GLOBALS = frozenset({"_loop_budget", "_checked_join"})
-"""Globals the parser adds calls to (loops, `~`): a template may not rebind them."""
+_BUDGET_GLOBALS = frozenset({"_loop_budget", "_checked_join", "_checked_slice"})
+"""Globals the parser adds calls to (loops, `~`, slices): a template may not rebind them."""
 _QUOTED = re.compile(r"'([^']+)'")
 _END_TOKENS = {"end of print statement": "}}", "end of statement block": "%}"}
 _NAMED_BY_ARGUMENT = {"map": (0, "filter"), "select": (0, "test"), "reject": (0, "test")}
@@ -155,13 +156,35 @@ def _checked_join(*values: Any) -> str:
     return "".join(str(v) for v in values)
 
 
-class _ConcatToCall(NodeTransformer):
-    """Compiles `~` as a call of `_checked_join` (Jinja compiles it to `str_join` otherwise)."""
+def _checked_slice(value: Any, start: Any, stop: Any, step: Any) -> Any:
+    """`x[a:b:c]` copies: the copy is charged like the filter `list` or `string`."""
+    if isinstance(value, str | list | tuple) and all(
+        v is None or isinstance(v, int) for v in (start, stop, step)
+    ):
+        length = len(range(*slice(start, stop, step).indices(len(value))))
+        text = isinstance(value, str)
+        charge(Estimate(length if text else 0, 0 if text else length, text=text), "A slice")
+    return value[start:stop:step]
+
+
+class _SizedOperations(NodeTransformer):
+    """Compiles `~` as a call of `_checked_join` (Jinja compiles it to `str_join`) and
+    slices `x[a:b]` as calls of `_checked_slice` (Jinja compiles them to Python slices)."""
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         args = [self.visit(n) for n in node.nodes]
         return nodes.Call(
             nodes.Name("_checked_join", "load"), args, [], None, None, lineno=node.lineno
+        )
+
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:
+        if not isinstance(node.arg, nodes.Slice):
+            return self.generic_visit(node)
+        bounds = [node.arg.start, node.arg.stop, node.arg.step]
+        args = [self.visit(node.node)]
+        args += [nodes.Const(None) if b is None else self.visit(b) for b in bounds]
+        return nodes.Call(
+            nodes.Name("_checked_slice", "load"), args, [], None, None, lineno=node.lineno
         )
 
 
@@ -186,15 +209,23 @@ def _sized_filter(name: str, rule: Rule, func: Callable[..., Any]) -> Callable[.
     def checked(*args: Any, **kwargs: Any) -> Any:
         if rule.gather and len(args) > data:
             args = (*args[:data], materialized(args[data]), *args[data + 1 :])
-        try:
-            estimate = size(*args[data:], **kwargs)
-        except TypeError:
-            inspect.signature(func).bind(*args, **kwargs)  # the filter's own error if misused
-            raise
-        charge(estimate, f"The result of |{name}")
+        charge(_estimate(size, args[data:], func, args, kwargs), f"The result of |{name}")
         return func(*args, **kwargs)
 
     return checked
+
+
+def _estimate(
+    size: Callable[..., Estimate], sized: tuple[Any, ...], func: Any, args: Any, kwargs: Any
+) -> Estimate:
+    """`size(*sized, **kwargs)`, for the call `func(*args, **kwargs)`: when the call has
+    arguments `func` does not take, `func`'s own TypeError is raised (not the sizer's)."""
+    try:
+        return size(*sized, **kwargs)
+    except TypeError:
+        with contextlib.suppress(ValueError):  # a builtin without a signature
+            inspect.signature(func).bind(*args, **kwargs)
+        raise
 
 
 def _format_filter(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -220,12 +251,13 @@ _GLOBALS: dict[str, Any] = {
     "namespace": Namespace,
     "_loop_budget": _BudgetedLoop,
     "_checked_join": _checked_join,
+    "_checked_slice": _checked_slice,
 }
 """The only globals a template sees (Jinja's `cycler`, `joiner` and `lipsum` are left out)."""
 _SIZED_GLOBALS: dict[int, Rule] = {
     id(dict): Rule(_new_mapping, gather=True),
     id(Namespace): Rule(_new_mapping, gather=True),
-    **{id(g): Rule() for g in (_budgeted_range, _BudgetedLoop, _checked_join)},
+    **{id(g): Rule() for g in (_budgeted_range, _BudgetedLoop, _checked_join, _checked_slice)},
 }
 _RUNTIME_CALLABLES = (Macro, BlockReference, LoopContext)
 """Jinja's own callables: macros and `caller`, `self.block()` / `super()`, `loop(...)`."""
@@ -315,7 +347,7 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
             loop.iter = nodes.Call(
                 nodes.Name("_loop_budget", "load"), [loop.iter], [], None, None, lineno=loop.lineno
             )
-        result: nodes.Template = _ConcatToCall().visit(tree)
+        result: nodes.Template = _SizedOperations().visit(tree)
         return result
 
     def _check_allowlisted(self, tree: nodes.Template, template: str | None) -> None:
@@ -364,17 +396,9 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         if rule.size is not None:
             if rule.gather:
                 args = tuple(materialized(a) for a in args)
-            first = () if owner is None else (owner,)
-            charge(rule.size(*first, *args, **kwargs), what)
+            sized = args if owner is None else (owner, *args)
+            charge(_estimate(rule.size, sized, __obj, args, kwargs), what)
         return super().call(__context, __obj, *args, **kwargs)
-
-    def getitem(self, obj: Any, argument: Any) -> Any:
-        """A slice `x[a:b]` copies: it is charged like the filter `list` or `string`."""
-        if isinstance(argument, slice) and isinstance(obj, str | list | tuple):
-            length = len(range(*argument.indices(len(obj))))
-            text = isinstance(obj, str)
-            charge(Estimate(length if text else 0, 0 if text else length, text=text), "A slice")
-        return super().getitem(obj, argument)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         """`"...".format` / `format_map`: literal widths are checked when it is looked up, and

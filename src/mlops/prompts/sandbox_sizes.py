@@ -90,14 +90,24 @@ class _Ledger(threading.local):
 _ledger = _Ledger()
 
 
+@dataclass
+class BudgetUse:
+    """What one render was allowed (`max_bytes`) and, once it is over, what it charged."""
+
+    max_bytes: int
+    charged: int = 0
+
+
 @contextmanager
-def render_budget(timeout_s: float, max_bytes: int | None = None) -> Iterator[None]:
+def render_budget(timeout_s: float, max_bytes: int | None = None) -> Iterator[BudgetUse]:
     """The time and memory budget of one render, on this thread (memory: MAX_RENDER_BYTES)."""
+    use = BudgetUse(MAX_RENDER_BYTES if max_bytes is None else max_bytes)
     _ledger.deadline = time.monotonic() + timeout_s
-    _ledger.bytes_left = MAX_RENDER_BYTES if max_bytes is None else max_bytes
+    _ledger.bytes_left = use.max_bytes
     try:
-        yield
+        yield use
     finally:
+        use.charged = int(use.max_bytes - _ledger.bytes_left)
         _ledger.deadline = float("inf")
         _ledger.bytes_left = float("inf")
 
@@ -227,7 +237,7 @@ def shape(value: Any, limit: int = MAX_OUTPUT_CHARS, json: bool = False) -> Shap
     return acc
 
 
-_SEQUENCES = (list, tuple, set, frozenset, type({}.keys()), type({}.values()))
+_SEQUENCES: tuple[type[Iterable[Any]], ...] = (list, tuple, set, frozenset, type({}.keys()), type({}.values()))
 
 
 def _walk(value: Any, acc: Shape, depth: int, indent: int, limit: int, json: bool) -> None:
