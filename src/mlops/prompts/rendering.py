@@ -199,17 +199,21 @@ def _checked_output(value: Any) -> Any:
 
 def _sized_filter(name: str, rule: Rule, func: Callable[..., Any]) -> Callable[..., Any]:
     """`func` with its result sized by `rule` (and charged to the ledger) before it runs; an
-    iterator argument (`range(..)|map(..)|join`) is gathered first when the rule measures it."""
-    if rule.size is None:
-        return func
-    size = rule.size
+    iterator argument (`range(..)|map(..)|join`) is gathered first when the rule measures it.
+    Filters may copy their string arguments (an `attribute` is split at dots): those copies
+    are charged too, also for filters that cannot grow."""
     data = 1 if hasattr(func, "jinja_pass_arg") else 0
+    what = f"The result of |{name}"
 
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        if rule.gather and len(args) > data:
-            args = (*args[:data], materialized(args[data]), *args[data + 1 :])
-        charge(_estimate(size, args[data:], func, args, kwargs), f"The result of |{name}")
+        copied = sum(len(a) for a in (*args[data + 1 :], *kwargs.values()) if isinstance(a, str))
+        if copied:
+            charge(Estimate(copied, text=False), f"The arguments of |{name}")
+        if rule.size is not None:
+            if rule.gather and len(args) > data:
+                args = (*args[:data], materialized(args[data]), *args[data + 1 :])
+            charge(_estimate(rule.size, args[data:], func, args, kwargs), what)
         return func(*args, **kwargs)
 
     return checked

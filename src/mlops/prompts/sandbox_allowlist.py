@@ -8,13 +8,14 @@ that is not listed is refused, so one added by a Jinja2 upgrade is refused until
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from markupsafe import Markup
 
 from mlops.prompts.sandbox_sizes import (
+    CASE_GROWTH,
     ESCAPE_GROWTH,
     MAX_RENDER_BYTES,
     NOTHING,
@@ -23,6 +24,7 @@ from mlops.prompts.sandbox_sizes import (
     case_size,
     count,
     escaped_size,
+    line_count,
     shape,
     text_size,
     total_text,
@@ -96,8 +98,10 @@ def _extreme(value: Any, case_sensitive: Any = False, attribute: Any = None) -> 
     """`min` / `max`: two lower-cased items are compared at a time."""
     if case_sensitive:
         return NOTHING
-    folded = [_case_folded((v,), False, attribute) for v in value]
-    return Estimate(2 * max([0, *folded]), text=False)
+    if isinstance(value, str):
+        return Estimate(2 * CASE_GROWTH, text=False)
+    largest = max((_case_folded((v,), False, attribute) for v in value), default=0)
+    return Estimate(2 * largest, text=False)
 
 
 def _number(value: Any, *args: Any, **kwargs: Any) -> Estimate:
@@ -153,19 +157,20 @@ def _replace(s: Any, old: Any, new: Any, count: Any = None) -> Estimate:
 def _indent(s: Any, width: Any = 4, first: Any = False, blank: Any = False) -> Estimate:
     pad = _width(width) if isinstance(width, int) else text_size(width)
     size = text_size(s)
-    lines = s.count("\n") + 1 if isinstance(s, str) else size + 1
-    return Estimate(size + lines * max(pad, 0), copies=2)
+    lines = line_count(s) if isinstance(s, str) else size + 1
+    return Estimate(size + lines * max(pad + 1, 1), items=lines, copies=3)
 
 
 def _wordwrap(s: Any, width: Any = 79, *args: Any, **kwargs: Any) -> Estimate:
+    """`textwrap.wrap` of each line: its chunks (about two per word) are new strings, and a
+    line (joined by `wrapstring`) starts at each chunk at worst, or every `width` characters."""
     _widths(width)
     wrapstring = kwargs.get("wrapstring", args[1] if len(args) > 1 else None)
     size = text_size(s)
-    text = s if isinstance(s, str) else ""
-    step = max(width, 1) if isinstance(width, int) else 1
-    lines = size // step + text.count("\n") + text.count(" ") + 1
+    chunks = _word_count(s) + (line_count(s) if isinstance(s, str) else size)
+    lines = size // max(width, 1) + chunks if isinstance(width, int) else size + chunks
     sep = max(text_size(wrapstring) if wrapstring is not None else 1, 1)
-    return Estimate(size + lines * sep, items=lines, copies=2)
+    return Estimate(size + lines * sep, items=chunks + lines, copies=2)
 
 
 def _center(value: Any, width: Any = 80) -> Estimate:
@@ -278,7 +283,8 @@ def _pprint(value: Any) -> Estimate:
 
 
 def _filesizeformat(value: Any, binary: Any = False) -> Estimate:
-    return Estimate(32)
+    """A short text, from `float(value)` (which parses an ASCII copy of a string)."""
+    return Estimate(32 + (len(value) if isinstance(value, str) else 0))
 
 
 FILTERS: dict[str, Rule] = {
@@ -373,9 +379,11 @@ def _str_replace(s: str, old: Any, new: Any, limit: Any = -1) -> Estimate:
 
 
 def _translate(s: str, table: Any) -> Estimate:
-    values = table.values() if isinstance(table, dict) else ()
-    longest = max([1, *(text_size(v) for v in values)]) if isinstance(table, dict) else 1
-    return Estimate(len(s) * longest)
+    """Each character becomes its entry in `table` (a mapping or a sequence indexed by code)."""
+    entries = table.values() if isinstance(table, dict) else table
+    if not isinstance(entries, Iterable) or isinstance(entries, str):
+        entries = ()
+    return Estimate(len(s) * max([1, *(text_size(v) for v in entries)]))
 
 
 def _split(s: str, sep: Any = None, maxsplit: Any = -1) -> Estimate:
@@ -386,8 +394,7 @@ def _split(s: str, sep: Any = None, maxsplit: Any = -1) -> Estimate:
 
 
 def _splitlines(s: str, keepends: Any = False) -> Estimate:
-    lines = sum(s.count(c) for c in "\n\r\x0b\x0c\x1c\x1d\x1e") + 1 if s.isascii() else len(s) + 1
-    return Estimate(len(s), lines, text=False)
+    return Estimate(len(s), line_count(s), text=False)
 
 
 def _same_size(s: str, *args: Any, **kwargs: Any) -> Estimate:

@@ -172,6 +172,15 @@ def count(value: Any) -> int:
         return text_size(value, MAX_RENDER_BYTES)
 
 
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+"""What `str.splitlines` splits at."""
+
+
+def line_count(s: str) -> int:
+    """An upper bound of `len(s.splitlines()) + 1`."""
+    return sum(s.count(c) for c in LINE_BREAKS) + 1
+
+
 def str_repr_size(s: str) -> int:
     """An upper bound of `len(repr(s))`."""
     if s.isprintable():
@@ -237,7 +246,14 @@ def shape(value: Any, limit: int = MAX_OUTPUT_CHARS, json: bool = False) -> Shap
     return acc
 
 
-_SEQUENCES: tuple[type[Iterable[Any]], ...] = (list, tuple, set, frozenset, type({}.keys()), type({}.values()))
+_SEQUENCES: tuple[type[Iterable[Any]], ...] = (
+    list,
+    tuple,
+    set,
+    frozenset,
+    type({}.keys()),
+    type({}.values()),
+)
 
 
 def _walk(value: Any, acc: Shape, depth: int, indent: int, limit: int, json: bool) -> None:
