@@ -134,8 +134,8 @@ def _slice(value: Any, slices: Any, fill_with: Any = None) -> Estimate:
 
 
 def _join(value: Any, d: Any = "", attribute: Any = None) -> Estimate:
-    n = count(value)
-    return Estimate(total_text(value) + text_size(d) * max(n - 1, 0))
+    n = count(value)  # `str.join` first gathers the items (turned to text) in a list
+    return Estimate(total_text(value) + text_size(d) * max(n - 1, 0), items=n)
 
 
 def replaced_size(s: Any, old: Any, new_size: int, limit: Any = None) -> int:
@@ -367,10 +367,10 @@ def _expandtabs(s: str, tabsize: Any = 8) -> Estimate:
 
 
 def _str_join(sep: str, items: Any) -> Estimate:
-    n = count(items)
+    n = count(items)  # gathered in a list first
     if isinstance(sep, Markup):
-        return Estimate(sum(escaped_size(i) for i in items) + len(sep) * max(n - 1, 0))
-    return Estimate(total_text(items) + len(sep) * max(n - 1, 0))
+        return Estimate(sum(escaped_size(i) for i in items) + len(sep) * max(n - 1, 0), n)
+    return Estimate(total_text(items) + len(sep) * max(n - 1, 0), n)
 
 
 def _str_replace(s: str, old: Any, new: Any, limit: Any = -1) -> Estimate:

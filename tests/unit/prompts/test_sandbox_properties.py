@@ -47,7 +47,7 @@ nested = st.recursive(
     ),
     max_leaves=4,
 )
-char_lists = st.builds(list, st.builds(operator.mul, units, st.integers(0, 30_000)))
+char_lists = st.builds(list, st.builds(operator.mul, units, st.integers(0, 10_000)))
 values = st.one_of(texts, nested, char_lists)
 widths = st.one_of(
     st.integers(-3, 120), st.integers(0, 10**9), st.sampled_from([9_999, 10_000, 10_001])
@@ -122,8 +122,9 @@ def _check_render(source: str, variables: dict[str, Any]) -> None:
     assert peak <= charged + SLACK, f"peak {peak} B, ledger charged {charged} B: {source}"
 
 
-PROPERTY = settings(
-    max_examples=40,
+PROPERTY = settings(  # a fixed seed and few examples keep CI reproducible and near a minute
+    max_examples=8,
+    derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
