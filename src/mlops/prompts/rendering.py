@@ -130,16 +130,20 @@ class _BudgetedLoop:
 
 def _budgeted_concat(chunks: Iterable[str]) -> str:
     """Jinja's `concat` (joins the chunks of a render, a macro, a block), stopped as soon as
-    the output goes over the limit; the chunks and the joined text are charged to the ledger."""
+    the output goes over the limit; the chunks and the joined text are charged to the ledger
+    (every 64 KB, so many small chunks cost no call each)."""
     parts: list[str] = []
-    size = 0
+    size = pending = 0
     for chunk in chunks:
         size += len(chunk)
         if size > MAX_OUTPUT_CHARS:
             raise RenderError("output_limit", f"The output is over {MAX_OUTPUT_CHARS} characters.")
-        charge_bytes(CHAR_BYTES * len(chunk) + 8, "The output")
+        pending += CHAR_BYTES * len(chunk) + 8
+        if pending > 65536:
+            charge_bytes(pending, "The output")
+            pending = 0
         parts.append(chunk)
-    charge_bytes(CHAR_BYTES * size, "The output")
+    charge_bytes(pending + CHAR_BYTES * size, "The output")
     return "".join(parts)
 
 
@@ -191,7 +195,8 @@ class _SizedOperations(NodeTransformer):
 def _checked_output(value: Any) -> Any:
     """Jinja's `finalize`: each `{{ ... }}` value is sized before it is turned into text."""
     if isinstance(value, str):
-        refuse_over(len(value), "An output value")
+        if len(value) > MAX_OUTPUT_CHARS:
+            refuse_over(len(value), "An output value")
     else:
         charge(Estimate(text_size(value)), "An output value")
     return value
@@ -207,9 +212,11 @@ def _sized_filter(name: str, rule: Rule, func: Callable[..., Any]) -> Callable[.
 
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        copied = sum(len(a) for a in (*args[data + 1 :], *kwargs.values()) if isinstance(a, str))
-        if copied:
-            charge(Estimate(copied, text=False), f"The arguments of |{name}")
+        if len(args) > data + 1 or kwargs:
+            extra = (*args[data + 1 :], *kwargs.values())
+            copied = sum(len(a) for a in extra if isinstance(a, str))
+            if copied:
+                charge(Estimate(copied, text=False), f"The arguments of |{name}")
         if rule.size is not None:
             if rule.gather and len(args) > data:
                 args = (*args[:data], materialized(args[data]), *args[data + 1 :])
@@ -237,7 +244,8 @@ def _format_filter(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def checked(value: Any, *args: Any, **kwargs: Any) -> Any:
-        charge(Estimate(text_size(value)), "The text of a |format string")
+        if not isinstance(value, str):
+            charge(Estimate(text_size(value)), "The text of a |format string")
         charge(percent_estimate(str(value), kwargs or args), "The result of |format")
         return func(value, *args, **kwargs)
 
@@ -266,22 +274,23 @@ _SIZED_GLOBALS: dict[int, Rule] = {
 _RUNTIME_CALLABLES = (Macro, BlockReference, LoopContext)
 """Jinja's own callables: macros and `caller`, `self.block()` / `super()`, `loop(...)`."""
 _LOOP_METHODS = frozenset({"cycle", "changed"})
+_FREE = Rule()
 
 
 def _call_rule(obj: Any) -> tuple[Rule, Any, str]:
     """How a call of `obj` from a template is sized: (rule, the value the sizer gets first,
     what to name in an error); a callable that is not on the allowlist is refused."""
-    if isinstance(obj, (Undefined, *_RUNTIME_CALLABLES)):
-        return Rule(), None, ""  # calling an Undefined raises its own error
-    if getattr(obj, "sandbox_sized", False) is True:  # "...".format, sized by its formatter
-        return Rule(), None, ""
     rule = _SIZED_GLOBALS.get(id(obj))
     if rule is not None:
         return rule, None, f"{getattr(obj, '__name__', 'call')}()"
+    if isinstance(obj, (Undefined, *_RUNTIME_CALLABLES)):
+        return _FREE, None, ""  # calling an Undefined raises its own error
+    if getattr(obj, "sandbox_sized", False) is True:  # "...".format, sized by its formatter
+        return _FREE, None, ""
     if isinstance(obj, types.BuiltinMethodType | types.MethodType):
         owner, name = obj.__self__, obj.__name__
         if isinstance(owner, LoopContext) and name in _LOOP_METHODS:
-            return Rule(), None, ""
+            return _FREE, None, ""
         found = method_rule(owner, name)
         if found is not None:
             return found, owner, f"The result of {type(owner).__name__}.{name}()"
