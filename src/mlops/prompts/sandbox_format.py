@@ -15,6 +15,7 @@ from markupsafe import Markup
 from mlops.prompts.sandbox_allowlist import MAX_WIDTH
 from mlops.prompts.sandbox_sizes import (
     ESCAPE_GROWTH,
+    MAX_OUTPUT_CHARS,
     Estimate,
     SandboxRefusal,
     charge,
@@ -42,9 +43,9 @@ def _percent_fields(fmt: str) -> tuple[int, int]:
     return fields, widths
 
 
-def _field_size(value: Any) -> int:
+def _field_size(value: Any, limit: int = MAX_OUTPUT_CHARS) -> int:
     """The longest a value can be in one field: `%s` is its text, `%r` / `!r` its repr."""
-    return str_repr_size(value) if isinstance(value, str) else text_size(value)
+    return str_repr_size(value) if isinstance(value, str) else text_size(value, limit)
 
 
 def percent_estimate(fmt: str, args: Any) -> Estimate:
@@ -54,7 +55,8 @@ def percent_estimate(fmt: str, args: Any) -> Estimate:
     values = (
         args.values() if isinstance(args, dict) else args if isinstance(args, tuple) else (args,)
     )
-    largest = max([0, *(_field_size(v) for v in values)])
+    limit = MAX_OUTPUT_CHARS // max(fields, 1)  # any one over it is refused anyway
+    largest = max([0, *(_field_size(v, limit) for v in values)])
     if isinstance(fmt, Markup):
         largest *= ESCAPE_GROWTH
     return Estimate(len(fmt) + widths + fields * largest)

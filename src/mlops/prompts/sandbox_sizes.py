@@ -279,16 +279,17 @@ def _walk(value: Any, acc: Shape, depth: int, indent: int, limit: int, json: boo
     elif isinstance(value, _SEQUENCES):
         acc.repr_chars += 13 + 2
         acc.json_chars += 2
+        if value:
+            acc.depth = max(acc.depth, depth + 1)
+            acc.indent = max(acc.indent, indent + 1)
         for item in value:
-            acc.repr_chars += 2
-            acc.json_chars += 2
             if isinstance(item, str) and not json:  # the common case, without a call
                 acc.nodes += 1
-                acc.depth = max(acc.depth, depth + 1)
-                acc.indent = max(acc.indent, indent + 1)
-                acc.repr_chars += str_repr_size(item)
+                acc.repr_chars += str_repr_size(item) + 2
                 acc.string_chars += len(item)
             else:
+                acc.repr_chars += 2
+                acc.json_chars += 2
                 _walk(item, acc, depth + 1, indent + 1, limit, json)
             if acc.repr_chars > limit or acc.json_chars > limit:
                 raise _TooLarge
