@@ -205,8 +205,9 @@ def _checked_output(value: Any) -> Any:
 def _sized_filter(name: str, rule: Rule, func: Callable[..., Any]) -> Callable[..., Any]:
     """`func` with its result sized by `rule` (and charged to the ledger) before it runs; an
     iterator argument (`range(..)|map(..)|join`) is gathered first when the rule measures it.
-    Filters may copy their string arguments (an `attribute` is split at dots): those copies
-    are charged too, also for filters that cannot grow."""
+    Filters may copy their string arguments (an `attribute` is split at dots, then named in
+    the error of a failed lookup): three copies are charged, also for filters that cannot
+    grow."""
     data = 1 if hasattr(func, "jinja_pass_arg") else 0
     what = f"The result of |{name}"
 
@@ -216,7 +217,7 @@ def _sized_filter(name: str, rule: Rule, func: Callable[..., Any]) -> Callable[.
             extra = (*args[data + 1 :], *kwargs.values())
             copied = sum(len(a) for a in extra if isinstance(a, str))
             if copied:
-                charge(Estimate(copied, text=False), f"The arguments of |{name}")
+                charge(Estimate(copied, text=False, copies=3), f"The arguments of |{name}")
         if rule.size is not None:
             if rule.gather and len(args) > data:
                 args = (*args[:data], materialized(args[data]), *args[data + 1 :])

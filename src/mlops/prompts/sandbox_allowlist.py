@@ -87,11 +87,14 @@ def _case_folded(value: Any, case_sensitive: Any, attribute: Any = None) -> int:
 def _sort(
     value: Any, reverse: Any = False, case_sensitive: Any = False, attribute: Any = None
 ) -> Estimate:
-    return Estimate(_case_folded(value, case_sensitive, attribute), count(value), text=False)
+    """A new list, and (unless case-sensitive) a lower-cased key per item alive with it."""
+    keys = 1 if case_sensitive else 2
+    folded = _case_folded(value, case_sensitive, attribute)
+    return Estimate(folded, keys * count(value), text=False)
 
 
 def _unique(value: Any, case_sensitive: Any = False, attribute: Any = None) -> Estimate:
-    return Estimate(_case_folded(value, case_sensitive, attribute), count(value), text=False)
+    return _sort(value, False, case_sensitive, attribute)
 
 
 def _extreme(value: Any, case_sensitive: Any = False, attribute: Any = None) -> Estimate:
@@ -105,8 +108,9 @@ def _extreme(value: Any, case_sensitive: Any = False, attribute: Any = None) -> 
 
 
 def _number(value: Any, *args: Any, **kwargs: Any) -> Estimate:
-    """`int` / `float` of a string parse an ASCII copy of it."""
-    return Estimate(len(value) if isinstance(value, str) else 0, text=False)
+    """`int` / `float` of a string parse an ASCII copy of it, and `float`'s error quotes it
+    whole (`int` tries `float` when it fails)."""
+    return Estimate(len(value) if isinstance(value, str) else 0, text=False, copies=2)
 
 
 def _dictsort(value: Any, case_sensitive: Any = False, *a: Any, **k: Any) -> Estimate:
