@@ -10,27 +10,34 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from mlops import __version__
 from mlops.api.deps import BearerCredentials, read_access, sees_store_details
 from mlops.api.errors import error_response
-from mlops.api.gate import RequestGate
+from mlops.api.gate import RequestGate, RouteTable
 from mlops.api.routes import datasets, evaluation, experiments, features, models, prompts
 from mlops.errors import MlopsError
 from mlops.health import Health, check_health
 from mlops.settings import Settings, load_settings
 from mlops.stores import store_outage
-from mlops.web.console import mount_console
+from mlops.web.console import SECTIONS, mount_console
 
 API_PREFIX = "/api/v1"
+API_ROUTERS = (
+    features.router,
+    datasets.router,
+    experiments.router,
+    models.router,
+    prompts.router,
+    evaluation.router,
+)
 log = logging.getLogger("mlops.api")
 
 
@@ -67,7 +74,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = "not_found" if exc.status_code == 404 else "http_error"
         headers = dict(exc.headers or {})  # e.g. `WWW-Authenticate` of a 401
         if exc.status_code == 405:
-            headers["Allow"] = ", ".join(_allowed_methods(request))
+            # Starlette names the methods of the first route of the path only; GET and POST
+            # of one path are often two routes here.
+            headers["Allow"] = ", ".join(request.app.state.routes.methods(request.url.path))
         return _error(exc.status_code, code, str(exc.detail), {}, request, headers)
 
     @app.exception_handler(Exception)
@@ -84,17 +93,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         # This handler runs outside the request-id middleware: set the header here too.
         response.headers["X-Request-ID"] = getattr(request.state, "request_id", "")
         return response
-
-
-def _allowed_methods(request: Request) -> list[str]:
-    """Every method of the request's path. Starlette's 405 names only the first route that
-    matched the path, but GET and POST of one path are often two routes here."""
-    methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return sorted(methods)
 
 
 MLFLOW_PATHS = (
@@ -210,16 +208,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     _install_error_handlers(app)
-    app.include_router(features.router, prefix=API_PREFIX)
-    app.include_router(datasets.router, prefix=API_PREFIX)
-    app.include_router(experiments.router, prefix=API_PREFIX)
-    app.include_router(models.router, prefix=API_PREFIX)
-    app.include_router(prompts.router, prefix=API_PREFIX)
-    app.include_router(evaluation.router, prefix=API_PREFIX)
+    for router in API_ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
     mount_console(app, settings)
     _add_docs(app)
-    # Added last, so outermost: refusals happen before any other middleware reads the body.
-    app.add_middleware(RequestGate, settings=settings, routes=app.routes)
 
     @app.get("/healthz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
     def healthz(request: Request, credentials: BearerCredentials) -> JSONResponse:
@@ -230,20 +222,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)
 
+    routers = [(API_PREFIX, r.routes) for r in API_ROUTERS] + [("", r.routes) for r in SECTIONS]
+    app.state.routes = RouteTable([*routers, ("", app.router.routes)], settings)
+    # Added last, so outermost: refusals happen before any other middleware reads the body.
+    app.add_middleware(RequestGate, settings=settings, table=app.state.routes)
     return app
 
 
 def _add_docs(app: FastAPI) -> None:
     """The OpenAPI document and its Swagger UI, open or behind the token like other reads."""
     openapi_url = f"{API_PREFIX}/openapi.json"
-    guarded = APIRouter(dependencies=[Depends(read_access)], include_in_schema=False)
 
-    @guarded.get(openapi_url)
     def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    @guarded.get("/docs")
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} - API")
 
-    app.include_router(guarded)
+    for path, endpoint in ((openapi_url, openapi), ("/docs", docs)):
+        app.add_api_route(
+            path, endpoint, dependencies=[Depends(read_access)], include_in_schema=False
+        )

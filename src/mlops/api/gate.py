@@ -11,6 +11,7 @@ only makes the cheap refusals happen first.
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from collections.abc import Iterable
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlops.api.deps import read_access, require_token
@@ -40,44 +41,66 @@ def _calls(dependant: Dependant) -> Iterable[object]:
         yield from _calls(dependency)
 
 
-def route_policy(route: BaseRoute, settings: Settings) -> RoutePolicy:
+def route_policy(route: APIRoute, settings: Settings) -> RoutePolicy:
     """What a route needs, read from its dependencies: `require_token` or `read_access`."""
-    limit = settings.api_max_body_bytes
-    if not isinstance(route, APIRoute):
-        return RoutePolicy(needs_token=False, is_read=False, max_body_bytes=limit)
     calls = set(_calls(route.dependant))
-    if route.include_in_schema is False:  # console forms: prompt templates are the largest
-        limit = settings.console_max_form_bytes
+    # Console pages are not in the schema; their forms (prompt templates) are the largest.
+    limit = (
+        settings.api_max_body_bytes if route.include_in_schema else settings.console_max_form_bytes
+    )
     return RoutePolicy(
         needs_token=require_token in calls, is_read=read_access in calls, max_body_bytes=limit
     )
 
 
+class RouteTable:
+    """Path patterns, methods and policies of the app's routes, by the routers' prefixes.
+
+    FastAPI resolves included routers lazily, so the app's route list does not show the
+    final paths: the table compiles them from each router's routes and the prefix it was
+    included with."""
+
+    def __init__(
+        self, routers: Iterable[tuple[str, Iterable[BaseRoute]]], settings: Settings
+    ) -> None:
+        self.default = RoutePolicy(False, False, settings.api_max_body_bytes)
+        self.entries: list[tuple[re.Pattern[str], set[str], RoutePolicy]] = []
+        for prefix, routes in routers:
+            for route in routes:
+                if isinstance(route, APIRoute):
+                    pattern, _, _ = compile_path(prefix + route.path)
+                    methods = route.methods or set()
+                    self.entries.append((pattern, methods, route_policy(route, settings)))
+
+    def policy(self, method: str, path: str) -> RoutePolicy:
+        for pattern, methods, policy in self.entries:
+            if method in methods and pattern.match(path):
+                return policy
+        return self.default
+
+    def methods(self, path: str) -> list[str]:
+        """Every method some route of `path` answers (the `Allow` of a 405)."""
+        found: set[str] = set()
+        for pattern, methods, _ in self.entries:
+            if pattern.match(path):
+                found |= methods
+        return sorted(found)
+
+
 class RequestGate:
     """ASGI middleware: 401 before the body for token routes, 413 for bodies over the limit."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, routes: list[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, table: RouteTable) -> None:
         self.app = app
         self.settings = settings
-        self.routes = routes
-        self._policies: dict[int, RoutePolicy] = {}
-
-    def _policy(self, scope: Scope) -> RoutePolicy:
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                key = id(route)
-                if key not in self._policies:
-                    self._policies[key] = route_policy(route, self.settings)
-                return self._policies[key]
-        return RoutePolicy(False, False, self.settings.api_max_body_bytes)
+        self.table = table
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
-        policy = self._policy(scope)
+        policy = self.table.policy(scope["method"], scope["path"])
         if refusal := self._auth_refusal(policy, headers):
             await _reject(scope, receive, send, headers, 401, "unauthorized", refusal)
             return
