@@ -184,6 +184,8 @@ def test_405_lists_every_method_of_the_path(
 def test_timestamps_are_sent_and_documented_in_utc(client: TestClient) -> None:
     versions = client.get(f"{API}/features/ret_1d/versions").json()
     assert versions and all(v["created_at"].endswith("+00:00") for v in versions)
+    views = client.get(f"{API}/feature-views").json()
+    assert views and all(v["updated"].endswith("+00:00") for v in views)
     schema = client.get(f"{API}/openapi.json").json()
     created = schema["components"]["schemas"]["DatasetInfo"]["properties"]["created_at"]
     assert created == {"type": "string", "format": "date-time", "title": "Created At"}

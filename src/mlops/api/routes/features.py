@@ -14,7 +14,7 @@ from mlops.db import session_scope
 from mlops.features import catalog, versions
 from mlops.features.rollback import rollback_view
 from mlops.features.serving import online_features
-from mlops.fields import PageNumber, TimeInRange, VersionNumber
+from mlops.fields import PageNumber, TimeInRange, UtcDatetime, VersionNumber
 
 router = APIRouter(tags=["features"], dependencies=[Depends(read_access)], responses=READ_ERRORS)
 
@@ -68,19 +68,28 @@ def feature_versions(name: str, settings: SettingsDep) -> list[versions.VersionI
         return versions.list_versions(session, feature.feature_view)
 
 
-@router.get("/feature-views")
-def list_views(settings: SettingsDep) -> list[dict[str, Any]]:
+class FeatureViewSummary(BaseModel):
+    name: str
+    version: int
+    change_kind: str
+    features: list[str]
+    online: bool
+    updated: UtcDatetime
+
+
+@router.get("/feature-views", response_model=list[FeatureViewSummary])
+def list_views(settings: SettingsDep) -> list[FeatureViewSummary]:
     """Every feature view with its active version."""
     with session_scope(settings.metadata_url) as session:
         return [
-            {
-                "name": name,
-                "version": row.version,
-                "change_kind": row.change_kind,
-                "features": [f["name"] for f in row.definition["features"]],
-                "online": row.definition["online"],
-                "updated": row.created_at,
-            }
+            FeatureViewSummary(
+                name=name,
+                version=row.version,
+                change_kind=row.change_kind,
+                features=[f["name"] for f in row.definition["features"]],
+                online=row.definition["online"],
+                updated=row.created_at,
+            )
             for name, row in sorted(versions.active_versions(session).items())
         ]
 
