@@ -5,6 +5,7 @@ and the OpenAPI document follows the read rule."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -205,10 +206,26 @@ def test_every_route_documents_its_errors_with_the_error_body(client: TestClient
             assert body == {"$ref": "#/components/schemas/ErrorBody"}
 
 
-def test_docs_follow_the_read_rule(ingested: Settings) -> None:
+def test_the_gate_knows_every_route_of_the_api(app: FastAPI, client: TestClient) -> None:
+    schema = client.get(f"{API}/openapi.json").json()
+    table = app.state.routes
+    for path, operations in schema["paths"].items():
+        concrete = re.sub(r"\{[^}]+\}", "x", path)
+        for method in operations:
+            policy = table.policy(method.upper(), concrete)
+            assert policy is not table.default, (method, path)
+            if path.startswith(API):
+                assert policy.is_read or policy.needs_token, (method, path)
+
+
+def test_docs_and_reads_follow_the_read_rule(ingested: Settings) -> None:
     closed = make_settings(ingested.home, reads_require_auth=True)
     token = {"Authorization": f"Bearer {closed.token}"}
-    with TestClient(create_app(closed)) as client:
+    app = create_app(closed)
+    with TestClient(app) as client:
         for path in ("/docs", f"{API}/openapi.json"):
             assert client.get(path).status_code == 401, path
             assert client.get(path, headers=token).status_code == 200, path
+    upload = Upload(b"x" * MiB, chunks=300)  # a read with a body: refused before it is read
+    status, _ = _post(app, f"{API}/ml/models/m/predict", upload, CHUNKED)
+    assert status == 401 and upload.calls == 0
