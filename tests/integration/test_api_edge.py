@@ -159,11 +159,29 @@ def test_impossible_dataset_requests_are_422(
     assert message in response.json()["error"]["message"]
 
 
-def test_a_non_ascii_csrf_value_is_refused_like_a_wrong_one(client: TestClient) -> None:
+CONSOLE_FORMS = [
+    "/evaluation/run",
+    "/features/views/price_returns/rollback",
+    "/datasets",
+    "/experiments",
+    "/models/m/deploy",
+    "/models/m/rollback",
+    "/deployments/d/rollback",
+    "/prompts/_new",
+    "/prompts/p/edit",
+    "/prompts/_preview",
+    "/prompts/p/publish",
+    "/prompts/p/rollback",
+]
+
+
+@pytest.mark.parametrize("form", CONSOLE_FORMS)
+def test_a_non_ascii_csrf_value_is_refused_like_a_wrong_one(client: TestClient, form: str) -> None:
     csrf(client, "/evaluation")  # the session now holds a CSRF token
     for value in ("é", "\u200b", "日本"):
-        response = client.post("/evaluation/run", data={"csrf": value, "suite": ["smoke"]})
-        assert response.status_code == 401 and "The form has expired" in response.text
+        response = client.post(form, data={"csrf": value, "version": "1"})
+        assert response.status_code == 401, (form, value)
+        assert "The form has expired" in response.text
 
 
 @pytest.mark.parametrize(
