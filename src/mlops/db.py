@@ -274,13 +274,23 @@ def store_use(url: str, uri: str) -> StoreUse | None:
 
 
 def record_store_use(url: str, store: str, uri: str, experiments: int) -> None:
-    """Remember that the platform uses the store at `uri` (holding `experiments`)."""
-    with session_scope(url) as session:
-        found = session.get(StoreUse, uri)
-        if found is None:
-            session.add(StoreUse(uri=uri, store=store, experiments=experiments))
-        else:
-            found.experiments, found.last_used_at = experiments, utcnow()
+    """Remember that the platform uses the store at `uri` (holding `experiments`).
+
+    Two processes (or threads) can record the same store at once: the insert of the
+    second meets the first's row and becomes an update."""
+    from sqlalchemy.exc import IntegrityError
+
+    for _ in range(2):
+        try:
+            with session_scope(url) as session:
+                found = session.get(StoreUse, uri)
+                if found is None:
+                    session.add(StoreUse(uri=uri, store=store, experiments=experiments))
+                else:
+                    found.experiments, found.last_used_at = experiments, utcnow()
+            return
+        except IntegrityError:
+            continue  # another writer inserted it meanwhile: update it on the next pass
 
 
 def forget_store_use(url: str, uri: str) -> bool:

@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         description="Let MLflow load the sklearn models the platform registered (skops/pickle).",
     )
 
+    api_max_body_bytes: int = Field(
+        default=1024**2, gt=0, description="Largest JSON body of an API call (413 above)."
+    )
+    console_max_form_bytes: int = Field(
+        default=2 * 1024**2, gt=0, description="Largest form a console page may post."
+    )
     ingest_max_bytes: int = 2 * 1024**3
     demo_tickers: int = 20
     demo_start: date = date(2020, 1, 2)

@@ -45,7 +45,7 @@ def test_list_features_filters_search_and_pages(client: TestClient) -> None:
     assert {f["name"] for f in view["items"]} == {"ret_1d", "ret_5d", "ret_20d"}
     page2 = client.get(f"{API}/features", params={"page": 2, "page_size": 4}).json()
     assert page2["items"] == everything["items"][4:8]
-    future = client.get(f"{API}/features", params={"updated_after": "2999-01-01T00:00:00"})
+    future = client.get(f"{API}/features", params={"updated_after": "2200-01-01T00:00:00"})
     assert future.json()["total"] == 0
 
 

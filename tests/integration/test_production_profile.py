@@ -85,6 +85,10 @@ def test_production_reads_need_the_token(production: Settings) -> None:
         assert client.get("/api/v1/features").status_code == 401
         response = client.get("/api/v1/features", headers={"Authorization": "Bearer prod-token"})
         assert response.status_code == 200 and response.json()["total"] == 9
+        for path in ("/docs", "/api/v1/openapi.json"):
+            assert client.get(path).status_code == 401, path
+            token = {"Authorization": "Bearer prod-token"}
+            assert client.get(path, headers=token).status_code == 200, path
         health = client.get("/healthz").json()
         assert health["components"]["online_store"]["status"] == "ok"
 

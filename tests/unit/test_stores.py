@@ -55,3 +55,16 @@ def test_an_outage_is_found_anywhere_in_the_chain_of_causes() -> None:
         outage = store_outage(wrapped)
     assert outage is not None and outage.store == ONLINE_STORE
     assert store_outage(ValueError("a bug, not an outage")) is None
+
+
+def test_processes_recording_one_store_at_once_leave_one_row(tmp_path: Path) -> None:
+    """The API's warm-up and a first request both record the MLflow store they open."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlops.db import record_store_use, store_use
+
+    url = f"sqlite:///{tmp_path / 'mlops.db'}"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda n: record_store_use(url, "mlflow", "sqlite:///m.db", n), range(16)))
+    used = store_use(url, "sqlite:///m.db")
+    assert used is not None and used.experiments in range(16)

@@ -6,42 +6,51 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlops import __version__
-from mlops.api.deps import BearerCredentials, sees_store_details
+from mlops.api.deps import BearerCredentials, read_access, sees_store_details
+from mlops.api.errors import error_response
+from mlops.api.gate import RequestGate, RouteTable
 from mlops.api.routes import datasets, evaluation, experiments, features, models, prompts
 from mlops.errors import MlopsError
 from mlops.health import Health, check_health
 from mlops.settings import Settings, load_settings
 from mlops.stores import store_outage
-from mlops.web.console import mount_console
+from mlops.web.console import SECTIONS, mount_console
 
 API_PREFIX = "/api/v1"
+API_ROUTERS = (
+    features.router,
+    datasets.router,
+    experiments.router,
+    models.router,
+    prompts.router,
+    evaluation.router,
+)
 log = logging.getLogger("mlops.api")
 
 
-def _error(status: int, code: str, message: str, details: Any, request: Request) -> JSONResponse:
-    return JSONResponse(
-        status_code=status,
-        content={
-            "error": {
-                "code": code,
-                "message": message,
-                "details": details,
-                "request_id": getattr(request.state, "request_id", None),
-            }
-        },
-    )
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any],
+    request: Request,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None)
+    return error_response(status, code, message, details, request_id, headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -63,7 +72,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "http_error"
-        return _error(exc.status_code, code, str(exc.detail), {}, request)
+        headers = dict(exc.headers or {})  # e.g. `WWW-Authenticate` of a 401
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route of the path only; GET and POST
+            # of one path are often two routes here.
+            headers["Allow"] = ", ".join(request.app.state.routes.methods(request.url.path))
+        return _error(exc.status_code, code, str(exc.detail), {}, request, headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -168,8 +182,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="MLOps platform",
         version=__version__,
         description="Feature store, model lifecycle, evaluation and prompt governance.",
-        openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url="/docs",
+        openapi_url=None,  # served by `_add_docs`, behind `read_access` like every read
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
 
@@ -193,15 +208,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     _install_error_handlers(app)
-    app.include_router(features.router, prefix=API_PREFIX)
-    app.include_router(datasets.router, prefix=API_PREFIX)
-    app.include_router(experiments.router, prefix=API_PREFIX)
-    app.include_router(models.router, prefix=API_PREFIX)
-    app.include_router(prompts.router, prefix=API_PREFIX)
-    app.include_router(evaluation.router, prefix=API_PREFIX)
+    for router in API_ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
     mount_console(app, settings)
+    _add_docs(app)
 
-    @app.get("/healthz", response_model=Health, tags=["health"])
+    @app.get("/healthz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
     def healthz(request: Request, credentials: BearerCredentials) -> JSONResponse:
         """Health of each store; 503 when one is down. Where reads need the token, callers
         without it see each store's name and status only."""
@@ -210,4 +222,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)
 
+    routers = [(API_PREFIX, r.routes) for r in API_ROUTERS] + [("", r.routes) for r in SECTIONS]
+    app.state.routes = RouteTable([*routers, ("", app.router.routes)], settings)
+    # Added last, so outermost: refusals happen before any other middleware reads the body.
+    app.add_middleware(RequestGate, settings=settings, table=app.state.routes)
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """The OpenAPI document and its Swagger UI, open or behind the token like other reads."""
+    openapi_url = f"{API_PREFIX}/openapi.json"
+
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} - API")
+
+    for path, endpoint in ((openapi_url, openapi), ("/docs", docs)):
+        app.add_api_route(
+            path, endpoint, dependencies=[Depends(read_access)], include_in_schema=False
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +11,7 @@ from pydantic import BaseModel
 from mlops.errors import InvalidInputError
 from mlops.evaluation.suites import SuiteData
 from mlops.features.offline import FEATURES_FILE, LABELS_FILE
+from mlops.fields import UtcDatetime
 from mlops.lifecycle import holdout
 from mlops.lifecycle.training import LABEL
 from mlops.settings import Settings
@@ -22,8 +22,8 @@ class DataRange(BaseModel):
 
     source: str
     rows: int
-    start: datetime
-    end: datetime
+    start: UtcDatetime
+    end: UtcDatetime
     tickers: list[str]
 
 

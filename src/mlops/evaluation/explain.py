@@ -33,6 +33,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, PrivateAttr
 
 from mlops.errors import InvalidInputError
+from mlops.fields import UtcDatetime
 
 log = logging.getLogger("mlops.evaluation.explain")
 
@@ -92,7 +93,7 @@ class RowExplanation(BaseModel):
 
     row: int = Field(description="Position (0-based) of the row in the frame passed in.")
     ticker: str | None
-    event_timestamp: datetime | None
+    event_timestamp: UtcDatetime | None
     prediction: float = Field(description="The model's P(up) for the row.")
     base_value: float
     contributions: list[Contribution] = Field(

@@ -5,7 +5,6 @@ so results appear while the run goes on and concurrent tasks never overwrite eac
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -15,6 +14,7 @@ from mlops.db import Evaluation, EvaluationResult, session_scope, utcnow
 from mlops.errors import NotFoundError
 from mlops.evaluation.comparison import SuiteComparison, compare
 from mlops.evaluation.runner import Plan, SuiteResult
+from mlops.fields import UtcDatetime
 from mlops.runs import current_owner, owner_alive
 from mlops.settings import Settings
 
@@ -49,9 +49,9 @@ class EvaluationInfo(BaseModel):
     )
     error: str | None
     flow_run_id: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     status_url: str
 
 
@@ -61,8 +61,8 @@ class EvaluationSummary(BaseModel):
     suites: list[str]
     models: list[dict[str, str]]
     requested_by: str
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None
 
 
 def _total(row: Evaluation) -> int:
@@ -267,7 +267,7 @@ def list_evaluations(
 
 class LastRun(BaseModel):
     evaluation_id: str
-    at: datetime
+    at: UtcDatetime
     outcome: Literal["passed", "failed", "error"]
     models: list[str]
 

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from mlops.db import FeatureStatistics, FeatureViewVersion, session_scope
 from mlops.errors import InvalidInputError, NotFoundError
 from mlops.features.versions import active_versions
+from mlops.fields import PageNumber, TimeInRange, UtcDatetime
 from mlops.settings import Settings
 
 T = TypeVar("T")
@@ -31,9 +32,9 @@ class FeatureFilter(BaseModel):
     dtype: str | None = None
     view: str | None = None
     q: str | None = Field(default=None, max_length=200)
-    updated_after: datetime | None = None
-    updated_before: datetime | None = None
-    page: int = Field(default=1, ge=1)
+    updated_after: TimeInRange | None = None
+    updated_before: TimeInRange | None = None
+    page: PageNumber = 1
     page_size: int = Field(default=50, ge=1, le=500)
 
     @field_validator("dtype")
@@ -61,9 +62,9 @@ class FeatureSummary(BaseModel):
     owner: str
     online: bool
     latest_version: int
-    definition_updated: datetime
-    data_updated: datetime | None
-    last_updated: datetime
+    definition_updated: UtcDatetime
+    data_updated: UtcDatetime | None
+    last_updated: UtcDatetime
 
 
 class FeatureDetail(FeatureSummary):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from mlops.features.offline import (
 )
 from mlops.features.store import open_store
 from mlops.features.versions import active_versions
+from mlops.fields import DateInRange, UtcDatetime
 from mlops.names import DATASET_NAME, SafeName, Ticker, check_name
 from mlops.settings import Settings
 
@@ -42,8 +43,8 @@ class DatasetRequest(BaseModel):
     features: list[SafeName] = Field(default_factory=list, description="'view:feature' or names.")
     feature_service: SafeName | None = None
     tickers: list[Ticker] = Field(default_factory=list, description="Empty: every ticker.")
-    start: date | None = None
-    end: date | None = None
+    start: DateInRange | None = None
+    end: DateInRange | None = None
     include_label: bool = True
 
 
@@ -52,13 +53,13 @@ class DatasetInfo(BaseModel):
     features: list[str]
     feature_versions: dict[str, int]
     tickers: list[str]
-    start: datetime
-    end: datetime
+    start: UtcDatetime
+    end: UtcDatetime
     rows: int
     label: bool
     size_bytes: int
     created_by: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 def dataset_path(settings: Settings, name: str) -> Path:
@@ -123,6 +124,16 @@ def resolve_feature_refs(
     return refs
 
 
+def _refuse_duplicates(refs: list[str]) -> None:
+    """Feast cannot join one feature twice: a feature named twice (or by its name and its
+    'view:feature' reference, or the label with `include_label`) is the caller's mistake."""
+    twice = sorted({ref for ref in refs if refs.count(ref) > 1})
+    if twice:
+        raise InvalidInputError(
+            f"Features requested more than once: {', '.join(twice)}.", {"features": twice}
+        )
+
+
 def entity_rows(settings: Settings, request: DatasetRequest) -> pd.DataFrame:
     """The (ticker, day) rows of the offline bars in the requested tickers and range."""
     bars = checked_path(settings, BARS_FILE)
@@ -168,6 +179,7 @@ def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> 
     entities = entity_rows(settings, request)
     store = open_store(settings)
     all_refs = [*refs, LABEL_REF] if request.include_label else refs
+    _refuse_duplicates(all_refs)
     frame = store.get_historical_features(entity_df=entities, features=all_refs).to_df()
     frame = frame.sort_values(["ticker", "event_timestamp"]).reset_index(drop=True)
     # The file gets its final name only once the record is committed, so a concurrent

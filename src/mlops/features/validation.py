@@ -39,6 +39,7 @@ from mlops.features.bars_csv import (
     unique_names,
 )
 from mlops.features.date_formats import parse_dates
+from mlops.fields import UtcDatetime
 from mlops.names import TICKER
 
 __all__ = [
@@ -107,7 +108,7 @@ class ValidationReport(BaseModel):
     evaluated: int
     failures: list[FailedExpectation] = Field(default_factory=list)
     skipped: list[str] = Field(default_factory=list)
-    validated_at: datetime
+    validated_at: UtcDatetime
 
 
 # --------------------------------------------------------------------------- loading

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from mlops.db import FeatureViewVersion
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError
+from mlops.fields import UtcDatetime
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -40,7 +41,7 @@ class VersionInfo(BaseModel):
     author: str
     message: str
     feast_version: str | None
-    created_at: datetime
+    created_at: UtcDatetime
     active: bool
     definition: dict[str, Any]
 

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mlops.db import Deployment, session_scope, utcnow
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError
+from mlops.fields import UtcDatetime
 from mlops.lifecycle import registry
 from mlops.lifecycle.gates import GateResult
 from mlops.runs import current_owner, runner_gone
@@ -39,8 +40,8 @@ StageStatus = Literal["pending", "running", "passed", "failed", "skipped"]
 class StageRecord(BaseModel):
     name: str
     status: StageStatus
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
     seconds: float | None = None
     message: str = ""
     gates: list[GateResult] = []
@@ -60,9 +61,9 @@ class DeploymentInfo(BaseModel):
     requested_by: str
     reason: str
     flow_run_id: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     status_url: str
 
 

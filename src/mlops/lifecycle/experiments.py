@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from mlops.errors import InvalidInputError, NotFoundError
+from mlops.fields import PageNumber, UtcDatetime
 from mlops.lifecycle import mlflow_backend
 from mlops.lifecycle.metrics import finite_or_none, higher_is_better
 from mlops.lifecycle.mlflow_backend import escape_like, ms_to_datetime
@@ -42,7 +43,7 @@ class ExperimentCreate(BaseModel):
 class ExperimentQuery(BaseModel):
     """Page, sort and filters of the experiment list."""
 
-    page: int = Field(default=1, ge=1)
+    page: PageNumber = 1
     page_size: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE)
     sort: str = Field(
         default="updated",
@@ -72,8 +73,8 @@ class ExperimentSummary(BaseModel):
     best: BestMetric
     latest_run_id: str | None
     latest_metrics: dict[str, float]
-    created: datetime | None
-    updated: datetime | None
+    created: UtcDatetime | None
+    updated: UtcDatetime | None
     artifact_location: str
 
 
@@ -88,8 +89,8 @@ class RunSummary(BaseModel):
     run_id: str
     name: str
     status: str
-    start_time: datetime | None
-    end_time: datetime | None
+    start_time: UtcDatetime | None
+    end_time: UtcDatetime | None
     duration_seconds: float | None
     params: dict[str, str]
     metrics: dict[str, float | None]
@@ -105,7 +106,7 @@ class ExperimentDetail(BaseModel):
 class MetricPoint(BaseModel):
     step: int
     value: float | None
-    timestamp: datetime
+    timestamp: UtcDatetime
 
 
 class MetricHistory(BaseModel):

@@ -8,12 +8,12 @@ aliases, version tags, key metrics of the source runs), whatever the number of m
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from mlops.errors import NotFoundError
+from mlops.fields import PageNumber, UtcDatetime
 from mlops.lifecycle import mlflow_backend
 from mlops.lifecycle.metrics import finite_or_none
 from mlops.lifecycle.mlflow_backend import escape_like, ms_to_datetime
@@ -41,15 +41,15 @@ class ModelVersionInfo(BaseModel):
     status: str
     description: str
     tags: dict[str, str]
-    created: datetime | None
-    updated: datetime | None
+    created: UtcDatetime | None
+    updated: UtcDatetime | None
 
 
 class RegisteredModelInfo(BaseModel):
     name: str
     description: str
-    created: datetime | None
-    updated: datetime | None
+    created: UtcDatetime | None
+    updated: UtcDatetime | None
     production_version: str | None
     staging_version: str | None
     versions: list[ModelVersionInfo]
@@ -58,7 +58,7 @@ class RegisteredModelInfo(BaseModel):
 class ModelQuery(BaseModel):
     stage: Stage | None = Field(default=None, description="Only versions in this stage.")
     search: str | None = Field(default=None, max_length=200, description="Substring of name.")
-    page: int = Field(default=1, ge=1)
+    page: PageNumber = 1
     page_size: int = Field(default=50, ge=1, le=200)
 
 

@@ -24,6 +24,7 @@ from mlops.errors import ConfigError, InvalidInputError, MlopsError, NotFoundErr
 from mlops.features.datasets import DEFAULT_SERVICE, DatasetInfo, DatasetRequest
 from mlops.features.datasets import create_dataset as _create_dataset
 from mlops.features.datasets import get_dataset as _get_dataset
+from mlops.fields import UtcDatetime
 from mlops.lifecycle.metrics import classification_metrics
 from mlops.lifecycle.mlflow_backend import configure_mlflow, experiment_id_for
 from mlops.settings import Settings
@@ -73,10 +74,10 @@ class TrainResult(BaseModel):
     metrics: dict[str, float]
     train_rows: int
     test_rows: int
-    train_start: datetime
-    train_end: datetime
-    test_start: datetime
-    test_end: datetime
+    train_start: UtcDatetime
+    train_end: UtcDatetime
+    test_start: UtcDatetime
+    test_end: UtcDatetime
 
 
 def _estimator_class(kind: str) -> type[Any]:

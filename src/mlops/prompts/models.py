@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlops.errors import InvalidInputError, UnsafePathError
+from mlops.fields import UtcDatetime
 
 MAX_NAME_LENGTH = 100
 MAX_TEMPLATE_BYTES = 100 * 1024
@@ -88,7 +88,7 @@ class VersionInfo(BaseModel):
     author: str
     author_email: str
     committer: str
-    time: datetime
+    time: UtcDatetime
     message: str
     published: bool = False
     live: bool = False
@@ -101,7 +101,7 @@ class ReleaseEvent(BaseModel):
     version: int | None = None
     sha: str | None = None
     by: str
-    time: datetime
+    time: UtcDatetime
     message: str = ""
 
 
@@ -113,7 +113,7 @@ class TemplateSummary(BaseModel):
     latest_version: int
     published_version: int | None
     status: Status
-    updated: datetime
+    updated: UtcDatetime
     calls: int
 
 
@@ -187,7 +187,7 @@ class VersionUsage(UsageGroup):
 
 
 class UsageBucket(BaseModel):
-    start: datetime
+    start: UtcDatetime
     calls: int
     successes: int
     success_rate: float
@@ -196,8 +196,8 @@ class UsageBucket(BaseModel):
 
 class UsageReport(BaseModel):
     name: str
-    start: datetime
-    end: datetime
+    start: UtcDatetime
+    end: UtcDatetime
     bucket: Bucket
     total: UsageGroup
     failures_by_kind: dict[str, int]

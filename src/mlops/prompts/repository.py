@@ -17,6 +17,7 @@ import git
 from filelock import FileLock, Timeout
 
 from mlops.errors import InvalidInputError, NotFoundError, ServiceError
+from mlops.fields import UtcDatetime
 
 BRANCH = "main"
 RELEASES_DIR = ".releases"
@@ -34,7 +35,7 @@ class CommitRecord:
     author: str
     author_email: str
     committer: str
-    time: datetime
+    time: UtcDatetime
     message: str
     paths: tuple[str, ...]
 

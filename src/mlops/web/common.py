@@ -40,7 +40,7 @@ def signed_in(request: Request) -> bool:
     """Whether the session was signed in with the current API token."""
     mark = request.session.get("auth")
     return isinstance(mark, str) and secrets.compare_digest(
-        mark, fingerprint(settings_of(request).token)
+        mark.encode(), fingerprint(settings_of(request).token).encode()
     )
 
 
@@ -82,7 +82,8 @@ async def checked_form(request: Request) -> dict[str, Any]:
     expected = request.session.get("csrf")
     if not isinstance(sent, str) or not isinstance(expected, str):
         raise AuthError("The form has expired: reload the page and try again.")
-    if not secrets.compare_digest(sent, expected):
+    # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not a 403).
+    if not secrets.compare_digest(sent.encode(), expected.encode()):
         raise AuthError("The form has expired: reload the page and try again.")
     if not signed_in(request):
         raise AuthError("Sign in with the API token to do this.")

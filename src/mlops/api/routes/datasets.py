@@ -9,9 +9,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.features import datasets
 
-router = APIRouter(tags=["datasets"], dependencies=[Depends(read_access)])
+router = APIRouter(tags=["datasets"], dependencies=[Depends(read_access)], responses=READ_ERRORS)
 
 
 @router.get("/datasets", response_model=list[datasets.DatasetInfo])
@@ -19,7 +20,9 @@ def list_datasets(settings: SettingsDep) -> list[datasets.DatasetInfo]:
     return datasets.list_datasets(settings)
 
 
-@router.post("/datasets", response_model=datasets.DatasetInfo, status_code=201)
+@router.post(
+    "/datasets", responses=WRITE_ERRORS, response_model=datasets.DatasetInfo, status_code=201
+)
 async def create_dataset(
     body: datasets.DatasetRequest, settings: SettingsDep, caller: Caller
 ) -> datasets.DatasetInfo:
@@ -32,7 +35,17 @@ def get_dataset(name: str, settings: SettingsDep) -> datasets.DatasetInfo:
     return datasets.get_dataset(settings, name)[0]
 
 
-@router.get("/datasets/{name}/download", response_model=None)
+@router.get(
+    "/datasets/{name}/download",
+    response_class=FileResponse,
+    response_model=None,
+    responses={
+        200: {
+            "description": "The rows as a parquet file or CSV text.",
+            "content": {"application/vnd.apache.parquet": {}, "text/csv": {}},
+        }
+    },
+)
 def download_dataset(
     name: str,
     settings: SettingsDep,

@@ -11,14 +11,21 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.errors import NotFoundError, UnsafePathError
 from mlops.evaluation import records, service
 from mlops.evaluation.comparison import SuiteComparison
 from mlops.evaluation.runner import EXPLAIN_ROWS, ModelRef
 from mlops.evaluation.suites import Suite, list_suite_files, load_suite
+from mlops.fields import Offset
 from mlops.orchestration import start_evaluation
 
-router = APIRouter(prefix="/evaluation", tags=["evaluation"], dependencies=[Depends(read_access)])
+router = APIRouter(
+    prefix="/evaluation",
+    tags=["evaluation"],
+    dependencies=[Depends(read_access)],
+    responses=READ_ERRORS,
+)
 
 
 class BenchmarkInfo(BaseModel):
@@ -85,7 +92,7 @@ def get_benchmark(name: str, settings: SettingsDep) -> BenchmarkDetail:
     )
 
 
-@router.post("/run", response_model=records.EvaluationInfo, status_code=202)
+@router.post("/run", responses=WRITE_ERRORS, response_model=records.EvaluationInfo, status_code=202)
 async def run(
     body: RunRequest,
     settings: SettingsDep,
@@ -118,7 +125,7 @@ async def run(
 def list_results(
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[records.EvaluationSummary]:
     """Evaluation runs, newest first."""
     return records.list_evaluations(settings, limit, offset)
@@ -147,7 +154,16 @@ def get_explainability(evaluation_id: str, settings: SettingsDep) -> Explainabil
     )
 
 
-@router.get("/results/{evaluation_id}/artifacts/{run_id}/{name}", response_class=FileResponse)
+@router.get(
+    "/results/{evaluation_id}/artifacts/{run_id}/{name}",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The file, typed by its extension.",
+            "content": {"image/png": {}, "application/json": {}, "text/markdown": {}},
+        }
+    },
+)
 def get_artifact(evaluation_id: str, run_id: str, name: str, settings: SettingsDep) -> FileResponse:
     """A plot or report of one of the run's MLflow runs (PNG, JSON, Markdown)."""
     from mlops.evaluation.tracking import artifact_path

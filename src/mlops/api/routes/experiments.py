@@ -8,9 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.lifecycle import comparison, experiments
 
-router = APIRouter(prefix="/ml", tags=["experiments"], dependencies=[Depends(read_access)])
+router = APIRouter(
+    prefix="/ml", tags=["experiments"], dependencies=[Depends(read_access)], responses=READ_ERRORS
+)
 
 
 @router.get("/experiments", response_model=experiments.ExperimentPage)
@@ -24,7 +27,12 @@ def list_experiments(
     return experiments.list_experiments(settings, query)
 
 
-@router.post("/experiments", response_model=experiments.ExperimentSummary, status_code=201)
+@router.post(
+    "/experiments",
+    responses=WRITE_ERRORS,
+    response_model=experiments.ExperimentSummary,
+    status_code=201,
+)
 def create_experiment(
     body: experiments.ExperimentCreate, settings: SettingsDep, caller: Caller
 ) -> experiments.ExperimentSummary:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -10,16 +9,18 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.db import session_scope
 from mlops.features import catalog, versions
 from mlops.features.rollback import rollback_view
 from mlops.features.serving import online_features
+from mlops.fields import PageNumber, TimeInRange, UtcDatetime, VersionNumber
 
-router = APIRouter(tags=["features"], dependencies=[Depends(read_access)])
+router = APIRouter(tags=["features"], dependencies=[Depends(read_access)], responses=READ_ERRORS)
 
 
 class RollbackRequest(BaseModel):
-    version: int = Field(ge=1, description="The version whose definition becomes active again.")
+    version: VersionNumber = Field(description="The version whose definition becomes active again.")
     message: str = Field(default="", max_length=2000)
 
 
@@ -29,9 +30,9 @@ def list_features(
     type: Annotated[str | None, Query(description="Feast dtype, e.g. Float64")] = None,
     view: str | None = None,
     q: Annotated[str | None, Query(description="Substring of name, view or description")] = None,
-    updated_after: datetime | None = None,
-    updated_before: datetime | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    updated_after: TimeInRange | None = None,
+    updated_before: TimeInRange | None = None,
+    page: PageNumber = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> catalog.Page[catalog.FeatureSummary]:
     """The feature catalog: filter by type, view and update time; search by substring."""
@@ -52,7 +53,7 @@ def get_feature(
     name: str,
     settings: SettingsDep,
     version: Annotated[
-        int | None, Query(ge=1, description="Statistics of this view version")
+        VersionNumber | None, Query(description="Statistics of this view version")
     ] = None,
 ) -> catalog.FeatureDetail:
     """Metadata, statistics (computed at ingest) and sample rows of one feature."""
@@ -67,19 +68,28 @@ def feature_versions(name: str, settings: SettingsDep) -> list[versions.VersionI
         return versions.list_versions(session, feature.feature_view)
 
 
-@router.get("/feature-views")
-def list_views(settings: SettingsDep) -> list[dict[str, Any]]:
+class FeatureViewSummary(BaseModel):
+    name: str
+    version: int
+    change_kind: str
+    features: list[str]
+    online: bool
+    updated: UtcDatetime
+
+
+@router.get("/feature-views", response_model=list[FeatureViewSummary])
+def list_views(settings: SettingsDep) -> list[FeatureViewSummary]:
     """Every feature view with its active version."""
     with session_scope(settings.metadata_url) as session:
         return [
-            {
-                "name": name,
-                "version": row.version,
-                "change_kind": row.change_kind,
-                "features": [f["name"] for f in row.definition["features"]],
-                "online": row.definition["online"],
-                "updated": row.created_at,
-            }
+            FeatureViewSummary(
+                name=name,
+                version=row.version,
+                change_kind=row.change_kind,
+                features=[f["name"] for f in row.definition["features"]],
+                online=row.definition["online"],
+                updated=row.created_at,
+            )
             for name, row in sorted(versions.active_versions(session).items())
         ]
 
@@ -95,15 +105,17 @@ def view_versions(view: str, settings: SettingsDep) -> list[versions.VersionInfo
 def view_diff(
     view: str,
     settings: SettingsDep,
-    from_version: Annotated[int, Query(alias="from", ge=1)],
-    to_version: Annotated[int, Query(alias="to", ge=1)],
+    from_version: Annotated[VersionNumber, Query(alias="from")],
+    to_version: Annotated[VersionNumber, Query(alias="to")],
 ) -> versions.VersionDiff:
     """What changed between two versions: features added/removed/retyped, other fields."""
     with session_scope(settings.metadata_url) as session:
         return versions.diff_versions(session, view, from_version, to_version)
 
 
-@router.post("/feature-views/{view}/rollback", response_model=versions.VersionInfo)
+@router.post(
+    "/feature-views/{view}/rollback", responses=WRITE_ERRORS, response_model=versions.VersionInfo
+)
 async def view_rollback(
     view: str, body: RollbackRequest, settings: SettingsDep, caller: Caller
 ) -> versions.VersionInfo:

@@ -9,11 +9,15 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
+from mlops.fields import Offset
 from mlops.lifecycle import deployments, registry, serving
 from mlops.orchestration import start_deployment
 from mlops.settings import Settings
 
-router = APIRouter(prefix="/ml", tags=["models"], dependencies=[Depends(read_access)])
+router = APIRouter(
+    prefix="/ml", tags=["models"], dependencies=[Depends(read_access)], responses=READ_ERRORS
+)
 
 
 class DeployRequest(BaseModel):
@@ -52,7 +56,12 @@ def _launch(
     return deployments.get_deployment(settings, info.id)
 
 
-@router.post("/models/{name}/deploy", response_model=deployments.DeploymentInfo, status_code=202)
+@router.post(
+    "/models/{name}/deploy",
+    responses=WRITE_ERRORS,
+    response_model=deployments.DeploymentInfo,
+    status_code=202,
+)
 async def deploy(
     name: str,
     body: DeployRequest,
@@ -77,7 +86,12 @@ async def deploy(
     return await run_in_threadpool(_launch, settings, info, wait, response)
 
 
-@router.post("/models/{name}/rollback", response_model=deployments.DeploymentInfo, status_code=202)
+@router.post(
+    "/models/{name}/rollback",
+    responses=WRITE_ERRORS,
+    response_model=deployments.DeploymentInfo,
+    status_code=202,
+)
 async def rollback(
     name: str,
     settings: SettingsDep,
@@ -94,7 +108,9 @@ async def rollback(
     return await run_in_threadpool(_launch, settings, info, wait, response)
 
 
-@router.post("/models/{name}/predict", response_model=serving.PredictResponse)
+@router.post(
+    "/models/{name}/predict", responses=WRITE_ERRORS, response_model=serving.PredictResponse
+)
 def predict(
     name: str, body: serving.PredictRequest, settings: SettingsDep
 ) -> serving.PredictResponse:
@@ -107,7 +123,7 @@ def list_deployments(
     settings: SettingsDep,
     model: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[deployments.DeploymentInfo]:
     """Deployments and rollbacks, newest first: who, when, what, and every gate result."""
     return deployments.list_deployments(settings, model, limit, offset)
@@ -121,6 +137,7 @@ def get_deployment(deployment_id: str, settings: SettingsDep) -> deployments.Dep
 
 @router.post(
     "/deployments/{deployment_id}/rollback",
+    responses=WRITE_ERRORS,
     response_model=deployments.DeploymentInfo,
     status_code=202,
 )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, status
@@ -14,7 +13,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.errors import InvalidInputError, MlopsError
+from mlops.fields import TimeInRange, VersionNumber
 from mlops.prompts import analytics, publishing, usage
 from mlops.prompts.models import (
     MAX_TEMPLATE_BYTES,
@@ -51,6 +52,7 @@ router = APIRouter(
     prefix="/prompt-governance",
     tags=["prompt-governance"],
     dependencies=[Depends(read_access)],
+    responses=READ_ERRORS,
     lifespan=_prompt_store_lifespan,
 )
 _TEMPLATE_TEXT = Field(max_length=MAX_TEMPLATE_BYTES * 2, description="Jinja2 source.")
@@ -97,12 +99,12 @@ class CreateTemplateRequest(_WithMetadata):
 
 
 class UpdateTemplateRequest(_WithMetadata):
-    base_version: int = Field(ge=1, description="The version this edit was based on.")
+    base_version: VersionNumber = Field(description="The version this edit was based on.")
     template: str | None = Field(default=None, max_length=MAX_TEMPLATE_BYTES * 2)
 
 
 class ReleaseRequest(BaseModel):
-    version: int = Field(ge=1)
+    version: VersionNumber
     message: str = Field(default="", max_length=2000)
 
 
@@ -112,7 +114,7 @@ class ArchiveRequest(BaseModel):
 
 class RenderRequest(BaseModel):
     variables: dict[str, Any] = Field(default_factory=dict)
-    version: int | None = Field(default=None, ge=1, description="A version number...")
+    version: VersionNumber | None = Field(default=None, description="A version number...")
     label: Label | None = Field(default=None, description="...or a label (default production).")
 
 
@@ -140,7 +142,12 @@ def list_templates(
     return _store(settings).list_templates(include_archived, q)
 
 
-@router.post("/templates", response_model=TemplateDetail, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/templates",
+    responses=WRITE_ERRORS,
+    response_model=TemplateDetail,
+    status_code=status.HTTP_201_CREATED,
+)
 def create_template(
     body: CreateTemplateRequest, settings: SettingsDep, caller: Caller
 ) -> TemplateDetail:
@@ -158,13 +165,13 @@ def create_template(
 
 @router.get("/templates/{name}", response_model=TemplateDetail)
 def get_template(
-    name: str, settings: SettingsDep, version: Annotated[int | None, Query(ge=1)] = None
+    name: str, settings: SettingsDep, version: VersionNumber | None = None
 ) -> TemplateDetail:
     """A template at its latest version (or `version`), with metadata and release events."""
     return _store(settings).detail(name, version)
 
 
-@router.put("/templates/{name}", response_model=TemplateDetail)
+@router.put("/templates/{name}", responses=WRITE_ERRORS, response_model=TemplateDetail)
 def update_template(
     name: str, body: UpdateTemplateRequest, settings: SettingsDep, caller: Caller
 ) -> TemplateDetail:
@@ -190,14 +197,14 @@ def template_versions(name: str, settings: SettingsDep) -> list[VersionInfo]:
 def template_diff(
     name: str,
     settings: SettingsDep,
-    from_version: Annotated[int, Query(alias="from", ge=1)],
-    to_version: Annotated[int, Query(alias="to", ge=1)],
+    from_version: Annotated[VersionNumber, Query(alias="from")],
+    to_version: Annotated[VersionNumber, Query(alias="to")],
 ) -> TemplateDiff:
     """Unified diffs of the template and its metadata between two versions."""
     return _store(settings).diff(name, from_version, to_version)
 
 
-@router.post("/templates/{name}/publish", response_model=PublishResult)
+@router.post("/templates/{name}/publish", responses=WRITE_ERRORS, response_model=PublishResult)
 def publish_template(
     name: str, body: ReleaseRequest, settings: SettingsDep, caller: Caller
 ) -> PublishResult:
@@ -205,7 +212,7 @@ def publish_template(
     return publishing.publish(_store(settings), name, body.version, caller, body.message)
 
 
-@router.post("/templates/{name}/rollback", response_model=PublishResult)
+@router.post("/templates/{name}/rollback", responses=WRITE_ERRORS, response_model=PublishResult)
 def rollback_template(
     name: str, body: ReleaseRequest, settings: SettingsDep, caller: Caller
 ) -> PublishResult:
@@ -213,7 +220,7 @@ def rollback_template(
     return publishing.rollback(_store(settings), name, body.version, caller, body.message)
 
 
-@router.post("/templates/{name}/archive", response_model=TemplateDetail)
+@router.post("/templates/{name}/archive", responses=WRITE_ERRORS, response_model=TemplateDetail)
 def archive_template(
     name: str, body: ArchiveRequest, settings: SettingsDep, caller: Caller
 ) -> TemplateDetail:
@@ -221,7 +228,7 @@ def archive_template(
     return publishing.set_archived(_store(settings), name, True, caller, body.message)
 
 
-@router.post("/templates/{name}/restore", response_model=TemplateDetail)
+@router.post("/templates/{name}/restore", responses=WRITE_ERRORS, response_model=TemplateDetail)
 def restore_template(
     name: str, body: ArchiveRequest, settings: SettingsDep, caller: Caller
 ) -> TemplateDetail:
@@ -229,7 +236,7 @@ def restore_template(
     return publishing.set_archived(_store(settings), name, False, caller, body.message)
 
 
-@router.post("/templates/{name}/render", response_model=RenderResult)
+@router.post("/templates/{name}/render", responses=WRITE_ERRORS, response_model=RenderResult)
 def render_template(
     name: str, body: RenderRequest, settings: SettingsDep, caller: Caller
 ) -> RenderResult:
@@ -237,15 +244,15 @@ def render_template(
     return _store(settings).render(name, body.variables, caller, body.version, body.label)
 
 
-@router.post("/templates/{name}/test", response_model=ExamplesReport)
+@router.post("/templates/{name}/test", responses=WRITE_ERRORS, response_model=ExamplesReport)
 def test_template(
-    name: str, settings: SettingsDep, version: Annotated[int | None, Query(ge=1)] = None
+    name: str, settings: SettingsDep, version: VersionNumber | None = None
 ) -> ExamplesReport:
     """Run the examples of a version (default latest) against their expected output."""
     return _store(settings).run_examples(name, version)
 
 
-@router.post("/renders/{render_id}/outcome", response_model=OutcomeResponse)
+@router.post("/renders/{render_id}/outcome", responses=WRITE_ERRORS, response_model=OutcomeResponse)
 def report_outcome(
     render_id: str, body: OutcomeRequest, settings: SettingsDep, caller: Caller
 ) -> OutcomeResponse:
@@ -258,8 +265,8 @@ def report_outcome(
 def template_usage(
     name: str,
     settings: SettingsDep,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: TimeInRange | None = None,
+    end: TimeInRange | None = None,
     bucket: Bucket = "hour",
 ) -> UsageReport:
     """Calls, success rate, failures by kind, latency p50/p95: total, per version, per bucket."""
