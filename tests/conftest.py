@@ -116,6 +116,21 @@ def copy_version(
     return name
 
 
+def production_settings(home: Path, url: str, mlflow_url: str, **overrides: Any) -> Settings:
+    """Production-profile settings (set MLOPS_PROFILE=production first): the platform and
+    Feast registry at `url`, Redis on 127.0.0.1, MLflow at `mlflow_url`."""
+    values: dict[str, Any] = {
+        "home": home,
+        "metadata_db_url": url,
+        "feast_registry_url": url,
+        "redis_url": "127.0.0.1:6379",
+        "mlflow_tracking_uri": mlflow_url,
+        "api_token": "prod-token",
+        **overrides,
+    }
+    return Settings(**values)
+
+
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 

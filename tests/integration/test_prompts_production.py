@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import postgres_databases
+from conftest import postgres_databases, production_settings
 from mlops.api.app import create_app
 from mlops.prompts import analytics, usage
 from mlops.settings import Settings
@@ -29,14 +29,8 @@ def pg_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Set
     # when an earlier test in the session left MLflow initialised.
     with postgres_databases(name, f"{name}_mlflow") as (url, mlflow_url):
         monkeypatch.setenv("MLOPS_PROFILE", "production")
-        settings = Settings(
-            home=tmp_path / "home",
-            metadata_db_url=url,
-            feast_registry_url=url,
-            redis_url="127.0.0.1:6379",
-            mlflow_tracking_uri=mlflow_url,  # required by the profile
-            api_token="prod-token",
-            prompts_mlflow_registry=False,
+        settings = production_settings(
+            tmp_path / "home", url, mlflow_url, prompts_mlflow_registry=False
         )
         settings.ensure_dirs()
         yield settings

@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner, Result
 
-from conftest import make_settings, postgres_databases
+from conftest import make_settings, postgres_databases, production_settings
 from mlops.api.app import create_app
 from mlops.cli import app as cli_app
 from mlops.errors import StoreUnavailableError
@@ -228,14 +228,11 @@ def test_unreachable_postgres_hides_its_address_from_anonymous_callers(
     port = closed_port()
     url = f"postgresql+psycopg://postgres:s3cret@127.0.0.1:{port}/platform_db"
     monkeypatch.setenv("MLOPS_PROFILE", "production")
-    settings = Settings(
-        home=tmp_path / "home",
-        metadata_db_url=url,
-        feast_registry_url=url,
-        redis_url="127.0.0.1:6379",
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    settings = production_settings(
+        tmp_path / "home",
+        url,
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
         feast_project=f"outage_{uuid.uuid4().hex[:8]}",
-        api_token="prod-token",
     )
     auth = {"Authorization": "Bearer prod-token"}
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
