@@ -23,6 +23,8 @@ from typing import Any
 
 from bench_features import log, md_table, once, percentile
 
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/render_payloads.py
+
 TEMPLATE = """You are a markets analyst covering {desk}. Write a {{{{ style }}}} summary of the
 {{{{ universe }}}} session on {{{{ as_of }}}}.
 
@@ -140,6 +142,28 @@ def compare_render(
         core.append(once(lambda _i: store.render_version(name, record, VARIABLES), 0))
         bare.append(once(lambda _i: plain.render(**bound), 0))
     return ours, core, bare
+
+
+def refusal_times() -> list[float]:
+    """Seconds the sandbox takes to refuse each template that would build a huge value (the
+    unit tests check that each is refused within the memory bound; this says how fast)."""
+    from mlops.prompts.rendering import PromptEnvironment, RenderError, render_template
+    from render_payloads import CHAIN_INPUT, ISSUE_CHAINS, MEMORY_PAYLOADS, REFUSALS
+
+    times = []
+    for source, variables in [(p, {"x": CHAIN_INPUT}) for p in ISSUE_CHAINS] + [
+        (p, {"x": "text"}) for p in MEMORY_PAYLOADS
+    ]:
+        env = PromptEnvironment(lambda _sha, _name, source=source: source)
+        started = time.perf_counter()
+        try:
+            render_template(env, "sha", "main", variables, 60.0)
+        except RenderError as error:
+            assert error.kind in REFUSALS, error.message
+        else:
+            raise AssertionError(f"not refused: {source}")
+        times.append(time.perf_counter() - started)
+    return times
 
 
 def record_costs(url: str, reps: int) -> tuple[list[float], list[float], int]:
@@ -297,6 +321,14 @@ def main() -> int:
     rows.append(stats_row("render in the platform (sandbox + checks + usage event)", ours, None))
     rows.append(stats_row("  of which sandbox + budgets + variable checks", core, None))
     rows.append(stats_row("render with plain Jinja2 (same template, compiled)", bare, None))
+    refusals = [t * 1000 for t in refusal_times()]
+    rows.append(
+        stats_row(
+            f"refuse a template that would build a huge value ({len(refusals)} kinds)",
+            refusals,
+            1000,
+        )
+    )
     buffered, sync, written = record_costs(settings.metadata_url, reps * 100)
     rows.append(stats_row("record one usage event (buffered)", buffered, 1))
     rows.append(stats_row("insert one usage event synchronously (for comparison)", sync, None))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from browser import launch_chromium
 from conftest import copy_version
@@ -122,7 +123,7 @@ def test_run_an_evaluation_suite_and_read_pass_fail_and_the_comparison(
     _until_finished(page)
 
     marks = page.locator("td.mark >> visible=true")  # the summary; details are folded
-    assert marks.count() == 6  # 3 tests x 2 versions
+    expect(marks).to_have_count(6)  # 3 tests x 2 versions (waits while the page reloads)
     texts = {marks.nth(i).inner_text() for i in range(marks.count())}
     assert texts <= {"✓ Pass", "✗ Fail", "! Error"} and texts
     assert page.get_by_role("heading", name="Comparison").is_visible()

@@ -153,7 +153,8 @@ def _warm_feast(settings: Settings) -> None:
 def _warm_prefect(settings: Settings) -> None:
     from mlops import prefect_server
 
-    shared = os.environ.get("PREFECT_API_URL") in (settings.prefect_url, settings.prefect_api_url)
+    url = os.environ.get("PREFECT_API_URL")
+    shared = url is not None and url in (settings.prefect_url, settings.prefect_api_url)
     if prefect_server.current() is None and not shared:
         return  # Prefect was not set up by `mlops api` / `mlops up` (an embedding program)
     prefect_server.wait_until_ready()
