@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 
 from mlops.errors import DataValidationError, MlopsError
 from mlops.features import ingest as steps
+from mlops.features.offline import Snapshot
 from mlops.runs import heartbeat
 from mlops.settings import Settings, load_settings
 
@@ -44,16 +45,13 @@ def validate(settings: Settings, run_id: int, bars: Any, source: str) -> Any:
 
 
 @task(name="compute-features", cache_policy=NO_CACHE)
-def compute(settings: Settings, run_id: int, bars: Any) -> steps.OfflineFrames:
-    def work() -> steps.OfflineFrames:
-        return steps.compute_offline_frames(steps.merge_bars(settings, bars))
-
-    return _timed(settings, run_id, "compute", work)
+def compute(settings: Settings, run_id: int, bars: Any) -> steps.OfflineChange:
+    return _timed(settings, run_id, "compute", lambda: steps.compute_offline_frames(settings, bars))
 
 
 @task(name="write-offline", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def write(settings: Settings, run_id: int, frames: steps.OfflineFrames) -> None:
-    _timed(settings, run_id, "write_offline", lambda: steps.write_offline(settings, frames))
+def write(settings: Settings, run_id: int, change: steps.OfflineChange) -> Snapshot:
+    return _timed(settings, run_id, "write_offline", lambda: steps.write_offline(settings, change))
 
 
 @task(name="apply", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
@@ -64,14 +62,22 @@ def apply(settings: Settings, run_id: int, author: str, message: str) -> list[An
 
 
 @task(name="materialize", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def materialize(settings: Settings, run_id: int, bars: Any) -> list[str]:
-    start, end = steps.batch_window(bars)
-    return _timed(settings, run_id, "materialize", lambda: steps.materialize(settings, start, end))
+def materialize(
+    settings: Settings, run_id: int, snapshot: Snapshot, tickers: list[str], changed: list[str]
+) -> list[str]:
+    return _timed(
+        settings,
+        run_id,
+        "materialize",
+        lambda: steps.materialize_after_ingest(settings, snapshot, tickers, changed),
+    )
 
 
 @task(name="statistics", cache_policy=NO_CACHE)
-def statistics(settings: Settings, run_id: int, frames: steps.OfflineFrames) -> int:
-    return _timed(settings, run_id, "statistics", lambda: steps.store_statistics(settings, frames))
+def statistics(settings: Settings, run_id: int, snapshot: Snapshot) -> int:
+    return _timed(
+        settings, run_id, "statistics", lambda: steps.store_statistics(settings, snapshot)
+    )
 
 
 @flow(name="ingest")
@@ -94,12 +100,14 @@ def ingest_flow(
         with heartbeat(lambda: steps.beat(settings, run_id)):
             bars: pd.DataFrame = load(settings, run_id, source, date_format)
             report: Any = validate(settings, run_id, bars, source)
-            with steps.exclusive_write(settings):  # merge onto the bars another ingest wrote
-                frames: steps.OfflineFrames = compute(settings, run_id, bars)
-                write(settings, run_id, frames)
+            with steps.exclusive_write(settings):  # based on the latest snapshot
+                change: steps.OfflineChange = compute(settings, run_id, bars)
+                snapshot: Snapshot = write(settings, run_id, change)
             versions: list[Any] = apply(settings, run_id, author or settings.author, message)
-            views: list[str] = materialize(settings, run_id, bars)
-            stats: int = statistics(settings, run_id, frames)
+            tickers = change.starts.index.tolist()
+            changed = sorted({v.view_name for v in versions})
+            views: list[str] = materialize(settings, run_id, snapshot, tickers, changed)
+            stats: int = statistics(settings, run_id, snapshot)
     except DataValidationError as exc:
         steps.finish_run(
             settings,

@@ -24,6 +24,15 @@ def make_settings(home: Path, **overrides: Any) -> Settings:
     return settings
 
 
+def read_offline(settings: Settings, dataset: str) -> Any:
+    """One dataset of the offline store's current snapshot, as a pandas frame."""
+    from mlops.features.offline import open_snapshot
+
+    snapshot = open_snapshot(settings)
+    assert snapshot is not None, "nothing ingested"
+    return snapshot.read(dataset)
+
+
 @pytest.fixture(autouse=True)
 def _restore_environment() -> Iterator[None]:
     saved = dict(os.environ)

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from mlops.db import engine_for
 from mlops.errors import MlopsError
-from mlops.features.offline import FEATURES_FILE, consistency_problem
+from mlops.features.offline import FEATURES_FILE, open_snapshot
 from mlops.settings import Settings
 from mlops.stores import (
     FEATURE_REGISTRY,
@@ -88,13 +88,12 @@ def _registry(settings: Settings) -> str:
 
 
 def _offline(settings: Settings) -> str:
-    path = settings.data_dir / FEATURES_FILE
-    if not path.exists():
+    snapshot = open_snapshot(settings)
+    if snapshot is None or not snapshot.has(FEATURES_FILE):
         raise FileNotFoundError("no offline data yet: run `mlops ingest`")
-    problem = consistency_problem(settings)
-    if problem:
-        raise RuntimeError(f"inconsistent ({problem}): run `mlops features repair`")
-    return f"{path.stat().st_size} bytes of features"
+    index = snapshot.tickers()
+    months = len(snapshot.partitions(FEATURES_FILE))
+    return f"{int(index['bars'].sum())} bars of {len(index)} tickers in {months} months"
 
 
 def _online(settings: Settings) -> str:

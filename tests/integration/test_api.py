@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import read_offline
 from mlops.api.app import create_app
 from mlops.settings import Settings
 
@@ -70,7 +71,7 @@ def test_feature_detail_has_stored_statistics_and_samples(
 ) -> None:
     detail = client.get(f"{API}/features/risk_momentum:rsi_14").json()
     assert detail["dtype"] == "Float64" and detail["feature_view"] == "risk_momentum"
-    values = pd.read_parquet(ingested.data_dir / "daily_features.parquet")["rsi_14"]
+    values = read_offline(ingested, "daily_features.parquet")["rsi_14"]
     stats = detail["statistics"]
     assert stats["count"] == len(values) and stats["nulls"] == int(values.isna().sum())
     assert stats["mean"] == pytest.approx(values.mean())

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import copy_version
+from conftest import copy_version, read_offline
 from mlops.api.app import create_app
 from mlops.db import Deployment, session_scope
 from mlops.errors import ConflictError
@@ -205,7 +205,7 @@ def test_production_keeps_its_version_when_a_challenger_fails(
     gate = next(g for g in record["stages"][0]["gates"] if not g["passed"])
     assert gate["name"] == "model_loads" and "missing or corrupt" in gate["message"]
     assert _aliases(settings, name) == {"production": "1"}
-    ticker = str(pd.read_parquet(settings.data_dir / "bars.parquet")["ticker"].iloc[0])
+    ticker = str(read_offline(settings, "bars.parquet")["ticker"].iloc[0])
     predicted = client.post(f"{API}/models/{name}/predict", json={"tickers": [ticker]})
     assert predicted.status_code == 200 and predicted.json()["version"] == "1"
     assert registry.get_version(settings, name, "1").stage == "Production"
@@ -288,7 +288,7 @@ def test_predict_uses_the_production_model_and_follows_the_alias(
     none_yet = client.post(f"{API}/models/{name}/predict", json={"tickers": ["X"]})
     assert none_yet.status_code == 404 and "no production version" in none_yet.text
     _deploy(client, auth, name)
-    tickers = sorted(pd.read_parquet(settings.data_dir / "bars.parquet")["ticker"].unique())
+    tickers = sorted(read_offline(settings, "bars.parquet")["ticker"].unique())
     response = client.post(f"{API}/models/{name}/predict", json={"tickers": tickers})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -352,7 +352,7 @@ def test_predict_reports_a_model_that_raises(client: TestClient, settings: Setti
     """An alias moved outside the platform onto a model that raises: a clear 500, no trace."""
     name = logged_model(settings, columns=None)
     mlflow_backend.client(settings).set_registered_model_alias(name, "production", "1")
-    ticker = str(pd.read_parquet(settings.data_dir / "bars.parquet")["ticker"].iloc[0])
+    ticker = str(read_offline(settings, "bars.parquet")["ticker"].iloc[0])
     response = client.post(f"{API}/models/{name}/predict", json={"tickers": [ticker]})
     assert response.status_code == 500
     error = response.json()["error"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import make_settings, run_ingest_flow
+from conftest import make_settings, read_offline, run_ingest_flow
 from mlops.db import session_scope
 from mlops.errors import DataValidationError
 from mlops.features import ingest
@@ -42,14 +42,14 @@ def test_ingest_records_versions_steps_and_serves_online(ingested: Settings) -> 
         "materialize",
         "statistics",
     ]
-    assert run.rows == len(pd.read_parquet(ingested.data_dir / ingest.BARS_FILE))
+    assert run.rows == len(read_offline(ingested, ingest.BARS_FILE))
     with session_scope(ingested.metadata_url) as session:
         history = list_versions(session, "price_returns")
     assert [(v.version, v.change_kind, v.author) for v in history] == [(1, "created", "tester")]
     assert history[0].feast_version == "v0"
-    tickers = sorted(pd.read_parquet(ingested.data_dir / ingest.BARS_FILE)["ticker"].unique())
+    tickers = sorted(read_offline(ingested, ingest.BARS_FILE)["ticker"].unique())
     served = online_features(ingested, tickers[:2], ["ret_1d"], None)
-    features = pd.read_parquet(ingested.data_dir / ingest.FEATURES_FILE)
+    features = read_offline(ingested, ingest.FEATURES_FILE)
     latest = features.sort_values("event_timestamp").groupby("ticker").last()
     assert served["ret_1d"] == pytest.approx([latest.loc[t, "ret_1d"] for t in tickers[:2]])
 
@@ -70,7 +70,7 @@ def test_reingesting_unchanged_definitions_records_no_version(fresh: Settings) -
 
 def test_user_csv_adds_rows_for_a_new_ticker(fresh: Settings, tmp_path: Path) -> None:
     extra = generate_ohlcv(n_tickers=8, start=fresh.demo_start, end=fresh.demo_end)
-    new = extra[~extra["ticker"].isin(pd.read_parquet(fresh.data_dir / ingest.BARS_FILE)["ticker"])]
+    new = extra[~extra["ticker"].isin(read_offline(fresh, ingest.BARS_FILE)["ticker"])]
     new = new[new["ticker"] == new["ticker"].iloc[0]]
     path = tmp_path / "new.csv"
     new.rename(columns={"date": "timestamp"}).to_csv(path, index=False)
@@ -90,7 +90,7 @@ def test_user_csv_adds_rows_for_a_new_ticker(fresh: Settings, tmp_path: Path) ->
     ],
 )
 def test_rejected_batch_changes_nothing(fresh: Settings, tmp_path: Path, corrupt) -> None:  # type: ignore[no-untyped-def]
-    bars = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE).tail(50)
+    bars = read_offline(fresh, ingest.BARS_FILE).tail(50)
     path = tmp_path / "bad.parquet"
     corrupt(bars).to_parquet(path, index=False)
     before = _store_fingerprint(fresh)
@@ -108,7 +108,7 @@ def test_ambiguous_dates_and_unservable_tickers_change_nothing_until_the_format_
     fresh: Settings, tmp_path: Path
 ) -> None:
     extra = generate_ohlcv(n_tickers=8, start=fresh.demo_start, end=fresh.demo_end)
-    known = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE)["ticker"]
+    known = read_offline(fresh, ingest.BARS_FILE)["ticker"]
     new = extra[~extra["ticker"].isin(known)]
     new = new[(new["ticker"] == new["ticker"].iloc[0]) & (new["date"].dt.day <= 12)]
     day_first = new.assign(date=new["date"].dt.strftime("%d/%m/%Y"))
@@ -130,13 +130,13 @@ def test_ambiguous_dates_and_unservable_tickers_change_nothing_until_the_format_
     result = run_ingest_flow(fresh, source=str(path), date_format="%d/%m/%Y")
 
     assert result["rows"] == len(new)
-    stored = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE)
+    stored = read_offline(fresh, ingest.BARS_FILE)
     stored = stored[stored["ticker"] == new["ticker"].iloc[0]]
     assert stored["date"].tolist() == new["date"].tolist()
 
 
 def test_truncated_csv_is_rejected_with_line_number(fresh: Settings, tmp_path: Path) -> None:
-    bars = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE).tail(20)
+    bars = read_offline(fresh, ingest.BARS_FILE).tail(20)
     text = bars.to_csv(index=False)
     path = tmp_path / "cut.csv"
     path.write_text(text[: len(text) // 2].rsplit(",", 1)[0] + ',"unterminated')

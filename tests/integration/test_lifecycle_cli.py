@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import LIFECYCLE_EXPERIMENT, copy_version
+from conftest import LIFECYCLE_EXPERIMENT, copy_version, read_offline
 from mlops.cli import app
 from mlops.cli.experiments import sparkline
 from mlops.settings import Settings
@@ -80,7 +79,7 @@ def test_models_deploy_status_rollback_and_predict(cli_env: Settings) -> None:
     shown = runner.invoke(app, ["models", "show", name])
     assert "production v1" in shown.output
 
-    ticker = str(pd.read_parquet(cli_env.data_dir / "bars.parquet")["ticker"].iloc[0])
+    ticker = str(read_offline(cli_env, "bars.parquet")["ticker"].iloc[0])
     predicted = _json(["predict", ticker, "--model", name, "--json"])
     assert predicted["version"] == "1" and predicted["predictions"][0]["ticker"] == ticker
     unknown = runner.invoke(app, ["predict", "NOPE", "--model", name])

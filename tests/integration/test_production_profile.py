@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
-from conftest import DEMO, postgres_databases, run_ingest_flow
+from conftest import DEMO, postgres_databases, read_offline, run_ingest_flow
 from mlops.features import ingest
 from mlops.features.serving import online_features
 from mlops.features.store import forget_store
@@ -67,10 +66,10 @@ def test_ingest_and_online_read_on_postgres_and_redis(production: Settings) -> N
             match=f"*{production.feast_project}*".encode()
         )
     )
-    tickers = sorted(pd.read_parquet(production.data_dir / ingest.BARS_FILE)["ticker"].unique())
+    tickers = sorted(read_offline(production, ingest.BARS_FILE)["ticker"].unique())
     assert len(keys) == len(tickers)
     served = online_features(production, tickers, [], "model_features")
-    features = pd.read_parquet(production.data_dir / ingest.FEATURES_FILE)
+    features = read_offline(production, ingest.FEATURES_FILE)
     latest = features.sort_values("event_timestamp").groupby("ticker").last()
     assert served["rsi_14"] == pytest.approx([latest.loc[t, "rsi_14"] for t in tickers])
 
@@ -126,7 +125,7 @@ def test_mlflow_on_postgres_trains_lists_deploys_and_predicts(production: Settin
         models = client.get("/api/v1/ml/models", params={"stage": "Production"}, headers=auth)
         (model,) = models.json()["items"]
         assert model["production_version"] == trained.model_version
-        tickers = sorted(pd.read_parquet(production.data_dir / ingest.BARS_FILE)["ticker"].unique())
+        tickers = sorted(read_offline(production, ingest.BARS_FILE)["ticker"].unique())
         predicted = client.post(
             f"/api/v1/ml/models/{trained.model_name}/predict",
             json={"tickers": tickers},

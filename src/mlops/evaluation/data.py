@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from mlops.errors import InvalidInputError
 from mlops.evaluation.suites import SuiteData
-from mlops.features.offline import FEATURES_FILE, LABELS_FILE
+from mlops.features.offline import open_snapshot
 from mlops.fields import UtcDatetime
 from mlops.lifecycle import holdout
 from mlops.lifecycle.training import LABEL
@@ -46,13 +46,13 @@ def _dataset_rows(settings: Settings, name: str, columns: list[str]) -> pd.DataF
     return frame.dropna(subset=[*columns, LABEL])
 
 
-_offline: dict[Path, tuple[tuple[int, ...], pd.DataFrame]] = {}
+_offline: dict[Path, tuple[str, pd.DataFrame]] = {}
 _offline_lock = threading.Lock()
 
 
 def _offline_rows(settings: Settings, columns: list[str]) -> pd.DataFrame:
     """Labelled rows of the offline store with `columns` present; the merged store is read
-    once per version of its files (an evaluation reads it for every suite and drift test)."""
+    once per snapshot (an evaluation reads it for every suite and drift test)."""
     available = set(holdout.offline_columns(settings))
     missing = [c for c in columns if c not in available]
     if missing:
@@ -61,8 +61,8 @@ def _offline_rows(settings: Settings, columns: list[str]) -> pd.DataFrame:
             f"(it has {', '.join(sorted(available))}).",
             {"missing": missing, "available": sorted(available)},
         )
-    files = (settings.data_dir / FEATURES_FILE, settings.data_dir / LABELS_FILE)
-    stamp = tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in files)
+    snapshot = open_snapshot(settings)
+    stamp = snapshot.id if snapshot is not None else ""
     with _offline_lock:
         cached = _offline.get(settings.data_dir)
         if cached is None or cached[0] != stamp:

@@ -1,10 +1,16 @@
-"""Point-in-time feature and label computation from daily OHLCV bars.
+"""Point-in-time feature and label computation from daily OHLCV bars, full or incremental.
 
-All rolling windows are computed per ticker over that ticker's trading rows (a "row" is a
-bar, so holidays and missing days do not count), with vectorized pandas group operations.
-Features at a bar only use that bar and earlier bars of the same ticker (no look-ahead);
-the label uses the next bar and is therefore a training target only, never a serving
-feature.
+All windows are computed per ticker over that ticker's trading rows (a "row" is a bar, so
+holidays and missing days do not count). Features at a bar only use that bar and earlier
+bars of the same ticker (no look-ahead); the label uses the next bar and is therefore a
+training target only, never a serving feature.
+
+Incremental: to compute the bars of a ticker from some date on, a caller passes the
+`LOOKBACK` stored bars before that date as `context`, with Wilder's RSI averages of the last
+of them (`STATE_COLUMNS`, stored with the features). Every value is then bit-for-bit what a
+computation over the whole history gives, because each one depends only on its own window:
+window sums add the window's values oldest first (not a running sum over the history), and
+the RSI recurrence continues from the stored averages with the same operations.
 """
 
 from __future__ import annotations
@@ -12,7 +18,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["FEATURE_COLUMNS", "LABEL_COLUMN", "compute_features", "compute_labels"]
+__all__ = [
+    "FEATURE_COLUMNS",
+    "LABEL_COLUMN",
+    "LOOKBACK",
+    "STATE_COLUMNS",
+    "compute_features",
+    "compute_frames",
+    "compute_labels",
+]
 
 FEATURE_COLUMNS: tuple[str, ...] = (
     "ret_1d",
@@ -25,13 +39,18 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "volume_zscore_20d",
 )
 LABEL_COLUMN = "label_next_day_up"
+STATE_COLUMNS: tuple[str, ...] = ("rsi_avg_gain", "rsi_avg_loss")
+"""Wilder's smoothed gain and loss at each bar: the state the next bar's RSI continues."""
+LOOKBACK = 20
+"""Bars before the first computed bar that every window needs (ret_20d, vol_20d)."""
 
 _REQUIRED_COLUMNS = ("ticker", "date", "open", "high", "low", "close", "volume")
 _TRADING_DAYS_PER_YEAR = 252
 _RSI_PERIOD = 14
+_ALPHA = 1.0 / _RSI_PERIOD
 
 
-def _event_timestamps(dates: pd.Series) -> pd.Series:
+def event_timestamps(dates: pd.Series) -> pd.Series:
     """The calendar date of each bar at 00:00 UTC.
 
     Naive datetimes are taken as they are; tz-aware ones use their local calendar date
@@ -44,19 +63,22 @@ def _event_timestamps(dates: pd.Series) -> pd.Series:
     return dates.dt.normalize().dt.tz_localize("UTC").dt.as_unit("ns")
 
 
-def _prepare(bars: pd.DataFrame) -> pd.DataFrame:
-    """Validate ``bars`` and return ticker/event_timestamp/close/volume sorted per ticker."""
+def _prepare(bars: pd.DataFrame, context: pd.DataFrame | None) -> pd.DataFrame:
+    """ticker/event_timestamp/close/volume (+ context flag and state) sorted per ticker."""
     missing = [c for c in _REQUIRED_COLUMNS if c not in bars.columns]
     if missing:
         raise ValueError(f"bars is missing columns: {missing}")
     frame = pd.DataFrame(
         {
             "ticker": bars["ticker"].astype(str).to_numpy(dtype=object),
-            "event_timestamp": _event_timestamps(bars["date"]).to_numpy(),
+            "event_timestamp": event_timestamps(bars["date"]).to_numpy(),
             "close": bars["close"].to_numpy(dtype="float64"),
             "volume": bars["volume"].to_numpy(dtype="float64"),
+            "context": False,
         }
     )
+    if context is not None and len(context):
+        frame = pd.concat([_context_frame(context), frame], ignore_index=True)
     frame = frame.sort_values(["ticker", "event_timestamp"], kind="mergesort", ignore_index=True)
     duplicated = frame.duplicated(["ticker", "event_timestamp"])
     if duplicated.any():
@@ -65,28 +87,150 @@ def _prepare(bars: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _per_ticker(result: pd.Series) -> pd.Series:
-    """Drop the ticker level a grouped rolling/ewm result carries, realigning on the rows."""
-    return result.droplevel(0).sort_index()
+def _context_frame(context: pd.DataFrame) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "ticker": context["ticker"].astype(str).to_numpy(dtype=object),
+            "event_timestamp": event_timestamps(context["date"]).to_numpy(),
+            "close": context["close"].to_numpy(dtype="float64"),
+            "volume": context["volume"].to_numpy(dtype="float64"),
+            "context": True,
+        }
+    )
+    for column in STATE_COLUMNS:
+        frame[column] = context[column].to_numpy(dtype="float64")
+    return frame
 
 
-def _rolling_mean(values: pd.Series, tickers: pd.Series, window: int) -> pd.Series:
-    """Per-ticker mean of the last ``window`` rows (incl. the current one); NaN until full."""
-    grouped = values.groupby(tickers, sort=False)
-    return _per_ticker(grouped.rolling(window, min_periods=window).mean())
+def _positions(tickers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start index of each ticker's run, position of each row within its ticker)."""
+    n = len(tickers)
+    starts = np.flatnonzero(np.r_[True, tickers[1:] != tickers[:-1]]) if n else np.array([], int)
+    lengths = np.diff(np.r_[starts, n])
+    position = np.arange(n) - np.repeat(starts, lengths)
+    return starts, position
 
 
-def _rolling_std(values: pd.Series, tickers: pd.Series, window: int) -> pd.Series:
-    """Per-ticker sample std (ddof=1) of the last ``window`` rows; NaN until full."""
-    grouped = values.groupby(tickers, sort=False)
-    return _per_ticker(grouped.rolling(window, min_periods=window).std(ddof=1))
+def _shifted(values: np.ndarray, k: int) -> np.ndarray:
+    """values[i - k] at i (NaN for i < k); callers mask rows whose window crosses tickers."""
+    out = np.full_like(values, np.nan)
+    if k < len(values):
+        out[k:] = values[: len(values) - k]
+    return out
 
 
-def _wilder_mean(values: pd.Series, tickers: pd.Series) -> pd.Series:
-    """Per-ticker Wilder smoothing: ewm(alpha=1/14, adjust=False, min_periods=14)."""
-    grouped = values.groupby(tickers, sort=False)
-    ewm = grouped.ewm(alpha=1.0 / _RSI_PERIOD, adjust=False, min_periods=_RSI_PERIOD)
-    return _per_ticker(ewm.mean())
+def _window_sum(values: np.ndarray, k: int) -> np.ndarray:
+    """Sum of values[i-k+1..i], added oldest first (depends on the window only)."""
+    total = _shifted(values, k - 1)
+    for lag in range(k - 2, -1, -1):
+        total = total + _shifted(values, lag)
+    return total
+
+
+def _window_mean_std(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample std (ddof=1, two-pass) of values[i-k+1..i]."""
+    mean = _window_sum(values, k) / k
+    squares = (_shifted(values, k - 1) - mean) ** 2
+    for lag in range(k - 2, -1, -1):
+        squares = squares + (_shifted(values, lag) - mean) ** 2
+    return mean, np.sqrt(squares / (k - 1))
+
+
+def _wilder(
+    values: np.ndarray, starts: np.ndarray, position: np.ndarray, state: np.ndarray | None
+) -> np.ndarray:
+    """Wilder's smoothing per ticker, as ``ewm(alpha=1/14, adjust=False)`` defines it: the
+    first diff (position 1) starts the average, then a_t = alpha * x_t + (1 - alpha) * a_{t-1}.
+
+    ``state`` holds stored averages for context rows (NaN elsewhere): a ticker whose last
+    context row has one continues from it, with the same operations as a full run."""
+    from scipy.signal import lfilter
+
+    out = np.full(len(values), np.nan)
+    ends = np.r_[starts[1:], len(values)]
+    coefficients = (np.array([_ALPHA]), np.array([1.0, _ALPHA - 1.0]))
+    for start, end in zip(starts, ends, strict=True):
+        first = start + 1  # position 1: the first diff
+        if state is not None:
+            known = np.flatnonzero(~np.isnan(state[start:end]))
+            if known.size:
+                first = start + known[-1]
+                out[first] = state[first]
+        if first >= end:
+            continue
+        if state is None or np.isnan(out[first]):
+            out[first] = values[first]  # the average starts at the first diff
+        if first + 1 < end:
+            zi = np.array([(1.0 - _ALPHA) * out[first]])
+            out[first + 1 : end], _ = lfilter(*coefficients, values[first + 1 : end], zi=zi)
+    return out
+
+
+def compute_frames(
+    bars: pd.DataFrame, context: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features (with the RSI state columns) and labels of ``bars``.
+
+    ``bars``: columns ``ticker, date, open, high, low, close, volume``, any row order,
+    (ticker, date) unique. ``context``: per ticker, the stored bars just before its first
+    row of ``bars`` (all of them if fewer than ``LOOKBACK``), with ``ticker, date, close,
+    volume`` and ``STATE_COLUMNS``. Feature rows are returned for ``bars`` only; label rows
+    for ``bars`` and the last context bar of each ticker (its next bar is now known), except
+    each ticker's last bar.
+    """
+    frame = _prepare(bars, context)
+    tickers = frame["ticker"].to_numpy()
+    close = frame["close"].to_numpy()
+    volume = frame["volume"].to_numpy()
+    starts, position = _positions(tickers)
+
+    def masked(values: np.ndarray, needs: int) -> np.ndarray:
+        """NaN where the row has fewer than `needs` earlier bars of its ticker."""
+        return np.where(position >= needs, values, np.nan)
+
+    columns: dict[str, np.ndarray] = {}
+    for k in (1, 5, 20):
+        columns[f"ret_{k}d"] = masked(close / _shifted(close, k) - 1.0, k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_return = masked(np.log(close / _shifted(close, 1)), 1)
+    _, log_std = _window_mean_std(log_return, 20)
+    columns["vol_20d"] = masked(log_std * np.sqrt(_TRADING_DAYS_PER_YEAR), 20)
+    for k in (10, 20):
+        columns[f"mom_{k}d"] = masked(close / (_window_sum(close, k) / k) - 1.0, k - 1)
+
+    diff = masked(close - _shifted(close, 1), 1)
+    state = {c: frame[c].to_numpy() if c in frame else None for c in STATE_COLUMNS}
+    avg_gain = _wilder(np.maximum(diff, 0.0), starts, position, state["rsi_avg_gain"])
+    avg_loss = _wilder(np.maximum(-diff, 0.0), starts, position, state["rsi_avg_loss"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rsi = 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)
+    rsi = np.where((avg_loss == 0) & (avg_gain > 0), 100.0, rsi)
+    rsi = np.where((avg_loss == 0) & (avg_gain == 0), 50.0, rsi)
+    columns["rsi_14"] = masked(rsi, _RSI_PERIOD)
+
+    volume_mean, volume_std = _window_mean_std(volume, 20)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zscore = np.where(volume_std > 0, (volume - volume_mean) / volume_std, np.nan)
+    columns["volume_zscore_20d"] = masked(zscore, 19)
+
+    computed = ~frame["context"].to_numpy()
+    features = frame.loc[computed, ["ticker", "event_timestamp"]].reset_index(drop=True)
+    for name in FEATURE_COLUMNS:
+        features[name] = columns[name][computed]
+    features["rsi_avg_gain"] = avg_gain[computed]
+    features["rsi_avg_loss"] = avg_loss[computed]
+    return features, _labels(frame, close, computed)
+
+
+def _labels(frame: pd.DataFrame, close: np.ndarray, computed: np.ndarray) -> pd.DataFrame:
+    """Next-bar direction for each row with a next bar of its ticker (see compute_labels)."""
+    tickers = frame["ticker"].to_numpy()
+    has_next = np.r_[tickers[1:] == tickers[:-1], False]
+    wanted = has_next & (computed | np.r_[computed[1:], False])  # new rows, last context row
+    out = frame.loc[wanted, ["ticker", "event_timestamp"]].reset_index(drop=True)
+    next_close = np.r_[close[1:], np.nan]
+    out[LABEL_COLUMN] = (next_close[wanted] > close[wanted]).astype("int64")
+    return out
 
 
 def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
@@ -112,37 +256,8 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
         and :data:`FEATURE_COLUMNS` (float64, NaN until the window is full), one row per
         input bar, sorted by ticker and event_timestamp.
     """
-    frame = _prepare(bars)
-    tickers = frame["ticker"]
-    close = frame["close"]
-    volume = frame["volume"]
-    by_ticker = close.groupby(tickers, sort=False)
-
-    out = frame[["ticker", "event_timestamp"]].copy()
-    for k in (1, 5, 20):
-        out[f"ret_{k}d"] = close / by_ticker.shift(k) - 1.0
-
-    log_return = np.log(close / by_ticker.shift(1))
-    out["vol_20d"] = _rolling_std(log_return, tickers, 20) * np.sqrt(_TRADING_DAYS_PER_YEAR)
-
-    for k in (10, 20):
-        out[f"mom_{k}d"] = close / _rolling_mean(close, tickers, k) - 1.0
-
-    diff = by_ticker.diff()
-    avg_gain = _wilder_mean(diff.clip(lower=0.0), tickers)
-    avg_loss = _wilder_mean((-diff).clip(lower=0.0), tickers)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rsi = 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)
-    rsi = rsi.mask((avg_loss == 0) & (avg_gain > 0), 100.0)
-    rsi = rsi.mask((avg_loss == 0) & (avg_gain == 0), 50.0)
-    out["rsi_14"] = rsi
-
-    volume_mean = _rolling_mean(volume, tickers, 20)
-    volume_std = _rolling_std(volume, tickers, 20)
-    out["volume_zscore_20d"] = ((volume - volume_mean) / volume_std).where(volume_std > 0)
-
-    out = out.astype({column: "float64" for column in FEATURE_COLUMNS})
-    return out[["ticker", "event_timestamp", *FEATURE_COLUMNS]]
+    features, _ = compute_frames(bars)
+    return features[["ticker", "event_timestamp", *FEATURE_COLUMNS]]
 
 
 def compute_labels(bars: pd.DataFrame) -> pd.DataFrame:
@@ -157,11 +272,5 @@ def compute_labels(bars: pd.DataFrame) -> pd.DataFrame:
         Columns ``ticker``, ``event_timestamp`` (tz-aware UTC, the bar's date at 00:00 UTC)
         and ``label_next_day_up`` (int64), sorted by ticker and event_timestamp.
     """
-    frame = _prepare(bars)
-    next_close = frame["close"].groupby(frame["ticker"], sort=False).shift(-1)
-    has_next = next_close.notna()
-    out = frame.loc[has_next, ["ticker", "event_timestamp"]].reset_index(drop=True)
-    out[LABEL_COLUMN] = (next_close[has_next] > frame.loc[has_next, "close"]).to_numpy(
-        dtype="int64"
-    )
-    return out
+    _, labels = compute_frames(bars)
+    return labels

@@ -22,7 +22,7 @@ from mlops.errors import ConflictError, InvalidInputError, NotFoundError, Unsafe
 from mlops.features.catalog import active_definitions
 from mlops.features.offline import (
     BARS_FILE,
-    checked_path,
+    open_snapshot,
     remove_dead_temp_files,
     temp_path,
     write_parquet_atomic,
@@ -136,21 +136,16 @@ def _refuse_duplicates(refs: list[str]) -> None:
 
 def entity_rows(settings: Settings, request: DatasetRequest) -> pd.DataFrame:
     """The (ticker, day) rows of the offline bars in the requested tickers and range."""
-    bars = checked_path(settings, BARS_FILE)
-    if not bars.exists():
+    snapshot = open_snapshot(settings)
+    if snapshot is None or not snapshot.has(BARS_FILE):
         raise NotFoundError("The offline store is empty: run `mlops ingest` first.")
     if request.start and request.end and request.start > request.end:
         raise InvalidInputError("start must not be after end.")
-    query = "SELECT ticker, date FROM read_parquet(?) WHERE TRUE"
-    params: list[object] = [str(bars)]
+    query = "SELECT ticker, date FROM read_parquet(?, hive_partitioning = false) WHERE TRUE"
+    params: list[object] = [snapshot.glob(BARS_FILE)]
     with duckdb.connect() as connection:
         if request.tickers:
-            known = {
-                row[0]
-                for row in connection.execute(
-                    "SELECT DISTINCT ticker FROM read_parquet(?)", [str(bars)]
-                ).fetchall()
-            }
+            known = set(snapshot.tickers()["ticker"])
             unknown = sorted(set(request.tickers) - known)
             if unknown:
                 raise NotFoundError(f"Unknown tickers: {', '.join(unknown)}.", {"tickers": unknown})

@@ -4,28 +4,46 @@ offline data -> apply definitions -> materialize -> statistics -> record.
 Each step is a plain function; `flows/ingest.py` wires them into a Prefect flow.
 Nothing is written before validation has passed, so a rejected batch leaves the
 offline store, the Feast registry and the online store as they were.
+
+An ingest costs what its batch touches: for each ticker of the batch it reads the stored
+bars from the batch's first date on plus the `LOOKBACK` bars before (the windows' input)
+and the RSI state of the last of them, recomputes that ticker from that date on, and
+writes only the month partitions those rows fall in (see `offline.py`). A daily batch
+therefore reads and writes about one month, whatever the length of the history.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sqlalchemy import select
 
 from mlops.db import IngestRun, session_scope, utcnow
-from mlops.features.compute import compute_features, compute_labels
+from mlops.features.compute import (
+    FEATURE_COLUMNS,
+    LABEL_COLUMN,
+    LOOKBACK,
+    STATE_COLUMNS,
+    compute_frames,
+)
 from mlops.features.demo_data import generate_ohlcv
 from mlops.features.offline import (
     BARS_FILE,
     FEATURES_FILE,
     LABELS_FILE,
-    consistency_problem,
+    TIME_COLUMN,
+    Snapshot,
+    commit,
     exclusive_write,
-    remove_dead_temp_files,
-    write_parquet_atomic,
+    month_keys,
+    open_snapshot,
+    store_is_empty,
 )
 from mlops.features.statistics import record_statistics
 from mlops.features.store import load_repo_definitions, open_store
@@ -42,7 +60,7 @@ from mlops.features.versions import (
 from mlops.runs import current_owner, runner_gone
 from mlops.settings import Settings
 
-__all__ = ["BARS_FILE", "FEATURES_FILE", "LABELS_FILE", "exclusive_write", "write_parquet_atomic"]
+__all__ = ["BARS_FILE", "FEATURES_FILE", "LABELS_FILE", "exclusive_write", "store_is_empty"]
 
 DEMO_SOURCE = "demo"
 INGEST_STEPS = (
@@ -55,13 +73,41 @@ INGEST_STEPS = (
     "statistics",
 )
 """The steps the `ingest` flow records, in order (the CLI's progress bar counts them)."""
+BAR_COLUMNS = ("ticker", "date", "open", "high", "low", "close", "volume")
+SCHEMAS = {
+    BARS_FILE: pa.schema(
+        [("ticker", pa.string()), ("date", pa.timestamp("ns"))]
+        + [(c, pa.float64()) for c in ("open", "high", "low", "close", "volume")]
+    ),
+    FEATURES_FILE: pa.schema(
+        [("ticker", pa.string()), ("event_timestamp", pa.timestamp("ns", tz="UTC"))]
+        + [(c, pa.float64()) for c in (*FEATURE_COLUMNS, *STATE_COLUMNS)]
+    ),
+    LABELS_FILE: pa.schema(
+        [
+            ("ticker", pa.string()),
+            ("event_timestamp", pa.timestamp("ns", tz="UTC")),
+            (LABEL_COLUMN, pa.int64()),
+        ]
+    ),
+}
+"""The columns of each offline dataset, as every partition stores them."""
 
 
 @dataclass
-class OfflineFrames:
+class OfflineChange:
+    """What an ingest computed: the rows it replaces and the rows that replace them.
+
+    For each ticker in `starts`, every stored bar and feature row from its start date on is
+    replaced by `bars` / `features`; labels from `label_starts` on by `labels`."""
+
+    base: Snapshot | None
+    starts: pd.Series
+    label_starts: pd.Series
     bars: pd.DataFrame
     features: pd.DataFrame
     labels: pd.DataFrame
+    tickers: pd.DataFrame
 
 
 def load_batch(settings: Settings, source: str, date_format: str | None = None) -> pd.DataFrame:
@@ -85,36 +131,218 @@ def validate_batch(settings: Settings, bars: pd.DataFrame, source: str) -> Valid
     return ensure_valid(bars, source, settings.reports_dir)
 
 
-def read_offline_bars(settings: Settings) -> pd.DataFrame | None:
-    path = settings.data_dir / BARS_FILE
-    return pd.read_parquet(path) if path.exists() else None
+# --------------------------------------------------------------------------- reading
 
 
-def merge_bars(settings: Settings, batch: pd.DataFrame) -> pd.DataFrame:
-    """The offline bars with the batch's rows added (a batch row replaces the same day)."""
-    batch = batch[["ticker", "date", "open", "high", "low", "close", "volume"]]
-    existing = read_offline_bars(settings)
-    if existing is None:
-        merged = batch
-    else:
-        merged = pd.concat([existing, batch], ignore_index=True)
-        merged = merged.drop_duplicates(["ticker", "date"], keep="last")
-    return merged.sort_values(["ticker", "date"]).reset_index(drop=True)
+def _as_bars(batch: pd.DataFrame) -> pd.DataFrame:
+    """The batch in the stored bars' columns: one row per (ticker, calendar day)."""
+    from mlops.features.compute import event_timestamps
+
+    days = event_timestamps(batch["date"]).dt.tz_localize(None)
+    frame = pd.DataFrame(
+        {
+            "ticker": batch["ticker"].astype(str).to_numpy(dtype=object),
+            "date": days.to_numpy(),
+            **{c: batch[c].to_numpy(dtype="float64") for c in BAR_COLUMNS[2:]},
+        }
+    )
+    return frame.drop_duplicates(["ticker", "date"], keep="last")
 
 
-def compute_offline_frames(bars: pd.DataFrame) -> OfflineFrames:
-    """Features and labels for every bar (per ticker, no look-ahead in features)."""
-    return OfflineFrames(bars=bars, features=compute_features(bars), labels=compute_labels(bars))
+def _starts(batch: pd.DataFrame) -> pd.Series:
+    """ticker -> the batch's first date of that ticker (where recomputation starts)."""
+    return batch.groupby("ticker", sort=True)["date"].min()
 
 
-def write_offline(settings: Settings, frames: OfflineFrames) -> None:
-    """Replace the offline parquet files (each written to a temp file, then renamed; bars
-    first, see `offline.py` for what a kill between the renames leaves)."""
-    settings.ensure_dirs()
-    remove_dead_temp_files(settings.data_dir)
-    write_parquet_atomic(frames.bars, settings.data_dir / BARS_FILE)
-    write_parquet_atomic(frames.features, settings.data_dir / FEATURES_FILE)
-    write_parquet_atomic(frames.labels, settings.data_dir / LABELS_FILE)
+def stored_rows(snapshot: Snapshot | None, starts: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(context, stored_from) for the tickers of `starts`: up to `LOOKBACK` stored bars
+    before each start with the RSI state of the last one, and every stored bar from it on.
+
+    Only the month partitions that can hold those rows are read: from two months before
+    the start (further back, a year at a time, for a ticker with gaps) to its last bar."""
+    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in _BAR_DTYPES.items()})
+    index = snapshot.tickers().set_index("ticker") if snapshot is not None else None
+    if snapshot is None or index is None or index.empty:
+        return _with_state(snapshot, empty), empty
+    known = starts[starts.index.isin(index.index)]
+    if known.empty:
+        return _with_state(snapshot, empty), empty
+    months = np.array(list(snapshot.partitions(BARS_FILE)))
+    first = np.searchsorted(months, month_keys(index.loc[known.index, "first"].to_numpy()))
+    low = np.searchsorted(months, month_keys(known.to_numpy()))
+    high = np.searchsorted(months, month_keys(index.loc[known.index, "last"].to_numpy()), "right")
+    read_from = np.maximum(low - 2, first)
+    frames = [_read_months(snapshot, known.index, read_from, high)]
+    while True:
+        rows = pd.concat(frames, ignore_index=True)
+        prior = rows["date"].to_numpy() < rows["ticker"].map(known).to_numpy()
+        counts = pd.Series(prior).groupby(rows["ticker"].to_numpy()).sum()
+        counts = counts.reindex(known.index, fill_value=0).to_numpy()
+        short = (counts < LOOKBACK) & (read_from > first)
+        if not short.any():
+            break
+        earlier = np.where(short, np.maximum(read_from - 12, first), read_from)
+        frames.append(_read_months(snapshot, known.index, earlier, read_from))
+        read_from = earlier
+    rows = rows.sort_values(["ticker", "date"], kind="mergesort", ignore_index=True)
+    prior = rows["date"].to_numpy() < rows["ticker"].map(known).to_numpy()
+    context = rows[prior].groupby("ticker", sort=False).tail(LOOKBACK).reset_index(drop=True)
+    return _with_state(snapshot, context), rows[~prior].reset_index(drop=True)
+
+
+_BAR_DTYPES = {"ticker": object, "date": "datetime64[ns]"} | {c: "float64" for c in BAR_COLUMNS[2:]}
+
+
+def _read_months(
+    snapshot: Snapshot, tickers: pd.Index, lows: np.ndarray, highs: np.ndarray
+) -> pd.DataFrame:
+    """Bars of each ticker in the partitions [low, high) of its own (by index)."""
+    months = list(snapshot.partitions(BARS_FILE))
+    wanted: dict[int, list[str]] = defaultdict(list)
+    for ticker, low, high in zip(tickers, lows, highs, strict=True):
+        for position in range(int(low), int(high)):
+            wanted[position].append(ticker)
+    by_set: dict[tuple[str, ...], set[str]] = defaultdict(set)
+    for position, names in wanted.items():
+        by_set[tuple(names)].add(months[position])
+    tables = [
+        snapshot.read_table(BARS_FILE, list(BAR_COLUMNS), parts, list(names))
+        for names, parts in by_set.items()
+    ]
+    if not tables:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _BAR_DTYPES.items()})
+    return pa.concat_tables(tables).to_pandas()
+
+
+def _with_state(snapshot: Snapshot | None, context: pd.DataFrame) -> pd.DataFrame:
+    """The context bars with the stored RSI state of each (from the feature rows)."""
+    if snapshot is None or context.empty:
+        return context.assign(**{c: pd.Series(dtype="float64") for c in STATE_COLUMNS})
+    last = context.groupby("ticker", sort=False).tail(1)
+    months = set(month_keys(last["date"].to_numpy()))
+    state = snapshot.read(
+        FEATURES_FILE,
+        ["ticker", "event_timestamp", *STATE_COLUMNS],
+        months,
+        last["ticker"].tolist(),
+    )
+    state["date"] = state.pop("event_timestamp").dt.tz_localize(None)
+    return context.merge(state, on=["ticker", "date"], how="left")
+
+
+# --------------------------------------------------------------------------- computing
+
+
+def plan_change(settings: Settings, batch: pd.DataFrame) -> OfflineChange:
+    """Read what the batch needs from the current snapshot and recompute its tickers.
+
+    Call it holding `exclusive_write` (so the change is based on the latest snapshot)."""
+    snapshot = open_snapshot(settings)
+    bars = _as_bars(batch)
+    starts = _starts(bars)
+    context, stored_from = stored_rows(snapshot, starts)
+    merged = pd.concat([stored_from, bars], ignore_index=True)
+    merged = merged.drop_duplicates(["ticker", "date"], keep="last")
+    merged = merged.sort_values(["ticker", "date"], kind="mergesort", ignore_index=True)
+    features, labels = compute_frames(merged, context if len(context) else None)
+    last_context = context.groupby("ticker")["date"].max()
+    label_starts = last_context.reindex(starts.index).fillna(starts)
+    return OfflineChange(
+        base=snapshot,
+        starts=starts,
+        label_starts=label_starts,
+        bars=merged,
+        features=features,
+        labels=labels,
+        tickers=_updated_tickers(snapshot, merged, stored_from),
+    )
+
+
+def _updated_tickers(
+    snapshot: Snapshot | None, merged: pd.DataFrame, stored_from: pd.DataFrame
+) -> pd.DataFrame:
+    """The ticker index after the change: first and last date and bar count per ticker."""
+    old = snapshot.tickers().set_index("ticker") if snapshot is not None else None
+    grouped = merged.groupby("ticker")["date"]
+    new = pd.DataFrame({"first": grouped.min(), "last": grouped.max(), "bars": grouped.size()})
+    if old is None or old.empty:
+        return new.rename_axis("ticker").reset_index()
+    replaced = stored_from.groupby("ticker").size().reindex(new.index, fill_value=0)
+    before = old.reindex(new.index)
+    new["bars"] = new["bars"] + (before["bars"].fillna(0).astype("int64") - replaced)
+    new["first"] = before["first"].where(before["first"] < new["first"], new["first"])
+    new["last"] = before["last"].where(before["last"] > new["last"], new["last"])
+    combined = pd.concat([old.drop(index=new.index, errors="ignore"), new]).sort_index()
+    combined["bars"] = combined["bars"].astype("int64")
+    return combined.rename_axis("ticker").reset_index()
+
+
+def compute_offline_frames(settings: Settings, batch: pd.DataFrame) -> OfflineChange:
+    """The compute step: the change the batch makes to the offline store."""
+    return plan_change(settings, batch)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _partition_changes(
+    base: Snapshot | None, dataset: str, rows: pd.DataFrame, cuts: pd.Series
+) -> dict[str, pa.Table | None]:
+    """New content of each month partition `rows` fall in: the stored rows minus those of
+    a ticker in `cuts` at or after its cut, plus `rows`."""
+    time = TIME_COLUMN[dataset]
+    schema = SCHEMAS[dataset]
+    keys = month_keys(rows[time].to_numpy())
+    stored = base.partitions(dataset) if base is not None else {}
+    cut_values = cuts
+    if dataset != BARS_FILE:
+        cut_values = cuts.dt.tz_localize("UTC")
+    changes: dict[str, pa.Table | None] = {}
+    for month, part in rows.groupby(keys, sort=True):
+        if month in stored:
+            old = base.read(dataset, list(schema.names), {month}) if base is not None else None
+            assert old is not None
+            cut = old["ticker"].map(cut_values)
+            old = old[~(cut.notna() & (old[time] >= cut))]
+            part = pd.concat([old, part[list(schema.names)]], ignore_index=True)
+        part = part.sort_values(["ticker", time], kind="mergesort")
+        changes[month] = pa.Table.from_pandas(
+            part[list(schema.names)], schema, preserve_index=False
+        )
+    return changes
+
+
+def write_offline(settings: Settings, change: OfflineChange) -> Snapshot:
+    """Commit the change as a new snapshot: only the month partitions it touches are
+    rewritten, all others are linked from the previous snapshot."""
+    changes = {
+        BARS_FILE: _partition_changes(change.base, BARS_FILE, change.bars, change.starts),
+        FEATURES_FILE: _partition_changes(
+            change.base, FEATURES_FILE, change.features, change.starts
+        ),
+        LABELS_FILE: _partition_changes(
+            change.base, LABELS_FILE, change.labels, change.label_starts
+        ),
+    }
+    return commit(settings, change.base, changes, change.tickers)
+
+
+def full_rebuild(settings: Settings, bars: pd.DataFrame) -> Snapshot:
+    """A new snapshot holding `bars` and the features and labels recomputed from them
+    (a migrated store, `mlops features repair`). Call it holding `exclusive_write`."""
+    merged = _as_bars(bars).sort_values(["ticker", "date"], kind="mergesort", ignore_index=True)
+    features, labels = compute_frames(merged)
+    starts = _starts(merged)
+    change = OfflineChange(
+        base=None,
+        starts=starts,
+        label_starts=starts,
+        bars=merged,
+        features=features,
+        labels=labels,
+        tickers=_updated_tickers(None, merged, merged.iloc[:0]),
+    )
+    return write_offline(settings, change)
 
 
 def apply_definitions(settings: Settings, author: str, message: str) -> list[VersionInfo]:
@@ -146,35 +374,83 @@ def online_view_names(settings: Settings) -> list[str]:
     return [view.name for view in store.list_feature_views() if view.online]
 
 
+def latest_rows(snapshot: Snapshot, dataset: str, tickers: list[str] | None) -> pd.DataFrame:
+    """The newest row of each ticker in `dataset` (the month of its last bar and the one
+    before are read: a label row is one bar older than the ticker's last bar)."""
+    index = snapshot.tickers()
+    if tickers is not None:
+        index = index[index["ticker"].isin(tickers)]
+    if index.empty:
+        return pd.DataFrame()
+    last = index["last"].to_numpy(dtype="datetime64[ns]").astype("datetime64[M]")
+    months = set(np.concatenate([last, last - 1]).astype(str))
+    rows = snapshot.read(dataset, None, months, index["ticker"].tolist())
+    time = TIME_COLUMN[dataset]
+    rows = rows.sort_values(["ticker", time], kind="mergesort")
+    return rows.groupby("ticker", sort=True).tail(1).reset_index(drop=True)
+
+
 def materialize(
-    settings: Settings, start: datetime, end: datetime, views: list[str] | None = None
+    settings: Settings,
+    snapshot: Snapshot | None,
+    tickers: list[str] | None = None,
+    views: list[str] | None = None,
 ) -> list[str]:
-    """Load the latest feature values in [start, end) into the online store."""
+    """Write the latest value of each ticker (of `tickers`, default all) into the online
+    store, for every online view (or `views`): what online reads serve. A ticker whose
+    latest bar is older than the view's ttl (counted back from the newest bar in the
+    store) is left out, as Feast's own materialization would leave it out."""
+    from feast import FileSource
+
+    from mlops.features.offline import dataset_name
+
     store = open_store(settings)
-    names = views if views is not None else online_view_names(settings)
-    if names:
-        store.materialize(start_date=start, end_date=end, feature_views=names)
-    return names
+    online = [
+        v for v in store.list_feature_views() if v.online and (views is None or v.name in views)
+    ]
+    if snapshot is None or not online:
+        return []
+    newest = pd.Timestamp(snapshot.tickers()["last"].max(), tz=UTC)
+    latest: dict[str, pd.DataFrame] = {}
+    for view in online:
+        source = view.batch_source
+        assert isinstance(source, FileSource)  # every offline view reads a dataset
+        dataset = dataset_name(source.path)
+        if dataset not in latest:
+            latest[dataset] = latest_rows(snapshot, dataset, tickers)
+        rows = latest[dataset]
+        if rows.empty:
+            continue
+        time = source.timestamp_field
+        if view.ttl:
+            rows = rows[rows[time] >= newest - view.ttl]
+        columns = ["ticker", time, *(f.name for f in view.features)]
+        store.write_to_online_store(view.name, rows[columns].reset_index(drop=True))
+    return [view.name for view in online]
 
 
-def batch_window(
-    batch: pd.DataFrame, ttl: timedelta = timedelta(days=7)
-) -> tuple[datetime, datetime]:
-    """The time window to materialize after ingesting a batch."""
-    dates = pd.to_datetime(batch["date"])
-    start = (dates.min() - ttl).to_pydatetime().replace(tzinfo=UTC)
-    end = (dates.max() + timedelta(days=1)).to_pydatetime().replace(tzinfo=UTC)
-    return start, end
+def materialize_after_ingest(
+    settings: Settings, snapshot: Snapshot | None, tickers: list[str], changed: list[str]
+) -> list[str]:
+    """The batch's tickers for every online view; every ticker for the views whose
+    definition the ingest changed (their online values may not exist yet)."""
+    names = online_view_names(settings)
+    done = materialize(settings, snapshot, tickers, [n for n in names if n not in changed])
+    return done + materialize(settings, snapshot, None, [n for n in names if n in changed])
 
 
-def store_statistics(settings: Settings, frames: OfflineFrames) -> int:
+def store_statistics(settings: Settings, snapshot: Snapshot | None) -> int:
     """Statistics and samples of every active view's features, stored per version."""
+    if snapshot is None:
+        return 0
     with session_scope(settings.metadata_url) as session:
-        return record_statistics(
-            session,
-            active_versions(session),
-            {FEATURES_FILE: frames.features, LABELS_FILE: frames.labels},
-        )
+        active = active_versions(session)
+        frames = {
+            name: snapshot.read(name)
+            for name in (FEATURES_FILE, LABELS_FILE)
+            if any(row.definition["source"]["file"] == name for row in active.values())
+        }
+        return record_statistics(session, active, frames)
 
 
 def start_run(settings: Settings, source: str, flow_run_id: str | None = None) -> int:
@@ -257,28 +533,25 @@ def latest_runs(settings: Settings, limit: int = 20) -> list[IngestRun]:
         return list(session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)))
 
 
-def store_is_empty(settings: Settings) -> bool:
-    return not (settings.data_dir / FEATURES_FILE).exists()
-
-
 def repair_offline(settings: Settings) -> str:
-    """Make features and labels agree with the bars again (after an ingest was killed
-    between its renames): recompute them from `bars.parquet`, write them, and load the
-    last days into the online store. Bars are not touched; a consistent store is left as
-    it is."""
+    """Recompute every feature and label from the stored bars into a new snapshot, load
+    the latest values into the online store and store fresh statistics (after a change of
+    the feature code, or to check a store). Temp files of killed writers are removed."""
+    from mlops.features.offline import remove_dead_temp_files
+
     with exclusive_write(settings):
         removed = remove_dead_temp_files(settings.data_dir)
-        problem = consistency_problem(settings)
-        bars = read_offline_bars(settings)
-        if problem is None or bars is None:
+        removed += remove_dead_temp_files(settings.data_dir / "snapshots")
+        snapshot = open_snapshot(settings)
+        if snapshot is None or not snapshot.has(BARS_FILE):
             return (
-                "The offline store is consistent; nothing to repair "
-                f"({len(removed)} leftover temp files removed)."
+                f"The offline store is empty; nothing to repair ({len(removed)} leftovers removed)."
             )
-        frames = compute_offline_frames(bars)
-        write_parquet_atomic(frames.features, settings.data_dir / FEATURES_FILE)
-        write_parquet_atomic(frames.labels, settings.data_dir / LABELS_FILE)
-    last = pd.to_datetime(bars["date"]).max()
-    materialize(settings, *batch_window(pd.DataFrame({"date": [last]})))
-    store_statistics(settings, frames)
-    return f"Repaired: {problem}. Features and labels were recomputed from {len(bars)} bars."
+        bars = snapshot.read(BARS_FILE)
+        rebuilt = full_rebuild(settings, bars)
+    materialize(settings, rebuilt)
+    store_statistics(settings, rebuilt)
+    return (
+        f"Rebuilt: features and labels were recomputed from {len(bars)} bars "
+        f"({len(removed)} leftovers of killed writers removed)."
+    )

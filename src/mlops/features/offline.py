@@ -1,26 +1,46 @@
-"""The offline store on disk: three parquet files in the state folder's data directory.
+"""The offline store on disk: three datasets of month partitions, committed as snapshots.
 
-`bars.parquet` is the source of truth; `daily_features.parquet` and `labels.parquet` are
-computed from it. An ingest writes each file to a temp file and renames it, bars first, so
-a reader sees an old or a new file, never half of one. The three renames are not atomic
-as a set: a process killed between them leaves bars newer than features and labels.
-`checked_path` finds that on the first read after it (cheap: per-ticker row counts and
-last dates, in DuckDB, once per version of the files) and refuses reads with an error
-that says how to repair: `mlops features repair` recomputes features and labels from the
-bars. Temp files of killed writers are removed on the next open.
+    offline/
+      current -> snapshots/000042                 (a relative symlink: the committed state)
+      snapshots/000042/bars.parquet/month=2024-01/part.parquet
+      snapshots/000042/daily_features.parquet/month=2024-01/part.parquet
+      snapshots/000042/labels.parquet/month=2024-01/part.parquet
+      snapshots/000042/tickers.parquet            (per ticker: first and last date, bars)
+
+Each dataset is hive-partitioned parquet, so DuckDB (Feast's offline store), pyarrow, Spark
+and Ray read `current/<dataset>` as one table (with a `month` column from the folder
+names). `bars.parquet` is the source of truth; features and labels are computed from it.
+
+A write builds a new snapshot folder: the partitions it changes are new files, every other
+partition is a hard link to the previous snapshot's file (no copy). The snapshot becomes
+visible when `current` is replaced by a symlink to it (one atomic rename). A reader that
+resolves `current` once (`open_snapshot`) sees one consistent state of all three datasets,
+however long it reads; a crash at any point leaves `current` on the old snapshot or the
+new one. Folders of killed writers are removed on the next write, and old snapshots once
+no reader can still be starting on them (`SNAPSHOT_GRACE_S`).
+
+A store of the previous release (three single parquet files in `offline/`) is migrated on
+first open: its bars become the first snapshot, features and labels are recomputed from
+them, and the old files are removed only once that snapshot is committed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from mlops.errors import OfflineStoreInconsistentError
 from mlops.runs import current_owner, owner_alive
 from mlops.settings import Settings
 
@@ -31,9 +51,259 @@ BARS_FILE = "bars.parquet"
 FEATURES_FILE = "daily_features.parquet"
 LABELS_FILE = "labels.parquet"
 OFFLINE_FILES = (BARS_FILE, FEATURES_FILE, LABELS_FILE)
+"""The datasets (folders named like Spark's `df.write.parquet("bars.parquet")`)."""
+TIME_COLUMN = {BARS_FILE: "date", FEATURES_FILE: "event_timestamp", LABELS_FILE: "event_timestamp"}
+PARTITION_KEY = "month"
+PART_FILE = "part.parquet"
+TICKERS_FILE = "tickers.parquet"
+CURRENT = "current"
+SNAPSHOTS = "snapshots"
+SNAPSHOT_GRACE_S = 600.0
+"""How long a replaced snapshot is kept for readers that resolved `current` before."""
 _TEMP_SUFFIX = ".tmp"
-_checked: dict[Path, tuple[tuple[int, ...], str | None]] = {}
-_checked_lock = threading.Lock()
+_migrate_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed state of the offline store (a folder that never changes)."""
+
+    root: Path
+
+    @property
+    def id(self) -> str:
+        return self.root.name
+
+    def dataset_dir(self, dataset: str) -> Path:
+        return self.root / dataset
+
+    def partitions(self, dataset: str) -> dict[str, Path]:
+        """Month ('2024-01') -> partition file, oldest first."""
+        folder = self.dataset_dir(dataset)
+        if not folder.is_dir():
+            return {}
+        found = {
+            part.name.partition("=")[2]: part / PART_FILE
+            for part in folder.iterdir()
+            if part.name.startswith(f"{PARTITION_KEY}=")
+        }
+        return dict(sorted(found.items()))
+
+    def files(self, dataset: str, months: set[str] | None = None) -> list[Path]:
+        parts = self.partitions(dataset)
+        return [path for month, path in parts.items() if months is None or month in months]
+
+    def has(self, dataset: str) -> bool:
+        return bool(self.partitions(dataset))
+
+    def glob(self, dataset: str) -> str:
+        """A DuckDB/pyarrow glob of every partition file of `dataset`."""
+        return str(self.dataset_dir(dataset) / f"{PARTITION_KEY}=*" / PART_FILE)
+
+    def columns(self, dataset: str) -> list[str]:
+        files = self.files(dataset)
+        return pq.read_schema(files[-1]).names if files else []
+
+    def read(
+        self,
+        dataset: str,
+        columns: list[str] | None = None,
+        months: set[str] | None = None,
+        tickers: list[str] | None = None,
+    ) -> pd.DataFrame:
+        """Rows of `dataset` (of some months, some tickers), without the partition column."""
+        return self.read_table(dataset, columns, months, tickers).to_pandas()
+
+    def read_table(
+        self,
+        dataset: str,
+        columns: list[str] | None = None,
+        months: set[str] | None = None,
+        tickers: list[str] | None = None,
+    ) -> pa.Table:
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+
+        files = self.files(dataset, months)
+        if not files:
+            return _empty_table(dataset, columns)
+        data = ds.dataset([str(f) for f in files], format="parquet")
+        where = None if tickers is None else pc.field("ticker").isin(pa.array(tickers, pa.string()))
+        return data.to_table(columns=columns, filter=where)
+
+    def tickers(self) -> pd.DataFrame:
+        """Per ticker: `first` and `last` bar date and the number of `bars`."""
+        path = self.root / TICKERS_FILE
+        if not path.exists():
+            return pd.DataFrame(
+                {
+                    "ticker": pd.Series(dtype=object),
+                    "first": pd.Series(dtype="datetime64[ns]"),
+                    "last": pd.Series(dtype="datetime64[ns]"),
+                    "bars": pd.Series(dtype="int64"),
+                }
+            )
+        return pd.read_parquet(path)
+
+
+_EMPTY_SCHEMAS: dict[str, pa.Schema] = {}
+
+
+def _empty_table(dataset: str, columns: list[str] | None) -> pa.Table:
+    schema = _EMPTY_SCHEMAS.get(dataset, pa.schema([("ticker", pa.string())]))
+    names = [n for n in (columns or schema.names) if n in schema.names]
+    return pa.table({n: pa.array([], schema.field(n).type) for n in names})
+
+
+def register_schema(dataset: str, schema: pa.Schema) -> None:
+    """The columns an empty read of `dataset` returns (set by the code that writes it)."""
+    _EMPTY_SCHEMAS[dataset] = schema
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def open_snapshot(settings: Settings) -> Snapshot | None:
+    """The committed state (resolved once: read everything of one request from it), or
+    None when nothing was ever ingested. Migrates a previous release's files first."""
+    if _legacy_files(settings.data_dir):
+        migrate_legacy_store(settings)
+    current = settings.data_dir / CURRENT
+    try:
+        target = os.readlink(current)
+    except FileNotFoundError:
+        return None
+    return Snapshot((settings.data_dir / target).resolve())
+
+
+def store_is_empty(settings: Settings) -> bool:
+    snapshot = open_snapshot(settings)
+    return snapshot is None or not snapshot.has(FEATURES_FILE)
+
+
+def dataset_name(path: str | Path) -> str:
+    """The dataset a Feast source path points at ('.../current/labels.parquet/month=*/...'
+    -> 'labels.parquet'); a single-file path is its file name."""
+    parts = Path(path).parts
+    for name in OFFLINE_FILES:
+        if name in parts:
+            return name
+    return Path(path).name
+
+
+def source_path(settings: Settings, dataset: str) -> str:
+    """What a Feast `FileSource` of `dataset` points at: every partition of the current
+    snapshot (DuckDB expands the glob when it reads)."""
+    return str(settings.data_dir / CURRENT / dataset / f"{PARTITION_KEY}=*" / PART_FILE)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def month_keys(times: pd.Series | np.ndarray) -> np.ndarray:
+    """'YYYY-MM' of each timestamp (naive or UTC), without a Python call per value."""
+    values = pd.Series(times)
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return values.to_numpy(dtype="datetime64[ns]").astype("datetime64[M]").astype(str)
+
+
+PartitionChanges = Mapping[str, Mapping[str, pa.Table | None]]
+"""dataset -> month -> the partition's whole new content (None: delete the partition)."""
+
+
+def commit(
+    settings: Settings,
+    base: Snapshot | None,
+    changes: PartitionChanges,
+    tickers: pd.DataFrame | None = None,
+) -> Snapshot:
+    """Write a new snapshot (`base` with `changes`) and make it current, atomically.
+
+    Call it holding `exclusive_write`, with `base` read under the same lock."""
+    snapshots = settings.data_dir / SNAPSHOTS
+    snapshots.mkdir(parents=True, exist_ok=True)
+    remove_dead_temp_files(snapshots)
+    staging = Path(
+        tempfile.mkdtemp(dir=snapshots, prefix=f".{_writer_tag()}~", suffix=_TEMP_SUFFIX)
+    )
+    try:
+        for dataset in OFFLINE_FILES:
+            _stage_dataset(staging, base, dataset, changes.get(dataset, {}))
+        _stage_tickers(staging, base, tickers)
+        final = snapshots / _next_id(snapshots)
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _point_current_at(settings.data_dir, final)
+    remove_old_snapshots(settings.data_dir)
+    return Snapshot(final)
+
+
+def _stage_dataset(
+    staging: Path, base: Snapshot | None, dataset: str, changed: Mapping[str, pa.Table | None]
+) -> None:
+    old = base.partitions(dataset) if base is not None else {}
+    for month in sorted(set(old) | set(changed)):
+        folder = staging / dataset / f"{PARTITION_KEY}={month}"
+        if month in changed:
+            table = changed[month]
+            if table is not None and table.num_rows:
+                folder.mkdir(parents=True)
+                pq.write_table(table, folder / PART_FILE)
+        else:
+            folder.mkdir(parents=True)
+            os.link(old[month], folder / PART_FILE)
+
+
+def _stage_tickers(staging: Path, base: Snapshot | None, tickers: pd.DataFrame | None) -> None:
+    if tickers is not None:
+        tickers.to_parquet(staging / TICKERS_FILE, index=False)
+    elif base is not None and (base.root / TICKERS_FILE).exists():
+        os.link(base.root / TICKERS_FILE, staging / TICKERS_FILE)
+
+
+def _next_id(snapshots: Path) -> str:
+    ids = [int(p.name) for p in snapshots.iterdir() if p.name.isdigit()]
+    return f"{max(ids, default=0) + 1:06d}"
+
+
+def _point_current_at(data_dir: Path, snapshot: Path) -> None:
+    """Replace the `current` symlink in one rename (readers see the old or the new one)."""
+    link = data_dir / f".{CURRENT}@{_writer_tag()}~link{_TEMP_SUFFIX}"
+    link.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(snapshot, data_dir), link)
+    os.replace(link, data_dir / CURRENT)
+    _fsync_dir(data_dir)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_old_snapshots(data_dir: Path, grace_s: float = SNAPSHOT_GRACE_S) -> list[Path]:
+    """Delete replaced snapshots older than `grace_s` (the previous one is always kept)."""
+    snapshots = data_dir / SNAPSHOTS
+    try:
+        current = Path(os.readlink(data_dir / CURRENT)).name
+    except FileNotFoundError:
+        return []
+    old = sorted(p for p in snapshots.iterdir() if p.name.isdigit() and p.name < current)
+    removed = []
+    for snapshot in old[:-1]:
+        if time.time() - snapshot.stat().st_mtime > grace_s:
+            shutil.rmtree(snapshot, ignore_errors=True)
+            removed.append(snapshot)
+    return removed
+
+
+def _writer_tag() -> str:
+    return current_owner().replace(":", "~")
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
@@ -53,107 +323,59 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 def temp_path(path: Path) -> Path:
     """A new empty temp file beside `path`, named after its writer (see above)."""
-    writer = current_owner().replace(":", "~")
     fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}@{writer}~", suffix=_TEMP_SUFFIX
+        dir=path.parent, prefix=f".{path.name}@{_writer_tag()}~", suffix=_TEMP_SUFFIX
     )
     os.close(fd)
     return Path(tmp)
 
 
 def remove_dead_temp_files(folder: Path) -> list[Path]:
-    """Delete the temp files in `folder` whose writer process is gone (same host only)."""
+    """Delete the temp files and folders in `folder` whose writer process is gone (same
+    host only)."""
     removed = []
     for temp in folder.glob(f".*@*{_TEMP_SUFFIX}") if folder.is_dir() else []:
         writer = temp.name.rpartition("@")[2].rsplit("~", 1)[0].replace("~", ":")
         if owner_alive(writer) is False:
-            temp.unlink(missing_ok=True)
+            if temp.is_dir() and not temp.is_symlink():
+                shutil.rmtree(temp, ignore_errors=True)
+            else:
+                temp.unlink(missing_ok=True)
             removed.append(temp)
     return removed
 
 
 def exclusive_write(settings: Settings) -> BaseFileLock:
-    """One writer of the offline files at a time (ingest, repair), across processes: a
-    second ingest merges onto the first one's bars instead of overwriting them."""
+    """One writer of the offline store at a time (ingest, repair, migration), across
+    processes: a second ingest merges onto the first one's snapshot."""
     from filelock import FileLock
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return FileLock(settings.data_dir / ".write.lock")
 
 
-def checked_path(settings: Settings, name: str) -> Path:
-    """The path of one offline file, after checking the three files agree (see module)."""
-    problem = consistency_problem(settings)
-    if problem and _being_written(settings):
-        raise OfflineStoreInconsistentError(
-            f"The offline store is being written by an ingest ({problem}); retry in a moment.",
-            {"retry": True},
-        )
-    if problem:
-        raise OfflineStoreInconsistentError(
-            f"The offline store is inconsistent: {problem}. An ingest was probably stopped "
-            "while writing it. Run `mlops features repair` to recompute features and labels "
-            "from the bars (nothing else is read until then).",
-            {"repair": "mlops features repair"},
-        )
-    return settings.data_dir / name
+# --------------------------------------------------------------------------- migration
 
 
-def _being_written(settings: Settings) -> bool:
-    """Whether a live writer holds the offline store's write lock right now."""
-    from filelock import Timeout
-
-    try:
-        with exclusive_write(settings).acquire(timeout=0):
-            return False
-    except Timeout:
-        return True
+def _legacy_files(data_dir: Path) -> list[Path]:
+    return [data_dir / name for name in OFFLINE_FILES if (data_dir / name).is_file()]
 
 
-def consistency_problem(settings: Settings) -> str | None:
-    """What disagrees between bars, features and labels, or None (also when empty)."""
-    remove_dead_temp_files(settings.data_dir)
-    paths = [settings.data_dir / name for name in OFFLINE_FILES]
-    if not all(p.exists() for p in paths):
-        present = [p.name for p in paths if p.exists()]
-        return f"only {', '.join(present)} exist" if present else None
-    stats = [p.stat() for p in paths]  # a rename gives a new inode: the key of a version
-    stamp = tuple(v for st in stats for v in (st.st_ino, st.st_mtime_ns, st.st_size))
-    with _checked_lock:
-        cached = _checked.get(settings.data_dir)
-        if cached is None or cached[0] != stamp:
-            cached = (stamp, _compare(*paths))
-            _checked[settings.data_dir] = cached
-    return cached[1]
+def migrate_legacy_store(settings: Settings) -> Snapshot | None:
+    """Turn a previous release's single files into the first snapshot (see module)."""
+    from mlops.features.ingest import full_rebuild
 
-
-def _compare(bars: Path, features: Path, labels: Path) -> str | None:
-    """Per ticker: features have one row per bar up to the last bar; labels one row per
-    bar but the last (its next day is not known yet)."""
-    import duckdb
-
-    query = """
-        WITH b AS (SELECT ticker, count(*) AS n, max(epoch(date)) AS last
-                   FROM read_parquet($bars) GROUP BY ticker),
-             f AS (SELECT ticker, count(*) AS n, max(epoch(event_timestamp)) AS last
-                   FROM read_parquet($features) GROUP BY ticker),
-             l AS (SELECT ticker, count(*) AS n FROM read_parquet($labels) GROUP BY ticker)
-        SELECT coalesce(b.ticker, f.ticker, l.ticker) AS ticker, b.n, f.n, l.n,
-               to_timestamp(b.last)::DATE, to_timestamp(f.last)::DATE
-        FROM b FULL JOIN f USING (ticker) FULL JOIN l USING (ticker)
-        WHERE b.n IS DISTINCT FROM f.n OR b.last IS DISTINCT FROM f.last
-           OR coalesce(l.n, 0) IS DISTINCT FROM greatest(coalesce(b.n, 0) - 1, 0)
-        ORDER BY 1
-    """
-    with duckdb.connect() as connection:
-        connection.execute("SET TimeZone = 'UTC'")
-        rows = connection.execute(
-            query, {"bars": str(bars), "features": str(features), "labels": str(labels)}
-        ).fetchall()
-    if not rows:
-        return None
-    ticker, bar_rows, feature_rows, label_rows, last_bar, last_feature = rows[0]
-    return (
-        f"{len(rows)} ticker(s) differ, e.g. {ticker}: {bar_rows or 0} bars to {last_bar}, "
-        f"{feature_rows or 0} feature rows to {last_feature}, {label_rows or 0} label rows"
-    )
+    with _migrate_lock, exclusive_write(settings):
+        legacy = _legacy_files(settings.data_dir)
+        if not legacy:
+            return None
+        current = settings.data_dir / CURRENT
+        bars_file = settings.data_dir / BARS_FILE
+        snapshot = None
+        if not current.exists() and bars_file.is_file():
+            bars = pd.read_parquet(bars_file)
+            snapshot = full_rebuild(settings, bars)
+        for path in legacy:  # only once the snapshot is current
+            path.unlink(missing_ok=True)
+        remove_dead_temp_files(settings.data_dir)
+        return snapshot

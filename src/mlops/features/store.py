@@ -128,8 +128,32 @@ def open_store(settings: Settings) -> FeatureStore:
                 for name in ENGINES:  # the registry is opened here, on first access
                     if isinstance(engine := getattr(store.registry, name, None), Engine):
                         guard_engine(engine, FEATURE_REGISTRY)
+                _repoint_sources(store, settings)
             _stores[key] = store
         return _stores[key]
+
+
+def _repoint_sources(store: FeatureStore, settings: Settings) -> None:
+    """Point the registry's file sources (and the copies its views hold) at the offline
+    datasets of this state folder: a store of the previous release (single files) or a
+    state folder moved elsewhere gets its paths fixed once, on first open."""
+    from feast import FileSource
+
+    from mlops.features.offline import OFFLINE_FILES, dataset_name, source_path
+
+    def stale(source: object) -> bool:
+        if not isinstance(source, FileSource) or dataset_name(source.path) not in OFFLINE_FILES:
+            return False
+        wanted = source_path(settings, dataset_name(source.path))
+        if source.path == wanted:
+            return False
+        source.file_options.uri = wanted
+        return True
+
+    sources = [s for s in store.list_data_sources() if stale(s)]
+    views = [v for v in store.list_feature_views() if stale(v.batch_source)]
+    if sources or views:
+        store.apply([*sources, *views])
 
 
 def forget_store(settings: Settings) -> None:
@@ -156,7 +180,7 @@ def load_repo_definitions(settings: Settings) -> RepoDefinitions:
         if isinstance(value, Entity):
             repo.entities.append(value)
         elif isinstance(value, FileSource):
-            _resolve_source(value, settings.data_dir)
+            _resolve_source(value, settings)
             repo.sources.append(value)
         elif isinstance(value, FeatureView):
             repo.views.append(value)
@@ -165,11 +189,14 @@ def load_repo_definitions(settings: Settings) -> RepoDefinitions:
     for view in repo.views:
         source = view.batch_source
         if isinstance(source, FileSource):
-            _resolve_source(source, settings.data_dir)
+            _resolve_source(source, settings)
     return repo
 
 
-def _resolve_source(source: FileSource, data_dir: Path) -> None:
-    """Point a declared file source at the offline store folder of the active profile."""
+def _resolve_source(source: FileSource, settings: Settings) -> None:
+    """Point a declared file source (a dataset name such as `daily_features.parquet`) at
+    that dataset's partitions in the offline store of the active profile."""
+    from mlops.features.offline import source_path
+
     if not Path(source.path).is_absolute():
-        source.file_options.uri = str(data_dir / source.path)
+        source.file_options.uri = source_path(settings, source.path)

@@ -14,7 +14,6 @@ import difflib
 import hashlib
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from mlops.db import FeatureViewVersion
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError
+from mlops.features.offline import dataset_name
 from mlops.fields import UtcDatetime
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def view_definition(view: FeatureView) -> dict[str, Any]:
         ],
         "source": {
             "name": source.name,
-            "file": Path(getattr(source, "path", "")).name,
+            "file": dataset_name(getattr(source, "path", "")),
             "timestamp_field": source.timestamp_field,
         },
         "ttl_seconds": int(view.ttl.total_seconds()) if view.ttl else 0,

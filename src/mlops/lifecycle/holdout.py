@@ -9,7 +9,8 @@ from typing import Any
 import pandas as pd
 
 from mlops.errors import InvalidInputError
-from mlops.features.offline import FEATURES_FILE, LABELS_FILE, checked_path
+from mlops.features.compute import STATE_COLUMNS
+from mlops.features.offline import FEATURES_FILE, LABELS_FILE, Snapshot, open_snapshot
 from mlops.lifecycle.gates import GateResult
 from mlops.lifecycle.training import LABEL
 from mlops.settings import Settings
@@ -22,15 +23,23 @@ FEATURE_RANGES: dict[str, tuple[float | None, float | None]] = {
 FINITE_BOUND = 1e9
 
 
-def _features(settings: Settings, columns: list[str]) -> pd.DataFrame:
-    path = checked_path(settings, FEATURES_FILE)
-    if not path.exists():
-        raise InvalidInputError("The offline store has no features yet: ingest first.")
-    frame = pd.read_parquet(path)
-    missing = [c for c in columns if c not in frame.columns]
+def _snapshot(settings: Settings, dataset: str = FEATURES_FILE) -> Snapshot:
+    snapshot = open_snapshot(settings)
+    if snapshot is None or not snapshot.has(dataset):
+        kind = "features" if dataset == FEATURES_FILE else "labels"
+        raise InvalidInputError(f"The offline store has no {kind} yet: ingest first.")
+    return snapshot
+
+
+def _features(
+    settings: Settings, columns: list[str], snapshot: Snapshot | None = None
+) -> pd.DataFrame:
+    snapshot = snapshot or _snapshot(settings)
+    available = snapshot.columns(FEATURES_FILE)
+    missing = [c for c in columns if c not in available]
     if missing:
         raise InvalidInputError(f"The offline features lack the columns {', '.join(missing)}.")
-    return frame[["ticker", "event_timestamp", *columns]]
+    return snapshot.read(FEATURES_FILE, ["ticker", "event_timestamp", *columns])
 
 
 def online_rows(settings: Settings, columns: list[str]) -> pd.DataFrame:
@@ -38,7 +47,7 @@ def online_rows(settings: Settings, columns: list[str]) -> pd.DataFrame:
     the tickers whose features are complete."""
     from mlops.features.serving import online_features
 
-    tickers = sorted(_features(settings, []).loc[:, "ticker"].unique())
+    tickers = sorted(_snapshot(settings).tickers()["ticker"])
     if not tickers:
         raise InvalidInputError("The offline store has no tickers: ingest first.")
     values = online_features(settings, tickers, [], None)
@@ -51,23 +60,16 @@ def online_rows(settings: Settings, columns: list[str]) -> pd.DataFrame:
 
 def labelled_rows(settings: Settings, columns: list[str], complete: bool = True) -> pd.DataFrame:
     """Rows of the offline store with the label and `columns` (all present when `complete`)."""
-    labels_path = checked_path(settings, LABELS_FILE)
-    if not labels_path.exists():
-        raise InvalidInputError("The offline store has no labels yet: ingest first.")
-    labels = pd.read_parquet(labels_path, columns=["ticker", "event_timestamp", LABEL])
-    frame = _features(settings, columns).merge(labels, on=["ticker", "event_timestamp"])
+    snapshot = _snapshot(settings, LABELS_FILE)
+    labels = snapshot.read(LABELS_FILE, ["ticker", "event_timestamp", LABEL])
+    frame = _features(settings, columns, snapshot).merge(labels, on=["ticker", "event_timestamp"])
     return frame.dropna(subset=[*columns, LABEL]) if complete else frame
 
 
 def offline_columns(settings: Settings) -> list[str]:
     """The feature columns of the offline store (without the entity key and timestamp)."""
-    import pyarrow.parquet as pq
-
-    path = checked_path(settings, FEATURES_FILE)
-    if not path.exists():
-        raise InvalidInputError("The offline store has no features yet: ingest first.")
-    names = pq.read_schema(path).names
-    return [n for n in names if n not in ("ticker", "event_timestamp")]
+    names = _snapshot(settings).columns(FEATURES_FILE)
+    return [n for n in names if n not in ("ticker", "event_timestamp", *STATE_COLUMNS)]
 
 
 def holdout(

@@ -8,7 +8,6 @@ mutations are POST forms checked by `checked_form` (signed in, CSRF)."""
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -359,25 +358,16 @@ def feature_page(request: Request, ref: str) -> Response:
 
 def _offline_range(settings: Settings) -> tuple[list[str], date | None, date | None]:
     """Tickers and the date range of the offline bars (two columns, cached per file)."""
-    from mlops.features.offline import BARS_FILE, checked_path
+    from mlops.features.offline import open_snapshot
 
-    bars = checked_path(settings, BARS_FILE)
-    if not bars.exists():
+    snapshot = open_snapshot(settings)
+    if snapshot is None:
         return [], None, None
-    return _bars_range(str(bars), bars.stat().st_mtime_ns)
-
-
-@lru_cache(maxsize=8)
-def _bars_range(bars: str, mtime_ns: int) -> tuple[list[str], date | None, date | None]:
-    """Read once per version of the bars file (the key holds its modification time)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(bars, columns=["ticker", "date"])
-    tickers = sorted(str(t) for t in pc.unique(table["ticker"]).to_pylist())
-    bounds = pc.min_max(table["date"]).as_py()
-    low, high = bounds["min"], bounds["max"]
-    return tickers, _as_day(low), _as_day(high)
+    index = snapshot.tickers()  # per ticker: first and last bar (a small file)
+    if index.empty:
+        return [], None, None
+    tickers = sorted(str(t) for t in index["ticker"])
+    return tickers, _as_day(index["first"].min()), _as_day(index["last"].max())
 
 
 def _as_day(value: Any) -> date | None:
