@@ -1,6 +1,7 @@
-"""The offline store's guarantees after a killed write: leftovers of dead writers are
-removed, files that disagree are found and refused with a way to repair, and ingest runs
-of killed processes end `interrupted` instead of `running` forever."""
+"""The offline store's guarantees: a commit replaces the whole state at once and a reader
+keeps the snapshot it opened, a failed write changes nothing, leftovers of dead writers
+and old snapshots are removed, a store of the previous release is migrated, and ingest
+runs of killed processes end `interrupted` instead of `running` forever."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import socket
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from tests.conftest import make_settings
 
 from mlops.db import IngestRun, session_scope, utcnow
-from mlops.errors import OfflineStoreInconsistentError
 from mlops.features import ingest, offline
+from mlops.features.compute import FEATURE_COLUMNS, LABEL_COLUMN
 from mlops.features.demo_data import generate_ohlcv
 from mlops.runs import current_owner
 from mlops.settings import Settings
@@ -31,58 +33,120 @@ def _bars(days: int = 60) -> pd.DataFrame:
     )
 
 
-def _write(settings: Settings, bars: pd.DataFrame, features_of: pd.DataFrame | None = None) -> None:
-    """Bars, and features and labels computed from `features_of` (default: the same bars)."""
-    frames = ingest.compute_offline_frames(bars if features_of is None else features_of)
-    offline.write_parquet_atomic(bars, settings.data_dir / offline.BARS_FILE)
-    offline.write_parquet_atomic(frames.features, settings.data_dir / offline.FEATURES_FILE)
-    offline.write_parquet_atomic(frames.labels, settings.data_dir / offline.LABELS_FILE)
+def _ingest(settings: Settings, bars: pd.DataFrame) -> offline.Snapshot:
+    with offline.exclusive_write(settings):
+        return ingest.write_offline(settings, ingest.plan_change(settings, bars))
 
 
-def test_files_written_together_agree(settings: Settings) -> None:
-    assert offline.consistency_problem(settings) is None  # empty store
-    _write(settings, _bars())
-    assert offline.consistency_problem(settings) is None
-    assert offline.checked_path(settings, offline.BARS_FILE).exists()
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
-@pytest.mark.parametrize("torn", ["new-day", "new-ticker", "features-missing"])
-def test_bars_newer_than_features_and_labels_are_refused_with_the_repair(
-    settings: Settings, torn: str
-) -> None:
-    """What a kill between the renames leaves: bars written, features and labels not."""
-    old = _bars()
-    if torn == "new-day":
-        new = _bars(days=75)
-    elif torn == "new-ticker":
-        extra = old[old["ticker"] == old["ticker"].iloc[0]].assign(ticker="ZZNEW")
-        new = pd.concat([old, extra], ignore_index=True)
-    else:
-        new = old
-    _write(settings, new, features_of=old)
-    if torn == "features-missing":
-        (settings.data_dir / offline.FEATURES_FILE).unlink()
-    with pytest.raises(OfflineStoreInconsistentError) as caught:
-        offline.checked_path(settings, offline.FEATURES_FILE)
-    assert caught.value.http_status == 503
-    assert "mlops features repair" in caught.value.message
-    if torn == "new-ticker":
-        assert "ZZNEW" in caught.value.message
+def test_an_empty_store_has_no_snapshot(settings: Settings) -> None:
+    assert offline.open_snapshot(settings) is None
+    assert offline.store_is_empty(settings)
 
 
-def test_the_check_reads_the_files_once_per_version(
+def test_a_reader_keeps_its_snapshot_while_a_commit_replaces_current(settings: Settings) -> None:
+    first = _ingest(settings, _bars(30))
+    held = offline.open_snapshot(settings)
+    assert held == first
+    before = held.read(offline.BARS_FILE)
+    second = _ingest(settings, _bars(60))
+    assert offline.open_snapshot(settings) == second != held
+    pd.testing.assert_frame_equal(held.read(offline.BARS_FILE), before)  # never changes
+    assert len(second.read(offline.BARS_FILE)) > len(before)
+    assert (settings.data_dir / offline.CURRENT).is_symlink()
+
+
+def test_the_datasets_read_as_one_hive_partitioned_table(settings: Settings) -> None:
+    """What Feast's DuckDB store, Spark or Ray see: one table with a `month` column."""
+    import duckdb
+
+    snapshot = _ingest(settings, _bars(60))
+    path = offline.source_path(settings, offline.FEATURES_FILE)
+    with duckdb.connect() as connection:
+        months, rows = connection.execute(
+            "SELECT count(DISTINCT month), count(*) FROM read_parquet(?, hive_partitioning = true)",
+            [path],
+        ).fetchone()
+    assert months == len(snapshot.partitions(offline.FEATURES_FILE)) == 3
+    assert rows == len(snapshot.read(offline.FEATURES_FILE))
+    assert offline.dataset_name(path) == offline.FEATURES_FILE
+
+
+def test_a_failed_commit_leaves_current_as_it_was(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _write(settings, _bars())
-    calls = []
-    real = offline._compare
-    monkeypatch.setattr(offline, "_compare", lambda *p: calls.append(p) or real(*p))
-    for _ in range(3):
-        offline.checked_path(settings, offline.BARS_FILE)
-    assert len(calls) == 1
-    _write(settings, _bars(days=75))
-    offline.checked_path(settings, offline.BARS_FILE)
-    assert len(calls) == 2
+    _ingest(settings, _bars(30))
+    before = _tree(settings.data_dir / offline.CURRENT)
+    change = ingest.plan_change(settings, _bars(60))
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(offline.pq, "write_table", fail)
+    with pytest.raises(OSError, match="disk full"):
+        ingest.write_offline(settings, change)
+    assert _tree(settings.data_dir / offline.CURRENT) == before
+    assert not list((settings.data_dir / offline.SNAPSHOTS).glob(".*"))  # staging removed
+
+
+def test_replaced_snapshots_are_removed_after_the_grace_period(settings: Settings) -> None:
+    for days in (20, 30, 40, 50):
+        _ingest(settings, _bars(days))
+    snapshots = settings.data_dir / offline.SNAPSHOTS
+    assert len(list(snapshots.iterdir())) == 4  # all within the grace period
+    removed = offline.remove_old_snapshots(settings.data_dir, grace_s=0)
+    assert [p.name for p in removed] == ["000001", "000002"]  # the previous one is kept
+    assert sorted(p.name for p in snapshots.iterdir()) == ["000003", "000004"]
+    assert len(offline.open_snapshot(settings).read(offline.BARS_FILE)) == len(_bars(50))
+
+
+def test_a_store_of_the_previous_release_is_migrated_on_first_open(tmp_path: Path) -> None:
+    """A state folder written by release 0.1 (three single parquet files): its bars are
+    kept as they were, features and labels recomputed, datasets and versions still work."""
+    import tarfile
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with tarfile.open(Path(__file__).parents[2] / "data" / "legacy-store-0.1.tar.gz") as archive:
+        archive.extractall(home, filter="data")
+    legacy = {name: pd.read_parquet(home / "offline" / name) for name in offline.OFFLINE_FILES}
+    settings = make_settings(home)
+    snapshot = offline.open_snapshot(settings)
+    assert snapshot is not None
+    assert not any((home / "offline" / name).is_file() for name in offline.OFFLINE_FILES)
+    bars = snapshot.read(offline.BARS_FILE).sort_values(["ticker", "date"], ignore_index=True)
+    old_bars = legacy[offline.BARS_FILE].sort_values(["ticker", "date"], ignore_index=True)
+    assert bars["ticker"].tolist() == old_bars["ticker"].tolist()
+    assert (bars["date"].to_numpy() == old_bars["date"].to_numpy()).all()
+    for column in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(bars[column], old_bars[column].astype("float64"))
+    features = snapshot.read(offline.FEATURES_FILE)
+    old = legacy[offline.FEATURES_FILE]
+    assert len(features) == len(old)
+    merged = old.merge(features, on=["ticker", "event_timestamp"], suffixes=("_old", ""))
+    for column in FEATURE_COLUMNS:  # the same formulas, summed in another order
+        np.testing.assert_allclose(merged[column], merged[f"{column}_old"], rtol=1e-9, atol=1e-12)
+    labels = snapshot.read(offline.LABELS_FILE)
+    assert len(labels) == len(legacy[offline.LABELS_FILE])
+    assert labels[LABEL_COLUMN].sum() == legacy[offline.LABELS_FILE][LABEL_COLUMN].sum()
+    assert offline.open_snapshot(settings) == snapshot  # migrated once
+
+    from mlops.features.datasets import DatasetRequest, create_dataset, get_dataset
+    from mlops.features.store import open_store
+    from mlops.features.versions import list_versions
+
+    view = open_store(settings).get_feature_view("price_returns")  # registry re-pointed
+    assert view.batch_source.path == offline.source_path(settings, offline.FEATURES_FILE)
+    kept, _ = get_dataset(settings, "legacy-ds")
+    rebuilt = create_dataset(settings, DatasetRequest(name="after-migration"), "tester")
+    assert (rebuilt.rows, rebuilt.tickers) == (kept.rows, kept.tickers)
+    with session_scope(settings.metadata_url) as session:
+        assert [v.version for v in list_versions(session, "price_returns")] == [1]
 
 
 def test_temp_files_of_dead_writers_are_removed_and_live_ones_kept(settings: Settings) -> None:
@@ -119,13 +183,3 @@ def test_a_killed_ingest_run_is_closed_as_interrupted_naming_its_step(settings: 
         runs[stale].error or ""
     )
     assert runs[alive].status == "running"
-
-
-def test_a_read_during_a_live_write_says_to_retry_not_to_repair(settings: Settings) -> None:
-    old = _bars()
-    _write(settings, _bars(days=75), features_of=old)  # as between an ingest's renames
-    writing = offline.exclusive_write(settings)  # the ingest still runs
-    with writing, pytest.raises(OfflineStoreInconsistentError, match="being written"):
-        offline.checked_path(settings, offline.BARS_FILE)
-    with pytest.raises(OfflineStoreInconsistentError, match="mlops features repair"):
-        offline.checked_path(settings, offline.BARS_FILE)
