@@ -46,6 +46,11 @@ def _after(owner: Any, name: str, calls: int = 1) -> None:
         setattr(owner, name, wrapper)
 
 
+def _before(owner: Any, name: str) -> None:
+    """Replace `owner.name` so that its first call kills the process instead of running."""
+    setattr(owner, name, lambda *args, **kwargs: _die())
+
+
 def ingest(point: str, home: str, source: str) -> None:
     from flows.ingest import ingest_flow
 
@@ -61,8 +66,12 @@ def ingest(point: str, home: str, source: str) -> None:
         "materialize": "materialize",
         "statistics": "store_statistics",
     }
-    if point == "between-renames":  # bars renamed into place, features and labels not
-        _after(steps, "write_parquet_atomic", calls=1)
+    from mlops.features import offline
+
+    if point == "mid-staging":  # some partitions of the new snapshot written, not all
+        _after(offline.pq, "write_table", calls=2)
+    elif point == "before-swap":  # the new snapshot complete, `current` not yet moved
+        _before(offline, "_point_current_at")
     elif point == "before-record":  # every step done, the run not closed
         _after(steps, "record_step", calls=len(functions))
     else:

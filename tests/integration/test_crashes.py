@@ -1,7 +1,8 @@
 """kill -9 at every step of an ingest and of a deployment (tests/crash_child.py kills
-itself right after a step's work, before it is recorded). Afterwards the records are
-closed (`interrupted`, or the outcome the registry proves), no temp file is left, and the
-offline store holds the old data, the new data, or is refused with a repair that works."""
+itself right after a step's work, before it is recorded, or inside the offline commit).
+Afterwards the records are closed (`interrupted`, or the outcome the registry proves),
+the offline store is byte for byte its state before the ingest or after it, and the next
+write removes what the killed one left."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import pytest
 from tests.conftest import copy_version, run_ingest_flow
 from tests.registered_models import add_version
 
-from mlops.errors import OfflineStoreInconsistentError
 from mlops.features import ingest, offline
 from mlops.features.datasets import DatasetRequest, create_dataset
 from mlops.features.demo_data import generate_ohlcv
@@ -26,8 +26,8 @@ from mlops.settings import Settings
 pytestmark = pytest.mark.slow
 CHILD = Path(__file__).resolve().parents[1] / "crash_child.py"
 NEW = "ZZNX"
-BEFORE_WRITE = ["load", "validate", "compute"]
-AFTER_WRITE = ["between-renames", "write_offline", "apply", "materialize", "statistics"]
+BEFORE_COMMIT = ["load", "validate", "compute", "mid-staging", "before-swap"]
+AFTER_COMMIT = ["write_offline", "apply", "materialize", "statistics", "before-record"]
 
 
 def _killed_child(*args: str) -> str:
@@ -50,7 +50,21 @@ def _new_ticker_batch(settings: Settings, folder: Path) -> Path:
 
 
 def _leftovers(settings: Settings) -> list[Path]:
-    return [*settings.data_dir.glob(".*.tmp"), *settings.datasets_dir.glob(".*.tmp")]
+    folders = (settings.data_dir, settings.data_dir / offline.SNAPSHOTS, settings.datasets_dir)
+    return [path for folder in folders for path in folder.glob(".*.tmp")]
+
+
+def _state(settings: Settings) -> dict[str, str]:
+    """Every file of the current snapshot and its hash: the offline store as readers see it."""
+    import hashlib
+
+    snapshot = offline.open_snapshot(settings)
+    assert snapshot is not None
+    return {
+        str(p.relative_to(snapshot.root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(snapshot.root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _new_ticker_values(settings: Settings, name: str) -> pd.DataFrame:
@@ -59,31 +73,29 @@ def _new_ticker_values(settings: Settings, name: str) -> pd.DataFrame:
     return pd.read_parquet(settings.datasets_dir / f"{name}.parquet")
 
 
-def test_an_ingest_killed_at_any_step_leaves_old_or_new_data_or_a_repairable_refusal(
+def test_an_ingest_killed_at_any_step_leaves_the_store_as_before_or_after_byte_for_byte(
     fresh: Settings, tmp_path: Path
 ) -> None:
     source = _new_ticker_batch(fresh, tmp_path)
-    for number, point in enumerate([*BEFORE_WRITE, *AFTER_WRITE, "before-record"]):
+    before, after = _state(fresh), None
+    for number, point in enumerate([*BEFORE_COMMIT, *AFTER_COMMIT]):
         _killed_child("ingest", point, str(fresh.home), str(source))
         run = ingest.latest_runs(fresh, limit=1)[0]
         assert run.status == "interrupted", point
         assert run.finished_at is not None and "stopped during" in (run.error or "")
-        if point == "between-renames":
-            with pytest.raises(OfflineStoreInconsistentError, match="mlops features repair"):
-                _new_ticker_values(fresh, f"refused-{number}")
-            assert NEW in (offline.consistency_problem(fresh) or "")
-            assert "Repaired" in ingest.repair_offline(fresh)
-        assert offline.consistency_problem(fresh) is None, point
-        assert _leftovers(fresh) == [], point
-        bars = pd.read_parquet(fresh.data_dir / offline.BARS_FILE)
-        if point in BEFORE_WRITE:
-            assert NEW not in set(bars["ticker"]), point
+        if point in BEFORE_COMMIT:
+            assert _state(fresh) == before, point
             continue
+        after = after or _state(fresh)
+        assert _state(fresh) == after != before, point  # re-ingesting gives the same bytes
         values = _new_ticker_values(fresh, f"after-{number}")
-        assert len(values) == (bars["ticker"] == NEW).sum(), point
+        stored = offline.open_snapshot(fresh).tickers().set_index("ticker")  # type: ignore[union-attr]
+        assert len(values) == stored.loc[NEW, "bars"], point
         assert values["ret_1d"].notna().mean() > 0.9, point
     result = run_ingest_flow(fresh, source=str(source))
     assert result["rows"] > 0 and ingest.latest_runs(fresh, limit=1)[0].status == "completed"
+    assert _state(fresh) == after
+    assert _leftovers(fresh) == []  # the killed writers' folders went with the next commit
 
 
 @pytest.mark.parametrize(
