@@ -33,9 +33,7 @@ def _timed(settings: Settings, run_id: int, name: str, work: Callable[[], T]) ->
 
 
 @task(name="load", cache_policy=NO_CACHE)
-def load(
-    settings: Settings, run_id: int, source: str | BarsSource, date_format: str | None
-) -> Any:
+def load(settings: Settings, run_id: int, source: str | BarsSource, date_format: str | None) -> Any:
     return _timed(settings, run_id, "load", lambda: steps.load_batch(settings, source, date_format))
 
 

@@ -171,10 +171,6 @@ def bars_source(
     base = _named_layout(settings, layout) if layout else SourceLayout()
     if ticker is not None and ticker_from == "filename":
         raise InvalidInputError("Give either --ticker or --ticker-from filename, not both.")
-    if ticker is not None and len(paths) != 1:
-        raise InvalidInputError(
-            "--ticker is the ticker of one file; for several files use --ticker-from filename."
-        )
     values = base.model_dump()
     values["columns"] = merge_columns(base.columns, columns or {})
     if ticker_pattern is not None:

@@ -239,21 +239,17 @@ def _missing_message(
 ) -> str:
     pairs = zip(header, names, strict=True)
     free = [column for column, name in pairs if name not in REQUIRED_COLUMNS]
-    fixes, unknown = [], []
+    fixes, ticker_hint = [], None
     for column in missing:
         candidate = next((c for c in free if _looks_like(c, column)), None)
-        if candidate is None:
-            unknown.append(column)
-        else:
+        if candidate is not None:
             fixes.append(f"--map {_shell_word(f'{candidate}={column}')}")
-    hints = []
-    if fixes:
-        hints.append(f"add {' '.join(fixes)}")
-    if "ticker" in unknown:
-        hints.append("give --ticker SYMBOL (one file) or --ticker-from filename")
-        unknown.remove("ticker")
-    if unknown:
-        hints.append(" ".join(f"--map COLUMN={column}" for column in unknown))
+        elif column == "ticker":
+            ticker_hint = "give --ticker SYMBOL (one file) or --ticker-from filename"
+        else:
+            fixes.append(f"--map COLUMN={column}")
+    hints = [f"add {' '.join(fixes)}"] if fixes else []
+    hints += [ticker_hint] if ticker_hint else []
     fitting = sorted(n for n, layout in layouts.items() if set(layout.columns) <= set(header))
     if fitting:
         hints.append(f"or use --source {fitting[0]}")
@@ -283,9 +279,16 @@ def file_tickers(files: list[Path], source: BarsSource) -> list[str] | None:
     """Each file's ticker, from ``--ticker`` or the file name; None if rows carry theirs.
 
     Raises:
+        InvalidInputError: ``--ticker`` for more than one file.
         DataValidationError: a file name does not match the pattern or gives no valid
             ticker, or two files give the same ticker (each error names the files).
     """
+    if source.ticker is not None and len(files) > 1:
+        raise InvalidInputError(
+            f"--ticker is the ticker of one file, and {_listed([p.name for p in files])} are "
+            f"{len(files)}: use --ticker-from filename.",
+            {"files": len(files)},
+        )
     if source.ticker is not None:
         return [source.ticker]
     if source.ticker_from != "filename":
