@@ -280,7 +280,7 @@ def test_ingest_of_vendor_files_refuses_bad_batches_before_writing(
     before = _store_files(cli_env)
 
     result = runner.invoke(
-        app, [a.format(folder=folder, other=other) for a in args], terminal_width=400
+        app, ["ingest", *(a.format(folder=folder, other=other) for a in args)], terminal_width=400
     )
 
     assert result.exit_code == exit_code, result.output
