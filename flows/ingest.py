@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from mlops.errors import DataValidationError, MlopsError
 from mlops.features import ingest as steps
 from mlops.features.offline import Snapshot
+from mlops.features.sources import BarsSource
 from mlops.runs import heartbeat
 from mlops.settings import Settings, load_settings
 
@@ -33,7 +34,7 @@ def _timed(settings: Settings, run_id: int, name: str, work: Callable[[], T]) ->
 
 
 @task(name="load", cache_policy=NO_CACHE)
-def load(settings: Settings, run_id: int, source: str, date_format: str | None) -> Any:
+def load(settings: Settings, run_id: int, source: str | BarsSource, date_format: str | None) -> Any:
     return _timed(settings, run_id, "load", lambda: steps.load_batch(settings, source, date_format))
 
 
@@ -82,24 +83,27 @@ def statistics(settings: Settings, run_id: int, snapshot: Snapshot) -> int:
 
 @flow(name="ingest")
 def ingest_flow(
-    source: str = steps.DEMO_SOURCE,
+    source: str | BarsSource = steps.DEMO_SOURCE,
     author: str | None = None,
     message: str = "ingest",
     settings: Settings | None = None,
     date_format: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest a file of daily bars (or the demo data) into the feature store.
+    """Ingest a file of daily bars, vendor files (a ``BarsSource``: files, directories or
+    globs with a column map and where tickers come from) or the demo data.
 
     ``date_format`` (strftime syntax, e.g. ``%d/%m/%Y``) is how the file writes its dates;
     by default the one format that fits every date of the file is used.
     """
     settings = settings or load_settings()
     logger = get_run_logger()
-    run_id = steps.start_run(settings, source, flow_run_id=str(flow_run.get_id() or ""))
+    label = steps.source_label(source)
+    run_id = steps.start_run(settings, label, flow_run_id=str(flow_run.get_id() or ""))
     try:
         with heartbeat(lambda: steps.beat(settings, run_id)):
-            bars: pd.DataFrame = load(settings, run_id, source, date_format)
-            report: Any = validate(settings, run_id, bars, source)
+            loaded: Any = load(settings, run_id, source, date_format)
+            bars: pd.DataFrame = loaded.frame
+            report: Any = validate(settings, run_id, bars, label)
             with steps.exclusive_write(settings):  # based on the latest snapshot
                 change: steps.OfflineChange = compute(settings, run_id, bars)
                 snapshot: Snapshot = write(settings, run_id, change)
@@ -125,6 +129,8 @@ def ingest_flow(
         steps.finish_run(settings, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     steps.finish_run(settings, run_id, "completed", rows=len(bars))
+    if loaded.ignored_columns:
+        logger.info("Columns not read: %s", ", ".join(loaded.ignored_columns))
     logger.info("Validation passed: %d expectations on %d rows", report.evaluated, len(bars))
     logger.info(
         "Ingested %d rows; %d new versions; materialized %s",
@@ -135,6 +141,8 @@ def ingest_flow(
     return {
         "run_id": run_id,
         "rows": len(bars),
+        "files": loaded.files,
+        "ignored_columns": loaded.ignored_columns,
         "new_versions": [f"{v.view_name}@v{v.version}" for v in versions],
         "materialized": views,
         "statistics": stats,

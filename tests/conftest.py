@@ -7,11 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlops.features.sources import BarsSource
 
 DEMO = {"demo_tickers": 5, "demo_start": date(2024, 1, 2), "demo_end": date(2025, 6, 30)}
 
@@ -52,7 +55,7 @@ def prefect_server() -> Iterator[None]:
 
 def run_ingest_flow(
     settings: Settings,
-    source: str = "demo",
+    source: str | BarsSource = "demo",
     message: str = "test",
     date_format: str | None = None,
 ) -> Any:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from mlops.runs import heartbeat
 from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlops.features.sources import BarsSource
 
 
 def prefect_server_running(settings: Settings) -> bool:
@@ -64,7 +67,7 @@ def _wait_for_prefect() -> None:
 
 def run_ingest(
     settings: Settings,
-    source: str,
+    source: str | BarsSource,
     author: str,
     message: str,
     date_format: str | None = None,

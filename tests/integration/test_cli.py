@@ -214,3 +214,95 @@ def test_names_with_whitespace_or_control_characters_exit_2(
     result = runner.invoke(app, args)
     assert result.exit_code == InvalidInputError.exit_code, result.output
     assert "invalid" in result.output.lower()
+
+
+def _yahoo_folder(folder: Path, tickers: list[str]) -> Path:
+    folder.mkdir()
+    for ticker in tickers:
+        rows = [f"2024-01-0{day},100,101,99,100.5,50.2,1000" for day in range(2, 6)]
+        (folder / f"{ticker}.csv").write_text(
+            "Date,Open,High,Low,Close,Adj Close,Volume\n" + "\n".join(rows) + "\n"
+        )
+    return folder
+
+
+def test_ingest_help_explains_the_vendor_options() -> None:
+    result = runner.invoke(app, ["ingest", "--help"], terminal_width=200)
+    text = " ".join(result.output.split())
+    for option in ("--source", "--map", "--ticker", "--ticker-from", "--ticker-pattern"):
+        assert option in text
+    assert "mlops ingest data/yahoo/ --source yahoo" in text
+    assert '--map "Adj Close=close"' in text
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code", "expected"),
+    [
+        pytest.param(
+            ["{folder}", "--ticker-from", "filename"],
+            3,
+            "AAPL.csv lacks the columns date, open, high, low, close, volume: it has Date, "
+            "Open, High, Low, Close, Adj Close, Volume; add --map Date=date",
+            id="missing-column",
+        ),
+        pytest.param(
+            ["{folder}", "-s", "yahoo", "--map", "Adjusted=close"],
+            2,
+            "The column map names 'Adjusted', which AAPL.csv does not have (it has Date, Open",
+            id="map-names-absent-column",
+        ),
+        pytest.param(["{folder}/Z*.csv", "-s", "yahoo"], 4, "Z*.csv matches no file", id="glob"),
+        pytest.param(
+            ["{folder}", "{other}", "-s", "yahoo"],
+            3,
+            "must share one header: AAPL.csv, MSFT.csv have Date, Open, High, Low, Close, Adj "
+            "Close, Volume; IBM.csv has Date, Open, High, Low, Close, Volume",
+            id="different-headers",
+        ),
+        pytest.param(
+            ["{folder}", "-s", "bloomberg"],
+            4,
+            "Unknown source 'bloomberg' (known in sources.yaml: yahoo)",
+            id="unknown-source",
+        ),
+        pytest.param(
+            ["{folder}", "--ticker", "AAPL"], 2, "--ticker is the ticker of one file", id="ticker"
+        ),
+    ],
+)
+def test_ingest_of_vendor_files_refuses_bad_batches_before_writing(
+    cli_env: Settings, tmp_path: Path, args: list[str], exit_code: int, expected: str
+) -> None:
+    folder = _yahoo_folder(tmp_path / "yahoo", ["AAPL", "MSFT"])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "IBM.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1,10\n")
+    before = _store_files(cli_env)
+
+    result = runner.invoke(
+        app, ["ingest", *(a.format(folder=folder, other=other) for a in args)], terminal_width=400
+    )
+
+    assert result.exit_code == exit_code, result.output
+    assert expected in " ".join(result.output.split())
+    assert _store_files(cli_env) == before
+
+
+def test_ingest_of_a_yahoo_folder(
+    fresh: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MLOPS_HOME", str(fresh.home))
+    for key in ("demo_tickers", "demo_start", "demo_end"):
+        monkeypatch.setenv(f"MLOPS_{key.upper()}", str(getattr(fresh, key)))
+    folder = _yahoo_folder(tmp_path / "yahoo", ["ZAPL", "ZMSF"])
+
+    result = runner.invoke(app, ["ingest", str(folder), "--source", "yahoo"], terminal_width=200)
+
+    assert result.exit_code == 0, result.output
+    assert "Ingested 8 rows from 2 files." in result.output
+    assert "Columns not read: Adj Close." in result.output
+    bars = pd.read_parquet(fresh.data_dir / "bars.parquet")
+    assert bars[bars["ticker"].isin(["ZAPL", "ZMSF"])].groupby("ticker").size().to_dict() == {
+        "ZAPL": 4,
+        "ZMSF": 4,
+    }

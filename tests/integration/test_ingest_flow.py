@@ -15,6 +15,7 @@ from mlops.errors import DataValidationError
 from mlops.features import ingest
 from mlops.features.demo_data import generate_ohlcv
 from mlops.features.serving import online_features
+from mlops.features.sources import bars_source
 from mlops.features.versions import list_versions
 from mlops.settings import Settings
 
@@ -80,12 +81,51 @@ def test_user_csv_adds_rows_for_a_new_ticker(fresh: Settings, tmp_path: Path) ->
     assert served["ret_1d"][0] is not None
 
 
+def write_yahoo_files(bars: pd.DataFrame, folder: Path) -> Path:
+    """One Yahoo-style CSV per ticker (Date, Open, ..., Adj Close, Volume), named after it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for ticker, rows in bars.groupby("ticker"):
+        yahoo = pd.DataFrame(
+            {
+                "Date": rows["date"].dt.strftime("%Y-%m-%d"),
+                "Open": rows["open"],
+                "High": rows["high"],
+                "Low": rows["low"],
+                "Close": rows["close"],
+                "Adj Close": rows["close"] * 0.5,
+                "Volume": rows["volume"],
+            }
+        )
+        yahoo.to_csv(folder / f"{ticker}.csv", index=False)
+    return folder
+
+
+def test_a_folder_of_yahoo_files_is_ingested_with_tickers_from_file_names(
+    fresh: Settings, tmp_path: Path
+) -> None:
+    extra = generate_ohlcv(n_tickers=8, start=fresh.demo_start, end=fresh.demo_end)
+    new = extra[~extra["ticker"].isin(pd.read_parquet(fresh.data_dir / ingest.BARS_FILE)["ticker"])]
+    folder = write_yahoo_files(new, tmp_path / "yahoo")
+    source = bars_source(fresh, [str(folder)], layout="yahoo")
+
+    result = run_ingest_flow(fresh, source=source)
+
+    assert result["rows"] == len(new) and result["files"] == new["ticker"].nunique()
+    assert result["ignored_columns"] == ["Adj Close"]
+    stored = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE)
+    stored = stored[stored["ticker"].isin(new["ticker"])].sort_values(["ticker", "date"])
+    expected = new.sort_values(["ticker", "date"])
+    assert stored["close"].tolist() == pytest.approx(expected["close"].tolist())
+    served = online_features(fresh, sorted(new["ticker"].unique()), ["ret_1d"], None)
+    assert all(value is not None for value in served["ret_1d"])
+    assert ingest.latest_runs(fresh, limit=1)[0].source == f"{folder} (layout yahoo)"
+
+
 @pytest.mark.parametrize(
     "corrupt",
     [
         pytest.param(lambda df: df.assign(close=-df["close"]), id="negative-prices"),
         pytest.param(lambda df: pd.concat([df, df.head(3)]), id="duplicates"),
-        pytest.param(lambda df: df.drop(columns=["volume"]), id="missing-column"),
         pytest.param(lambda df: df.assign(date=pd.Timestamp("2999-01-01")), id="future-dates"),
     ],
 )
@@ -102,6 +142,24 @@ def test_rejected_batch_changes_nothing(fresh: Settings, tmp_path: Path, corrupt
     assert all(f["expectation"] for f in report["failures"])
     run = ingest.latest_runs(fresh, limit=1)[0]
     assert run.status == "rejected" and run.report_path == caught.value.details["report_path"]
+
+
+def test_a_missing_column_is_refused_at_load_naming_what_the_file_has(
+    fresh: Settings, tmp_path: Path
+) -> None:
+    bars = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE).tail(50)
+    path = tmp_path / "bad.parquet"
+    bars.drop(columns=["volume"]).rename(columns={"close": "Close"}).to_parquet(path, index=False)
+    before = _store_fingerprint(fresh)
+    with pytest.raises(DataValidationError) as caught:
+        run_ingest_flow(fresh, source=str(path))
+    assert caught.value.message == (
+        "bad.parquet lacks the columns close, volume: it has ticker, date, open, high, low, "
+        "Close; add --map Close=close --map COLUMN=volume"
+    )
+    assert _store_fingerprint(fresh) == before
+    run = ingest.latest_runs(fresh, limit=1)[0]
+    assert run.status == "rejected" and run.error == caught.value.message
 
 
 def test_ambiguous_dates_and_unservable_tickers_change_nothing_until_the_format_is_given(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
@@ -22,6 +22,7 @@ from mlops.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from mlops.features.sources import BarsSource
     from mlops.lifecycle.deployments import DeploymentInfo
     from mlops.settings import Settings
 
@@ -63,7 +64,7 @@ def _latest_run_steps(config: Settings, since_id: int) -> list[dict[str, Any]]:
 
 
 def run_ingest_with_progress(
-    config: Settings, source: str, message: str, date_format: str | None = None
+    config: Settings, source: str | BarsSource, message: str, date_format: str | None = None
 ) -> dict[str, Any]:
     """Run the ingest flow, drawing a progress bar from the steps it records."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -119,12 +120,54 @@ def run_ingest_with_progress(
 @app.command()
 @handle_errors
 def ingest(
-    path: Annotated[
-        Path,
+    paths: Annotated[
+        list[str],
         typer.Argument(
-            help="CSV or parquet file with ticker, date, open, high, low, close, volume."
+            help="CSV or parquet files, directories (their *.csv/*.parquet files) or quoted "
+            "globs ('data/**/*.csv'). Columns: ticker, date, open, high, low, close, volume, "
+            "or as --map/--source name them.",
+            show_default=False,
         ),
     ],
+    source: Annotated[
+        Optional[str],
+        typer.Option(
+            "--source",
+            "-s",
+            help="A layout of config/sources.yaml (e.g. yahoo: Date, Open, ..., Volume; "
+            "ticker from the file name); the options below go on top of it.",
+        ),
+    ] = None,
+    column_map: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--map",
+            help="FILE_COLUMN=COLUMN, repeatable: read the file's column as one of ticker, "
+            "date, open, high, low, close, volume. '--map \"Adj Close=close\"' ingests "
+            "adjusted closes. Unmapped extra columns are not read.",
+        ),
+    ] = None,
+    ticker: Annotated[
+        Optional[str],
+        typer.Option("--ticker", help="The ticker of a single file without a ticker column."),
+    ] = None,
+    ticker_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ticker-from",
+            help="'column' (default) or 'filename': each file's ticker is its name without "
+            "the suffix (AAPL.csv -> AAPL).",
+        ),
+    ] = None,
+    ticker_pattern: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ticker-pattern",
+            help="Regular expression for the whole file name without its suffix; the group "
+            "'ticker' is the ticker, e.g. '(?P<ticker>.+)_daily'. Implies --ticker-from "
+            "filename.",
+        ),
+    ] = None,
     message: Annotated[str, typer.Option("--message", "-m", help="Recorded with versions.")] = "",
     date_format: Annotated[
         Optional[str],
@@ -138,19 +181,50 @@ def ingest(
     json: Annotated[bool, typer.Option("--json")] = False,
     verbose_logs: VerboseOpt = False,
 ) -> None:
-    """Validate a file of daily bars and ingest it into the feature store.
+    """Validate daily bars (one file, or a vendor's files) and ingest them into the
+    feature store.
 
     Shows the flow's steps as a progress bar and, on failure, the reason in one line.
+    All files of one ingest share one header; nothing is written unless every file
+    passes. Examples:
+
+        mlops ingest bars.csv
+
+        mlops ingest data/yahoo/ --source yahoo
+
+        mlops ingest 'data/*.csv' --ticker-from filename --map Day=date
+
+        mlops ingest AAPL.csv -s yahoo --ticker AAPL --map "Adj Close=close"
     """
+    from mlops.features.sources import bars_source, parse_column_map
+
     set_verbose(verbose_logs)
     if date_format is not None:
         from mlops.features.date_formats import check_date_format
 
         check_date_format(date_format)
-    result = run_ingest_with_progress(
-        settings(), str(path), message or f"ingest {path.name}", date_format
+    config = settings()
+    bars = bars_source(
+        config,
+        paths,
+        layout=source,
+        columns=parse_column_map(column_map),
+        ticker=ticker,
+        ticker_from=_ticker_from(ticker_from),
+        ticker_pattern=ticker_pattern,
+        date_format=date_format,
     )
+    name = Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} paths"
+    result = run_ingest_with_progress(config, bars, message or f"ingest {name}")
     _print_ingest(result, json)
+
+
+def _ticker_from(value: str | None) -> Literal["column", "filename"] | None:
+    from mlops.errors import InvalidInputError
+
+    if value is None or value in ("column", "filename"):
+        return value  # type: ignore[return-value]
+    raise InvalidInputError(f"--ticker-from is 'column' or 'filename', not {value!r}.")
 
 
 @app.command()
@@ -247,11 +321,14 @@ def _print_ingest(result: dict[str, Any], json: bool) -> None:
     if json:
         print_json(result)
         return
+    files = f" from {result['files']} files" if result.get("files", 0) > 1 else ""
     console.print(
-        f"[green]Ingested {result['rows']} rows.[/] New versions: "
+        f"[green]Ingested {result['rows']} rows{files}.[/] New versions: "
         f"{', '.join(result['new_versions']) or 'none'}; "
         f"materialized: {', '.join(result['materialized'])}."
     )
+    if result.get("ignored_columns"):
+        console.print(f"Columns not read: {', '.join(result['ignored_columns'])}.")
 
 
 @app.command()

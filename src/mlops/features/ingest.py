@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -45,9 +44,11 @@ from mlops.features.offline import (
     open_snapshot,
     store_is_empty,
 )
+from mlops.features.sources import BarsSource, load_layouts
 from mlops.features.statistics import record_statistics
 from mlops.features.store import load_repo_definitions, open_store
-from mlops.features.validation import ValidationReport, ensure_valid, load_bars
+from mlops.features.validation import ValidationReport, ensure_valid
+from mlops.features.vendor_files import LoadedBars, load_source
 from mlops.features.versions import (
     VersionInfo,
     active_versions,
@@ -60,7 +61,15 @@ from mlops.features.versions import (
 from mlops.runs import current_owner, runner_gone
 from mlops.settings import Settings
 
-__all__ = ["BARS_FILE", "FEATURES_FILE", "LABELS_FILE", "exclusive_write", "store_is_empty"]
+__all__ = [
+    "BARS_FILE",
+    "FEATURES_FILE",
+    "LABELS_FILE",
+    "BarsSource",
+    "LoadedBars",
+    "exclusive_write",
+    "store_is_empty",
+]
 
 DEMO_SOURCE = "demo"
 INGEST_STEPS = (
@@ -110,20 +119,33 @@ class OfflineChange:
     tickers: pd.DataFrame
 
 
-def load_batch(settings: Settings, source: str, date_format: str | None = None) -> pd.DataFrame:
-    """Read a CSV/parquet file of daily bars, or generate the demo bars for 'demo'.
+def load_batch(
+    settings: Settings, source: str | BarsSource, date_format: str | None = None
+) -> LoadedBars:
+    """Read the files of a source (a path, or a ``BarsSource`` of vendor files), or generate
+    the demo bars for 'demo'.
 
-    ``date_format`` (strftime syntax) is how the file writes its dates; without it the
-    one format that fits every date is used (see ``date_formats``).
+    ``date_format`` (strftime syntax) is how the files write their dates, over the
+    source's own; without either, the one format that fits every date is used (see
+    ``date_formats``).
     """
     if source == DEMO_SOURCE:
-        return generate_ohlcv(
+        demo = generate_ohlcv(
             n_tickers=settings.demo_tickers,
             start=settings.demo_start,
             end=settings.demo_end,
             seed=settings.demo_seed,
         )
-    return load_bars(Path(source), settings.ingest_max_bytes, date_format)
+        return LoadedBars(frame=demo, files=0)
+    bars = source if isinstance(source, BarsSource) else BarsSource(paths=[str(source)])
+    if date_format is not None:
+        bars = bars.model_copy(update={"date_format": date_format})
+    return load_source(bars, settings.ingest_max_bytes, load_layouts(settings))
+
+
+def source_label(source: str | BarsSource) -> str:
+    """How runs and validation reports name a source."""
+    return source.describe() if isinstance(source, BarsSource) else source
 
 
 def validate_batch(settings: Settings, bars: pd.DataFrame, source: str) -> ValidationReport:

@@ -225,7 +225,7 @@ def commit(
     snapshots.mkdir(parents=True, exist_ok=True)
     remove_dead_temp_files(snapshots)
     staging = Path(
-        tempfile.mkdtemp(dir=snapshots, prefix=f".{_writer_tag()}~", suffix=_TEMP_SUFFIX)
+        tempfile.mkdtemp(dir=snapshots, prefix=f".snapshot@{_writer_tag()}~", suffix=_TEMP_SUFFIX)
     )
     try:
         for dataset in OFFLINE_FILES:

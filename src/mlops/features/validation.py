@@ -49,6 +49,7 @@ __all__ = [
     "ensure_valid",
     "failure_message",
     "load_bars",
+    "normalize_bars",
     "save_report",
     "validate_bars",
 ]
@@ -145,11 +146,25 @@ def load_bars(path: Path, max_bytes: int, date_format: str | None = None) -> pd.
         raise DataValidationError(
             f"{path.name} has no data rows (header only or empty)", details={"path": str(path)}
         )
+    return normalize_bars(frame, path.name, str(path), describe_row, date_format)
+
+
+def normalize_bars(
+    frame: pd.DataFrame,
+    label: str,
+    path: str,
+    describe_row: Callable[[int], str],
+    date_format: str | None = None,
+) -> pd.DataFrame:
+    """Normalize bars read from ``path`` as ``load_bars`` does; errors start with ``label``.
+
+    ``describe_row`` names a row position in messages (``line 7``, ``AAPL.csv line 7``).
+    """
     try:
         return _normalize(frame, date_format, describe_row)
     except DataValidationError as exc:
-        exc.message = f"{path.name}: {exc.message}"
-        exc.details["path"] = str(path)
+        exc.message = f"{label}: {exc.message}"
+        exc.details["path"] = path
         raise
 
 
