@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from conftest import read_offline
 from mlops.cli import app
 from mlops.errors import InvalidInputError, NotFoundError, UnsafePathError
 from mlops.settings import Settings
@@ -301,7 +302,7 @@ def test_ingest_of_a_yahoo_folder(
     assert result.exit_code == 0, result.output
     assert "Ingested 8 rows from 2 files." in result.output
     assert "Columns not read: Adj Close." in result.output
-    bars = pd.read_parquet(fresh.data_dir / "bars.parquet")
+    bars = read_offline(fresh, "bars.parquet")
     assert bars[bars["ticker"].isin(["ZAPL", "ZMSF"])].groupby("ticker").size().to_dict() == {
         "ZAPL": 4,
         "ZMSF": 4,

@@ -104,7 +104,7 @@ def test_a_folder_of_yahoo_files_is_ingested_with_tickers_from_file_names(
     fresh: Settings, tmp_path: Path
 ) -> None:
     extra = generate_ohlcv(n_tickers=8, start=fresh.demo_start, end=fresh.demo_end)
-    new = extra[~extra["ticker"].isin(pd.read_parquet(fresh.data_dir / ingest.BARS_FILE)["ticker"])]
+    new = extra[~extra["ticker"].isin(read_offline(fresh, ingest.BARS_FILE)["ticker"])]
     folder = write_yahoo_files(new, tmp_path / "yahoo")
     source = bars_source(fresh, [str(folder)], layout="yahoo")
 
@@ -112,7 +112,7 @@ def test_a_folder_of_yahoo_files_is_ingested_with_tickers_from_file_names(
 
     assert result["rows"] == len(new) and result["files"] == new["ticker"].nunique()
     assert result["ignored_columns"] == ["Adj Close"]
-    stored = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE)
+    stored = read_offline(fresh, ingest.BARS_FILE)
     stored = stored[stored["ticker"].isin(new["ticker"])].sort_values(["ticker", "date"])
     expected = new.sort_values(["ticker", "date"])
     assert stored["close"].tolist() == pytest.approx(expected["close"].tolist())
@@ -147,7 +147,7 @@ def test_rejected_batch_changes_nothing(fresh: Settings, tmp_path: Path, corrupt
 def test_a_missing_column_is_refused_at_load_naming_what_the_file_has(
     fresh: Settings, tmp_path: Path
 ) -> None:
-    bars = pd.read_parquet(fresh.data_dir / ingest.BARS_FILE).tail(50)
+    bars = read_offline(fresh, ingest.BARS_FILE).tail(50)
     path = tmp_path / "bad.parquet"
     bars.drop(columns=["volume"]).rename(columns={"close": "Close"}).to_parquet(path, index=False)
     before = _store_fingerprint(fresh)
