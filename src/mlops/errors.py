@@ -101,12 +101,6 @@ class EvaluationFailedError(MlopsError):
     exit_code = 11
 
 
-class OfflineStoreInconsistentError(ServiceError):
-    """The offline files disagree (a write was stopped between them); reads are refused."""
-
-    code = "offline_store_inconsistent"
-
-
 class StoreUnavailableError(MlopsError):
     """A store the platform reads or writes is down, locked, corrupt or missing.
 

@@ -178,14 +178,14 @@ def rollback_cmd(
 @app.command("repair")
 @handle_errors
 def repair_cmd() -> None:
-    """Recompute features and labels from the bars when the offline files disagree.
+    """Recompute every feature and label from the stored bars, as a new snapshot.
 
-    An ingest killed while it wrote the offline store can leave `bars.parquet` newer than
-    the features and labels; reads then refuse with an error naming the difference. This
-    recomputes both from the bars (the source of truth), loads the last days into the
-    online store and records statistics. A consistent store is left as it is."""
+    The bars are the source of truth. Use it after a change of the feature code, or to
+    check a store: it writes one new snapshot (readers see the old one until it is
+    complete), loads the latest values into the online store, records statistics, and
+    removes what killed writers left behind."""
     from mlops.features.ingest import repair_offline
 
-    with console.status("Checking the offline store..."):
+    with console.status("Recomputing features and labels from the bars..."):
         summary = repair_offline(settings())
     console.print(summary, highlight=False)
