@@ -56,56 +56,73 @@ def event_timestamps(dates: pd.Series) -> pd.Series:
     Naive datetimes are taken as they are; tz-aware ones use their local calendar date
     (a bar stamped 2024-01-02 00:00 America/New_York becomes 2024-01-02 00:00 UTC).
     """
+    return pd.Series(_days(dates), index=dates.index).dt.tz_localize("UTC")
+
+
+def _days(dates: pd.Series) -> np.ndarray:
+    """Each bar's calendar date at 00:00 as naive datetime64[ns] (no Python object per
+    value: a tz-aware column's `to_numpy()` would make one Timestamp per row)."""
     if not pd.api.types.is_datetime64_any_dtype(dates):
         dates = pd.to_datetime(dates)
     if isinstance(dates.dtype, pd.DatetimeTZDtype):
         dates = dates.dt.tz_localize(None)
-    return dates.dt.normalize().dt.tz_localize("UTC").dt.as_unit("ns")
+    return dates.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").astype("datetime64[ns]")
 
 
-def _prepare(bars: pd.DataFrame, context: pd.DataFrame | None) -> pd.DataFrame:
-    """ticker/event_timestamp/close/volume (+ context flag and state) sorted per ticker."""
+def _prepare(bars: pd.DataFrame, context: pd.DataFrame | None) -> dict[str, np.ndarray]:
+    """ticker/day/close/volume (+ context flag and state) as arrays sorted per ticker."""
     missing = [c for c in _REQUIRED_COLUMNS if c not in bars.columns]
     if missing:
         raise ValueError(f"bars is missing columns: {missing}")
-    frame = pd.DataFrame(
-        {
-            "ticker": bars["ticker"].astype(str).to_numpy(dtype=object),
-            "event_timestamp": event_timestamps(bars["date"]).to_numpy(),
-            "close": bars["close"].to_numpy(dtype="float64"),
-            "volume": bars["volume"].to_numpy(dtype="float64"),
-            "context": False,
-        }
-    )
+    parts = [_arrays(bars, context=False)]
     if context is not None and len(context):
-        frame = pd.concat([_context_frame(context), frame], ignore_index=True)
-    frame = frame.sort_values(["ticker", "event_timestamp"], kind="mergesort", ignore_index=True)
-    duplicated = frame.duplicated(["ticker", "event_timestamp"])
+        parts.insert(0, _arrays(context, context=True))
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[-1]}
+    codes, _ = pd.factorize(columns["ticker"], sort=True)
+    day = columns["day"].view("int64")
+    order = np.lexsort((day, codes))
+    columns = {k: v[order] for k, v in columns.items()}
+    codes, day = codes[order], day[order]
+    duplicated = np.r_[False, (codes[1:] == codes[:-1]) & (day[1:] == day[:-1])]
     if duplicated.any():
-        example = frame.loc[duplicated, ["ticker", "event_timestamp"]].iloc[0].tolist()
+        at = int(np.flatnonzero(duplicated)[0])
+        example = [columns["ticker"][at], pd.Timestamp(columns["day"][at], tz="UTC")]
         raise ValueError(f"bars has duplicate (ticker, date) rows, e.g. {example}")
-    return frame
+    columns["code"] = codes
+    return columns
 
 
-def _context_frame(context: pd.DataFrame) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        {
-            "ticker": context["ticker"].astype(str).to_numpy(dtype=object),
-            "event_timestamp": event_timestamps(context["date"]).to_numpy(),
-            "close": context["close"].to_numpy(dtype="float64"),
-            "volume": context["volume"].to_numpy(dtype="float64"),
-            "context": True,
-        }
-    )
-    for column in STATE_COLUMNS:
-        frame[column] = context[column].to_numpy(dtype="float64")
-    return frame
+def _arrays(frame: pd.DataFrame, context: bool) -> dict[str, np.ndarray]:
+    n = len(frame)
+    state = {
+        c: frame[c].to_numpy(dtype="float64") if context else np.full(n, np.nan)
+        for c in STATE_COLUMNS
+    }
+    return {
+        "ticker": _texts(frame["ticker"]),
+        "day": _days(frame["date"]),
+        "close": frame["close"].to_numpy(dtype="float64"),
+        "volume": frame["volume"].to_numpy(dtype="float64"),
+        "context": np.full(n, context),
+        **state,
+    }
 
 
-def _positions(tickers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _texts(values: pd.Series) -> np.ndarray:
+    """The tickers as an object array of str (converted only if they are not already)."""
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values.to_numpy(dtype=object)
+    return values.astype(str).to_numpy(dtype=object)
+
+
+def _utc(days: np.ndarray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(days).tz_localize("UTC")
+
+
+def _positions(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(start index of each ticker's run, position of each row within its ticker)."""
-    n = len(tickers)
-    starts = np.flatnonzero(np.r_[True, tickers[1:] != tickers[:-1]]) if n else np.array([], int)
+    n = len(codes)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if n else np.array([], int)
     lengths = np.diff(np.r_[starts, n])
     position = np.arange(n) - np.repeat(starts, lengths)
     return starts, position
@@ -179,10 +196,8 @@ def compute_frames(
     each ticker's last bar.
     """
     frame = _prepare(bars, context)
-    tickers = frame["ticker"].to_numpy()
-    close = frame["close"].to_numpy()
-    volume = frame["volume"].to_numpy()
-    starts, position = _positions(tickers)
+    close, volume = frame["close"], frame["volume"]
+    starts, position = _positions(frame["code"])
 
     def masked(values: np.ndarray, needs: int) -> np.ndarray:
         """NaN where the row has fewer than `needs` earlier bars of its ticker."""
@@ -199,9 +214,8 @@ def compute_frames(
         columns[f"mom_{k}d"] = masked(close / (_window_sum(close, k) / k) - 1.0, k - 1)
 
     diff = masked(close - _shifted(close, 1), 1)
-    state = {c: frame[c].to_numpy() if c in frame else None for c in STATE_COLUMNS}
-    avg_gain = _wilder(np.maximum(diff, 0.0), starts, position, state["rsi_avg_gain"])
-    avg_loss = _wilder(np.maximum(-diff, 0.0), starts, position, state["rsi_avg_loss"])
+    avg_gain = _wilder(np.maximum(diff, 0.0), starts, position, frame["rsi_avg_gain"])
+    avg_loss = _wilder(np.maximum(-diff, 0.0), starts, position, frame["rsi_avg_loss"])
     with np.errstate(divide="ignore", invalid="ignore"):
         rsi = 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)
     rsi = np.where((avg_loss == 0) & (avg_gain > 0), 100.0, rsi)
@@ -213,24 +227,32 @@ def compute_frames(
         zscore = np.where(volume_std > 0, (volume - volume_mean) / volume_std, np.nan)
     columns["volume_zscore_20d"] = masked(zscore, 19)
 
-    computed = ~frame["context"].to_numpy()
-    features = frame.loc[computed, ["ticker", "event_timestamp"]].reset_index(drop=True)
-    for name in FEATURE_COLUMNS:
-        features[name] = columns[name][computed]
-    features["rsi_avg_gain"] = avg_gain[computed]
-    features["rsi_avg_loss"] = avg_loss[computed]
-    return features, _labels(frame, close, computed)
+    computed = ~frame["context"]
+    features = pd.DataFrame(
+        {
+            "ticker": frame["ticker"][computed],
+            "event_timestamp": _utc(frame["day"][computed]),
+            **{name: columns[name][computed] for name in FEATURE_COLUMNS},
+            "rsi_avg_gain": avg_gain[computed],
+            "rsi_avg_loss": avg_loss[computed],
+        }
+    )
+    return features, _labels(frame, computed)
 
 
-def _labels(frame: pd.DataFrame, close: np.ndarray, computed: np.ndarray) -> pd.DataFrame:
+def _labels(frame: dict[str, np.ndarray], computed: np.ndarray) -> pd.DataFrame:
     """Next-bar direction for each row with a next bar of its ticker (see compute_labels)."""
-    tickers = frame["ticker"].to_numpy()
-    has_next = np.r_[tickers[1:] == tickers[:-1], False]
+    codes, close = frame["code"], frame["close"]
+    has_next = np.r_[codes[1:] == codes[:-1], False]
     wanted = has_next & (computed | np.r_[computed[1:], False])  # new rows, last context row
-    out = frame.loc[wanted, ["ticker", "event_timestamp"]].reset_index(drop=True)
     next_close = np.r_[close[1:], np.nan]
-    out[LABEL_COLUMN] = (next_close[wanted] > close[wanted]).astype("int64")
-    return out
+    return pd.DataFrame(
+        {
+            "ticker": frame["ticker"][wanted],
+            "event_timestamp": _utc(frame["day"][wanted]),
+            LABEL_COLUMN: (next_close[wanted] > close[wanted]).astype("int64"),
+        }
+    )
 
 
 def compute_features(bars: pd.DataFrame) -> pd.DataFrame:

@@ -201,11 +201,13 @@ def source_path(settings: Settings, dataset: str) -> str:
 
 
 def month_keys(times: pd.Series | np.ndarray) -> np.ndarray:
-    """'YYYY-MM' of each timestamp (naive or UTC), without a Python call per value."""
-    values = pd.Series(times)
+    """'YYYY-MM' of each timestamp (naive or UTC), without a Python object per value."""
+    values = pd.Series(times) if isinstance(times, np.ndarray) else times
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    return values.to_numpy(dtype="datetime64[ns]").astype("datetime64[M]").astype(str)
+    months = values.to_numpy(dtype="datetime64[ns]").astype("datetime64[M]")
+    unique, inverse = np.unique(months, return_inverse=True)
+    return np.datetime_as_string(unique, unit="M")[inverse]
 
 
 PartitionChanges = Mapping[str, Mapping[str, pa.Table | None]]
