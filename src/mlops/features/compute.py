@@ -154,32 +154,32 @@ def _window_mean_std(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _wilder(
-    values: np.ndarray, starts: np.ndarray, position: np.ndarray, state: np.ndarray | None
+    values: np.ndarray, starts: np.ndarray, position: np.ndarray, state: np.ndarray
 ) -> np.ndarray:
     """Wilder's smoothing per ticker, as ``ewm(alpha=1/14, adjust=False)`` defines it: the
     first diff (position 1) starts the average, then a_t = alpha * x_t + (1 - alpha) * a_{t-1}.
 
     ``state`` holds stored averages for context rows (NaN elsewhere): a ticker whose last
-    context row has one continues from it, with the same operations as a full run."""
-    from scipy.signal import lfilter
-
+    context row has one continues from it, with the same operations as a full run. The
+    recurrence steps all tickers at once, one row offset at a time."""
     out = np.full(len(values), np.nan)
     ends = np.r_[starts[1:], len(values)]
-    coefficients = (np.array([_ALPHA]), np.array([1.0, _ALPHA - 1.0]))
-    for start, end in zip(starts, ends, strict=True):
-        first = start + 1  # position 1: the first diff
-        if state is not None:
-            known = np.flatnonzero(~np.isnan(state[start:end]))
-            if known.size:
-                first = start + known[-1]
-                out[first] = state[first]
-        if first >= end:
-            continue
-        if state is None or np.isnan(out[first]):
-            out[first] = values[first]  # the average starts at the first diff
-        if first + 1 < end:
-            zi = np.array([(1.0 - _ALPHA) * out[first]])
-            out[first + 1 : end], _ = lfilter(*coefficients, values[first + 1 : end], zi=zi)
+    first = starts + 1  # position 1: the first diff starts the average
+    stored = np.flatnonzero(~np.isnan(state))
+    if stored.size:
+        owner = np.searchsorted(starts, stored, side="right") - 1
+        np.maximum.at(first, owner, stored)  # the last context row with a stored average
+    from_state = np.isin(first, stored)
+    begun = first < ends
+    out[first[from_state]] = state[first[from_state]]
+    fresh = begun & ~from_state
+    out[first[fresh]] = values[first[fresh]]
+    rows, limit = first[begun], ends[begun]
+    for _ in range(int((limit - rows).max(initial=0)) - 1):
+        rows = rows + 1
+        alive = rows < limit
+        rows, limit = rows[alive], limit[alive]
+        out[rows] = _ALPHA * values[rows] + (1.0 - _ALPHA) * out[rows - 1]
     return out
 
 
