@@ -162,6 +162,7 @@ def main() -> int:
 
     from mlops.api.app import create_app
     from mlops.features import ingest as steps
+    from mlops.features.offline import open_snapshot
     from mlops.features.store import open_store
 
     report: list[str] = []
@@ -195,16 +196,15 @@ def main() -> int:
         infos = steps.apply_definitions(bench_settings, "bench", f"revision {revision}")
         apply_secs.append(time.perf_counter() - t)
         log(f"apply revision {revision}: {len(infos)} versions in {apply_secs[-1]:.1f}s")
-    features = pd.read_parquet(settings.data_dir / steps.FEATURES_FILE)
-    labels = pd.read_parquet(settings.data_dir / steps.LABELS_FILE)
+    snapshot = open_snapshot(settings)
+    assert snapshot is not None
     t = time.perf_counter()
-    n_stats = steps.store_statistics(
-        settings, steps.OfflineFrames(bars=pd.DataFrame(), features=features, labels=labels)
-    )
+    n_stats = steps.store_statistics(settings, snapshot)
     stats_secs = time.perf_counter() - t
+    features = snapshot.read(steps.FEATURES_FILE, ["ticker", "event_timestamp"])
     all_tickers = sorted(features["ticker"].unique().tolist())
     all_days = sorted(features["event_timestamp"].unique())
-    del features, labels
+    del features
     log(f"statistics of {n_stats} features stored in {stats_secs:.1f}s")
 
     store = open_store(settings)
@@ -320,14 +320,14 @@ def main() -> int:
 
     service = store.get_feature_service(SERVICE)
     refs = [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
-    bars_path = settings.data_dir / steps.BARS_FILE
+    bars_path = snapshot.glob(steps.BARS_FILE)
     bare_rows: list[int] = []
 
     def bare_dataset(i: int) -> None:
         import duckdb
 
         entity_df = duckdb.execute(
-            f"SELECT ticker, date FROM read_parquet('{bars_path}') "
+            f"SELECT ticker, date FROM read_parquet('{bars_path}', hive_partitioning = false) "
             "WHERE ticker IN (SELECT unnest(?)) AND date >= ? AND date <= ? ORDER BY ticker, date",
             [ds_tick, pd.Timestamp(ds_start).to_pydatetime(), pd.Timestamp(ds_end).to_pydatetime()],
         ).df()

@@ -241,6 +241,7 @@ def main() -> int:
     from prefect.testing.utilities import prefect_test_harness
 
     from mlops.api.app import create_app
+    from mlops.features.offline import open_snapshot
     from mlops.features.store import open_store
     from mlops.lifecycle import gates, mlflow_backend, registry, training
 
@@ -440,8 +441,8 @@ def main() -> int:
                 deploys.append(deploy(v1))
 
             # ---------------------------------------------------- 5. predictions
-            bars = pd.read_parquet(settings.data_dir / "bars.parquet")
-            tickers = [str(x) for x in bars["ticker"].unique()[:n_predict_tickers]]
+            index = open_snapshot(settings).tickers()  # type: ignore[union-attr]
+            tickers = [str(x) for x in index["ticker"][:n_predict_tickers]]
             store = open_store(settings)
             service = store.get_feature_service("model_features")
             prod_version = registry.alias_version(settings, MODEL, "production")
