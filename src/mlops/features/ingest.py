@@ -263,6 +263,19 @@ def _with_state(snapshot: Snapshot | None, context: pd.DataFrame) -> pd.DataFram
     return context.merge(state, on=["ticker", "date"], how="left")
 
 
+def neighbour_bars(settings: Settings, batch: pd.DataFrame) -> pd.DataFrame:
+    """The stored bars next to the batch, per ticker: the last one before its first batch
+    date and the first one after its last batch date (dates the batch replaces are not
+    neighbours). The ingest gate compares the batch's first and last bars with them."""
+    bars = _as_bars(batch)
+    context, stored_from = stored_rows(open_snapshot(settings), _starts(bars))
+    before = context.groupby("ticker", sort=True).tail(1)
+    last = bars.groupby("ticker")["date"].max()
+    later = stored_from[stored_from["date"].to_numpy() > stored_from["ticker"].map(last).to_numpy()]
+    after = later.groupby("ticker", sort=True).head(1)
+    return pd.concat([before, after], ignore_index=True)[list(BAR_COLUMNS)]
+
+
 # --------------------------------------------------------------------------- computing
 
 

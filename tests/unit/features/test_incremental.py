@@ -167,3 +167,22 @@ def test_the_rsi_state_is_stored_with_the_features(at_once: dict[str, pd.DataFra
     full = stored["rsi_14"].notna() & (stored["rsi_avg_loss"] > 0)
     np.testing.assert_allclose(stored.loc[full, "rsi_14"], rsi[full], rtol=1e-12)
     assert set(at_once[offline.LABELS_FILE][LABEL_COLUMN].unique()) <= {0, 1}
+
+
+def test_the_neighbours_of_a_batch_are_the_stored_bars_around_it(tmp_path: Path) -> None:
+    """What the ingest gate compares a batch with: per ticker, the stored bar before its
+    first date and the stored bar after its last date."""
+    settings = make_settings(tmp_path / "home")
+    name = sorted(HISTORY["ticker"].unique())[1]
+    assert ingest.neighbour_bars(settings, HISTORY).empty  # nothing stored yet
+    _ingest(settings, HISTORY[HISTORY["date"] != DATES[50]])
+    middle = HISTORY[(HISTORY["date"].isin(DATES[50:52])) & (HISTORY["ticker"] == name)]
+    neighbours = ingest.neighbour_bars(settings, middle)
+    assert neighbours["ticker"].tolist() == [name, name]
+    assert neighbours["date"].tolist() == [pd.Timestamp(DATES[49]), pd.Timestamp(DATES[52])]
+    stored = HISTORY[(HISTORY["ticker"] == name) & HISTORY["date"].isin([DATES[49], DATES[52]])]
+    assert neighbours["close"].tolist() == stored.sort_values("date")["close"].tolist()
+    next_day = HISTORY[HISTORY["date"] == DATES[-1]]
+    _ingest(settings, HISTORY[HISTORY["date"] < DATES[-1]])
+    daily = ingest.neighbour_bars(settings, next_day)
+    assert daily["date"].tolist() == [pd.Timestamp(DATES[-2])] * 3  # only the previous bar
