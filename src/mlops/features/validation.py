@@ -59,6 +59,8 @@ MIN_DATE = date(1970, 1, 1)
 MAX_DAILY_MOVE_FACTOR = 2.0  # close may not double or halve from one bar to the next
 MAX_EXAMPLES = 5
 _ONE_BATCH_ROWS = 50_000
+_PASS_OR_FAIL = {"result_format": "BOOLEAN_ONLY"}
+_SUMMARY = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
 """Frames up to this many rows are one GX batch: its fixed cost per batch outweighs copies."""
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -514,9 +516,8 @@ def _run_suite(frame: pd.DataFrame, checks: list[_Check]) -> dict[str, Any]:
     it for every column check (to drop that column's nulls), so a batch of the whole frame
     would cost that many copies of the file.
     """
-    if len(frame) <= _ONE_BATCH_ROWS:
-        groups = {(): checks}
-    else:
+    groups: dict[tuple[str, ...], list[_Check]] = {(): checks}
+    if len(frame) > _ONE_BATCH_ROWS:
         groups = {}
         for check in checks:
             groups.setdefault(_gx_columns(check, frame), []).append(check)
@@ -555,10 +556,22 @@ def _validate_columns(
     if list(part.columns) in (["ticker"], ["date"]) and len(part) > _ONE_BATCH_ROWS:
         distinct = part.drop_duplicates(ignore_index=True)
         if len(distinct) * 2 <= len(part):
-            results = _validate_part(runtime, distinct, checks)
+            results = _validate_part(runtime, distinct, checks, _PASS_OR_FAIL)
             if len(results) == len(checks) and all(map(_passed, results.values())):
                 return results
-    return _validate_part(runtime, part, checks)
+    return _validate_checks(runtime, part, checks)
+
+
+def _validate_checks(
+    runtime: _GxRuntime, part: pd.DataFrame, checks: list[_Check]
+) -> dict[str, Any]:
+    """GX's results of ``checks`` on ``part``: pass or fail first, which spares GX the
+    metrics of unexpected values, then the full summary of the checks that did not pass."""
+    results = _validate_part(runtime, part, checks, _PASS_OR_FAIL)
+    failed = [c for c in checks if c.key not in results or not _passed(results[c.key])]
+    if failed:
+        results.update(_validate_part(runtime, part, failed, _SUMMARY))
+    return results
 
 
 def _passed(gx_result: Any) -> bool:
@@ -566,16 +579,14 @@ def _passed(gx_result: Any) -> bool:
 
 
 def _validate_part(
-    runtime: _GxRuntime, frame: pd.DataFrame, checks: list[_Check]
+    runtime: _GxRuntime, frame: pd.DataFrame, checks: list[_Check], result_format: dict[str, Any]
 ) -> dict[str, Any]:
     suite = runtime.gx.ExpectationSuite(name="ohlcv_bars")
     for check in checks:
         expectation = check.build(runtime.gxe)
         expectation.meta = {"check": check.key}
         suite.add_expectation(expectation)
-    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
-    validator = _validator(runtime, frame, result_format)
-    result = validator.validate_expectation_suite(suite)
+    result = _validator(runtime, frame, result_format).validate_expectation_suite(suite)
     return {str((r.expectation_config.meta or {}).get("check")): r for r in result.results}
 
 
