@@ -101,9 +101,16 @@ def _datetimes(dates: pd.Series) -> np.ndarray:
 
 
 def _ticker_date_order(bars: _Bars) -> np.ndarray:
-    """Positions of the rows with a ticker and a date, sorted by ticker, then date."""
+    """Positions of the rows with a ticker and a date, sorted by ticker, then date.
+
+    Files usually come sorted that way already; checking it costs far less than a sort.
+    """
     rows = np.flatnonzero((bars.codes >= 0) & ~np.isnat(bars.when))
-    return rows[np.lexsort((bars.when[rows], bars.codes[rows]))]
+    codes, when = bars.codes[rows], bars.when[rows]
+    same_ticker = codes[1:] == codes[:-1]
+    if np.all((codes[1:] > codes[:-1]) | (same_ticker & (when[1:] >= when[:-1]))):
+        return rows
+    return rows[np.lexsort((when, codes))]
 
 
 def _pair_factors(bars: _Bars, earlier: np.ndarray, later: np.ndarray) -> np.ndarray:

@@ -229,3 +229,18 @@ def test_a_large_frame_validated_in_parts_reports_what_one_batch_reports(
         exclude={"validated_at"}
     )
     assert whole.success is (how == "valid")
+
+
+def test_moves_follow_the_dates_whatever_the_order_of_the_rows() -> None:
+    batch = frame(
+        bar("AAPL", "2024-02-12", 50.0),
+        bar("MSFT", "2024-02-09", 20.0),
+        bar("AAPL", "2024-02-08", 100.0),
+        bar("MSFT", "2024-02-12", 21.0),
+        bar("AAPL", "2024-02-09", 101.0),
+    )
+
+    move = move_failure(validate_bars(batch, "bars.csv", today=TODAY))
+
+    assert [e["row"] for e in move.examples] == [0]
+    assert move.examples[0]["previous_close"] == 101.0
