@@ -12,6 +12,12 @@ is built per process and reused. Expectations whose columns are missing or of th
 are not sent to GX: they are listed in ``ValidationReport.skipped`` with the reason, and a
 report with skipped expectations is never successful. Expectations that raise inside GX are
 reported as failures carrying the exception message.
+
+The close-to-close move check also compares a batch with the stored bars adjacent to it
+(``neighbours``, see ``close_moves``), so a one-day batch is checked against the previous
+close. On a large frame GX runs on parts of it (see ``_run_suite``): the expectations and
+the report are the same as on one batch, without GX copying and hashing the whole frame for
+every check.
 """
 
 from __future__ import annotations
@@ -59,9 +65,9 @@ MIN_DATE = date(1970, 1, 1)
 MAX_DAILY_MOVE_FACTOR = 2.0  # close may not double or halve from one bar to the next
 MAX_EXAMPLES = 5
 _ONE_BATCH_ROWS = 50_000
+"""Frames up to this many rows are one GX batch: its fixed cost per batch outweighs copies."""
 _PASS_OR_FAIL = {"result_format": "BOOLEAN_ONLY"}
 _SUMMARY = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
-"""Frames up to this many rows are one GX batch: its fixed cost per batch outweighs copies."""
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
