@@ -83,7 +83,7 @@ def _bars(
     price = pd.to_numeric(close, errors="coerce").to_numpy(dtype="float64")
     batch_rows = len(codes)
     if neighbours is None or neighbours.empty:
-        return _Bars(codes.astype(np.int64), when, price, batch_rows)
+        return _Bars(codes.astype(np.int64, copy=False), when, price, batch_rows)
     # Neighbours of tickers the batch does not hold get code -1 and are left out.
     neighbour_codes = pd.Index(uniques).get_indexer(neighbours["ticker"])
     return _Bars(
@@ -116,12 +116,13 @@ def _ticker_date_order(bars: _Bars) -> np.ndarray:
 def _pair_factors(bars: _Bars, earlier: np.ndarray, later: np.ndarray) -> np.ndarray:
     """The move factor of each pair of consecutive rows; NaN across tickers or non-positive
     closes."""
-    first, second = bars.price[earlier], bars.price[later]
+    first, ratio = bars.price[earlier], bars.price[later]
     first[~(first > 0)] = np.nan
-    second[~(second > 0)] = np.nan
-    ratio = second / first
+    ratio[~(ratio > 0)] = np.nan
+    np.divide(ratio, first, out=ratio)
+    del first
     ratio[bars.codes[earlier] != bars.codes[later]] = np.nan
-    return np.maximum(ratio, 1.0 / ratio)
+    return np.maximum(ratio, np.reciprocal(ratio), out=ratio)
 
 
 def _assign(
