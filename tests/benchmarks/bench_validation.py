@@ -98,7 +98,8 @@ def sql_checks(batch, neighbours) -> list[str]:  # type: ignore[no-untyped-def]
 
     if neighbours is None:
         neighbours = batch.iloc[:0]
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     con.register("batch", batch)
     con.register("neighbours", neighbours)
     columns = [name for name, *_ in con.execute("DESCRIBE batch").fetchall()]
