@@ -12,6 +12,12 @@ is built per process and reused. Expectations whose columns are missing or of th
 are not sent to GX: they are listed in ``ValidationReport.skipped`` with the reason, and a
 report with skipped expectations is never successful. Expectations that raise inside GX are
 reported as failures carrying the exception message.
+
+The close-to-close move check also compares a batch with the stored bars adjacent to it
+(``neighbours``, see ``close_moves``), so a one-day batch is checked against the previous
+close. On a large frame GX runs on parts of it (see ``_run_suite``): the expectations and
+the report are the same as on one batch, without GX copying and hashing the whole frame for
+every check.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from mlops.features.bars_csv import (
     read_bars_csv,
     unique_names,
 )
+from mlops.features.close_moves import CloseMoves, close_moves
 from mlops.features.date_formats import parse_dates
 from mlops.fields import UtcDatetime
 from mlops.names import TICKER
@@ -58,6 +65,10 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("ticker", "date", "open", "high", "low", "c
 MIN_DATE = date(1970, 1, 1)
 MAX_DAILY_MOVE_FACTOR = 2.0  # close may not double or halve from one bar to the next
 MAX_EXAMPLES = 5
+_ONE_BATCH_ROWS = 50_000
+"""Frames up to this many rows are one GX batch: its fixed cost per batch outweighs copies."""
+_PASS_OR_FAIL = {"result_format": "BOOLEAN_ONLY"}
+_SUMMARY = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -76,13 +87,6 @@ _GX_NUMERIC_TYPES = [
     "float32",
     "float64",
 ]
-_OHLC_PAIRS = (
-    ("high", "low"),
-    ("high", "open"),
-    ("high", "close"),
-    ("open", "low"),
-    ("close", "low"),
-)
 _RETURN_COLUMN = "__mlops_close_move_factor"
 _HELPER_COLUMNS = (_RETURN_COLUMN,)
 
@@ -242,9 +246,12 @@ def _normalize(
 
 
 def _as_text(series: pd.Series) -> pd.Series:
-    if _all_text(series) and not series.isna().any():
-        return series
-    return series.map(lambda value: None if _is_missing(value) else str(value)).astype(object)
+    """Text with None for missing values, converted column-wise (no Python call per row)."""
+    missing = series.isna()
+    if _all_text(series):
+        return series.where(~missing, None) if missing.any() else series
+    # Numbers or mixed values (rare): str() of each, the builtin rather than a Python lambda.
+    return series.astype(object).map(str, na_action="ignore").where(~missing, None)
 
 
 def _parse_dates(
@@ -313,6 +320,8 @@ class _Check:
     build: Callable[[Any], Any]
     requires: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
+    reads: tuple[str, ...] | None = None
+    """The columns GX reads, when not ``requires`` (checks reading the same run together)."""
 
 
 def _build_checks(today: date, columns: list[str]) -> list[_Check]:
@@ -452,44 +461,28 @@ def _move_check() -> _Check:
         ),
         requires=("ticker", "date", "close", _RETURN_COLUMN),
         numeric=("close",),
+        reads=(_RETURN_COLUMN,),
     )
 
 
-def _with_helpers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add the per-ticker close-to-close move factor (max of c/prev, prev/c) when computable.
+def _with_helpers(
+    frame: pd.DataFrame, neighbours: pd.DataFrame | None
+) -> tuple[pd.DataFrame, CloseMoves | None]:
+    """Add the per-ticker close-to-close move factor of every row when computable, with the
+    stored ``neighbours`` as context (see ``close_moves``).
 
-    The result shares ``frame``'s columns (built with numpy on row positions, so no sorted
-    copy of the frame is made).
+    The result shares ``frame``'s columns; text tickers become categorical, which GX hashes,
+    sorts and compares per distinct ticker instead of per row.
     """
-    needed = ("ticker", "date", "close")
-    if not all(c in frame.columns for c in needed) or not _is_numeric_column(frame["close"]):
-        return frame
-    moves = _close_moves(frame["ticker"], frame["date"], frame["close"])
     columns = {name: frame[name] for name in frame.columns}
-    columns[_RETURN_COLUMN] = pd.Series(moves, index=frame.index)
-    return pd.DataFrame(columns, copy=False)
-
-
-def _close_moves(tickers: pd.Series, dates: pd.Series, close: pd.Series) -> np.ndarray:
-    """Per row, the factor between its close and the previous close of its ticker (by date);
-    NaN for a ticker's first row, rows without ticker or date, and non-positive closes."""
-    codes = pd.factorize(tickers)[0].astype(np.int32)
-    when = pd.to_datetime(dates, errors="coerce").to_numpy(dtype="datetime64[ns]")
-    rows = np.flatnonzero((codes >= 0) & ~np.isnat(when))
-    order = rows[np.lexsort((when[rows], codes[rows]))]
-    del rows, when
-    price = pd.to_numeric(close, errors="coerce").to_numpy(dtype="float64")[order]
-    price[~(price > 0)] = np.nan
-    ratio = np.empty_like(price)
-    ratio[0:1] = np.nan
-    np.divide(price[1:], price[:-1], out=ratio[1:])
-    sorted_codes = codes[order]
-    ratio[1:][sorted_codes[1:] != sorted_codes[:-1]] = np.nan
-    del price, sorted_codes
-    np.maximum(ratio, 1.0 / ratio, out=ratio)
-    moves = np.full(len(codes), np.nan)
-    moves[order] = ratio
-    return moves
+    if "ticker" in columns and _all_text(columns["ticker"]):
+        columns["ticker"] = columns["ticker"].astype("category")
+    needed = ("ticker", "date", "close")
+    moves = None
+    if all(c in columns for c in needed) and _is_numeric_column(columns["close"]):
+        moves = close_moves(columns["ticker"], columns["date"], columns["close"], neighbours)
+        columns[_RETURN_COLUMN] = pd.Series(moves.factor, index=frame.index)
+    return pd.DataFrame(columns, copy=False), moves
 
 
 def _skip_reason(check: _Check, frame: pd.DataFrame) -> str | None:
@@ -539,45 +532,95 @@ def _gx_runtime() -> _GxRuntime:
 def _run_suite(frame: pd.DataFrame, checks: list[_Check]) -> dict[str, Any]:
     """Validate ``frame`` against ``checks``; return GX results keyed by check key.
 
-    Checks of the same columns run together on a frame of just those columns: GX copies
-    its whole batch to drop the rows where a checked column is null, which on the full
-    frame cost more memory than the file itself.
+    A small frame is one GX batch. On a large one, checks reading the same columns run
+    together on a frame of just those columns: GX hashes every batch it is given and copies
+    it for every column check (to drop that column's nulls), so a batch of the whole frame
+    would cost that many copies of the file.
     """
-    groups: dict[tuple[str, ...], list[_Check]] = {}
-    for check in checks:
-        groups.setdefault(_gx_columns(check, frame), []).append(check)
+    groups: dict[tuple[str, ...], list[_Check]] = {(): checks}
+    if len(frame) > _ONE_BATCH_ROWS:
+        groups = {}
+        for check in checks:
+            groups.setdefault(_gx_columns(check, frame), []).append(check)
     results: dict[str, Any] = {}
     with _GX_LOCK:
         runtime = _gx_runtime()
         for columns, group in groups.items():
-            part = frame[list(columns)] if columns else frame
-            results.update(_validate_part(runtime, part, group))
+            results.update(_validate_columns(runtime, _part(frame, columns), group))
     return results
+
+
+def _part(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The frame of ``columns`` (all for ()). Several columns are copied into one block: on
+    columns kept apart, every row filter GX makes merges them again, a copy each time."""
+    if not columns:
+        return frame
+    if len(columns) == 1:
+        return frame[list(columns)]
+    return frame[list(columns)].copy()
 
 
 def _gx_columns(check: _Check, frame: pd.DataFrame) -> tuple[str, ...]:
     """The columns GX reads for ``check``; () for table checks, which see the whole frame."""
     if check.column is None:
         return ()
-    if _RETURN_COLUMN in check.requires:
-        return (_RETURN_COLUMN,)
-    return tuple(c for c in check.requires if c in frame.columns)
+    return tuple(c for c in check.reads or check.requires if c in frame.columns)
+
+
+def _validate_columns(
+    runtime: _GxRuntime, part: pd.DataFrame, checks: list[_Check]
+) -> dict[str, Any]:
+    """Checks of one ticker or date column run first on its distinct values (a few thousand
+    instead of millions of rows). Each of them looks at one value at a time, so when all
+    hold there they hold on every row; otherwise they run again on the whole column, for a
+    report that counts and shows rows."""
+    if list(part.columns) in (["ticker"], ["date"]) and len(part) > _ONE_BATCH_ROWS:
+        distinct = part.drop_duplicates(ignore_index=True)
+        if len(distinct) * 2 <= len(part):
+            results = _validate_part(runtime, distinct, checks, _PASS_OR_FAIL)
+            if len(results) == len(checks) and all(map(_passed, results.values())):
+                return results
+    return _validate_checks(runtime, part, checks)
+
+
+def _validate_checks(
+    runtime: _GxRuntime, part: pd.DataFrame, checks: list[_Check]
+) -> dict[str, Any]:
+    """GX's results of ``checks`` on ``part``: pass or fail first, which spares GX the
+    metrics of unexpected values, then the full summary of the checks that did not pass."""
+    results = _validate_part(runtime, part, checks, _PASS_OR_FAIL)
+    failed = [c for c in checks if c.key not in results or not _passed(results[c.key])]
+    if failed:
+        results.update(_validate_part(runtime, part, failed, _SUMMARY))
+    return results
+
+
+def _passed(gx_result: Any) -> bool:
+    return bool(gx_result.success) and _exception_message(gx_result.exception_info) is None
 
 
 def _validate_part(
-    runtime: _GxRuntime, frame: pd.DataFrame, checks: list[_Check]
+    runtime: _GxRuntime, frame: pd.DataFrame, checks: list[_Check], result_format: dict[str, Any]
 ) -> dict[str, Any]:
     suite = runtime.gx.ExpectationSuite(name="ohlcv_bars")
     for check in checks:
         expectation = check.build(runtime.gxe)
         expectation.meta = {"check": check.key}
         suite.add_expectation(expectation)
-    batch = runtime.batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(
-        suite,
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES},
-    )
+    result = _validator(runtime, frame, result_format).validate_expectation_suite(suite)
     return {str((r.expectation_config.meta or {}).get("check")): r for r in result.results}
+
+
+def _validator(runtime: _GxRuntime, frame: pd.DataFrame, result_format: dict[str, Any]) -> Any:
+    """A GX validator of one batch of ``frame``. ``Batch.validate`` would build the batch a
+    second time, and GX hashes all the data of each batch it builds."""
+    from great_expectations.validator.v1_validator import Validator
+
+    return Validator(
+        batch_definition=runtime.batch_definition,
+        batch_parameters={"dataframe": frame},
+        result_format=result_format,
+    )
 
 
 def _exception_message(info: Any) -> str | None:
@@ -615,14 +658,34 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _examples(original: pd.DataFrame, result: dict[str, Any]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class _Batch:
+    """What failures are reported from: the caller's rows and the close moves, if computed."""
+
+    original: pd.DataFrame
+    moves: CloseMoves | None
+
+
+def _examples(check: _Check, batch: _Batch, result: dict[str, Any]) -> list[dict[str, Any]]:
     positions = result.get("partial_unexpected_index_list") or []
     rows = []
     for position in positions[:MAX_EXAMPLES]:
-        if isinstance(position, int | np.integer) and 0 <= position < len(original):
-            row = original.iloc[int(position)].to_dict()
-            rows.append({"row": int(position), **_json_safe(row)})
+        if isinstance(position, int | np.integer) and 0 <= position < len(batch.original):
+            row = _json_safe(batch.original.iloc[int(position)].to_dict())
+            if _RETURN_COLUMN in check.requires and batch.moves is not None:
+                row.update(_compared_bar(batch.moves, int(position)))
+            rows.append({"row": int(position), **row})
     return rows
+
+
+def _compared_bar(moves: CloseMoves, position: int) -> dict[str, Any]:
+    """The bar at the other end of a row's move: ``previous_date``/``previous_close``, or
+    ``next_date``/``next_close`` when it is the stored bar after the batch."""
+    side = "next" if moves.other_is_next[position] else "previous"
+    return {
+        f"{side}_date": _json_safe(pd.Timestamp(moves.other_date[position])),
+        f"{side}_close": _json_safe(moves.other_close[position]),
+    }
 
 
 def _observed(check: _Check, result: dict[str, Any]) -> Any:
@@ -641,7 +704,7 @@ def _observed(check: _Check, result: dict[str, Any]) -> Any:
     return _json_safe(result.get("partial_unexpected_list"))
 
 
-def _failure(check: _Check, gx_result: Any, original: pd.DataFrame) -> FailedExpectation | None:
+def _failure(check: _Check, gx_result: Any, batch: _Batch) -> FailedExpectation | None:
     error = _exception_message(gx_result.exception_info)
     if gx_result.success and error is None:
         return None
@@ -653,7 +716,7 @@ def _failure(check: _Check, gx_result: Any, original: pd.DataFrame) -> FailedExp
         description=check.description,
         unexpected_count=int(result.get("unexpected_count") or 0),
         unexpected_percent=float(percent) if percent is not None else None,
-        examples=_examples(original, result),
+        examples=_examples(check, batch, result),
         observed=_observed(check, result),
         error=error,
     )
@@ -666,7 +729,7 @@ def _errored(check: _Check, message: str) -> FailedExpectation:
 
 
 def _collect_failures(
-    checks: list[_Check], results: dict[str, Any], original: pd.DataFrame
+    checks: list[_Check], results: dict[str, Any], batch: _Batch
 ) -> list[FailedExpectation]:
     failures = []
     for check in checks:
@@ -674,7 +737,7 @@ def _collect_failures(
         if gx_result is None:
             failures.append(_errored(check, "Great Expectations returned no result"))
             continue
-        failure = _failure(check, gx_result, original)
+        failure = _failure(check, gx_result, batch)
         if failure is not None:
             failures.append(failure)
     return failures
@@ -693,11 +756,9 @@ def _partition(checks: list[_Check], frame: pd.DataFrame) -> tuple[list[_Check],
     return runnable, skipped
 
 
-def _evaluate(
-    checks: list[_Check], frame: pd.DataFrame, original: pd.DataFrame
-) -> list[FailedExpectation]:
+def _evaluate(checks: list[_Check], frame: pd.DataFrame, batch: _Batch) -> list[FailedExpectation]:
     try:
-        return _collect_failures(checks, _run_suite(frame, checks), original)
+        return _collect_failures(checks, _run_suite(frame, checks), batch)
     except Exception as exc:  # GX failed as a whole: every expectation counts as failed
         return [_errored(c, f"validation crashed: {exc}") for c in checks]
 
@@ -705,22 +766,34 @@ def _evaluate(
 # --------------------------------------------------------------------------- public API
 
 
-def validate_bars(df: pd.DataFrame, source: str, today: date | None = None) -> ValidationReport:
+def validate_bars(
+    bars: pd.DataFrame,
+    source: str,
+    neighbours: pd.DataFrame | None = None,
+    *,
+    today: date | None = None,
+) -> ValidationReport:
     """Validate a frame of daily bars and return a report of the expectations that failed.
 
+    ``neighbours`` are the stored bars adjacent to the batch, per ticker: the last one before
+    its first batch date and the first one after its last (columns ticker, date, close at
+    least; empty or None on a first ingest). The close-to-close move check compares the
+    batch's first and last bars of each ticker with them; they are never counted or
+    reported as batch rows.
+
     ``today`` bounds the dates (default: today's UTC date). Example rows in failures are
-    taken from ``df`` itself, by position. Frames from ``load_bars`` hold parsed dates; a
+    taken from ``bars`` itself, by position. Frames from ``load_bars`` hold parsed dates; a
     frame with text dates has them read as ``load_bars`` does, so dates without one format
     raise ``DataValidationError`` (there is no single reading of them to validate).
     """
     today = today or datetime.now(UTC).date()
-    frame = _with_helpers(_normalize(df))
+    frame, moves = _with_helpers(_normalize(bars), neighbours)
     checks = _build_checks(today, list(frame.columns))
     runnable, skipped = _partition(checks, frame)
-    failures = _evaluate(runnable, frame, df)
+    failures = _evaluate(runnable, frame, _Batch(original=bars, moves=moves))
     return ValidationReport(
         source=source,
-        row_count=len(df),
+        row_count=len(bars),
         success=not failures and not skipped,
         evaluated=len(runnable),
         failures=failures,
@@ -775,15 +848,39 @@ def _first_example(failure: FailedExpectation) -> str:
     if not failure.examples or not failure.column:
         return ""
     example = failure.examples[0]
+    if "previous_close" in example or "next_close" in example:
+        return _move_example(example)
     values = [f"{c}={example[c]!r}" for c in failure.column.split(", ") if c in example]
     return f", e.g. row {example['row']} {' '.join(values)}" if values else ""
 
 
+def _move_example(example: dict[str, Any]) -> str:
+    """``, e.g. row 0 ticker='AAPL' date='2024-02-12T00:00:00' close=315.0 after close=105.0
+    on 2024-02-09T00:00:00 (x3.00): looks like an unadjusted split``."""
+    side, relation = ("previous", "after") if "previous_close" in example else ("next", "before")
+    close, other = example.get("close"), example[f"{side}_close"]
+    move = ""
+    if isinstance(close, int | float) and isinstance(other, int | float) and close and other:
+        later, earlier = (close, other) if side == "previous" else (other, close)
+        move = f" (x{later / earlier:.2f})" if later >= earlier else f" (/{earlier / later:.2f})"
+    return (
+        f", e.g. row {example['row']} ticker={example.get('ticker')!r} "
+        f"date={example.get('date')!r} close={close!r} {relation} close={other!r} on "
+        f"{example[f'{side}_date']}{move}: looks like an unadjusted split"
+    )
+
+
 def ensure_valid(
-    df: pd.DataFrame, source: str, reports_dir: Path, today: date | None = None
+    bars: pd.DataFrame,
+    source: str,
+    reports_dir: Path,
+    neighbours: pd.DataFrame | None = None,
+    *,
+    today: date | None = None,
 ) -> ValidationReport:
-    """Validate, always save the report, and raise ``DataValidationError`` if the batch fails."""
-    report = validate_bars(df, source, today=today)
+    """Validate (``neighbours`` as in ``validate_bars``), always save the report, and raise
+    ``DataValidationError`` if the batch fails."""
+    report = validate_bars(bars, source, neighbours, today=today)
     path = save_report(report, reports_dir)
     if not report.success:
         raise DataValidationError(
@@ -805,8 +902,8 @@ def run_expectations(frame: pd.DataFrame, suite_name: str, expectations: list[An
         suite = runtime.gx.ExpectationSuite(name=suite_name)
         for expectation in expectations:
             suite.add_expectation(expectation)
-        batch = runtime.batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        result = batch.validate(suite, result_format={"result_format": "SUMMARY"})
+        validator = _validator(runtime, frame, {"result_format": "SUMMARY"})
+        result = validator.validate_expectation_suite(suite)
     return list(result.results)
 
 
