@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -142,6 +143,31 @@ def test_rejected_batch_changes_nothing(fresh: Settings, tmp_path: Path, corrupt
     assert all(f["expectation"] for f in report["failures"])
     run = ingest.latest_runs(fresh, limit=1)[0]
     assert run.status == "rejected" and run.report_path == caught.value.details["report_path"]
+
+
+def test_a_daily_batch_is_checked_against_the_stored_previous_close(
+    fresh: Settings, tmp_path: Path
+) -> None:
+    """One new day whose close is 3x the stored previous close (an unadjusted split) is
+    refused, naming ticker and date; the same day with its real close is ingested."""
+    end = fresh.demo_end + timedelta(days=7)
+    later = generate_ohlcv(n_tickers=fresh.demo_tickers, start=fresh.demo_start, end=end)
+    day = later[later["date"] > pd.Timestamp(fresh.demo_end)]
+    day = day[day["date"] == day["date"].min()]
+    split = day.copy()
+    hit = split["ticker"] == split["ticker"].iloc[0]
+    split.loc[hit, ["open", "high", "low", "close"]] *= 3
+    path = tmp_path / "split.parquet"
+    split.to_parquet(path, index=False)
+    before = _store_fingerprint(fresh)
+    with pytest.raises(DataValidationError) as caught:
+        run_ingest_flow(fresh, source=str(path))
+    assert "unadjusted split" in caught.value.message
+    assert str(split.loc[hit, "ticker"].iloc[0]) in caught.value.message
+    assert _store_fingerprint(fresh) == before
+    path = tmp_path / "day.parquet"
+    day.to_parquet(path, index=False)
+    assert run_ingest_flow(fresh, source=str(path))["rows"] == len(day)
 
 
 def test_a_missing_column_is_refused_at_load_naming_what_the_file_has(

@@ -149,8 +149,23 @@ def source_label(source: str | BarsSource) -> str:
 
 
 def validate_batch(settings: Settings, bars: pd.DataFrame, source: str) -> ValidationReport:
-    """Run the Great Expectations gate; raises DataValidationError with a stored report."""
-    return ensure_valid(bars, source, settings.reports_dir)
+    """Run the Great Expectations gate, with the stored bars around the batch (so a day's
+    close is checked against the previous stored close); raises DataValidationError with
+    a stored report."""
+    return ensure_valid(bars, source, settings.reports_dir, _readable_neighbours(settings, bars))
+
+
+def _readable_neighbours(settings: Settings, bars: pd.DataFrame) -> pd.DataFrame | None:
+    """`neighbour_bars`, for a batch whose keys and prices have their types; None for one
+    that does not (the gate refuses it for those types before comparing any rows)."""
+    if any(column not in bars.columns for column in BAR_COLUMNS):
+        return None
+    typed = pd.api.types.is_datetime64_any_dtype(bars["date"]) and all(
+        pd.api.types.is_numeric_dtype(bars[c]) for c in BAR_COLUMNS[2:]
+    )
+    if not typed or bars["date"].isna().any() or bars["ticker"].isna().any():
+        return None
+    return neighbour_bars(settings, bars)
 
 
 # --------------------------------------------------------------------------- reading
