@@ -77,12 +77,13 @@ def _prepare(bars: pd.DataFrame, context: pd.DataFrame | None) -> dict[str, np.n
     parts = [_arrays(bars, context=False)]
     if context is not None and len(context):
         parts.insert(0, _arrays(context, context=True))
-    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[-1]}
+    columns = parts[0] if len(parts) == 1 else _concatenated(parts)
     codes, _ = pd.factorize(columns["ticker"], sort=True)
     day = columns["day"].view("int64")
-    order = np.lexsort((day, codes))
-    columns = {k: v[order] for k, v in columns.items()}
-    codes, day = codes[order], day[order]
+    if not _is_sorted(codes, day):
+        order = np.lexsort((day, codes))
+        columns = {k: v[order] for k, v in columns.items()}
+        codes, day = codes[order], day[order]
     duplicated = np.r_[False, (codes[1:] == codes[:-1]) & (day[1:] == day[:-1])]
     if duplicated.any():
         at = int(np.flatnonzero(duplicated)[0])
@@ -90,6 +91,18 @@ def _prepare(bars: pd.DataFrame, context: pd.DataFrame | None) -> dict[str, np.n
         raise ValueError(f"bars has duplicate (ticker, date) rows, e.g. {example}")
     columns["code"] = codes
     return columns
+
+
+def _concatenated(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[-1]}
+
+
+def _is_sorted(codes: np.ndarray, day: np.ndarray) -> bool:
+    """Whether rows already come by ticker, then date (an ingest passes them so)."""
+    if len(codes) < 2:
+        return True
+    step = np.diff(codes)
+    return bool((step >= 0).all() and (np.diff(day)[step == 0] >= 0).all())
 
 
 def _arrays(frame: pd.DataFrame, context: bool) -> dict[str, np.ndarray]:
@@ -228,14 +241,19 @@ def compute_frames(
     columns["volume_zscore_20d"] = masked(zscore, 19)
 
     computed = ~frame["context"]
+    columns |= {"rsi_avg_gain": avg_gain, "rsi_avg_loss": avg_loss}
+    del log_return, diff, avg_gain, avg_loss, rsi, zscore, volume_mean, volume_std
+
+    def rows(values: np.ndarray) -> np.ndarray:
+        return values if computed.all() else values[computed]  # no copy for a full run
+
     features = pd.DataFrame(
         {
-            "ticker": frame["ticker"][computed],
-            "event_timestamp": _utc(frame["day"][computed]),
-            **{name: columns[name][computed] for name in FEATURE_COLUMNS},
-            "rsi_avg_gain": avg_gain[computed],
-            "rsi_avg_loss": avg_loss[computed],
-        }
+            "ticker": rows(frame["ticker"]),
+            "event_timestamp": _utc(rows(frame["day"])),
+            **{name: rows(columns.pop(name)) for name in (*FEATURE_COLUMNS, *STATE_COLUMNS)},
+        },
+        copy=False,  # one array per column: no block consolidation (a copy of them all)
     )
     return features, _labels(frame, computed)
 
@@ -251,7 +269,8 @@ def _labels(frame: dict[str, np.ndarray], computed: np.ndarray) -> pd.DataFrame:
             "ticker": frame["ticker"][wanted],
             "event_timestamp": _utc(frame["day"][wanted]),
             LABEL_COLUMN: (next_close[wanted] > close[wanted]).astype("int64"),
-        }
+        },
+        copy=False,
     )
 
 

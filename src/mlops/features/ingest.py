@@ -180,7 +180,8 @@ def _as_bars(batch: pd.DataFrame) -> pd.DataFrame:
             "ticker": _texts(batch["ticker"]),
             "date": _days(batch["date"]),
             **{c: batch[c].to_numpy(dtype="float64") for c in BAR_COLUMNS[2:]},
-        }
+        },
+        copy=False,
     )
     return frame
 
@@ -194,6 +195,8 @@ def _sorted_bars(frame: pd.DataFrame) -> pd.DataFrame:
     order = np.lexsort((day, codes))  # stable: equal keys keep their input order
     codes, day = codes[order], day[order]
     last = np.r_[(codes[1:] != codes[:-1]) | (day[1:] != day[:-1]), True]
+    if last.all() and (order[1:] > order[:-1]).all():
+        return frame  # already sorted and unique: no copy
     return frame.take(order[last]).reset_index(drop=True)
 
 
@@ -302,7 +305,9 @@ def plan_change(settings: Settings, batch: pd.DataFrame) -> OfflineChange:
     bars = _as_bars(batch)
     starts = _starts(bars)
     context, stored_from = stored_rows(snapshot, starts)
-    merged = _sorted_bars(pd.concat([stored_from, bars], ignore_index=True))
+    merged = _sorted_bars(
+        pd.concat([stored_from, bars], ignore_index=True) if len(stored_from) else bars
+    )
     features, labels = compute_frames(merged, context if len(context) else None)
     last_context = context.groupby("ticker")["date"].max()
     label_starts = last_context.reindex(starts.index).fillna(starts)
