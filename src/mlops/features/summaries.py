@@ -21,7 +21,7 @@ the weighted points of one partition imply differs from the true number by at mo
 block, ``ceil(n_i / SKETCH_SIZE) / 2`` (only the blocks on either side of v can be counted
 wrongly, and each is kept by its middle value); a partition kept whole is exact. Merging
 adds the counts of the partitions, so over all of them the error is at most
-``E = sum_i ceil(ceil(n_i / SKETCH_SIZE) / 2)`` ranks (`rank_error_bound`), about
+``E = sum_i ceil(ceil(n_i / SKETCH_SIZE) / 2)`` ranks (`MergedColumn.rank_error`), about
 ``n / (2 * SKETCH_SIZE)``: 0.05% of the rows. Hence:
 
 - a quantile (linear interpolation at position ``q * (n - 1)``, like numpy's default) is a
@@ -36,7 +36,7 @@ Merging reads a few kilobytes per partition and column, whatever the number of r
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +80,12 @@ class ColumnSummary:
     def mean(self) -> float:
         return self.total / self.finite if self.finite else math.nan
 
+    @property
+    def rank_error(self) -> int:
+        """Half a block: the most its sketch's count of values <= v can be off (module)."""
+        points = len(self.sketch_values)
+        return 0 if points == self.finite else math.ceil(math.ceil(self.finite / points) / 2)
+
 
 def summarize_values(values: np.ndarray) -> ColumnSummary:
     """The summary of one column's values (any numeric dtype; NaN counts as null)."""
@@ -97,28 +103,32 @@ def summarize_values(values: np.ndarray) -> ColumnSummary:
         total=total,
         m2=m2,
         sketch_values=_block_middles(finite),
-        sketch_weights=block_sizes(n),
+        sketch_weights=block_sizes(n, min(n, SKETCH_SIZE)),
     )
 
 
-def _block_bounds(n: int) -> np.ndarray:
-    return np.arange(SKETCH_SIZE + 1, dtype="int64") * n // SKETCH_SIZE
+def _block_bounds(n: int, points: int) -> np.ndarray:
+    return np.arange(points + 1, dtype="int64") * n // points
 
 
-def block_sizes(n: int) -> np.ndarray:
-    """How many of a partition's `n` sorted values each point of its sketch stands for."""
-    if n <= SKETCH_SIZE:
+def block_sizes(n: int, points: int) -> np.ndarray:
+    """How many of a partition's `n` sorted values each of the `points` of its sketch
+    stands for (from the stored length, so sketches of another `SKETCH_SIZE` still read)."""
+    if n == points:
         return np.ones(n, dtype="int64")
-    return np.diff(_block_bounds(n))
+    return np.diff(_block_bounds(n, points))
 
 
 def _block_middles(ordered: np.ndarray) -> np.ndarray:
     """The middle value of each of `SKETCH_SIZE` blocks of the sorted values (all of them
-    when there are no more)."""
+    when there are no more). A block of even size has two middles: the lower one is taken
+    in every other block and the upper one in the others, so that the sketch's ranks are
+    not all biased the same way."""
     if len(ordered) <= SKETCH_SIZE:
         return ordered
-    bounds = _block_bounds(len(ordered))
-    return ordered[(bounds[:-1] + bounds[1:] - 1) // 2]
+    bounds = _block_bounds(len(ordered), SKETCH_SIZE)
+    upper = np.arange(SKETCH_SIZE) % 2
+    return ordered[(bounds[:-1] + bounds[1:] - 1 + upper) // 2]
 
 
 def summarize_table(table: pa.Table, month: str) -> pa.Table:
@@ -170,7 +180,7 @@ def summaries_by_column(table: pa.Table) -> dict[str, list[ColumnSummary]]:
                 total=float(scalars["total"][i]),
                 m2=float(scalars["m2"][i]),
                 sketch_values=values[i],
-                sketch_weights=block_sizes(int(scalars["finite"][i])),
+                sketch_weights=block_sizes(int(scalars["finite"][i]), len(values[i])),
             )
         )
     return found
@@ -200,7 +210,7 @@ class MergedColumn:
     sketch_weights: np.ndarray
     """... and how many values each stands for."""
     rank_error: int
-    """`rank_error_bound` of the partitions merged."""
+    """The sum of the partitions' `ColumnSummary.rank_error` (the module's bound E)."""
 
     @property
     def std(self) -> float:
@@ -243,10 +253,5 @@ def merge(summaries: Sequence[ColumnSummary]) -> MergedColumn:
         m2=m2,
         sketch_values=values[order],
         sketch_weights=weights[order],
-        rank_error=rank_error_bound([s.finite for s in summaries]),
+        rank_error=sum(s.rank_error for s in summaries),
     )
-
-
-def rank_error_bound(finite_counts: Iterable[int]) -> int:
-    """The most ranks a merged sketch's count of values <= v can be off by (module)."""
-    return sum(math.ceil(math.ceil(n / SKETCH_SIZE) / 2) for n in finite_counts if n > SKETCH_SIZE)
