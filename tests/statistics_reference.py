@@ -7,7 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlops.features.statistics import HISTOGRAM_BINS, QUANTILES
+from mlops.features.catalog import feature_detail
+from mlops.features.offline import open_snapshot, partition_summaries
+from mlops.features.statistics import HISTOGRAM_BINS, QUANTILES, sample_rows
+from mlops.features.summaries import merge, summaries_by_column
+from mlops.settings import Settings
 
 
 def assert_matches_full_recomputation(stats: dict[str, Any], values: Any, rank_error: int) -> None:
@@ -34,3 +38,17 @@ def assert_matches_full_recomputation(stats: dict[str, Any], values: Any, rank_e
     assert sum(stats["histogram"]["counts"]) == len(finite)
     off = np.abs(np.array(stats["histogram"]["counts"]) - counts)
     assert off.max() <= 2 * rank_error, off
+
+
+def assert_stored_statistics_match(settings: Settings, feature: str) -> None:
+    """The stored statistics and samples of `feature` ('view:name' or 'name') equal a full
+    recomputation over the current snapshot."""
+    detail = feature_detail(settings, feature)
+    snapshot = open_snapshot(settings)
+    assert snapshot is not None and detail.statistics is not None
+    dataset = detail.source["file"]
+    partitions = summaries_by_column(partition_summaries(snapshot, dataset))[detail.name]
+    full = snapshot.read(dataset)
+    rank_error = merge(partitions).rank_error
+    assert_matches_full_recomputation(detail.statistics, full[detail.name], rank_error)
+    assert detail.samples == sample_rows(full, detail.name)
