@@ -110,7 +110,8 @@ def snapshot_statistics(
 ) -> dict[str, ColumnStatistics]:
     """Statistics and samples of the `columns` of one dataset that the snapshot has (it
     must have a partition of `dataset`)."""
-    present = [c for c in columns if c in snapshot.columns(dataset)]
+    stored = set(snapshot.columns(dataset))
+    present = [c for c in columns if c in stored]
     rows = partition_summaries(snapshot, dataset)
     rows = rows.filter(pc.is_in(rows.column("column"), pa.array(present, pa.string())))
     summaries = summaries_by_column(rows)
