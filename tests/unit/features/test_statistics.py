@@ -78,6 +78,13 @@ def _write(settings: Settings, batch: pd.DataFrame) -> offline.Snapshot:
         return ingest.write_offline(settings, ingest.plan_change(settings, batch))
 
 
+def _assert_summaries_stored(snapshot: offline.Snapshot) -> None:
+    """The snapshot holds a summary of every partition (nothing is left to a fallback)."""
+    for dataset in DATASETS:
+        stored = pq.read_table(snapshot.summary_path(dataset))
+        assert sorted(set(stored.column("month").to_pylist())) == list(snapshot.partitions(dataset))
+
+
 def _assert_equal_to_full_recomputation(snapshot: offline.Snapshot) -> None:
     for dataset, columns in DATASETS.items():
         stored = snapshot_statistics(snapshot, dataset, columns)
@@ -94,6 +101,7 @@ def _assert_equal_to_full_recomputation(snapshot: offline.Snapshot) -> None:
 def test_statistics_after_a_full_rebuild_equal_a_full_recomputation(settings: Settings) -> None:
     with offline.exclusive_write(settings):
         snapshot = ingest.full_rebuild(settings, _bars())
+    _assert_summaries_stored(snapshot)
     _assert_equal_to_full_recomputation(snapshot)
 
 
@@ -113,7 +121,9 @@ def test_statistics_stay_equal_through_daily_batches_a_correction_and_a_new_tick
     correction = may.assign(close=may["close"] * 1.5, high=may["high"] * 1.5)
     _assert_equal_to_full_recomputation(_write(settings, correction))
     newcomer = _bars(n_tickers=1, end=date(2024, 10, 8)).assign(ticker="ZZNEW")
-    _assert_equal_to_full_recomputation(_write(settings, newcomer))
+    snapshot = _write(settings, newcomer)
+    _assert_summaries_stored(snapshot)
+    _assert_equal_to_full_recomputation(snapshot)
 
 
 def test_a_daily_batch_summarizes_only_the_partitions_it_writes(
@@ -147,7 +157,5 @@ def test_a_snapshot_without_summaries_falls_back_and_the_next_commit_stores_them
     shutil.rmtree(old.root / offline.SUMMARIES)
     _assert_equal_to_full_recomputation(old)
     new = _write(settings, bars[bars["date"] == "2024-10-02"])
-    for dataset in DATASETS:
-        stored = pq.read_table(new.summary_path(dataset))
-        assert set(stored.column("month").to_pylist()) == set(new.partitions(dataset))
+    _assert_summaries_stored(new)
     _assert_equal_to_full_recomputation(new)
