@@ -59,7 +59,7 @@ SUMMARY_SCHEMA = pa.schema(
     ]
 )
 """One row per partition and column, as stored with the snapshot (the sketch's weights
-follow from `finite`: `block_sizes`)."""
+follow from `finite` and the sketch's length: `block_sizes`)."""
 
 
 @dataclass(frozen=True)
