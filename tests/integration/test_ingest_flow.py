@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.statistics_reference import assert_stored_statistics_match
 
 from conftest import make_settings, read_offline, run_ingest_flow
 from mlops.db import session_scope
 from mlops.errors import DataValidationError
 from mlops.features import ingest
+from mlops.features.catalog import all_features
 from mlops.features.demo_data import generate_ohlcv
 from mlops.features.serving import online_features
 from mlops.features.sources import bars_source
@@ -80,6 +82,15 @@ def test_user_csv_adds_rows_for_a_new_ticker(fresh: Settings, tmp_path: Path) ->
     assert result["rows"] == len(new)
     served = online_features(fresh, [new["ticker"].iloc[0]], ["ret_1d", "rsi_14"], None)
     assert served["ret_1d"][0] is not None
+    for feature in ("ret_1d", "rsi_14", "label_next_day_up"):
+        assert_stored_statistics_match(fresh, feature)
+
+
+def test_stored_statistics_equal_a_full_recomputation(ingested: Settings) -> None:
+    features = all_features(ingested)
+    assert len(features) == 9
+    for feature in features:
+        assert_stored_statistics_match(ingested, f"{feature.feature_view}:{feature.name}")
 
 
 def write_yahoo_files(bars: pd.DataFrame, folder: Path) -> Path:

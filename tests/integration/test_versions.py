@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.statistics_reference import assert_stored_statistics_match
 
 from conftest import run_ingest_flow
 from mlops.db import session_scope
@@ -88,6 +89,7 @@ def test_schema_change_diff_and_rollback(fresh: Settings, tmp_path: Path) -> Non
     served = online_features(fresh, ["BUCI"], ["price_returns:ret_20d"], None)
     assert served["ret_20d"][0] is not None
     assert feature_detail(fresh, "ret_20d").statistics_version == 3
+    assert_stored_statistics_match(fresh, "ret_20d")
     assert [v.version for v in _history(fresh, "price_returns")] == [1, 2, 3]
 
     again = run_ingest_flow(edited, message="daily run")

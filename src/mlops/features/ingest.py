@@ -45,7 +45,7 @@ from mlops.features.offline import (
     store_is_empty,
 )
 from mlops.features.sources import BarsSource, load_layouts
-from mlops.features.statistics import record_statistics
+from mlops.features.statistics import record_statistics, snapshot_statistics
 from mlops.features.store import load_repo_definitions, open_store
 from mlops.features.validation import ValidationReport, ensure_valid
 from mlops.features.vendor_files import LoadedBars, load_source
@@ -504,17 +504,24 @@ def materialize_after_ingest(
 
 
 def store_statistics(settings: Settings, snapshot: Snapshot | None) -> int:
-    """Statistics and samples of every active view's features, stored per version."""
+    """Statistics and samples of every active view's features, stored per version.
+
+    They are merged from the snapshot's partition summaries (`statistics.py`), so the
+    step costs about the same on a long history as on a short one."""
     if snapshot is None:
         return 0
     with session_scope(settings.metadata_url) as session:
         active = active_versions(session)
-        frames = {
-            name: snapshot.read(name)
-            for name in (FEATURES_FILE, LABELS_FILE)
-            if any(row.definition["source"]["file"] == name for row in active.values())
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for row in active.values():
+            names = (feature["name"] for feature in row.definition["features"])
+            wanted[row.definition["source"]["file"]].update(names)
+        computed = {
+            dataset: snapshot_statistics(snapshot, dataset, sorted(columns))
+            for dataset, columns in wanted.items()
+            if snapshot.has(dataset)
         }
-        return record_statistics(session, active, frames)
+        return record_statistics(session, active, computed)
 
 
 def start_run(settings: Settings, source: str, flow_run_id: str | None = None) -> int:

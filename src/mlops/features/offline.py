@@ -6,10 +6,14 @@
       snapshots/000042/daily_features.parquet/month=2024-01/part.parquet
       snapshots/000042/labels.parquet/month=2024-01/part.parquet
       snapshots/000042/tickers.parquet            (per ticker: first and last date, bars)
+      snapshots/000042/_summaries/daily_features.parquet  (per partition and column)
 
 Each dataset is hive-partitioned parquet, so DuckDB (Feast's offline store), pyarrow, Spark
 and Ray read `current/<dataset>` as one table (with a `month` column from the folder
 names). `bars.parquet` is the source of truth; features and labels are computed from it.
+Each partition of features and labels has a summary of its numeric columns (`summaries.py`,
+one file per dataset and snapshot: the previous snapshot's rows of the partitions kept plus
+the changed partitions' new ones): the feature statistics are merged from them.
 
 A write builds a new snapshot folder: the partitions it changes are new files, every other
 partition is a hard link to the previous snapshot's file (no copy). The snapshot becomes
@@ -39,8 +43,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mlops.features.summaries import SUMMARY_SCHEMA, summarize_table
 from mlops.runs import current_owner, owner_alive
 from mlops.settings import Settings
 
@@ -56,6 +62,9 @@ TIME_COLUMN = {BARS_FILE: "date", FEATURES_FILE: "event_timestamp", LABELS_FILE:
 PARTITION_KEY = "month"
 PART_FILE = "part.parquet"
 TICKERS_FILE = "tickers.parquet"
+SUMMARIES = "_summaries"
+SUMMARIZED = (FEATURES_FILE, LABELS_FILE)
+"""The datasets whose partitions get summaries: those feature views read."""
 CURRENT = "current"
 SNAPSHOTS = "snapshots"
 SNAPSHOT_GRACE_S = 600.0
@@ -92,6 +101,10 @@ class Snapshot:
     def files(self, dataset: str, months: set[str] | None = None) -> list[Path]:
         parts = self.partitions(dataset)
         return [path for month, path in parts.items() if months is None or month in months]
+
+    def summary_path(self, dataset: str) -> Path:
+        """The summaries of a dataset's partitions (absent in an older release's snapshot)."""
+        return self.root / SUMMARIES / dataset
 
     def has(self, dataset: str) -> bool:
         return bool(self.partitions(dataset))
@@ -257,6 +270,45 @@ def _stage_dataset(
         else:
             folder.mkdir(parents=True)
             os.link(old[month], folder / PART_FILE)
+    if dataset in SUMMARIZED:
+        _stage_summaries(Snapshot(staging), base, dataset, changed)
+
+
+def _stage_summaries(
+    new: Snapshot, base: Snapshot | None, dataset: str, changed: Mapping[str, pa.Table | None]
+) -> None:
+    """The new snapshot's summaries of `dataset`: linked when no partition changed, else
+    the base's rows of the partitions kept plus those of the changed ones."""
+    target = new.summary_path(dataset)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if base is not None and not changed and base.summary_path(dataset).exists():
+        os.link(base.summary_path(dataset), target)
+        return
+    kept = partition_summaries(base, dataset) if base is not None else SUMMARY_SCHEMA.empty_table()
+    kept = kept.filter(
+        pc.invert(pc.is_in(kept.column("month"), pa.array(list(changed), pa.string())))
+    )
+    fresh = [
+        summarize_table(table, month)
+        for month, table in changed.items()
+        if table is not None and table.num_rows
+    ]
+    rows = pa.concat_tables([kept, *fresh]).sort_by([("month", "ascending")])
+    pq.write_table(rows, target)
+
+
+def partition_summaries(snapshot: Snapshot, dataset: str) -> pa.Table:
+    """The summary rows of every partition of `dataset`; those a snapshot of an older
+    release lacks are computed from its partitions."""
+    path = snapshot.summary_path(dataset)
+    stored = pq.read_table(path) if path.exists() else SUMMARY_SCHEMA.empty_table()
+    have = set(stored.column("month").to_pylist())
+    missing = [
+        summarize_table(pq.read_table(part), month)
+        for month, part in snapshot.partitions(dataset).items()
+        if month not in have
+    ]
+    return pa.concat_tables([stored, *missing])
 
 
 def _stage_tickers(staging: Path, base: Snapshot | None, tickers: pd.DataFrame | None) -> None:
