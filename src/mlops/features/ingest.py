@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -37,9 +38,11 @@ from mlops.features.offline import (
     FEATURES_FILE,
     LABELS_FILE,
     TIME_COLUMN,
+    Partition,
     Snapshot,
     commit,
     exclusive_write,
+    month_codes,
     month_keys,
     open_snapshot,
     store_is_empty,
@@ -351,29 +354,32 @@ def compute_offline_frames(settings: Settings, batch: pd.DataFrame) -> OfflineCh
 
 def _partition_changes(
     base: Snapshot | None, dataset: str, rows: pd.DataFrame, cuts: pd.Series
-) -> dict[str, pa.Table | None]:
-    """New content of each month partition `rows` fall in: the stored rows minus those of
-    a ticker in `cuts` at or after its cut, plus `rows`."""
+) -> dict[str, Partition]:
+    """What builds the new content of each month partition `rows` fall in: the stored
+    rows minus those of a ticker in `cuts` at or after its cut, plus `rows` (built when
+    the commit writes it, one month at a time)."""
     time = TIME_COLUMN[dataset]
-    schema = SCHEMAS[dataset]
-    keys = month_keys(rows[time])
+    codes, months = month_codes(rows[time])
+    order = np.argsort(codes, kind="stable")  # stable: each month keeps the rows' order
+    bounds = np.searchsorted(codes[order], np.arange(len(months) + 1))
+    cut_values = cuts if dataset == BARS_FILE else cuts.dt.tz_localize("UTC")
     stored = base.partitions(dataset) if base is not None else {}
-    cut_values = cuts
-    if dataset != BARS_FILE:
-        cut_values = cuts.dt.tz_localize("UTC")
-    changes: dict[str, pa.Table | None] = {}
-    for month, part in rows.groupby(keys, sort=True):
-        if month in stored:
-            old = base.read(dataset, list(schema.names), {month}) if base is not None else None
-            assert old is not None
+
+    def build(month: str, index: np.ndarray) -> pa.Table:
+        part = rows.take(index)
+        if base is not None and month in stored:
+            old = base.read(dataset, list(SCHEMAS[dataset].names), {month})
             cut = old["ticker"].map(cut_values)
             old = old[~(cut.notna() & (old[time] >= cut))]
-            part = pd.concat([old, part[list(schema.names)]], ignore_index=True)
-            part = part.sort_values(["ticker", time], kind="mergesort")  # rows are sorted
-        changes[month] = pa.Table.from_pandas(
-            part[list(schema.names)], schema, preserve_index=False
-        )
-    return changes
+            part = pd.concat([old, part], ignore_index=True)
+            part = part.sort_values(["ticker", time], kind="mergesort")  # `rows` are sorted
+        schema = SCHEMAS[dataset]
+        return pa.Table.from_pandas(part[list(schema.names)], schema, preserve_index=False)
+
+    return {
+        str(month): partial(build, str(month), order[lo:hi])
+        for month, lo, hi in zip(months, bounds[:-1], bounds[1:], strict=True)
+    }
 
 
 def write_offline(settings: Settings, change: OfflineChange) -> Snapshot:

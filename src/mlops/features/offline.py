@@ -35,10 +35,10 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -215,16 +215,25 @@ def source_path(settings: Settings, dataset: str) -> str:
 
 def month_keys(times: pd.Series | np.ndarray) -> np.ndarray:
     """'YYYY-MM' of each timestamp (naive or UTC), without a Python object per value."""
+    codes, labels = month_codes(times)
+    return labels[codes]
+
+
+def month_codes(times: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(for each timestamp the index of its month in `labels`, the sorted 'YYYY-MM' labels):
+    integers to sort and group on, instead of 2M strings."""
     values = pd.Series(times) if isinstance(times, np.ndarray) else times
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     months = values.to_numpy(dtype="datetime64[ns]").astype("datetime64[M]")
     unique, inverse = np.unique(months, return_inverse=True)
-    return np.datetime_as_string(unique, unit="M")[inverse]
+    return inverse, np.datetime_as_string(unique, unit="M")
 
 
-PartitionChanges = Mapping[str, Mapping[str, pa.Table | None]]
-"""dataset -> month -> the partition's whole new content (None: delete the partition)."""
+Partition: TypeAlias = pa.Table | None | Callable[[], pa.Table | None]
+"""A partition's whole new content (None: delete it), or what builds it when written."""
+PartitionChanges: TypeAlias = Mapping[str, Mapping[str, Partition]]
+"""dataset -> month -> the partition's new content."""
 
 
 def commit(
@@ -257,25 +266,35 @@ def commit(
 
 
 def _stage_dataset(
-    staging: Path, base: Snapshot | None, dataset: str, changed: Mapping[str, pa.Table | None]
+    staging: Path, base: Snapshot | None, dataset: str, changed: Mapping[str, Partition]
 ) -> None:
+    """Write the changed partitions one at a time (each is built only when written, so a
+    full ingest never holds every partition at once) and link the others."""
     old = base.partitions(dataset) if base is not None else {}
+    fresh = []
     for month in sorted(set(old) | set(changed)):
         folder = staging / dataset / f"{PARTITION_KEY}={month}"
         if month in changed:
-            table = changed[month]
+            content = changed[month]
+            table = content() if callable(content) else content
             if table is not None and table.num_rows:
                 folder.mkdir(parents=True)
                 pq.write_table(table, folder / PART_FILE)
+                if dataset in SUMMARIZED:
+                    fresh.append(summarize_table(table, month))
         else:
             folder.mkdir(parents=True)
             os.link(old[month], folder / PART_FILE)
     if dataset in SUMMARIZED:
-        _stage_summaries(Snapshot(staging), base, dataset, changed)
+        _stage_summaries(Snapshot(staging), base, dataset, list(changed), fresh)
 
 
 def _stage_summaries(
-    new: Snapshot, base: Snapshot | None, dataset: str, changed: Mapping[str, pa.Table | None]
+    new: Snapshot,
+    base: Snapshot | None,
+    dataset: str,
+    changed: list[str],
+    fresh: list[pa.Table],
 ) -> None:
     """The new snapshot's summaries of `dataset`: linked when no partition changed, else
     the base's rows of the partitions kept plus those of the changed ones."""
@@ -288,11 +307,6 @@ def _stage_summaries(
     kept = kept.filter(
         pc.invert(pc.is_in(kept.column("month"), pa.array(list(changed), pa.string())))
     )
-    fresh = [
-        summarize_table(table, month)
-        for month, table in changed.items()
-        if table is not None and table.num_rows
-    ]
     rows = pa.concat_tables([kept, *fresh]).sort_by([("month", "ascending")])
     pq.write_table(rows, target)
 
