@@ -230,7 +230,7 @@ def month_codes(times: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inverse, np.datetime_as_string(unique, unit="M")
 
 
-Partition: TypeAlias = pa.Table | None | Callable[[], pa.Table | None]
+Partition: TypeAlias = pa.Table | Callable[[], pa.Table | None] | None
 """A partition's whole new content (None: delete it), or what builds it when written."""
 PartitionChanges: TypeAlias = Mapping[str, Mapping[str, Partition]]
 """dataset -> month -> the partition's new content."""
