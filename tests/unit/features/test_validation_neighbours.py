@@ -244,3 +244,20 @@ def test_moves_follow_the_dates_whatever_the_order_of_the_rows() -> None:
 
     assert [e["row"] for e in move.examples] == [0]
     assert move.examples[0]["previous_close"] == 101.0
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_tickers_that_are_not_text_are_read_as_text(tmp_path: Path) -> None:
+    raw = frame(bar("AAPL", "2024-02-08", 100.0), bar("AAPL", "2024-02-09", 101.0))
+    raw["ticker"] = [123, 456]
+    path = tmp_path / "bars.parquet"
+    raw.to_parquet(path, index=False)
+
+    loaded = validation.load_bars(path, 1_000_000)
+
+    assert loaded["ticker"].tolist() == ["123", "456"]
+    report = validate_bars(loaded, "bars.parquet", today=TODAY)
+    [bad] = report.failures
+    assert bad.column == "ticker" and bad.observed == ["123", "456"]
