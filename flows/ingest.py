@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -102,13 +101,17 @@ def ingest_flow(
     try:
         with heartbeat(lambda: steps.beat(settings, run_id)):
             loaded: Any = load(settings, run_id, source, date_format)
-            bars: pd.DataFrame = loaded.frame
-            report: Any = validate(settings, run_id, bars, label)
+            rows = len(loaded.frame)
+            report: Any = validate(settings, run_id, loaded.frame, label)
             with steps.exclusive_write(settings):  # based on the latest snapshot
-                change: steps.OfflineChange = compute(settings, run_id, bars)
+                change: steps.OfflineChange = compute(settings, run_id, loaded.frame)
+                # Prefect keeps task results until the flow ends: let the batch and the
+                # change go once they are written (a full ingest's largest frames).
+                loaded.frame = loaded.frame.iloc[:0]
                 snapshot: Snapshot = write(settings, run_id, change)
-            versions: list[Any] = apply(settings, run_id, author or settings.author, message)
             tickers = change.starts.index.tolist()
+            change.release()
+            versions: list[Any] = apply(settings, run_id, author or settings.author, message)
             changed = sorted({v.view_name for v in versions})
             views: list[str] = materialize(settings, run_id, snapshot, tickers, changed)
             stats: int = statistics(settings, run_id, snapshot)
@@ -128,19 +131,19 @@ def ingest_flow(
     except Exception as exc:
         steps.finish_run(settings, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    steps.finish_run(settings, run_id, "completed", rows=len(bars))
+    steps.finish_run(settings, run_id, "completed", rows=rows)
     if loaded.ignored_columns:
         logger.info("Columns not read: %s", ", ".join(loaded.ignored_columns))
-    logger.info("Validation passed: %d expectations on %d rows", report.evaluated, len(bars))
+    logger.info("Validation passed: %d expectations on %d rows", report.evaluated, rows)
     logger.info(
         "Ingested %d rows; %d new versions; materialized %s",
-        len(bars),
+        rows,
         len(versions),
         ", ".join(views),
     )
     return {
         "run_id": run_id,
-        "rows": len(bars),
+        "rows": rows,
         "files": loaded.files,
         "ignored_columns": loaded.ignored_columns,
         "new_versions": [f"{v.view_name}@v{v.version}" for v in versions],

@@ -121,6 +121,10 @@ class OfflineChange:
     labels: pd.DataFrame
     tickers: pd.DataFrame
 
+    def release(self) -> None:
+        """Drop the rows once they are written (`starts` stays: the tickers touched)."""
+        self.bars = self.features = self.labels = self.tickers = pd.DataFrame()
+
 
 def load_batch(
     settings: Settings, source: str | BarsSource, date_format: str | None = None
