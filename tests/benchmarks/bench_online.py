@@ -16,12 +16,14 @@ import argparse
 import contextlib
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,8 @@ def _checked(response: Any) -> Any:
 
 def online_rows(settings: Any, client: Any, reps: int, model: str = MODEL) -> list[list[str]]:
     """Rows for `ONLINE_HEADERS`: online features by service and by name, and a prediction,
-    for one ticker through `client` (a TestClient of the app on `settings`) and in-process.
+    for one ticker through `client` (a TestClient of the app on `settings`, or an httpx
+    client of an API server on the same state folder) and in-process.
 
     The in-process side is Feast's best use: the feature service resolved once, the model
     loaded once. Without a production version of `model`, the predict row says so."""
@@ -186,6 +189,47 @@ def _prepare(settings: Any) -> None:
     alias_moves.record_move(settings, MODEL)
 
 
+@contextlib.contextmanager
+def _api_server(settings: Any) -> Iterator[Any]:
+    """An httpx client of the API served by uvicorn in a process of its own on loopback:
+    what a caller of the API pays, without the TestClient's hand-offs between threads."""
+    import httpx
+    import psutil
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "MLOPS_HOME": str(settings.home), "MLOPS_PROFILE": settings.profile}
+    command = [sys.executable, "-m", "uvicorn", "mlops.api.app:create_app", "--factory"]
+    server = subprocess.Popen([*command, "--port", str(port), "--log-level", "warning"], env=env)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(client) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _wait_until_idle(psutil.Process(server.pid), deadline)
+        yield client
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_until_idle(process: Any, deadline: float) -> None:
+    """Until the server's warm-up thread (imports of MLflow, skops, GX) is done."""
+    while time.monotonic() < deadline and process.cpu_percent(interval=1.0) > 5:
+        log("waiting for the API server's warm-up")
+
+
+def _answers(client: Any) -> bool:
+    import httpx
+
+    try:
+        return bool(client.get("/healthz").status_code == 200)
+    except httpx.TransportError:
+        return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 tickers, 50 reps")
@@ -215,7 +259,9 @@ def main() -> int:
     try:
         _prepare(settings)
         with TestClient(create_app(settings)) as client:
-            rows = online_rows(settings, client, reps)
+            in_test_client = online_rows(settings, client, reps)
+        with _api_server(settings) as client:
+            over_http = online_rows(settings, client, reps)
     finally:
         if args.keep:
             log(f"state kept in {tmp}")
@@ -225,12 +271,14 @@ def main() -> int:
     print(f"## Online serving benchmark ({mode})\n")
     print(
         f"{n_tickers} demo tickers from {settings.demo_start}, one logistic-regression model in "
-        f"production; {reps} interleaved repetitions per operation after 2 warm-ups. API = "
-        "FastAPI TestClient on `create_app`; in-process = the `FeatureStore` of the same state "
-        "folder with the feature service resolved once (and the model loaded once). "
-        "Milliseconds.\n"
+        f"production; {reps} interleaved repetitions per operation after 2 warm-ups. "
+        "In-process = the `FeatureStore` of the same state folder with the feature service "
+        "resolved once (and the model loaded once). Milliseconds.\n"
     )
-    print(md_table(ONLINE_HEADERS, rows))
+    print("### API over HTTP (uvicorn on loopback, a process of its own; httpx client)\n")
+    print(md_table(ONLINE_HEADERS, over_http))
+    print("\n### API through FastAPI's TestClient (as bench_features.py measures)\n")
+    print(md_table(ONLINE_HEADERS, in_test_client))
     print(f"\nTotal run time: {time.perf_counter() - started:.0f} s.")
     return 0
 
