@@ -123,23 +123,24 @@ def predict(settings: Settings, name: str, request: PredictRequest) -> PredictRe
             f"The online store does not serve {', '.join(missing)}, which version {version} needs.",
             {"missing": missing},
         )
-    frame = pd.DataFrame({c: values[c] for c in columns}, index=tickers, dtype=float)
-    gaps = frame.isna()
-    unknown = frame.index[gaps.all(axis=1)].tolist()
+    # One row per ticker; a value the online store does not have is NaN.
+    matrix = np.array([values[c] for c in columns], dtype=float).T.reshape(len(tickers), -1)
+    gaps = np.isnan(matrix)
+    unknown = [t for t, gap in zip(tickers, gaps.all(axis=1), strict=True) if gap]
     if unknown:
         raise NotFoundError(
             f"No online features for {', '.join(unknown)}: unknown tickers, or not "
             "materialized yet.",
             {"unknown_tickers": unknown},
         )
-    incomplete = frame.index[gaps.any(axis=1)].tolist()
+    incomplete = [t for t, gap in zip(tickers, gaps.any(axis=1), strict=True) if gap]
     if incomplete:
         raise InvalidInputError(
             f"Incomplete online features for {', '.join(incomplete)} (too little history).",
             {"incomplete_tickers": incomplete},
         )
     try:
-        proba = gates.probabilities(model, frame.reset_index(drop=True))
+        proba = gates.probabilities(model, pd.DataFrame(matrix, columns=columns))
     except Exception as exc:  # the model's own code
         raise ModelError(
             f"Version {version} of '{name}' failed to predict: {type(exc).__name__}: {exc}",
@@ -154,6 +155,6 @@ def predict(settings: Settings, name: str, request: PredictRequest) -> PredictRe
         version=version,
         stage=request.stage,
         predictions=predictions,
-        features={c: [float(v) for v in frame[c]] for c in columns},
+        features={c: matrix[:, j].tolist() for j, c in enumerate(columns)},
         seconds=round(time.perf_counter() - started, 4),
     )
