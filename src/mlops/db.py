@@ -1,6 +1,6 @@
 """The platform's metadata store (SQLAlchemy): feature view versions, statistics,
-datasets, ingest runs and model deployments. SQLite in the local profile, PostgreSQL in
-production."""
+datasets, ingest runs, model deployments and alias moves. SQLite in the local profile,
+PostgreSQL in production."""
 
 from __future__ import annotations
 
@@ -195,6 +195,19 @@ class StoreUse(Base):
     experiments: Mapped[int] = mapped_column(Integer, default=0)
     first_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AliasMoves(Base):
+    """How often the platform has moved an alias of a registered model (`alias_moves.py`).
+
+    Serving processes compare it with the count they last saw instead of asking MLflow
+    on every request."""
+
+    __tablename__ = "alias_moves"
+
+    model_name: Mapped[str] = mapped_column(String(250), primary_key=True)
+    moves: Mapped[int] = mapped_column(Integer, default=0)
+    moved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         description="How long /healthz waits for each store's answer: longer than the 5 s "
         "connect and lock timeouts (their errors say more) and than a cold Feast import.",
     )
+    alias_recheck_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Online predictions ask MLflow again for an alias's version after this "
+        "long: the most an alias moved outside the platform (MLflow UI) goes unseen.",
+    )
     mlflow_allow_pickle: bool = Field(
         default=True,
         description="Let MLflow load the sklearn models the platform registered (skops/pickle).",

@@ -5,16 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -22,6 +20,7 @@ from mlops import __version__
 from mlops.api.deps import BearerCredentials, read_access, sees_store_details
 from mlops.api.errors import error_response
 from mlops.api.gate import RequestGate, RouteTable
+from mlops.api.middleware import AfterWarmUp, RequestId
 from mlops.api.routes import datasets, evaluation, experiments, features, models, prompts
 from mlops.errors import MlopsError
 from mlops.health import Health, check_health
@@ -189,24 +188,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
 
-    @app.middleware("http")
-    async def after_warm_up(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Python can deadlock when two threads import MLflow's modules at once: requests
-        that use MLflow wait until the warm-up thread has imported it."""
-        if request.url.path.startswith(MLFLOW_PATHS) and not warmed.is_set():
-            await run_in_threadpool(warmed.wait, WARM_UP_WAIT_SECONDS)
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
+    # Each added middleware wraps those before it: the request id is set before a
+    # request waits for the warm-up.
+    app.add_middleware(
+        AfterWarmUp, warmed=warmed, paths=MLFLOW_PATHS, timeout_s=WARM_UP_WAIT_SECONDS
+    )
+    app.add_middleware(RequestId)
 
     _install_error_handlers(app)
     for router in API_ROUTERS:

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 import pandas as pd
@@ -32,6 +32,9 @@ from mlops.features.versions import active_versions
 from mlops.fields import DateInRange, UtcDatetime
 from mlops.names import DATASET_NAME, SafeName, Ticker, check_name
 from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureService
 
 DEFAULT_SERVICE = "model_features"
 LABEL_REF = "training_labels:label_next_day_up"
@@ -94,33 +97,44 @@ def resolve_feature_refs(
 
     `definitions` (from `active_definitions`) saves a query when the caller has them.
     """
-    store = open_store(settings)
     if not request.features:
         name = request.feature_service or DEFAULT_SERVICE
         try:
-            service = store.get_feature_service(name)
+            service = open_store(settings).get_feature_service(name)
         except Exception as exc:
             raise NotFoundError(f"Unknown feature service '{name}'.") from exc
-        return [
-            f"{projection.name}:{feature.name}"
-            for projection in service.feature_view_projections
-            for feature in projection.features
-        ]
-    by_name: dict[str, list[str]] = {}
+        return service_refs(service)
     if definitions is None:
         definitions = active_definitions(settings)
-    for view_name, view in definitions.items():
-        for feature in view["features"]:
-            by_name.setdefault(feature["name"], []).append(view_name)
-            by_name.setdefault(f"{view_name}:{feature['name']}", []).append(view_name)
+    features = {name: [f["name"] for f in view["features"]] for name, view in definitions.items()}
+    return match_feature_names(request.features, features)
+
+
+def service_refs(service: FeatureService) -> list[str]:
+    """The 'view:feature' references a feature service serves, in its order."""
+    return [
+        f"{projection.name}:{feature.name}"
+        for projection in service.feature_view_projections
+        for feature in projection.features
+    ]
+
+
+def match_feature_names(wanted: list[str], features: dict[str, list[str]]) -> list[str]:
+    """'view:feature' references of names given as 'view:feature' or as a bare name that
+    one view only has (`features`: view name -> its feature names); others are refused."""
+    by_name: dict[str, list[str]] = {}
+    for view_name, names in features.items():
+        for feature in names:
+            by_name.setdefault(feature, []).append(view_name)
+            by_name.setdefault(f"{view_name}:{feature}", []).append(view_name)
     refs = []
-    for wanted in request.features:
-        views = by_name.get(wanted)
+    for name in wanted:
+        views = by_name.get(name)
         if not views:
-            raise NotFoundError(f"Unknown feature '{wanted}'.", {"feature": wanted})
+            raise NotFoundError(f"Unknown feature '{name}'.", {"feature": name})
         if len(views) > 1:
-            raise InvalidInputError(f"Feature name '{wanted}' is ambiguous: {views}.")
-        refs.append(wanted if ":" in wanted else f"{views[0]}:{wanted}")
+            raise InvalidInputError(f"Feature name '{name}' is ambiguous: {views}.")
+        refs.append(name if ":" in name else f"{views[0]}:{name}")
     return refs
 
 

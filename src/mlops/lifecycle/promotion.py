@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from mlops.errors import ConflictError, MlopsError
-from mlops.lifecycle import deployments, gates, holdout, mlflow_backend, registry, serving
+from mlops.lifecycle import alias_moves, deployments, gates, holdout, mlflow_backend, registry
 from mlops.lifecycle.metrics import classification_metrics, finite_or_none
 from mlops.lifecycle.registry import (
     ARCHIVED_TAG,
@@ -255,6 +255,7 @@ def promote_to_staging(settings: Settings, info: DeploymentInfo) -> StageOutcome
     mlflow_backend.client(settings).set_registered_model_alias(
         info.model_name, STAGING_ALIAS, info.version
     )
+    alias_moves.record_move(settings, info.model_name)
     message = f"staging: {'v' + before if before else 'none'} -> v{info.version}"
     return StageOutcome(
         [gates.GateResult(name="alias:staging", passed=True, message=message)], message
@@ -278,7 +279,7 @@ def promote_to_production(settings: Settings, info: DeploymentInfo) -> StageOutc
     if ARCHIVED_TAG in client.get_model_version(name, version).tags:
         client.delete_model_version_tag(name, version, ARCHIVED_TAG)
     client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
-    serving.forget(name)
+    alias_moves.record_move(settings, name)
     warnings = _after_production_move(settings, name, version, previous)
     message = f"production: {'v' + previous if previous else 'none'} -> v{version}"
     result = gates.GateResult(
@@ -302,6 +303,7 @@ def _after_production_move(
     try:
         if alias_version(settings, name, STAGING_ALIAS) == version:
             client.delete_registered_model_alias(name, STAGING_ALIAS)
+            alias_moves.record_move(settings, name)
     except Exception as exc:
         warnings.append(f"staging alias not cleared ({exc})")
     return warnings
