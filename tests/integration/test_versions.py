@@ -61,6 +61,27 @@ def test_metadata_only_change_is_a_version(fresh: Settings, tmp_path: Path) -> N
     assert diff.fields["description"]["after"] == "Simple close-to-close returns."
 
 
+def test_an_unchanged_repository_leaves_the_registry_untouched_and_a_changed_service_applies(
+    fresh: Settings, tmp_path: Path
+) -> None:
+    from mlops.features.ingest import apply_definitions
+
+    registry = fresh.feast_dir / "registry.db"
+    before = registry.read_bytes()
+    assert apply_definitions(fresh, "tester", "again") == []
+    assert registry.read_bytes() == before  # nothing rewritten
+    edited = _edited_repo(
+        fresh,
+        tmp_path,
+        "The serving features of the direction model (no label).",
+        "The serving features (no label).",
+    )
+    assert apply_definitions(edited, "tester", "reword service") == []  # not a view
+    assert open_store(fresh).get_feature_service("model_features").description == (
+        "The serving features (no label)."
+    )
+
+
 def _diff(settings: Settings, view: str, a: int, b: int):  # type: ignore[no-untyped-def]
     with session_scope(settings.metadata_url) as session:
         return diff_versions(session, view, a, b)

@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ from mlops.features.offline import (
 )
 from mlops.features.sources import BarsSource, load_layouts
 from mlops.features.statistics import record_statistics, snapshot_statistics
-from mlops.features.store import load_repo_definitions, open_store
+from mlops.features.store import RepoDefinitions, load_repo_definitions, open_store
 from mlops.features.validation import ValidationReport, ensure_valid
 from mlops.features.vendor_files import LoadedBars, load_source
 from mlops.features.versions import (
@@ -63,6 +64,9 @@ from mlops.features.versions import (
 )
 from mlops.runs import current_owner, runner_gone
 from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 __all__ = [
     "BARS_FILE",
@@ -426,7 +430,8 @@ def apply_definitions(settings: Settings, author: str, message: str) -> list[Ver
     recorded = []
     with session_scope(settings.metadata_url) as session:
         changed = views_to_apply(session, repo.views)
-        store.apply([*repo.entities, *repo.sources, *changed, *repo.services])
+        if changed or not _registered(store, repo):  # an unchanged repository writes nothing
+            store.apply([*repo.entities, *repo.sources, *changed, *repo.services])
         active = active_versions(session)
         for view in changed:
             row = record_version(
@@ -441,6 +446,22 @@ def apply_definitions(settings: Settings, author: str, message: str) -> list[Ver
             recorded.append(row)
         infos = [version_info(r, active_version=r.version) for r in recorded]
     return infos
+
+
+def _registered(store: FeatureStore, repo: RepoDefinitions) -> bool:
+    """Whether Feast's registry holds the repository's entities, sources and services as
+    declared (Feast's objects compare by definition); Feast's `apply` rewrites and syncs
+    the whole registry file even when nothing changed."""
+    from feast.errors import FeastObjectNotFoundException
+
+    try:
+        return (
+            all(store.get_entity(e.name) == e for e in repo.entities)
+            and all(store.get_data_source(s.name) == s for s in repo.sources)
+            and all(store.get_feature_service(f.name) == f for f in repo.services)
+        )
+    except FeastObjectNotFoundException:
+        return False
 
 
 def online_view_names(settings: Settings) -> list[str]:
