@@ -2,7 +2,11 @@
 rows and one-day batches on each history, step by step, with peak memory and the floors.
 
 Run:  .venv/bin/python tests/benchmarks/bench_scale.py            (200k, 2M, 5M; 3 reps)
-      .venv/bin/python tests/benchmarks/bench_scale.py --quick    (50k, 200k; 1 rep, < 2 min)
+      .venv/bin/python tests/benchmarks/bench_scale.py --quick    (50k, 200k; 1 rep)
+
+After the ingests it runs `bench_datasets.py` (point-in-time datasets of 100k and 1M entity
+rows next to bare Feast and the DuckDB ASOF floor) and `bench_online.py` (online reads next
+to Feast in-process) and prints their tables.
 
 Not a pytest test. The universe is 1,150 seeded demo tickers; the histories differ in
 length (about 0.7, 7 and 17 years), so every one-day batch is the same 1,150 rows. Each
@@ -120,6 +124,14 @@ def cli_ingest(home: Path, path: Path, env: dict[str, str]) -> tuple[float, floa
     if status:
         raise RuntimeError(f"mlops ingest failed: {process.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
     return wall, usage.ru_maxrss / 1024
+
+
+def sub_benchmark(script: str, quick: bool) -> str:
+    """The report of another benchmark of this folder (point-in-time datasets next to bare
+    Feast and the ASOF floor; online reads next to Feast in-process)."""
+    command = [sys.executable, str(HERE / script), *(["--quick"] if quick else [])]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    return out.stdout if out.returncode == 0 else f"{script} failed:\n{out.stderr[-3000:]}"
 
 
 def median(values: list[float]) -> float:
@@ -268,6 +280,10 @@ def main() -> int:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     report(results)
+    for script in ("bench_datasets.py", "bench_online.py"):  # their own stores, same machine
+        log(f"running {script}{' --quick' if args.quick else ''}")
+        print(f"\n### {script}\n")
+        print(sub_benchmark(script, args.quick))
     print(f"\nTotal benchmark run time: {time.perf_counter() - started:.0f} s.")
     return 0
 
