@@ -14,8 +14,8 @@ values are Feast's (a test compares the two stores on the same request):
 - the entity columns come first, then the features as `feature`, or `view__feature`
   with `full_feature_names`.
 
-Configured in `feature_store.yaml` as `offline_store: {type: mlops.features.offline_store.SnapshotOfflineStore}`, so Feast's
-SDK and CLI use it. It is Feast's DuckDB store (it derives from it) in everything else:
+Configured in `feature_store.yaml` (`store.OFFLINE_STORE_TYPE`), so Feast's SDK and CLI use
+it. It is Feast's DuckDB store (it derives from it) in everything else:
 materialization reads, writes, logging, monitoring, and the joins it does not take over
 (on-demand views, field mappings, `filter_by_created_timestamp`, non-parquet or remote
 sources). The entity rows may also be a DuckDB SQL query, which is how datasets are
