@@ -204,6 +204,19 @@ def test_requests_it_does_not_cover_are_feasts_own_join(stores: dict[str, Any]) 
     pd.testing.assert_frame_equal(_sorted(job.to_df()), _sorted(feast.to_df()))
 
 
+def test_entity_rows_as_a_query_for_a_join_it_does_not_cover_are_refused(
+    stores: dict[str, Any],
+) -> None:
+    from mlops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pass the entity rows as a DataFrame"):
+        stores["ours"].get_historical_features(
+            entity_df="SELECT 'X' AS ticker, now() AS event_timestamp",
+            features=[f"{TIES_VIEW}:value"],
+            filter_by_created_timestamp=True,
+        )
+
+
 def test_a_join_reads_the_snapshot_current_named_when_it_was_asked(tmp_path: Path) -> None:
     (tmp_path / "snapshots" / "000001" / "bars.parquet").mkdir(parents=True)
     (tmp_path / "snapshots" / "000002").mkdir()

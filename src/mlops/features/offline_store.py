@@ -48,7 +48,8 @@ from feast.repo_config import RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
 from pydantic import StrictStr
 
-from mlops.features.offline import CURRENT
+from mlops.errors import ConfigError
+from mlops.features.offline import CURRENT, utc_connection
 from mlops.features.store import OFFLINE_STORE_TYPE
 
 ENTITY_VIEW = "entity_df"
@@ -109,18 +110,25 @@ class SnapshotOfflineStore(DuckDBOfflineStore):
         full_feature_names: bool = False,
         filter_by_created_timestamp: bool = False,
     ) -> RetrievalJob:
-        if filter_by_created_timestamp or not asof_joinable(feature_views, feature_refs, entity_df):
-            return DuckDBOfflineStore.get_historical_features(
-                config,
-                feature_views,
-                feature_refs,
-                entity_df,
-                registry,
-                project,
-                full_feature_names,
-                filter_by_created_timestamp,
+        joinable = asof_joinable(feature_views, feature_refs, entity_df)
+        if joinable and not filter_by_created_timestamp:
+            return AsofRetrievalJob(entity_df, feature_views, feature_refs, full_feature_names)
+        if isinstance(entity_df, str):
+            raise ConfigError(
+                "Entity rows given as a query need the ASOF JOIN, which does not cover this "
+                "request (on-demand views, field mappings, filter_by_created_timestamp or "
+                "sources other than local parquet): pass the entity rows as a DataFrame."
             )
-        return AsofRetrievalJob(entity_df, feature_views, feature_refs, full_feature_names)
+        return DuckDBOfflineStore.get_historical_features(
+            config,
+            feature_views,
+            feature_refs,
+            entity_df,
+            registry,
+            project,
+            full_feature_names,
+            filter_by_created_timestamp,
+        )
 
 
 def asof_joinable(
@@ -180,8 +188,7 @@ class AsofRetrievalJob(RetrievalJob):
         )
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        connection = duckdb.connect()
-        connection.execute("SET TimeZone = 'UTC'")
+        connection = utc_connection()
         if isinstance(self._entity_df, pd.DataFrame):
             connection.register(ENTITY_VIEW, self._entity_df)
         return connection
