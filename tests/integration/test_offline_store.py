@@ -254,13 +254,24 @@ def test_the_feast_command_line_works_with_the_written_configuration(
 
     settings: Settings = stores["settings"]
     write_feature_store_yaml(settings)
-    feast = Path(sys.executable).parent / "feast"
-    listed = subprocess.run(
-        [str(feast), "-c", str(settings.feast_dir), "feature-views", "list"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    feast = [str(Path(sys.executable).parent / "feast"), "-c", str(settings.feast_dir)]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*feast, *args], capture_output=True, text=True, timeout=300, check=False
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    assert "price_returns" in run("feature-views", "list").stdout
+    # Materialization reads the offline store (Feast's DuckDB reads, inherited).
+    run("materialize", "2024-04-01T00:00:00", "2024-05-01T00:00:00", "--views", "price_returns")
+    online = (
+        stores["ours"]
+        .get_online_features(
+            features=["price_returns:ret_1d"],
+            entity_rows=[{"ticker": stores["bars"]["ticker"].iloc[-1]}],
+        )
+        .to_dict()
     )
-    assert listed.returncode == 0, listed.stderr
-    assert "price_returns" in listed.stdout
+    assert online["ret_1d"][0] is not None
