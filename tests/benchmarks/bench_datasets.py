@@ -132,15 +132,17 @@ def floor_query(settings: Settings, tickers: list[str], days: int = 7) -> str:
     )
     label = f"CASE WHEN l.t + {ttl} >= e.event_timestamp THEN l.{LABEL_COLUMN} END"
     wanted = ", ".join(map(_literal, tickers))
+    columns = ", ".join(FEATURE_COLUMNS)
     return f"""
         SELECT e.ticker, e.event_timestamp, {features}, {label} AS {LABEL_COLUMN}
         FROM (SELECT ticker, CAST(date AS TIMESTAMPTZ) AS event_timestamp
-              FROM read_parquet({glob[BARS_FILE]}) WHERE ticker IN ({wanted})) AS e
-        ASOF LEFT JOIN (SELECT *, CAST(event_timestamp AS TIMESTAMPTZ) AS t
-                        FROM read_parquet({glob[FEATURES_FILE]})) AS f
+              FROM read_parquet({glob[BARS_FILE]}, hive_partitioning = false)
+              WHERE ticker IN ({wanted})) AS e
+        ASOF LEFT JOIN (SELECT ticker, {columns}, CAST(event_timestamp AS TIMESTAMPTZ) AS t
+                        FROM read_parquet({glob[FEATURES_FILE]}, hive_partitioning = false)) AS f
           ON e.ticker = f.ticker AND e.event_timestamp >= f.t
         ASOF LEFT JOIN (SELECT ticker, {LABEL_COLUMN}, CAST(event_timestamp AS TIMESTAMPTZ) AS t
-                        FROM read_parquet({glob[LABELS_FILE]})) AS l
+                        FROM read_parquet({glob[LABELS_FILE]}, hive_partitioning = false)) AS l
           ON e.ticker = l.ticker AND e.event_timestamp >= l.t
         ORDER BY e.ticker, e.event_timestamp"""
 
