@@ -275,3 +275,16 @@ def test_the_feast_command_line_works_with_the_written_configuration(
         .to_dict()
     )
     assert online["ret_1d"][0] is not None
+
+
+def test_a_join_saved_as_a_feast_dataset_holds_its_rows(
+    stores: dict[str, Any], tmp_path: Path
+) -> None:
+    from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
+
+    entity_df = _entity_rows(stores["bars"])
+    job = stores["ours"].get_historical_features(entity_df=entity_df, features=[LABEL_REF])
+    storage = SavedDatasetFileStorage(path=str(tmp_path / "saved.parquet"))
+    stores["ours"].create_saved_dataset(from_=job, name="saved", storage=storage)
+    saved = pd.read_parquet(tmp_path / "saved.parquet")
+    pd.testing.assert_frame_equal(_sorted(saved), _sorted(job.to_df()))
