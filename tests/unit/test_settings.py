@@ -17,7 +17,7 @@ def test_local_profile_keeps_all_state_under_home(tmp_path: Path) -> None:
     assert settings.profile == "local"
     assert settings.metadata_url == f"sqlite:///{tmp_path / 'mlops.db'}"
     config = feature_store_config(settings)
-    assert config["offline_store"] == {"type": "duckdb"}
+    assert config["offline_store"] == {"type": "mlops.features.offline_store.SnapshotOfflineStore"}
     assert config["online_store"]["type"] == "sqlite"
     assert config["online_store"]["path"].startswith(str(tmp_path))
     assert config["registry"]["path"].startswith(str(tmp_path))

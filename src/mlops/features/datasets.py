@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime, time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -25,7 +26,7 @@ from mlops.features.offline import (
     open_snapshot,
     remove_dead_temp_files,
     temp_path,
-    write_parquet_atomic,
+    utc_connection,
 )
 from mlops.features.store import open_store
 from mlops.features.versions import active_versions
@@ -148,38 +149,63 @@ def _refuse_duplicates(refs: list[str]) -> None:
         )
 
 
-def entity_rows(settings: Settings, request: DatasetRequest) -> pd.DataFrame:
-    """The (ticker, day) rows of the offline bars in the requested tickers and range."""
+@dataclass(frozen=True)
+class EntityRows:
+    """The (ticker, day) rows of a dataset as a DuckDB query over one snapshot's bars,
+    with what the dataset records of them."""
+
+    query: str
+    rows: int
+    tickers: list[str]
+    start: datetime
+    end: datetime
+
+
+def entity_rows(settings: Settings, request: DatasetRequest) -> EntityRows:
+    """The rows of the offline bars in the requested tickers and range (unknown tickers,
+    an empty store or range are refused). Only their summary is read here; the rows
+    themselves stay a query that the join reads."""
     snapshot = open_snapshot(settings)
     if snapshot is None or not snapshot.has(BARS_FILE):
         raise NotFoundError("The offline store is empty: run `mlops ingest` first.")
     if request.start and request.end and request.start > request.end:
         raise InvalidInputError("start must not be after end.")
-    query = "SELECT ticker, date FROM read_parquet(?, hive_partitioning = false) WHERE TRUE"
-    params: list[object] = [snapshot.glob(BARS_FILE)]
-    with duckdb.connect() as connection:
-        if request.tickers:
-            known = set(snapshot.tickers()["ticker"])
-            unknown = sorted(set(request.tickers) - known)
-            if unknown:
-                raise NotFoundError(f"Unknown tickers: {', '.join(unknown)}.", {"tickers": unknown})
-            query += " AND ticker IN (SELECT unnest(?))"
-            params.append(request.tickers)
-        if request.start:
-            query += " AND date >= ?"
-            params.append(datetime.combine(request.start, time()))
-        if request.end:
-            query += " AND date <= ?"
-            params.append(datetime.combine(request.end, time()))
-        frame = connection.execute(query + " ORDER BY ticker, date", params).df()
-    if frame.empty:
+    where = ["TRUE"]
+    if request.tickers:
+        known = set(snapshot.tickers()["ticker"])
+        unknown = sorted(set(request.tickers) - known)
+        if unknown:
+            raise NotFoundError(f"Unknown tickers: {', '.join(unknown)}.", {"tickers": unknown})
+        where.append(f"ticker IN ({', '.join(map(_literal, sorted(set(request.tickers))))})")
+    if request.start:
+        where.append(f"date >= TIMESTAMP {_literal(request.start.isoformat())}")
+    if request.end:
+        where.append(f"date <= TIMESTAMP {_literal(request.end.isoformat())}")
+    query = (
+        "SELECT ticker, CAST(date AS TIMESTAMPTZ) AS event_timestamp "
+        f"FROM read_parquet({_literal(snapshot.glob(BARS_FILE))}, hive_partitioning = false) "
+        f"WHERE {' AND '.join(where)}"
+    )
+    summary = "SELECT count(*), list(DISTINCT ticker ORDER BY ticker), min(event_timestamp), "
+    with utc_connection() as connection:
+        rows, tickers, start, end = connection.execute(
+            f"{summary}max(event_timestamp) FROM ({query})"
+        ).fetchone() or (0, [], None, None)
+    if not rows:
         raise InvalidInputError("No rows for these tickers in this time range.")
-    frame["event_timestamp"] = pd.to_datetime(frame.pop("date")).dt.tz_localize(UTC)
-    return frame
+    return EntityRows(query, rows, tickers, start, end)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> DatasetInfo:
-    """Build, persist and record a training dataset."""
+    """Build, persist and record a training dataset.
+
+    Feast plans the point-in-time join (our offline store, `offline_store.py`) and DuckDB
+    writes its result straight into the dataset's file: the rows never pass through this
+    process, so a large dataset leaves the API's memory as it found it."""
     path = dataset_path(settings, request.name)
     with session_scope(settings.metadata_url) as session:
         if session.scalar(select(Dataset.id).where(Dataset.name == request.name)) is not None:
@@ -189,14 +215,13 @@ def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> 
     store = open_store(settings)
     all_refs = [*refs, LABEL_REF] if request.include_label else refs
     _refuse_duplicates(all_refs)
-    frame = store.get_historical_features(entity_df=entities, features=all_refs).to_df()
-    frame = frame.sort_values(["ticker", "event_timestamp"]).reset_index(drop=True)
+    job = store.get_historical_features(entity_df=entities.query, features=all_refs)
     # The file gets its final name only once the record is committed, so a concurrent
     # request for the same name can never overwrite or delete the winner's file.
     remove_dead_temp_files(path.parent)  # what a killed earlier request left
     staged = temp_path(path)
-    write_parquet_atomic(frame, staged)
     try:
+        rows = _write_join(job, staged)
         with session_scope(settings.metadata_url) as session:
             versions = active_versions(session)
             views = {ref.split(":")[0] for ref in all_refs}
@@ -204,10 +229,10 @@ def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> 
                 name=request.name,
                 features=refs,
                 feature_versions={v: versions[v].version for v in sorted(views) if v in versions},
-                tickers=sorted(entities["ticker"].unique().tolist()),
-                start=entities["event_timestamp"].min().to_pydatetime(),
-                end=entities["event_timestamp"].max().to_pydatetime(),
-                rows=len(frame),
+                tickers=entities.tickers,
+                start=entities.start,
+                end=entities.end,
+                rows=rows,
                 label=request.include_label,
                 path=path.name,
                 size_bytes=staged.stat().st_size,
@@ -224,6 +249,14 @@ def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> 
     return info
 
 
+def _write_join(job: object, path: Path) -> int:
+    """Stream the join into `path`, sorted by ticker and time; the number of rows."""
+    from mlops.features.offline_store import AsofRetrievalJob
+
+    assert isinstance(job, AsofRetrievalJob)  # entity rows as a query are always ours
+    return job.write_parquet(path, order_by=["ticker", "event_timestamp"])
+
+
 def list_datasets(settings: Settings) -> list[DatasetInfo]:
     with session_scope(settings.metadata_url) as session:
         return [_info(r) for r in session.scalars(select(Dataset).order_by(Dataset.id.desc()))]
@@ -238,12 +271,18 @@ def get_dataset(settings: Settings, name: str) -> tuple[DatasetInfo, Path]:
         return _info(row), path
 
 
+_NULLABLE_INTEGERS = {pa.int64(): pd.Int64Dtype()}
+"""Integer columns with nulls (the label of a ticker's last bar) stay integers in every
+batch, instead of floats in the batches that happen to hold a null."""
+
+
 def iter_csv(path: Path) -> Iterator[bytes]:
     """A parquet dataset as CSV, in batches, so large files stream in constant memory."""
     with pq.ParquetFile(path) as parquet:
         header = True
         for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS):
-            yield batch.to_pandas().to_csv(index=False, header=header).encode()
+            frame = batch.to_pandas(types_mapper=_NULLABLE_INTEGERS.get)
+            yield frame.to_csv(index=False, header=header).encode()
             header = False
 
 

@@ -51,6 +51,7 @@ from mlops.runs import current_owner, owner_alive
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
+    import duckdb
     from filelock import BaseFileLock
 
 BARS_FILE = "bars.parquet"
@@ -187,6 +188,16 @@ def open_snapshot(settings: Settings) -> Snapshot | None:
     except FileNotFoundError:
         return None
     return Snapshot((settings.data_dir / target).resolve())
+
+
+def utc_connection() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose `TIMESTAMPTZ` values are UTC (the session time zone decides
+    how naive times cast and how times come back to Python)."""
+    import duckdb
+
+    connection = duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")
+    return connection
 
 
 def store_is_empty(settings: Settings) -> bool:

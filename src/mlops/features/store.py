@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from feast import Entity, FeatureService, FeatureStore, FeatureView, FileSource
 
 FEATURE_REPO_MODULE = "features.py"
+OFFLINE_STORE_TYPE = "mlops.features.offline_store.SnapshotOfflineStore"
+"""Feast's DuckDB offline store with ASOF JOINs for datasets (`offline_store.py`); named
+by its module path so that the `feast` command line imports it too."""
 ENGINES = ("write_engine", "read_engine")
 """The SQLAlchemy engines of Feast's SQL registry (production profile)."""
 
@@ -54,7 +57,7 @@ def feature_store_config(settings: Settings, secrets_as_references: bool = False
     config: dict[str, Any] = {
         "project": settings.feast_project,
         "provider": "local",
-        "offline_store": {"type": "duckdb"},
+        "offline_store": {"type": OFFLINE_STORE_TYPE},
         "entity_key_serialization_version": 3,
     }
     if settings.profile == "production":
