@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import copy_version
+from conftest import copy_version, read_offline
 from mlops.api.app import create_app
 from mlops.errors import InvalidInputError, NotFoundError
 from mlops.features import serving as features_serving
@@ -119,7 +118,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def ticker(settings: Settings) -> str:
-    return str(pd.read_parquet(settings.data_dir / "bars.parquet")["ticker"].iloc[0])
+    return str(read_offline(settings, "bars.parquet")["ticker"].iloc[0])
 
 
 def _served_version(client: TestClient, name: str, ticker: str, stage: str = "production") -> str:
