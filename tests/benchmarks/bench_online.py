@@ -95,13 +95,15 @@ def online_rows(settings: Any, client: Any, reps: int, model: str = MODEL) -> li
     loaded once. Without a production version of `model`, the predict row says so."""
     import pandas as pd
 
-    from mlops.features.offline import BARS_FILE
+    from mlops.features.offline import open_snapshot
     from mlops.features.store import open_store
     from mlops.lifecycle import gates, registry
 
     _wait_for_warm_up()
     store = open_store(settings)
-    ticker = str(pd.read_parquet(settings.data_dir / BARS_FILE, columns=["ticker"])["ticker"][0])
+    snapshot = open_snapshot(settings)
+    assert snapshot is not None, "nothing ingested"
+    ticker = str(snapshot.tickers()["ticker"].iloc[0])
     headers = {"Authorization": f"Bearer {settings.token}"}
     service = store.get_feature_service(SERVICE, allow_cache=True)
     rows_of_one = [{"ticker": ticker}]
