@@ -27,8 +27,6 @@ from sqlalchemy import select
 
 from mlops.db import IngestRun, session_scope, utcnow
 from mlops.features.compute import (
-    FEATURE_COLUMNS,
-    LABEL_COLUMN,
     LOOKBACK,
     STATE_COLUMNS,
     compute_frames,
@@ -38,6 +36,7 @@ from mlops.features.offline import (
     BARS_FILE,
     FEATURES_FILE,
     LABELS_FILE,
+    SCHEMAS,
     TIME_COLUMN,
     Partition,
     Snapshot,
@@ -90,24 +89,6 @@ INGEST_STEPS = (
 )
 """The steps the `ingest` flow records, in order (the CLI's progress bar counts them)."""
 BAR_COLUMNS = ("ticker", "date", "open", "high", "low", "close", "volume")
-SCHEMAS = {
-    BARS_FILE: pa.schema(
-        [("ticker", pa.string()), ("date", pa.timestamp("ns"))]
-        + [(c, pa.float64()) for c in ("open", "high", "low", "close", "volume")]
-    ),
-    FEATURES_FILE: pa.schema(
-        [("ticker", pa.string()), ("event_timestamp", pa.timestamp("ns", tz="UTC"))]
-        + [(c, pa.float64()) for c in (*FEATURE_COLUMNS, *STATE_COLUMNS)]
-    ),
-    LABELS_FILE: pa.schema(
-        [
-            ("ticker", pa.string()),
-            ("event_timestamp", pa.timestamp("ns", tz="UTC")),
-            (LABEL_COLUMN, pa.int64()),
-        ]
-    ),
-}
-"""The columns of each offline dataset, as every partition stores them."""
 
 
 @dataclass

@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -46,6 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mlops.features.compute import FEATURE_COLUMNS, LABEL_COLUMN, STATE_COLUMNS
 from mlops.features.summaries import SUMMARY_SCHEMA, summarize_table
 from mlops.runs import current_owner, owner_alive
 from mlops.settings import Settings
@@ -60,6 +62,24 @@ LABELS_FILE = "labels.parquet"
 OFFLINE_FILES = (BARS_FILE, FEATURES_FILE, LABELS_FILE)
 """The datasets (folders named like Spark's `df.write.parquet("bars.parquet")`)."""
 TIME_COLUMN = {BARS_FILE: "date", FEATURES_FILE: "event_timestamp", LABELS_FILE: "event_timestamp"}
+SCHEMAS = {
+    BARS_FILE: pa.schema(
+        [("ticker", pa.string()), ("date", pa.timestamp("ns"))]
+        + [(c, pa.float64()) for c in ("open", "high", "low", "close", "volume")]
+    ),
+    FEATURES_FILE: pa.schema(
+        [("ticker", pa.string()), ("event_timestamp", pa.timestamp("ns", tz="UTC"))]
+        + [(c, pa.float64()) for c in (*FEATURE_COLUMNS, *STATE_COLUMNS)]
+    ),
+    LABELS_FILE: pa.schema(
+        [
+            ("ticker", pa.string()),
+            ("event_timestamp", pa.timestamp("ns", tz="UTC")),
+            (LABEL_COLUMN, pa.int64()),
+        ]
+    ),
+}
+"""The columns of each offline dataset, as every partition stores them."""
 PARTITION_KEY = "month"
 PART_FILE = "part.parquet"
 TICKERS_FILE = "tickers.parquet"
@@ -146,7 +166,12 @@ class Snapshot:
         return data.to_table(columns=columns, filter=where)
 
     def tickers(self) -> pd.DataFrame:
-        """Per ticker: `first` and `last` bar date and the number of `bars`."""
+        """Per ticker: `first` and `last` bar date and the number of `bars` (read once per
+        snapshot, which never changes; an ingest asks for it several times)."""
+        return self._tickers.copy()
+
+    @cached_property
+    def _tickers(self) -> pd.DataFrame:
         path = self.root / TICKERS_FILE
         if not path.exists():
             return pd.DataFrame(
@@ -160,18 +185,10 @@ class Snapshot:
         return pd.read_parquet(path)
 
 
-_EMPTY_SCHEMAS: dict[str, pa.Schema] = {}
-
-
 def _empty_table(dataset: str, columns: list[str] | None) -> pa.Table:
-    schema = _EMPTY_SCHEMAS.get(dataset, pa.schema([("ticker", pa.string())]))
+    schema = SCHEMAS[dataset]
     names = [n for n in (columns or schema.names) if n in schema.names]
     return pa.table({n: pa.array([], schema.field(n).type) for n in names})
-
-
-def register_schema(dataset: str, schema: pa.Schema) -> None:
-    """The columns an empty read of `dataset` returns (set by the code that writes it)."""
-    _EMPTY_SCHEMAS[dataset] = schema
 
 
 # --------------------------------------------------------------------------- reading
