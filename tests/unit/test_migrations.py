@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from tests.conftest import postgres_databases
 
-from mlops.db import VERSION_TABLE, Base, engine_for
+from mlops.db import SCHEMA_HEAD, VERSION_TABLE, Base, engine_for
 
 
 def _config(connection: object) -> Config:
@@ -85,3 +85,33 @@ def test_processes_opening_a_new_database_at_once_all_get_the_schema(tmp_path: P
                 heads = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
                 assert heads.scalars().all() == [head]
             engine.dispose()
+
+
+def test_schema_head_names_the_newest_migration() -> None:
+    """A database at SCHEMA_HEAD opens without Alembic: a new migration must move it."""
+    assert ScriptDirectory.from_config(_config(None)).get_current_head() == SCHEMA_HEAD
+
+
+def test_a_database_behind_the_head_is_upgraded_when_opened(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mlops.db'}"
+    old = create_engine(url)
+    with old.begin() as connection:
+        command.upgrade(_config(connection), "0003")
+    old.dispose()
+    engine_for(url)
+    with create_engine(url).connect() as connection:
+        heads = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
+        assert heads.scalars().all() == [SCHEMA_HEAD]
+        assert "alias_moves" in inspect(connection).get_table_names()
+
+
+def test_opening_a_database_at_the_head_does_not_import_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mlops.db'}"
+    engine_for(url)  # creates it at the head
+    script = (
+        "import sys; from mlops.db import engine_for\n"
+        "engine_for(sys.argv[1]); print('alembic' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

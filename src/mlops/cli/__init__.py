@@ -56,20 +56,13 @@ app.add_typer(evaluation.app, name="eval")
 app.add_typer(stores.app, name="stores")
 
 
-def _latest_run_steps(config: Settings, since_id: int) -> list[dict[str, Any]]:
-    from mlops.features.ingest import latest_runs
-
-    runs = [r for r in latest_runs(config, limit=1) if r.id > since_id]
-    return runs[0].steps if runs else []
-
-
 def run_ingest_with_progress(
     config: Settings, source: str | BarsSource, message: str, date_format: str | None = None
 ) -> dict[str, Any]:
     """Run the ingest flow, drawing a progress bar from the steps it records."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from mlops.features.ingest import INGEST_STEPS, latest_runs
+    from mlops.features.ingest import INGEST_STEPS, latest_runs, steps_of_newest_run
     from mlops.orchestration import configure_prefect, run_ingest
 
     config.ensure_dirs()
@@ -105,10 +98,10 @@ def run_ingest_with_progress(
         thread.start()
         while thread.is_alive():
             thread.join(timeout=0.3)
-            done = _latest_run_steps(config, before)
+            done = steps_of_newest_run(config, before)
             current = INGEST_STEPS[min(len(done), len(INGEST_STEPS) - 1)]
             progress.update(bar, completed=len(done), description=f"ingest: {current}")
-        done = _latest_run_steps(config, before)
+        done = steps_of_newest_run(config, before)
         failed = next((s["step"] for s in done if s.get("status") == "failed"), None)
         where = f"stopped at {failed}" if failed else "done" if "result" in outcome else "stopped"
         progress.update(bar, completed=len(done), description=f"ingest: {where}")

@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -614,6 +614,19 @@ def latest_runs(settings: Settings, limit: int = 20) -> list[IngestRun]:
     reap_interrupted(settings)
     with session_scope(settings.metadata_url) as session:
         return list(session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)))
+
+
+def steps_of_newest_run(settings: Settings, after_id: int) -> list[dict[str, Any]]:
+    """The steps recorded so far by the newest run started after run ``after_id`` (a
+    progress display polls this, so it reads one row and closes no dead runs)."""
+    with session_scope(settings.metadata_url) as session:
+        steps = session.scalars(
+            select(IngestRun.steps)
+            .where(IngestRun.id > after_id)
+            .order_by(IngestRun.id.desc())
+            .limit(1)
+        ).first()
+    return list(steps or [])
 
 
 def repair_offline(settings: Settings) -> str:

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from mlops.deferred_imports import deferred
 from mlops.errors import DataValidationError, InvalidInputError, NotFoundError
 from mlops.features.bars_csv import (
     DATE_ALIAS,
@@ -508,6 +509,9 @@ class _GxRuntime:
     batch_definition: Any
 
 
+GX_DEFERRED = ("scipy.stats", "altair")
+"""Imported by GX only for its KL-divergence expectation (not in the suite): imported when
+first used (`mlops.deferred_imports`)."""
 _GX_LOCK = threading.Lock()
 _GX_RUNTIME: list[_GxRuntime] = []
 
@@ -515,10 +519,16 @@ _GX_RUNTIME: list[_GxRuntime] = []
 def _gx_runtime() -> _GxRuntime:
     """Build the ephemeral GX context once per process (call with ``_GX_LOCK`` held)."""
     if not _GX_RUNTIME:
-        import great_expectations as gx
-        import great_expectations.expectations as gxe
-        from great_expectations.data_context.types.base import ProgressBarsConfig
+        with deferred(*GX_DEFERRED):
+            import great_expectations as gx
+            import great_expectations.expectations as gxe
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+            from great_expectations.execution_engine import pandas_execution_engine
 
+        # GX fingerprints each pandas batch below this size (a hash of every row, then md5)
+        # only to put the digest among the result's batch markers, which the report does not
+        # use; above it GX skips it. It was half of validating 2M rows.
+        pandas_execution_engine.HASH_THRESHOLD = 0
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(
             globally=False, metric_calculations=False
