@@ -7,9 +7,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -25,10 +27,14 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from mlops.settings import without_password
 from mlops.stores import BUSY_TIMEOUT_MS, PLATFORM_DB, guard_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 
 def utcnow() -> datetime:
@@ -260,16 +266,98 @@ def upgrade_schema(engine: Engine) -> None:
     if _schema_versions(engine) == [SCHEMA_HEAD]:
         return
     from alembic import command
+
+    with SCHEMA_LOCK, _cross_process_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('mlops-schema'))"))
+        command.upgrade(migration_config(connection), "head")
+
+
+def migration_config(connection: Connection | None = None) -> AlembicConfig:
+    """Alembic's configuration for the platform's migrations, run on ``connection``."""
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", "mlops:migrations")
     config.set_main_option("version_table", VERSION_TABLE)
-    with SCHEMA_LOCK, _cross_process_lock(engine), engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('mlops-schema'))"))
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    config.attributes["connection"] = connection
+    return config
+
+
+@dataclass(frozen=True)
+class Migration:
+    revision: str
+    message: str
+    applied: bool
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a metadata database stands against the platform's migrations."""
+
+    url: str
+    revision: str | None
+    """The newest migration applied; None before the first (an empty database)."""
+    migrations: list[Migration]
+    """Every migration, oldest first, with whether this database has it."""
+
+    @property
+    def head(self) -> str:
+        return self.migrations[-1].revision
+
+    @property
+    def pending(self) -> list[Migration]:
+        return [m for m in self.migrations if not m.applied]
+
+
+def schema_state(url: str) -> SchemaState:
+    """The revision of the database at ``url`` and the migrations it lacks (it is not
+    upgraded: every other way of opening it, `engine_for`, upgrades it first)."""
+    from alembic.script import ScriptDirectory
+
+    versions = [] if _missing_sqlite_file(url) else _versions_at(url)
+    script = ScriptDirectory.from_config(migration_config())
+    applied = {r.revision for v in versions for r in script.iterate_revisions(v, "base")}
+    oldest_first = reversed(list(script.walk_revisions()))
+    return SchemaState(
+        url=without_password(url),
+        revision=versions[0] if versions else None,
+        migrations=[
+            Migration(r.revision, " ".join(r.doc.split()), r.revision in applied)
+            for r in oldest_first
+        ],
+    )
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    parsed = make_url(url)
+    database = parsed.database or ":memory:"
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and database != ":memory:"
+        and not Path(database).exists()
+    )
+
+
+def _versions_at(url: str) -> list[str]:
+    engine = guard_engine(create_engine(url), PLATFORM_DB)
+    try:
+        return _schema_versions(engine)
+    finally:
+        engine.dispose()
+
+
+def upgrade_database(url: str) -> tuple[SchemaState, SchemaState]:
+    """Migrate the database at ``url`` to the newest schema; its state before and after."""
+    before = schema_state(url)
+    engine = guard_engine(create_engine(url), PLATFORM_DB)
+    try:
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    return before, schema_state(url)
 
 
 def _schema_versions(engine: Engine) -> list[str]:

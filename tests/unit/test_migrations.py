@@ -4,11 +4,14 @@ the models never drift from the migrations."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tarfile
 import uuid
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -16,8 +19,12 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from tests.conftest import postgres_databases
+from typer.testing import CliRunner
 
-from mlops.db import SCHEMA_HEAD, VERSION_TABLE, Base, engine_for
+from mlops.cli import app
+from mlops.db import SCHEMA_HEAD, VERSION_TABLE, Base, engine_for, upgrade_database
+
+runner = CliRunner()
 
 
 def _config(connection: object) -> Config:
@@ -115,3 +122,97 @@ def test_opening_a_database_at_the_head_does_not_import_alembic(tmp_path: Path) 
     out = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def _rows(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table, sorted, keyed by table."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {
+                table: sorted(
+                    (tuple(row) for row in connection.execute(text(f'SELECT * FROM "{table}"'))),
+                    key=repr,
+                )
+                for table in inspect(connection).get_table_names()
+            }
+    finally:
+        engine.dispose()
+
+
+def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The metadata database of the 0.1 state folder (tests/data, written by that release,
+    at migration 0003) is shown as behind, upgraded by `mlops db upgrade`, and keeps every
+    row of every table."""
+    with tarfile.open(Path(__file__).parents[1] / "data" / "legacy-store-0.1.tar.gz") as archive:
+        archive.extract("./mlops.db", tmp_path, filter="data")
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("MLOPS_PROFILE", "local")
+    url = f"sqlite:///{tmp_path / 'mlops.db'}"
+    before = _rows(url)
+    assert before["feature_view_versions"] and before["ingest_runs"]  # a real store's rows
+
+    current = runner.invoke(app, ["db", "current"])
+    assert current.exit_code == 0, current.output
+    assert "at 0003, 1 migration behind 0004" in current.output
+    assert "would apply 0004" in current.output
+    assert _rows(url) == before  # looking changes nothing
+
+    upgraded = runner.invoke(app, ["db", "upgrade", "--json"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert json.loads(upgraded.output) == {
+        "url": url,
+        "from": "0003",
+        "to": SCHEMA_HEAD,
+        "applied": ["0004"],
+    }
+    after = _rows(url)
+    assert {t: r for t, r in after.items() if t != VERSION_TABLE and t in before} == {
+        t: r for t, r in before.items() if t != VERSION_TABLE
+    }
+    assert after[VERSION_TABLE] == [(SCHEMA_HEAD,)]
+    assert "alias_moves" in after
+
+    again = runner.invoke(app, ["db", "upgrade"])
+    assert again.exit_code == 0 and "already at 0004, the newest migration" in again.output
+    history = json.loads(runner.invoke(app, ["db", "history", "--json"]).output)
+    assert [(m["revision"], m["applied"]) for m in history] == [
+        ("0001", True),
+        ("0002", True),
+        ("0003", True),
+        ("0004", True),
+    ]
+
+
+def test_mlops_db_current_does_not_create_a_missing_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("MLOPS_PROFILE", "local")
+    result = runner.invoke(app, ["db", "current"])
+    assert result.exit_code == 0, result.output
+    assert "empty (no migration applied; the newest is 0004)" in result.output
+    assert not (tmp_path / "mlops.db").exists()
+
+
+def test_a_postgresql_database_from_before_alembic_upgrades_keeping_its_rows() -> None:
+    name = f"mlops_old_{uuid.uuid4().hex[:8]}"
+    with postgres_databases(name) as (url,):
+        old = create_engine(url)
+        with old.begin() as connection:  # the schema `create_all` made before migrations
+            command.upgrade(_config(connection), "0001")
+            connection.execute(text(f"DROP TABLE {VERSION_TABLE}"))
+            connection.execute(
+                text(
+                    "INSERT INTO ingest_runs (source, status, steps, started_at) "
+                    "VALUES ('old.csv', 'succeeded', '[]', '2026-01-02 00:00:00')"
+                )
+            )
+        old.dispose()
+        before, after = upgrade_database(url)
+        assert (before.revision, after.revision) == (None, SCHEMA_HEAD)
+        assert not after.pending
+        rows = _rows(url)["ingest_runs"]
+        assert [(r[1], r[2]) for r in rows] == [("old.csv", "succeeded")]

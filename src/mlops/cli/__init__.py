@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
-from mlops.cli import datasets, evaluation, experiments, features, models, prompts, stores
+from mlops.cli import datasets, db, evaluation, experiments, features, models, prompts, stores
 from mlops.cli.common import (
     VerboseOpt,
     console,
@@ -54,6 +54,7 @@ app.command("predict")(handle_errors(models.predict_cmd))
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(evaluation.app, name="eval")
 app.add_typer(stores.app, name="stores")
+app.add_typer(db.app, name="db")
 
 
 def run_ingest_with_progress(

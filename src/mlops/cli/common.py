@@ -24,6 +24,7 @@ VerboseOpt = Annotated[
         "--verbose", "-v", help="Also print the Prefect flow's logs (they are in its UI anyway)."
     ),
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 _verbose = {"on": False}
 
 

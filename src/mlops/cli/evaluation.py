@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from mlops.cli.common import console, handle_errors, print_json, settings
+from mlops.cli.common import JsonOpt, console, handle_errors, print_json, settings
 
 if TYPE_CHECKING:
     from mlops.evaluation.records import EvaluationInfo
@@ -19,7 +19,6 @@ app = typer.Typer(
     help="Evaluation harness: run benchmark suites on model versions, compare, explain.",
     no_args_is_help=True,
 )
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 STYLE = {"passed": "green", "failed": "red", "error": "magenta", "running": "yellow"}
 MARK = {"passed": "✓ pass", "failed": "✗ fail", "error": "! error"}
 BAR_WIDTH = 20

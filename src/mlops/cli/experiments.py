@@ -8,10 +8,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from mlops.cli.common import console, handle_errors, print_json, settings
+from mlops.cli.common import JsonOpt, console, handle_errors, print_json, settings
 
 app = typer.Typer(help="List, inspect, create and compare experiments.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 SPARKS = "▁▂▃▄▅▆▇█"
 
 

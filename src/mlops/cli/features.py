@@ -8,12 +8,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from mlops.cli.common import console, handle_errors, print_json, settings
+from mlops.cli.common import JsonOpt, console, handle_errors, print_json, settings
 
 app = typer.Typer(
     help="Browse features, their versions and statistics; diff and roll back.", no_args_is_help=True
 )
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 @app.command("list")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from mlops.cli.common import console, handle_errors, print_json, settings
+from mlops.cli.common import JsonOpt, console, handle_errors, print_json, settings
 
 if TYPE_CHECKING:
     from mlops.lifecycle.deployments import DeploymentInfo
@@ -18,7 +18,6 @@ app = typer.Typer(
     help="Browse the model registry; deploy through validate -> staging -> production; roll back.",
     no_args_is_help=True,
 )
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 STATUS_STYLE = {
     "pending": "dim",
     "running": "yellow",

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from mlops.cli.common import (
+    JsonOpt,
     console,
     err_console,
     handle_errors,
@@ -30,7 +31,6 @@ app = typer.Typer(
     help="Prompt templates in git: edit, diff, publish, roll back, render, usage.",
     no_args_is_help=True,
 )
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 JsonResultOpt = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON instead of a summary line.")
 ]
