@@ -16,7 +16,8 @@ from prefect.runtime import flow_run
 
 from mlops.evaluation import records, runner, service
 from mlops.evaluation.candidates import Candidate
-from mlops.evaluation.runner import ModelRef, Plan
+from mlops.evaluation.results import ModelRef
+from mlops.evaluation.runner import Plan
 from mlops.settings import Settings, load_settings
 
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -260,8 +261,7 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _first_ingest(settings: Settings) -> None:
-    from mlops.cli import seed_demo
+def _first_ingest(settings: Settings, seed: Callable[[Settings], object]) -> None:
     from mlops.features.ingest import store_is_empty
 
     if store_is_empty(settings):
@@ -269,7 +269,7 @@ def _first_ingest(settings: Settings) -> None:
             "The feature store is empty: ingesting the demo data, training the demo models "
             "and deploying the best one."
         )
-        seed_demo(settings)
+        seed(settings)
 
 
 def _supervise(children: list[Child]) -> int:
@@ -296,8 +296,9 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run_platform(settings: Settings) -> None:
-    """Start everything, print URLs and the token, and wait for Ctrl-C."""
+def run_platform(settings: Settings, seed: Callable[[Settings], object]) -> None:
+    """Start everything, print URLs and the token, and wait for Ctrl-C. On a first start
+    (an empty feature store) ``seed`` fills it, once Prefect and MLflow are up."""
     settings.ensure_dirs()
     stale = stop_stale_services(settings)
     if stale:
@@ -323,7 +324,7 @@ def run_platform(settings: Settings) -> None:
         from mlops.orchestration import configure_prefect
 
         configure_prefect(settings, use_server=True)
-        _first_ingest(settings)
+        _first_ingest(settings, seed)
         with console.status("Serving the scheduled flows and starting the API..."):
             for name in ("flows", "api"):
                 children.append(_start(settings, name, *commands[name]))

@@ -50,7 +50,7 @@ def build_state(settings: Any, quick: bool) -> dict[str, str]:
     from flows.ingest import ingest_flow
     from mlflow.entities import Metric
 
-    from mlops.evaluation.runner import ModelRef
+    from mlops.evaluation.results import ModelRef
     from mlops.evaluation.service import request_evaluation
     from mlops.lifecycle import deployments, mlflow_backend, training
     from mlops.orchestration import run_deployment, run_evaluation

@@ -293,7 +293,7 @@ def main() -> int:
     from prefect.testing.utilities import prefect_test_harness
 
     from mlops.api.app import create_app
-    from mlops.evaluation import runner
+    from mlops.evaluation import results, runner
     from mlops.evaluation.tracking import EVALUATION_TAG, EXPERIMENT, KIND_TAG
     from mlops.lifecycle import mlflow_backend, training
 
@@ -442,7 +442,7 @@ def main() -> int:
 
         # -------------------------------------------------------- 4. mlflow.models.evaluate
         # The same rows: the plan the platform checks before a run (suite, versions, rows).
-        refs = [runner.ModelRef(name=MODEL, version=v) for v in versions]
+        refs = [results.ModelRef(name=MODEL, version=v) for v in versions]
         plan = runner.make_plan(settings, [SUITE], refs)
         frame = plan.suites[SUITE].frame
         assert len(frame) == rows, (len(frame), rows)

@@ -332,7 +332,7 @@ def test_a_model_that_raises_errors_its_tests_and_the_run_completes(
 
 
 def test_an_interrupted_run_is_failed_with_its_mlflow_runs(settings: Settings, model: str) -> None:
-    from mlops.evaluation.runner import ModelRef
+    from mlops.evaluation.results import ModelRef
     from mlops.evaluation.service import request_evaluation, take_plan
     from mlops.evaluation.tracking import _experiment_id
 

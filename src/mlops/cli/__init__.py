@@ -386,7 +386,7 @@ def up(
         }.items()
         if v is not None
     }
-    run_platform(settings().model_copy(update=overrides))
+    run_platform(settings().model_copy(update=overrides), seed_demo)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from mlops.cli.common import JsonOpt, console, handle_errors, print_json, settin
 
 if TYPE_CHECKING:
     from mlops.evaluation.records import EvaluationInfo
-    from mlops.evaluation.runner import ModelRef
+    from mlops.evaluation.results import ModelRef
     from mlops.settings import Settings
 
 app = typer.Typer(
@@ -63,7 +63,7 @@ def suites_cmd(json: JsonOpt = False) -> None:
 def parse_model(text: str) -> ModelRef:
     """`name:version` or `name@alias` (production, staging)."""
     from mlops.errors import InvalidInputError
-    from mlops.evaluation.runner import ModelRef
+    from mlops.evaluation.results import ModelRef
 
     if "@" in text:
         name, _, alias = text.rpartition("@")

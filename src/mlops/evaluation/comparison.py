@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from mlops.lifecycle.metrics import higher_is_better
 
 if TYPE_CHECKING:
-    from mlops.evaluation.runner import SuiteResult
+    from mlops.evaluation.results import SuiteResult
 
 
 class Bar(BaseModel):

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from mlops.db import Evaluation, EvaluationResult, session_scope, utcnow
 from mlops.errors import NotFoundError
 from mlops.evaluation.comparison import SuiteComparison, compare
-from mlops.evaluation.runner import Plan, SuiteResult
+from mlops.evaluation.results import SuiteResult
+from mlops.evaluation.runner import Plan
 from mlops.fields import UtcDatetime
 from mlops.runs import current_owner, owner_alive
 from mlops.settings import Settings

@@ -10,16 +10,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, Field, model_validator
 
 from mlops.errors import InvalidInputError, MlopsError, NotFoundError
 from mlops.evaluation import measures, tracking
 from mlops.evaluation.candidates import Candidate, load_candidate, resolve_version
 from mlops.evaluation.checks import QUIET, SuiteContext, TestResult, run_check
 from mlops.evaluation.data import DataRange, suite_rows
+from mlops.evaluation.results import ModelRef, ReferenceMetrics, SuiteResult, Verdict
 from mlops.evaluation.suites import BaselineTest, Suite, load_suite
 from mlops.lifecycle.metrics import finite_or_none
 from mlops.lifecycle.registry import PRODUCTION_ALIAS, alias_version
@@ -28,49 +28,6 @@ from mlops.settings import Settings
 MAX_SUITES = 20
 MAX_MODELS = 10
 EXPLAIN_ROWS = 500
-Verdict = Literal["passed", "failed", "error"]
-
-
-class ModelRef(BaseModel):
-    """A model version to evaluate: by number, or by alias (production, staging)."""
-
-    name: str = Field(min_length=1, max_length=250)
-    version: str | None = Field(default=None, max_length=20)
-    alias: str | None = Field(default=None, max_length=20)
-
-    @model_validator(mode="after")
-    def _one_of(self) -> ModelRef:
-        if (self.version is None) == (self.alias is None):
-            raise ValueError("give exactly one of version and alias")
-        return self
-
-
-class ReferenceMetrics(BaseModel):
-    version: str
-    metrics: dict[str, float]
-
-
-class SuiteResult(BaseModel):
-    """One model version on one suite."""
-
-    model_name: str
-    version: str
-    suite: str
-    status: Verdict
-    counts: dict[str, int]
-    tests: list[TestResult]
-    metrics: dict[str, float] = Field(description="Standard metrics on the suite's rows.")
-    production: ReferenceMetrics | None = Field(
-        default=None, description="The production version's metrics on the same rows."
-    )
-    data: DataRange
-    mlflow_run_id: str | None = None
-    error: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def label(self) -> str:
-        return f"{self.model_name} v{self.version}"
 
 
 @dataclass

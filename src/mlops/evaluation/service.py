@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 
 from mlops.evaluation import records
-from mlops.evaluation.runner import EXPLAIN_ROWS, ModelRef, Plan, make_plan
+from mlops.evaluation.results import ModelRef
+from mlops.evaluation.runner import EXPLAIN_ROWS, Plan, make_plan
 from mlops.settings import Settings
 
 _plans: dict[str, Plan] = {}

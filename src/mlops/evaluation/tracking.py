@@ -27,7 +27,7 @@ from mlops.settings import Settings
 if TYPE_CHECKING:
     from mlops.evaluation.candidates import Candidate
     from mlops.evaluation.checks import SuiteContext
-    from mlops.evaluation.runner import SuiteResult
+    from mlops.evaluation.results import SuiteResult
 
 PlotJob = Callable[[Path], None]
 """Draws PNG files into a folder."""

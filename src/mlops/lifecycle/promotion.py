@@ -96,7 +96,7 @@ def _suite_gates(
     """The evaluation suites the gate config requires, run on the candidate (the `evaluate`
     flow, a recorded evaluation with MLflow runs); one gate per suite."""
     from mlops.evaluation import records, service
-    from mlops.evaluation.runner import ModelRef
+    from mlops.evaluation.results import ModelRef
     from mlops.orchestration import run_evaluation
 
     try:

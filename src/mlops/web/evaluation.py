@@ -48,7 +48,7 @@ async def evaluation_run(request: Request) -> Response:
     """Start an evaluation of the ticked suites on the chosen versions."""
     from fastapi.concurrency import run_in_threadpool
 
-    from mlops.evaluation.runner import ModelRef
+    from mlops.evaluation.results import ModelRef
     from mlops.evaluation.service import request_evaluation
     from mlops.orchestration import start_evaluation
 

@@ -10,7 +10,7 @@ import pytest
 from mlops.evaluation.checks import TestResult
 from mlops.evaluation.comparison import compare, pct
 from mlops.evaluation.data import DataRange
-from mlops.evaluation.runner import ReferenceMetrics, SuiteResult
+from mlops.evaluation.results import ReferenceMetrics, SuiteResult
 
 DATA = DataRange(
     source="offline store",

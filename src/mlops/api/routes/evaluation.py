@@ -15,7 +15,8 @@ from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.errors import NotFoundError, UnsafePathError
 from mlops.evaluation import records, service
 from mlops.evaluation.comparison import SuiteComparison
-from mlops.evaluation.runner import EXPLAIN_ROWS, ModelRef
+from mlops.evaluation.results import ModelRef
+from mlops.evaluation.runner import EXPLAIN_ROWS
 from mlops.evaluation.suites import Suite, list_suite_files, load_suite
 from mlops.fields import Offset
 from mlops.orchestration import start_evaluation

@@ -1,0 +1,123 @@
+"""The import graph of the platform (`src/mlops` and `flows`) has no cycles: each layer
+imports only the layers below it (front ends -> use cases -> flows -> domain -> libraries).
+
+Every import counts, also those inside functions and under TYPE_CHECKING: an import put
+inside a function to dodge a cycle still ties the two modules together.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+KNOWN_CYCLES = {
+    # The validate stage starts the `evaluate` flow from inside the domain; the deploy flow
+    # should run the suite gates as an `evaluate` subflow instead (issue 14).
+    frozenset({"flows.deploy", "mlops.lifecycle.promotion", "mlops.orchestration"}),
+    # Migrating a previous release's offline files recomputes them with the ingest's code,
+    # called from the storage layer (`offline.migrate_legacy_store`).
+    frozenset(
+        {
+            "mlops.features.ingest",
+            "mlops.features.offline",
+            "mlops.features.statistics",
+            "mlops.features.store",
+            "mlops.features.versions",
+        }
+    ),
+}
+"""Cycles still to be broken. Breaking one must remove it here; a new one fails the test."""
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts = parts[1:] if parts[0] == "src" else parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    files = [*(ROOT / "src" / "mlops").rglob("*.py"), *(ROOT / "flows").rglob("*.py")]
+    return {_module_name(path): path for path in files}
+
+
+def _imported(node: ast.AST, package: str) -> list[str]:
+    """The dotted names an import statement may load (a module, or a name in one)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = node.module or ""
+    if node.level:
+        parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join([*parent, *([node.module] if node.module else [])])
+    return [base, *(f"{base}.{alias.name}" for alias in node.names)]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the platform modules it imports."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for target in _imported(node, package):
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Tarjan's algorithm: the groups of modules that import each other, in any number of
+    steps (a cycle of two or more)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for successor in sorted(graph[node]):
+            if successor not in index:
+                visit(successor)
+                low[node] = min(low[node], low[successor])
+            elif successor in on_stack:
+                low[node] = min(low[node], index[successor])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_tarjan_finds_a_cycle_through_three_modules_and_nothing_else() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"d"}}
+    assert strongly_connected(graph) == [{"a", "b", "c"}]
+
+
+def test_the_graph_sees_imports_inside_functions_and_relative_ones() -> None:
+    graph = import_graph()
+    assert "mlops.features.offline" in graph["mlops.features.ingest"]  # top-level import
+    assert "mlops.services" in graph["mlops.cli"]  # imported inside the `up` command
+
+
+def test_the_platform_has_no_import_cycles_beyond_the_known_ones() -> None:
+    cycles = {frozenset(group) for group in strongly_connected(import_graph())}
+    assert cycles - KNOWN_CYCLES == set(), "new import cycles"
+    assert KNOWN_CYCLES - cycles == set(), "broken cycles: remove them from KNOWN_CYCLES"
