@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.evaluate import run_recorded
 from mlops.lifecycle import deployments, promotion
 from mlops.settings import Settings, load_settings
 
@@ -20,17 +21,18 @@ class DeploymentFailed(Exception):
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate(settings: Settings, deployment_id: str) -> bool:
-    return promotion.run_stage(settings, deployment_id, "validate")
+    """The gates; suite gates run the `evaluate` flow as a subflow of this run."""
+    return promotion.run_stage(settings, deployment_id, "validate", run_recorded)
 
 
 @task(name="staging", cache_policy=NO_CACHE)
 def staging(settings: Settings, deployment_id: str) -> bool:
-    return promotion.run_stage(settings, deployment_id, "staging")
+    return promotion.run_stage(settings, deployment_id, "staging", run_recorded)
 
 
 @task(name="production", cache_policy=NO_CACHE)
 def production(settings: Settings, deployment_id: str) -> bool:
-    return promotion.run_stage(settings, deployment_id, "production")
+    return promotion.run_stage(settings, deployment_id, "production", run_recorded)
 
 
 STAGE_TASKS = {"validate": validate, "staging": staging, "production": production}

@@ -136,20 +136,9 @@ def start_deployment(settings: Settings, deployment_id: str) -> threading.Thread
 def run_evaluation(settings: Settings, evaluation_id: str) -> None:
     """Run the `evaluate` flow for a recorded evaluation in this process; the record, not an
     exception, tells the outcome."""
-    from flows.evaluate import EvaluationFailed, evaluate_flow
+    from flows.evaluate import run_recorded
 
-    from mlops.evaluation import records, service
-
-    try:
-        _wait_for_prefect()
-        evaluate_flow(evaluation_id=evaluation_id, settings=settings)
-    except EvaluationFailed:  # tests failed or errored: the record has every result
-        pass
-    except Exception as exc:  # the flow never started or crashed: the record says why
-        records.finish(settings, evaluation_id, f"{type(exc).__name__}: {exc}")
-    finally:
-        service.discard_plan(evaluation_id)
-        service.mark_finished(evaluation_id)
+    run_recorded(settings, evaluation_id)
 
 
 def start_evaluation(settings: Settings, evaluation_id: str) -> threading.Thread:

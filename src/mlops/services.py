@@ -177,7 +177,7 @@ def _commands(settings: Settings) -> dict[str, tuple[list[str], str]]:
                 python,
                 "-m",
                 "uvicorn",
-                "mlops.api.app:create_app",
+                "mlops.app:create_app",
                 "--factory",
                 "--host",
                 settings.api_host,
@@ -348,6 +348,6 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
     """Serve the API in this process (foreground)."""
     import uvicorn
 
-    from mlops.api.app import create_app
+    from mlops.app import create_app
 
     uvicorn.run(create_app(settings), host=host, port=port)

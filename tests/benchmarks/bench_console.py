@@ -201,7 +201,7 @@ def main() -> int:
     import uvicorn
     from prefect.testing.utilities import prefect_test_harness
 
-    from mlops.api.app import create_app
+    from mlops.app import create_app
     from mlops.orchestration import configure_prefect
     from mlops.settings import Settings
 

@@ -292,7 +292,7 @@ def main() -> int:
     from flows.ingest import ingest_flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from mlops.api.app import create_app
+    from mlops.app import create_app
     from mlops.evaluation import results, runner
     from mlops.evaluation.tracking import EVALUATION_TAG, EXPERIMENT, KIND_TAG
     from mlops.lifecycle import mlflow_backend, training

@@ -160,7 +160,7 @@ def main() -> int:
     from flows.ingest import ingest_flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from mlops.api.app import create_app
+    from mlops.app import create_app
     from mlops.features import ingest as steps
     from mlops.features.offline import open_snapshot
     from mlops.features.store import open_store

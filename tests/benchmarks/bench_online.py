@@ -202,7 +202,7 @@ def _api_server(settings: Any) -> Iterator[Any]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "MLOPS_HOME": str(settings.home), "MLOPS_PROFILE": settings.profile}
-    command = [sys.executable, "-m", "uvicorn", "mlops.api.app:create_app", "--factory"]
+    command = [sys.executable, "-m", "uvicorn", "mlops.app:create_app", "--factory"]
     server = subprocess.Popen([*command, "--port", str(port), "--log-level", "warning"], env=env)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
@@ -255,7 +255,7 @@ def main() -> int:
 
     from fastapi.testclient import TestClient
 
-    from mlops.api.app import create_app
+    from mlops.app import create_app
 
     started = time.perf_counter()
     try:

@@ -204,7 +204,7 @@ def postgres_usage(
     from fastapi.testclient import TestClient
     from sqlalchemy import create_engine, text
 
-    from mlops.api.app import create_app
+    from mlops.app import create_app
     from mlops.db import engine_for
 
     name = f"mlops_bench_{uuid.uuid4().hex[:8]}"
@@ -266,7 +266,7 @@ def main() -> int:
 
     from fastapi.testclient import TestClient
 
-    from mlops.api.app import create_app
+    from mlops.app import create_app
     from mlops.prompts.store import open_store
     from mlops.settings import Settings
 

@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from browser import launch_chromium
 from conftest import copy_version
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.settings import Settings
 from registered_models import add_version
 

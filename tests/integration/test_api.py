@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import read_offline
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.settings import Settings
 
 API = "/api/v1"

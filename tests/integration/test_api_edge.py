@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from conftest import make_settings
 from console_pages import csrf
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.settings import Settings
 
 API = "/api/v1"

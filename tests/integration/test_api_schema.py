@@ -21,7 +21,7 @@ from schemathesis import engine
 from schemathesis.engine import events
 
 from conftest import make_settings, run_ingest_flow
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from conftest import copy_version
 from console_pages import csrf, sign_in
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.settings import Settings
 from registered_models import add_version
 

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from conftest import make_settings, run_ingest_flow
 from console_pages import csrf, sign_in
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.db import session_scope
 from mlops.features.catalog import feature_detail
 from mlops.features.datasets import list_datasets

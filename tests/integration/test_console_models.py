@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from conftest import LIFECYCLE_EXPERIMENT, copy_version
 from console_pages import csrf, sign_in
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.lifecycle import deployments, experiments, mlflow_backend, registry
 from mlops.settings import Settings
 from registered_models import add_version, logged_model

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from console_pages import csrf, sign_in
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.errors import MlopsError
 from mlops.prompts.store import PromptStore, open_store
 from mlops.settings import Settings

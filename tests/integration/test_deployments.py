@@ -16,9 +16,10 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from flows.evaluate import run_recorded
 
 from conftest import copy_version, read_offline
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.db import Deployment, session_scope
 from mlops.errors import ConflictError
 from mlops.lifecycle import deployments, mlflow_backend, promotion, registry
@@ -277,7 +278,7 @@ def test_production_needs_validate_and_staging_of_the_same_deployment(settings: 
     name = copy_version(settings, "1")
     info = deployments.request_deployment(settings, name, "1", "production", "t")
     with pytest.raises(ConflictError, match="validate, staging"):
-        promotion.promote_to_production(settings, info)
+        promotion.promote_to_production(settings, info, run_recorded)
     assert _aliases(settings, name) == {}
 
 

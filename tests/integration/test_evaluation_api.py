@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from conftest import copy_version
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.db import Evaluation, session_scope
 from mlops.evaluation import records
 from mlops.evaluation.tracking import EVALUATION_TAG, EXPERIMENT

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import LIFECYCLE_EXPERIMENT
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.lifecycle import mlflow_backend
 from mlops.settings import Settings
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import copy_version, read_offline
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.errors import InvalidInputError, NotFoundError
 from mlops.features import serving as features_serving
 from mlops.features.serving import online_features, serving_catalog

@@ -77,7 +77,7 @@ def test_ingest_and_online_read_on_postgres_and_redis(production: Settings) -> N
 def test_production_reads_need_the_token(production: Settings) -> None:
     from fastapi.testclient import TestClient
 
-    from mlops.api.app import create_app
+    from mlops.app import create_app
 
     run_ingest_flow(production)
     with TestClient(create_app(production)) as client:
@@ -98,7 +98,7 @@ def test_mlflow_on_postgres_trains_lists_deploys_and_predicts(production: Settin
     from fastapi.testclient import TestClient
     from sqlalchemy import create_engine, inspect
 
-    from mlops.api.app import create_app
+    from mlops.app import create_app
     from mlops.lifecycle import training
 
     run_ingest_flow(production)

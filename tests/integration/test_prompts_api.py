@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.settings import Settings
 from prompt_git import git, repo_snapshot
 

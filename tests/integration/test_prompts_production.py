@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import postgres_databases, production_settings
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.prompts import analytics, usage
 from mlops.settings import Settings
 from prompt_usage_data import T0, check_report, load_events

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner, Result
 
 from conftest import make_settings, postgres_databases, production_settings
-from mlops.api.app import create_app
+from mlops.app import create_app
 from mlops.cli import app as cli_app
 from mlops.errors import StoreUnavailableError
 from mlops.lifecycle import mlflow_backend

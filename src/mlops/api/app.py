@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -26,7 +26,6 @@ from mlops.errors import MlopsError
 from mlops.health import Health, check_health
 from mlops.settings import Settings, load_settings
 from mlops.stores import store_outage
-from mlops.web.console import SECTIONS, mount_console
 
 API_PREFIX = "/api/v1"
 API_ROUTERS = (
@@ -162,8 +161,13 @@ def _warm_prefect(settings: Settings) -> None:
     warm_up_flow()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The platform's ASGI app for the given settings (default: from the environment)."""
+FrontEnd = Callable[[FastAPI, Settings], Sequence[APIRouter]]
+"""Mounts pages on the app (the web console, `mlops.app`); returns their routers."""
+
+
+def create_api(settings: Settings | None = None, front_end: FrontEnd | None = None) -> FastAPI:
+    """The REST API for the given settings (default: from the environment), with the pages
+    of ``front_end`` on the same app behind the same request gate."""
     settings = settings or load_settings()
     settings.ensure_dirs()
 
@@ -198,7 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     for router in API_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
-    mount_console(app, settings)
+    pages = front_end(app, settings) if front_end else ()
     _add_docs(app)
 
     @app.get("/healthz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
@@ -210,7 +214,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)
 
-    routers = [(API_PREFIX, r.routes) for r in API_ROUTERS] + [("", r.routes) for r in SECTIONS]
+    routers = [(API_PREFIX, r.routes) for r in API_ROUTERS] + [("", r.routes) for r in pages]
     app.state.routes = RouteTable([*routers, ("", app.router.routes)], settings)
     # Added last, so outermost: refusals happen before any other middleware reads the body.
     app.add_middleware(RequestGate, settings=settings, table=app.state.routes)

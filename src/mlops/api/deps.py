@@ -70,7 +70,7 @@ def sees_store_details(
 
 
 def _console_session(request: Request) -> bool:
-    from mlops.web.common import signed_in
+    from mlops.sessions import signed_in
 
     return "session" in request.scope and signed_in(request)
 

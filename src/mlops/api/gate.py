@@ -24,8 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlops.api.deps import read_access, require_token
 from mlops.api.errors import error_response
+from mlops.sessions import SESSION_COOKIE
 from mlops.settings import Settings
-from mlops.web.console import SESSION_COOKIE
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,13 @@ def _stop(results: list[gates.GateResult]) -> StageOutcome:
     return StageOutcome(results, failed.message)
 
 
-def validate(settings: Settings, info: DeploymentInfo) -> StageOutcome:
-    """The gates, in order; the first failure ends the stage (later gates need earlier ones)."""
+Evaluate = Callable[[Settings, str], None]
+"""Runs a recorded evaluation to its end (the deploy flow runs it as its `evaluate` subflow)."""
+
+
+def validate(settings: Settings, info: DeploymentInfo, evaluate: Evaluate) -> StageOutcome:
+    """The gates, in order; the first failure ends the stage (later gates need earlier ones).
+    The suite gates run their evaluation with ``evaluate``."""
     from mlops.features.catalog import active_definitions
 
     results: list[gates.GateResult] = []
@@ -84,20 +89,19 @@ def validate(settings: Settings, info: DeploymentInfo) -> StageOutcome:
     if not all(r.passed for r in results):
         return _stop(results)
     if config.suites:
-        results.extend(_suite_gates(settings, info, config.suites))
+        results.extend(_suite_gates(settings, info, config.suites, evaluate))
         if not all(r.passed for r in results):
             return _stop(results)
     return StageOutcome(results, f"{len(results)} gates passed")
 
 
 def _suite_gates(
-    settings: Settings, info: DeploymentInfo, suites: list[str]
+    settings: Settings, info: DeploymentInfo, suites: list[str], evaluate: Evaluate
 ) -> list[gates.GateResult]:
-    """The evaluation suites the gate config requires, run on the candidate (the `evaluate`
-    flow, a recorded evaluation with MLflow runs); one gate per suite."""
+    """The evaluation suites the gate config requires, run on the candidate (a recorded
+    evaluation with MLflow runs, run by ``evaluate``); one gate per suite."""
     from mlops.evaluation import records, service
     from mlops.evaluation.results import ModelRef
-    from mlops.orchestration import run_evaluation
 
     try:
         evaluation_id = service.request_evaluation(
@@ -110,7 +114,7 @@ def _suite_gates(
         )
     except MlopsError as exc:
         return [gates.GateResult(name="suites", passed=False, message=exc.message)]
-    run_evaluation(settings, evaluation_id)
+    evaluate(settings, evaluation_id)
     evaluation = records.get(settings, evaluation_id)
     by_suite = {r.suite: r for r in evaluation.results}
     results = []
@@ -249,7 +253,9 @@ def _champion_gate(
     return gates.champion_result(gate, metrics[gate.metric], score, version)
 
 
-def promote_to_staging(settings: Settings, info: DeploymentInfo) -> StageOutcome:
+def promote_to_staging(
+    settings: Settings, info: DeploymentInfo, _evaluate: Evaluate
+) -> StageOutcome:
     _require_passed(info, ("validate",))
     before = alias_version(settings, info.model_name, STAGING_ALIAS)
     mlflow_backend.client(settings).set_registered_model_alias(
@@ -262,7 +268,9 @@ def promote_to_staging(settings: Settings, info: DeploymentInfo) -> StageOutcome
     )
 
 
-def promote_to_production(settings: Settings, info: DeploymentInfo) -> StageOutcome:
+def promote_to_production(
+    settings: Settings, info: DeploymentInfo, _evaluate: Evaluate
+) -> StageOutcome:
     """Move `production` (the one decisive step), then archive the version it replaced.
 
     The record learns the replaced version before the alias moves, so a crash right after
@@ -319,19 +327,21 @@ def _require_passed(info: DeploymentInfo, stages: tuple[str, ...]) -> None:
         )
 
 
-STAGE_RUNNERS: dict[str, Callable[[Settings, DeploymentInfo], StageOutcome]] = {
+STAGE_RUNNERS: dict[str, Callable[[Settings, DeploymentInfo, Evaluate], StageOutcome]] = {
+    # every stage is called the same way; only `validate` runs suites with the evaluator
     "validate": validate,
     "staging": promote_to_staging,
     "production": promote_to_production,
 }
 
 
-def run_stage(settings: Settings, deployment_id: str, stage: str) -> bool:
-    """Run one stage of a deployment and record it; returns whether it passed."""
+def run_stage(settings: Settings, deployment_id: str, stage: str, evaluate: Evaluate) -> bool:
+    """Run one stage of a deployment and record it; returns whether it passed. Suite gates
+    run their evaluation with ``evaluate``."""
     info = deployments.get_deployment(settings, deployment_id)
     started = deployments.start_stage(settings, deployment_id, stage)
     try:
-        outcome = STAGE_RUNNERS[stage](settings, info)
+        outcome = STAGE_RUNNERS[stage](settings, info, evaluate)
     except MlopsError as exc:
         failed = gates.GateResult(name=stage, passed=False, message=exc.message)
         outcome = StageOutcome([failed], exc.message)

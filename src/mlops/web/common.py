@@ -7,7 +7,6 @@ token in the form (`checked_form`); the session cookie is signed and SameSite=st
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from mlops.errors import AuthError, MlopsError
+from mlops.sessions import signed_in
 from mlops.settings import Settings
 
 HERE = Path(__file__).parent
@@ -26,22 +26,9 @@ templates = Jinja2Templates(directory=HERE / "templates")
 T = TypeVar("T")
 
 
-def fingerprint(token: str) -> str:
-    """What the session keeps of the token it was signed in with."""
-    return hashlib.sha256(f"console:{token}".encode()).hexdigest()
-
-
 def settings_of(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-def signed_in(request: Request) -> bool:
-    """Whether the session was signed in with the current API token."""
-    mark = request.session.get("auth")
-    return isinstance(mark, str) and secrets.compare_digest(
-        mark.encode(), fingerprint(settings_of(request).token).encode()
-    )
 
 
 def csrf_token(request: Request) -> str:

@@ -4,8 +4,8 @@ area has its module of pages (`evaluation`, `features`, `models`, `prompts`), al
 
 from __future__ import annotations
 
-import hashlib
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -13,18 +13,19 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
+from mlops.sessions import SESSION_COOKIE, fingerprint, session_secret
 from mlops.settings import Settings
 from mlops.web import evaluation, features, models, prompts
-from mlops.web.common import HERE, fingerprint, needs_reading, page, quiet, settings_of
+from mlops.web.common import HERE, needs_reading, page, quiet, settings_of
 
 router = APIRouter(include_in_schema=False)
-SESSION_COOKIE = "mlops_console"
 SECTIONS = (router, evaluation.router, features.router, models.router, prompts.router)
 
 
-def mount_console(app: FastAPI, settings: Settings) -> None:
-    """Add the console's pages, static files and session cookie to the platform's app."""
-    secret = hashlib.sha256(f"console-session:{settings.token}".encode()).hexdigest()
+def mount_console(app: FastAPI, settings: Settings) -> Sequence[APIRouter]:
+    """Add the console's pages, static files and session cookie to the platform's app;
+    returns the routers of its pages (the app's request gate applies its rules to them)."""
+    secret = session_secret(settings)
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret,
@@ -35,6 +36,7 @@ def mount_console(app: FastAPI, settings: Settings) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for section in SECTIONS:
         app.include_router(section)
+    return SECTIONS
 
 
 @router.get("/signin", response_class=HTMLResponse)
