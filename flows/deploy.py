@@ -9,14 +9,11 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 from flows.evaluate import run_recorded
 from mlops.lifecycle import deployments, promotion
 from mlops.settings import Settings, load_settings
-
-
-class DeploymentFailed(Exception):
-    """Raised at the end of the flow so its run shows as Failed in the Prefect UI."""
 
 
 @task(name="validate", cache_policy=NO_CACHE)
@@ -39,8 +36,12 @@ STAGE_TASKS = {"validate": validate, "staging": staging, "production": productio
 
 
 @flow(name="deploy")
-def deploy_flow(deployment_id: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Run the pending stages of deployment `deployment_id`, stopping at the first failure."""
+def deploy_flow(
+    deployment_id: str, settings: Settings | None = None
+) -> deployments.DeploymentInfo | State[Any]:
+    """Run the pending stages of deployment `deployment_id`, stopping at the first failure;
+    returns its record. A failed stage fails the run (a Failed state: calling the flow
+    raises unless with ``return_state=True``); the record says which and why."""
     settings = settings or load_settings()
     logger = get_run_logger()
     info = deployments.begin(settings, deployment_id, flow_run.get_id())
@@ -57,6 +58,6 @@ def deploy_flow(deployment_id: str, settings: Settings | None = None) -> dict[st
         info = deployments.finish(settings, deployment_id, error)
     for record in info.stages:
         logger.info("%s: %s %s", record.name, record.status, record.message)
-    if info.status != "succeeded":
-        raise DeploymentFailed(info.error or f"deployment {deployment_id} failed")
-    return info.model_dump(mode="json")
+    if info.status != "succeeded":  # the run shows as Failed in the Prefect UI
+        return Failed(message=info.error or f"deployment {deployment_id} failed")
+    return info

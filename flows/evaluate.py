@@ -13,17 +13,14 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 from mlops.evaluation import records, runner, service
 from mlops.evaluation.candidates import Candidate
+from mlops.evaluation.records import EvaluationInfo
 from mlops.evaluation.results import ModelRef
 from mlops.evaluation.runner import Plan
 from mlops.settings import Settings, load_settings
-
-
-class EvaluationFailed(Exception):
-    """Raised at the end of the flow when a test failed or errored, so the run shows as
-    Failed in the Prefect UI (the record holds every result either way)."""
 
 
 @task(name="suite", cache_policy=NO_CACHE)
@@ -63,9 +60,11 @@ def evaluate_flow(
     explain: bool = False,
     requested_by: str = "schedule",
     settings: Settings | None = None,
-) -> dict[str, Any]:
+) -> EvaluationInfo | State[Any]:
     """Run a recorded evaluation, or record and run one for `suites` x `models` (each
-    {"name": ..., "version": ...} or {"name": ..., "alias": "production"})."""
+    {"name": ..., "version": ...} or {"name": ..., "alias": "production"}); returns its
+    record. A failed or errored test fails the run (a Failed state: calling the flow raises
+    unless with ``return_state=True``), with every result in the record either way."""
     settings = settings or load_settings()
     logger = get_run_logger()
     if evaluation_id is None:
@@ -105,8 +104,8 @@ def evaluate_flow(
     info = records.get(settings, evaluation_id)
     logger.info("evaluation %s: %s", evaluation_id, info.verdict)
     if info.verdict != "passed":  # the run shows as Failed in the Prefect UI
-        raise EvaluationFailed(f"evaluation {evaluation_id}: verdict {info.verdict}")
-    return {"evaluation_id": evaluation_id, "verdict": info.verdict, "status": info.status}
+        return Failed(message=f"evaluation {evaluation_id}: verdict {info.verdict}")
+    return info
 
 
 def run_recorded(settings: Settings, evaluation_id: str) -> None:
@@ -117,10 +116,12 @@ def run_recorded(settings: Settings, evaluation_id: str) -> None:
 
     try:
         prefect_server.wait_until_ready()  # the server of this process, when it has one
-        evaluate_flow(evaluation_id=evaluation_id, settings=settings)
-    except EvaluationFailed:  # tests failed or errored: the record has every result
-        pass
-    except Exception as exc:  # the flow never started or crashed: the record says why
+        state = evaluate_flow(evaluation_id=evaluation_id, settings=settings, return_state=True)
+        # Failed tests fail the run too, and their record is already finished; a run that
+        # crashed before it finished its record gets the reason.
+        if not state.is_completed():
+            records.finish(settings, evaluation_id, state.message or state.name)
+    except Exception as exc:  # the flow never started: the record says why
         records.finish(settings, evaluation_id, f"{type(exc).__name__}: {exc}")
     finally:
         service.discard_plan(evaluation_id)

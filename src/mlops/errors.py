@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+    from pydantic_core import ErrorDetails
 
 
 class MlopsError(Exception):
@@ -85,22 +89,6 @@ class ModelError(MlopsError):
     exit_code = 9
 
 
-class DeploymentFailedError(MlopsError):
-    """A deployment stopped at a failed gate or stage; production is unchanged."""
-
-    code = "deployment_failed"
-    http_status = 409
-    exit_code = 10
-
-
-class EvaluationFailedError(MlopsError):
-    """An evaluation ran, and a test of it failed or could not be computed."""
-
-    code = "evaluation_failed"
-    http_status = 200
-    exit_code = 11
-
-
 class StoreUnavailableError(MlopsError):
     """A store the platform reads or writes is down, locked, corrupt or missing.
 
@@ -115,3 +103,20 @@ class StoreUnavailableError(MlopsError):
     def __init__(self, store: str, problem: str, check: str) -> None:
         super().__init__(f"The {store} is unavailable: {problem}. {check}", {"store": store})
         self.store = store
+
+
+def field_of(error: ErrorDetails, within: tuple[str, ...] = ()) -> str:
+    """Where a pydantic error is, as a dotted path (`models.ridge.params`); '' for the whole."""
+    return ".".join(str(part) for part in (*within, *error["loc"]))
+
+
+def problems(exc: ValidationError, within: tuple[str, ...] = (), *, first: bool = False) -> str:
+    """A pydantic validation error in words, one `field: message` per problem joined by '; '
+    (only the first with ``first``). ``within`` prefixes each field (where the model sits in
+    a file). Every front end and config reader words them this way."""
+    found = exc.errors()[:1] if first else exc.errors()
+    parts = []
+    for error in found:
+        where, message = field_of(error, within), error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)

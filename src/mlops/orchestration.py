@@ -117,11 +117,14 @@ def run_deployment(settings: Settings, deployment_id: str) -> None:
     with heartbeat(lambda: deployments.heartbeat(settings, deployment_id)):
         try:
             _wait_for_prefect()
-            deploy_flow(deployment_id=deployment_id, settings=settings)
-        except Exception as exc:
+            state = deploy_flow(deployment_id=deployment_id, settings=settings, return_state=True)
+            error = None if state.is_completed() else (state.message or state.name)
+        except Exception as exc:  # the flow never started
+            error = f"{type(exc).__name__}: {exc}"
+        if error is not None:  # a failed stage finished the record; a crash did not
             info = deployments.get_deployment(settings, deployment_id)
-            if info.status in ("pending", "running"):  # the flow never started or crashed early
-                deployments.finish(settings, deployment_id, f"{type(exc).__name__}: {exc}")
+            if info.status in ("pending", "running"):
+                deployments.finish(settings, deployment_id, error)
 
 
 def start_deployment(settings: Settings, deployment_id: str) -> threading.Thread:

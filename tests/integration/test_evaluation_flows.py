@@ -3,7 +3,6 @@ run of the standard suite on production, and `mlops eval ...`."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +13,8 @@ from typer.testing import CliRunner
 
 from conftest import copy_version
 from mlops.cli import app
-from mlops.errors import EvaluationFailedError, InvalidInputError, NotFoundError
+from mlops.cli.common import EVALUATION_FAILED_EXIT
+from mlops.errors import InvalidInputError, NotFoundError
 from mlops.evaluation import records
 from mlops.lifecycle import deployments, mlflow_backend
 from mlops.orchestration import run_deployment
@@ -87,7 +87,7 @@ def test_unknown_required_suite_fails_the_gate_with_the_reason(
 
 
 def test_nightly_schedule_evaluates_the_production_version(base: Settings) -> None:
-    from flows.evaluate import EvaluationFailed, evaluate_flow
+    from flows.evaluate import evaluate_flow
 
     from mlops.serve_flows import deployments as scheduled
     from mlops.serve_flows import load_schedules
@@ -101,8 +101,7 @@ def test_nightly_schedule_evaluates_the_production_version(base: Settings) -> No
     add_version(base, name, "2")
     mlflow_backend.client(base).set_registered_model_alias(name, "production", "2")
     parameters = {**nightly.parameters, "models": [{"name": name, "alias": "production"}]}
-    with contextlib.suppress(EvaluationFailed):  # a failed test fails the flow run
-        evaluate_flow(**parameters, settings=base)
+    evaluate_flow(**parameters, settings=base, return_state=True)  # a failed test fails it
     info = records.get(base, records.list_evaluations(base, limit=1)[0].id)
     assert info.requested_by == "nightly-evaluation" and info.status == "succeeded"
     assert info.models == [{"name": name, "version": "2"}]
@@ -127,11 +126,11 @@ def test_cli_runs_shows_compares_and_explains(base: Settings, tmp_path: Path) ->
 
     ran = _cli(settings, "eval", "run", "-s", "smoke", "-m", f"{name}:1", "-m", f"{name}:2",
                "--rows", "60")  # fmt: skip
-    assert ran.exit_code in (0, EvaluationFailedError.exit_code), ran.output
+    assert ran.exit_code in (0, EVALUATION_FAILED_EXIT), ran.output
     assert f"{name} v1 · smoke" in ran.stdout and f"{name} v2 · smoke" in ran.stdout
     latest = records.list_evaluations(settings, limit=1)[0]
     info = records.get(settings, latest.id)
-    assert ran.exit_code == (0 if info.verdict == "passed" else EvaluationFailedError.exit_code)
+    assert ran.exit_code == (0 if info.verdict == "passed" else EVALUATION_FAILED_EXIT)
 
     shown = _cli(settings, "eval", "show", latest.id[:8], "--json")
     assert json.loads(shown.stdout)["id"] == latest.id
@@ -142,7 +141,7 @@ def test_cli_runs_shows_compares_and_explains(base: Settings, tmp_path: Path) ->
     assert "Top drivers of P(up)" in explained.stdout and "Mean |SHAP|" in explained.stdout
 
     failed = _cli(settings, "eval", "run", "-s", "impossible", "-m", f"{name}:1", "--no-explain")
-    assert failed.exit_code == EvaluationFailedError.exit_code
+    assert failed.exit_code == EVALUATION_FAILED_EXIT
     assert "✗ fail" in failed.stdout and "near_perfect" in failed.stdout
 
 

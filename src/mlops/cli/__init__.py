@@ -12,8 +12,10 @@ import typer
 
 from mlops.cli import datasets, db, evaluation, experiments, features, models, prompts, stores
 from mlops.cli.common import (
+    DEPLOYMENT_FAILED_EXIT,
     VerboseOpt,
     console,
+    failed,
     handle_errors,
     print_json,
     set_verbose,
@@ -229,11 +231,9 @@ def demo(
     """Ingest the seeded demo bars, then train and register every model of
     config/models.yaml."""
     set_verbose(verbose_logs)
-    from mlops.errors import DeploymentFailedError
-
     deployed = seed_demo(settings(), json)
     if deployed.status != "succeeded":
-        raise DeploymentFailedError(f"The demo deployment failed: {deployed.error}")
+        failed(f"The demo deployment failed: {deployed.error}", DEPLOYMENT_FAILED_EXIT)
 
 
 def seed_demo(config: Settings, json: bool = False) -> DeploymentInfo:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
-from mlops.errors import InvalidInputError, MlopsError
+from mlops.errors import InvalidInputError, MlopsError, problems
 
 if TYPE_CHECKING:
     from mlops.settings import Settings
@@ -43,6 +43,19 @@ def settings() -> Settings:
     return load_settings()
 
 
+DEPLOYMENT_FAILED_EXIT = 10
+"""A deployment ran and stopped at a failed gate or stage (production is unchanged)."""
+EVALUATION_FAILED_EXIT = 11
+"""An evaluation ran and a test failed or could not be computed."""
+
+
+def failed(message: str, exit_code: int) -> NoReturn:
+    """End a command whose work ran and did not succeed: an outcome (a failed gate, a failed
+    test) that the record holds, not an error of the platform. One red line and the code."""
+    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exit_code)
+
+
 def handle_errors(func: F) -> F:
     """Turn domain errors into a red message and the error's exit code."""
 
@@ -69,10 +82,7 @@ def handle_errors(func: F) -> F:
                 raise typer.Exit(outage.exit_code) from None
             if not isinstance(exc, ValidationError):
                 raise
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
-            )
-            err_console.print(f"[bold red]Invalid input:[/] {problems}", highlight=False)
+            err_console.print(f"[bold red]Invalid input:[/] {problems(exc)}", highlight=False)
             raise typer.Exit(InvalidInputError.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from mlops.cli.common import JsonOpt, console, handle_errors, print_json, settings
+from mlops.cli.common import (
+    EVALUATION_FAILED_EXIT,
+    JsonOpt,
+    console,
+    failed,
+    handle_errors,
+    print_json,
+    settings,
+)
 
 if TYPE_CHECKING:
     from mlops.evaluation.records import EvaluationInfo
@@ -97,7 +105,7 @@ def run_cmd(
     Prints pass/fail per test; exit code 11 when a test fails or errors. Example:
     mlops eval run -s smoke -s standard -m direction-model@production -m direction-model:3
     """
-    from mlops.errors import EvaluationFailedError, InvalidInputError
+    from mlops.errors import InvalidInputError
     from mlops.evaluation.service import request_evaluation
 
     if not 10 <= rows <= 500:
@@ -111,9 +119,10 @@ def run_cmd(
     else:
         _print_results(info)
     if info.status == "failed" or info.verdict != "passed":
-        raise EvaluationFailedError(
+        failed(
             f"Evaluation {info.id}: {info.error or info.verdict}. "
-            f"Details: mlops eval show {info.id[:8]}"
+            f"Details: mlops eval show {info.id[:8]}",
+            EVALUATION_FAILED_EXIT,
         )
 
 

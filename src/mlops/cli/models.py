@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from mlops.cli.common import JsonOpt, console, handle_errors, print_json, settings
+from mlops.cli.common import (
+    DEPLOYMENT_FAILED_EXIT,
+    JsonOpt,
+    console,
+    failed,
+    handle_errors,
+    print_json,
+    settings,
+)
 
 if TYPE_CHECKING:
     from mlops.lifecycle.deployments import DeploymentInfo
@@ -146,12 +154,10 @@ def _follow(config: Settings, deployment_id: str) -> DeploymentInfo:
 
 
 def _finish(info: DeploymentInfo, json: bool) -> None:
-    from mlops.errors import DeploymentFailedError
-
     if json:
         print_json(info)
     if info.status != "succeeded":
-        raise DeploymentFailedError(f"Deployment {info.id} failed: {info.error}")
+        failed(f"Deployment {info.id} failed: {info.error}", DEPLOYMENT_FAILED_EXIT)
 
 
 @app.command("deploy")

@@ -15,9 +15,8 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import ErrorDetails
 
-from mlops.errors import ConfigError, InvalidInputError, NotFoundError
+from mlops.errors import ConfigError, InvalidInputError, NotFoundError, problems
 from mlops.features.validation import REQUIRED_COLUMNS
 from mlops.names import Ticker
 from mlops.settings import Settings
@@ -117,10 +116,9 @@ def load_layouts(settings: Settings) -> dict[str, SourceLayout]:
         try:
             layouts[str(name)] = SourceLayout.model_validate(entry or {})
         except ValidationError as exc:
-            problem = exc.errors()[0]
-            where = ".".join(str(p) for p in problem["loc"])
             raise ConfigError(
-                f"{path}: sources.{name}.{where}: {problem['msg']}", {"file": str(path)}
+                f"{path}: {problems(exc, ('sources', str(name)), first=True)}",
+                {"file": str(path)},
             ) from exc
     return layouts
 
@@ -182,8 +180,7 @@ def bars_source(
     try:
         return BarsSource(paths=paths, ticker=ticker, layout=layout, **values)
     except ValidationError as exc:
-        problems = "; ".join(_problem(e) for e in exc.errors())
-        raise InvalidInputError(f"Invalid source: {problems}.") from exc
+        raise InvalidInputError(f"Invalid source: {problems(exc)}.") from exc
 
 
 def _named_layout(settings: Settings, name: str) -> SourceLayout:
@@ -195,9 +192,3 @@ def _named_layout(settings: Settings, name: str) -> SourceLayout:
             {"source": name, "known": sorted(layouts)},
         )
     return layouts[name]
-
-
-def _problem(error: ErrorDetails) -> str:
-    where = ".".join(str(p) for p in error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message

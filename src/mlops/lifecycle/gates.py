@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mlops.errors import ConfigError
+from mlops.errors import ConfigError, field_of, problems
 from mlops.lifecycle.metrics import KNOWN_METRICS, finite_or_none, higher_is_better
 from mlops.settings import Settings
 
@@ -103,11 +103,9 @@ def load_gate_config(settings: Settings, model_name: str) -> GateConfig:
     try:
         return GateConfig.model_validate(merged)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
         raise ConfigError(
-            f"{path}: gates of '{model_name}': {field}: {first['msg']}",
-            {"file": str(path), "field": field},
+            f"{path}: gates of '{model_name}': {problems(exc, first=True)}",
+            {"file": str(path), "field": field_of(exc.errors()[0])},
         ) from exc
 
 

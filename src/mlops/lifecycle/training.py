@@ -20,7 +20,14 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlops.errors import ConfigError, InvalidInputError, MlopsError, NotFoundError
+from mlops.errors import (
+    ConfigError,
+    InvalidInputError,
+    MlopsError,
+    NotFoundError,
+    field_of,
+    problems,
+)
 from mlops.features.datasets import DEFAULT_SERVICE, DatasetInfo, DatasetRequest
 from mlops.features.datasets import create_dataset as _create_dataset
 from mlops.features.datasets import get_dataset as _get_dataset
@@ -132,11 +139,14 @@ def load_model_configs(settings: Settings) -> dict[str, TrainConfig]:
         try:
             config = TrainConfig.model_validate(entry)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in ("models", name, *first["loc"]))
+            within = ("models", name)
             raise ConfigError(
-                f"{path}: {field}: {first['msg']}",
-                {"file": str(path), "field": field, "errors": exc.errors(include_url=False)},
+                f"{path}: {problems(exc, within, first=True)}",
+                {
+                    "file": str(path),
+                    "field": field_of(exc.errors()[0], within),
+                    "errors": exc.errors(include_url=False),
+                },
             ) from exc
         try:
             check_hyperparameters(config)

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from mlops.errors import InvalidInputError
+from mlops.errors import InvalidInputError, problems
 from mlops.prompts.models import PromptMetadata
 from mlops.prompts.rendering import RenderError, bind_variables
 from mlops.prompts.repository import METADATA_FILE, read_blob
@@ -30,10 +30,7 @@ def parse_metadata(text: str) -> PromptMetadata:
     try:
         metadata = PromptMetadata.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidInputError(f"prompt.yaml is invalid: {problems}") from None
+        raise InvalidInputError(f"prompt.yaml is invalid: {problems(exc)}") from None
     check_defaults(metadata)
     return metadata
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from mlops.errors import AuthError, InvalidInputError, MlopsError, NotFoundError
+from mlops.errors import AuthError, InvalidInputError, MlopsError, NotFoundError, problems
 from mlops.settings import Settings
 from mlops.web import charts
 from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
@@ -24,15 +24,6 @@ router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 25
 DATASETS_PAGE_SIZE = 20
 DASH = "\u2013"
-
-
-def _validation_message(exc: ValidationError) -> str:
-    """A pydantic error as one readable sentence per field."""
-    parts = []
-    for error in exc.errors():
-        field = ".".join(str(p) for p in error["loc"]) or "input"
-        parts.append(f"{field}: {error['msg']}")
-    return "; ".join(parts)
 
 
 def _param(request: Request, name: str) -> str:
@@ -139,7 +130,7 @@ def _filters(values: dict[str, str], views: dict[str, Any]) -> Any:
             page_size=PAGE_SIZE,
         )
     except ValidationError as exc:
-        raise InvalidInputError(_validation_message(exc)) from exc
+        raise InvalidInputError(problems(exc)) from exc
 
 
 @router.get("/features/views/{view}", response_class=HTMLResponse, response_model=None)
@@ -450,7 +441,7 @@ async def datasets_create(request: Request) -> Response:
                 include_label=chosen["include_label"],
             )
         except ValidationError as exc:
-            raise InvalidInputError(_validation_message(exc)) from exc
+            raise InvalidInputError(problems(exc)) from exc
         info = await run_in_threadpool(create_dataset, settings_of(request), body, "console")
     except MlopsError as exc:
         return _datasets_page(request, status=exc.http_status, error=exc.message, chosen=chosen)

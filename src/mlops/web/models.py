@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from mlops.errors import AuthError, ConflictError, InvalidInputError, MlopsError
+from mlops.errors import AuthError, ConflictError, InvalidInputError, MlopsError, problems
 from mlops.web import charts
 from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
 
@@ -65,11 +65,7 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
 
 def _invalid(exc: ValidationError, hint: str = "") -> InvalidInputError:
     """A pydantic validation error as the platform's 422, in words."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"])
-        parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
-    return InvalidInputError("; ".join(parts) + (f" ({hint})" if hint else ""))
+    return InvalidInputError(problems(exc) + (f" ({hint})" if hint else ""))
 
 
 def _first(form: Mapping[str, list[Any]], key: str, default: str = "") -> str:
