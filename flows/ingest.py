@@ -87,7 +87,7 @@ def ingest_flow(
     message: str = "ingest",
     settings: Settings | None = None,
     date_format: str | None = None,
-) -> dict[str, Any]:
+) -> steps.IngestSummary:
     """Ingest a file of daily bars, vendor files (a ``BarsSource``: files, directories or
     globs with a column map and where tickers come from) or the demo data.
 
@@ -141,12 +141,12 @@ def ingest_flow(
         len(versions),
         ", ".join(views),
     )
-    return {
-        "run_id": run_id,
-        "rows": rows,
-        "files": loaded.files,
-        "ignored_columns": loaded.ignored_columns,
-        "new_versions": [f"{v.view_name}@v{v.version}" for v in versions],
-        "materialized": views,
-        "statistics": stats,
-    }
+    return steps.IngestSummary(
+        run_id=run_id,
+        rows=rows,
+        files=loaded.files,
+        ignored_columns=loaded.ignored_columns,
+        new_versions=[f"{v.view_name}@v{v.version}" for v in versions],
+        materialized=views,
+        statistics=stats,
+    )

@@ -43,7 +43,7 @@ def train_flow(
     author: str | None = None,
     hyperparameters: dict[str, Any] | None = None,
     dataset: str | None = None,
-) -> dict[str, Any]:
+) -> training.TrainResult:
     """Train the named model configuration of config/models.yaml and register it in MLflow.
 
     `hyperparameters` are merged over the configured ones; `dataset` names an existing
@@ -64,4 +64,4 @@ def train_flow(
         ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items())),
         result.model_uri,
     )
-    return result.model_dump(mode="json")
+    return result

@@ -18,7 +18,9 @@ from mlops.runs import heartbeat
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
+    from mlops.features.ingest import IngestSummary
     from mlops.features.sources import BarsSource
+    from mlops.lifecycle.training import TrainResult
 
 
 def prefect_server_running(settings: Settings) -> bool:
@@ -71,19 +73,18 @@ def run_ingest(
     author: str,
     message: str,
     date_format: str | None = None,
-) -> dict[str, Any]:
+) -> IngestSummary:
     """Run the `ingest` flow in this process (reported to Prefect) and return its summary."""
     _wait_for_prefect()
     from flows.ingest import ingest_flow
 
-    result: dict[str, Any] = ingest_flow(
+    return ingest_flow(
         source=source,
         author=author,
         message=message,
         settings=settings,
         date_format=date_format,
     )
-    return result
 
 
 def run_train(
@@ -92,19 +93,18 @@ def run_train(
     author: str,
     hyperparameters: dict[str, Any] | None = None,
     dataset: str | None = None,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Run the `train` flow in this process (reported to Prefect) and return its summary."""
     _wait_for_prefect()
     from flows.train import train_flow
 
-    result: dict[str, Any] = train_flow(
+    return train_flow(
         model=model,
         settings=settings,
         author=author,
         hyperparameters=hyperparameters,
         dataset=dataset,
     )
-    return result
 
 
 def run_deployment(settings: Settings, deployment_id: str) -> None:

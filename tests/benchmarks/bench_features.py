@@ -179,7 +179,7 @@ def main() -> int:
             )
         flow_wall = time.perf_counter() - t1
         run = steps.latest_runs(settings)[0]
-    rows = result["rows"]
+    rows = result.rows
     step_rows = [[s["step"], f"{s['seconds']:.2f}", s["status"]] for s in run.steps]
     step_sum = sum(s["seconds"] for s in run.steps)
     log(f"ingested {rows} rows in {flow_wall:.1f}s")

@@ -171,7 +171,7 @@ def _drop_ret_20d(settings: Settings, tmp_path: Path) -> None:
     assert line in text
     (repo / "features.py").write_text(text.replace(line, "", 1))
     edited = settings.model_copy(update={"feature_repo_dir": repo})
-    assert run_ingest_flow(edited, message="drop ret_20d")["new_versions"] == ["price_returns@v2"]
+    assert run_ingest_flow(edited, message="drop ret_20d").new_versions == ["price_returns@v2"]
 
 
 def test_timeline_diff_and_confirmed_rollback(fresh: Settings, tmp_path: Path) -> None:

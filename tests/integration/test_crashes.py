@@ -93,7 +93,7 @@ def test_an_ingest_killed_at_any_step_leaves_the_store_as_before_or_after_byte_f
         assert len(values) == stored.loc[NEW, "bars"], point
         assert values["ret_1d"].notna().mean() > 0.9, point
     result = run_ingest_flow(fresh, source=str(source))
-    assert result["rows"] > 0 and ingest.latest_runs(fresh, limit=1)[0].status == "completed"
+    assert result.rows > 0 and ingest.latest_runs(fresh, limit=1)[0].status == "completed"
     assert _state(fresh) == after
     assert _leftovers(fresh) == []  # the killed writers' folders went with the next commit
 

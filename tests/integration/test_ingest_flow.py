@@ -67,7 +67,7 @@ def test_label_is_not_served_online(ingested: Settings) -> None:
 
 def test_reingesting_unchanged_definitions_records_no_version(fresh: Settings) -> None:
     result = run_ingest_flow(fresh, message="again")
-    assert result["new_versions"] == []
+    assert result.new_versions == []
     with session_scope(fresh.metadata_url) as session:
         assert len(list_versions(session, "risk_momentum")) == 1
 
@@ -79,7 +79,7 @@ def test_user_csv_adds_rows_for_a_new_ticker(fresh: Settings, tmp_path: Path) ->
     path = tmp_path / "new.csv"
     new.rename(columns={"date": "timestamp"}).to_csv(path, index=False)
     result = run_ingest_flow(fresh, source=str(path))
-    assert result["rows"] == len(new)
+    assert result.rows == len(new)
     served = online_features(fresh, [new["ticker"].iloc[0]], ["ret_1d", "rsi_14"], None)
     assert served["ret_1d"][0] is not None
     for feature in ("ret_1d", "rsi_14", "label_next_day_up"):
@@ -122,8 +122,8 @@ def test_a_folder_of_yahoo_files_is_ingested_with_tickers_from_file_names(
 
     result = run_ingest_flow(fresh, source=source)
 
-    assert result["rows"] == len(new) and result["files"] == new["ticker"].nunique()
-    assert result["ignored_columns"] == ["Adj Close"]
+    assert result.rows == len(new) and result.files == new["ticker"].nunique()
+    assert result.ignored_columns == ["Adj Close"]
     stored = read_offline(fresh, ingest.BARS_FILE)
     stored = stored[stored["ticker"].isin(new["ticker"])].sort_values(["ticker", "date"])
     expected = new.sort_values(["ticker", "date"])
@@ -178,7 +178,7 @@ def test_a_daily_batch_is_checked_against_the_stored_previous_close(
     assert _store_fingerprint(fresh) == before
     path = tmp_path / "day.parquet"
     day.to_parquet(path, index=False)
-    assert run_ingest_flow(fresh, source=str(path))["rows"] == len(day)
+    assert run_ingest_flow(fresh, source=str(path)).rows == len(day)
 
 
 def test_a_missing_column_is_refused_at_load_naming_what_the_file_has(
@@ -224,7 +224,7 @@ def test_ambiguous_dates_and_unservable_tickers_change_nothing_until_the_format_
 
     result = run_ingest_flow(fresh, source=str(path), date_format="%d/%m/%Y")
 
-    assert result["rows"] == len(new)
+    assert result.rows == len(new)
     stored = read_offline(fresh, ingest.BARS_FILE)
     stored = stored[stored["ticker"] == new["ticker"].iloc[0]]
     assert stored["date"].tolist() == new["date"].tolist()

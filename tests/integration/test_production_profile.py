@@ -58,7 +58,7 @@ def test_ingest_and_online_read_on_postgres_and_redis(production: Settings) -> N
     from sqlalchemy import create_engine, inspect
 
     result = run_ingest_flow(production, message="production load")
-    assert len(result["new_versions"]) == 4
+    assert len(result.new_versions) == 4
     tables = set(inspect(create_engine(production.metadata_url)).get_table_names())
     assert {"feature_view_versions", "feature_statistics", "feature_views"} <= tables
     keys = list(

@@ -12,10 +12,10 @@ from flows.train import train_flow
 
 from mlops.errors import InvalidInputError, NotFoundError
 from mlops.features.datasets import get_dataset
-from mlops.lifecycle.training import LABEL, time_split
+from mlops.lifecycle.training import LABEL, TrainResult, time_split
 from mlops.settings import Settings
 
-FAST: dict[str, dict[str, Any]] = {
+FAST: dict[str, TrainResult] = {
     "logistic_regression": {"C": 1.0},
     "random_forest": {"n_estimators": 20, "max_depth": 4},
     "gradient_boosting": {"n_estimators": 30, "max_depth": 2},
@@ -24,7 +24,7 @@ METRICS = {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brie
 
 
 @pytest.fixture(scope="module")
-def trained(ingested: Settings) -> dict[str, dict[str, Any]]:
+def trained(ingested: Settings) -> dict[str, TrainResult]:
     """Each of the three kinds trained once through the flow (each on a dataset of its own)."""
     return {
         kind: train_flow(model=kind, settings=ingested, author="tester", hyperparameters=params)
@@ -43,22 +43,22 @@ def _client(settings: Settings) -> Any:
 
 @pytest.mark.parametrize("kind", list(FAST))
 def test_run_has_metrics_params_and_lineage(
-    trained: dict[str, dict[str, Any]], ingested: Settings, kind: str
+    trained: dict[str, TrainResult], ingested: Settings, kind: str
 ) -> None:
     result = trained[kind]
-    run = _client(ingested).get_run(result["run_id"])
+    run = _client(ingested).get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert set(run.data.metrics) >= METRICS
-    assert run.data.metrics == pytest.approx({**run.data.metrics, **result["metrics"]})
+    assert run.data.metrics == pytest.approx({**run.data.metrics, **result.metrics})
     assert 0.0 <= run.data.metrics["roc_auc"] <= 1.0
     params = run.data.params
-    assert params["kind"] == kind and params["dataset"] == result["dataset"]
+    assert params["kind"] == kind and params["dataset"] == result.dataset
     for name, value in FAST[kind].items():
         assert params[name] == str(value)
     assert params["train_end"] < params["test_start"]
-    assert params["train_start"] == result["train_start"][:10]
+    assert params["train_start"] == result.train_start.isoformat()[:10]
     tags = run.data.tags
-    assert tags["dataset"] == result["dataset"] and tags["mlops.author"] == "tester"
+    assert tags["dataset"] == result.dataset and tags["mlops.author"] == "tester"
     views = json.loads(tags["feature_views"])
     assert {"price_returns", "risk_momentum", "volume_signals", "training_labels"} <= set(views)
     assert all(version >= 1 for version in views.values())
@@ -69,10 +69,10 @@ def test_run_has_metrics_params_and_lineage(
 
 @pytest.mark.parametrize("kind", list(FAST))
 def test_metric_history_has_steps(
-    trained: dict[str, dict[str, Any]], ingested: Settings, kind: str
+    trained: dict[str, TrainResult], ingested: Settings, kind: str
 ) -> None:
     client = _client(ingested)
-    run_id = trained[kind]["run_id"]
+    run_id = trained[kind].run_id
     for metric in ("cv_roc_auc", "cv_accuracy"):
         history = client.get_metric_history(run_id, metric)
         assert sorted(point.step for point in history) == [0, 1, 2, 3]
@@ -80,14 +80,14 @@ def test_metric_history_has_steps(
     if kind == "gradient_boosting":
         steps = [point.step for point in staged]
         assert len(steps) == 30 and steps[-1] == 30  # 30 stages: every one, <= 50 points
-        assert staged[-1].value == pytest.approx(trained[kind]["metrics"]["log_loss"])
+        assert staged[-1].value == pytest.approx(trained[kind].metrics["log_loss"])
     else:
         assert staged == []
 
 
 @pytest.mark.parametrize("kind", list(FAST))
 def test_registered_version_loads_and_predicts(
-    trained: dict[str, dict[str, Any]],
+    trained: dict[str, TrainResult],
     ingested: Settings,
     kind: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -96,31 +96,31 @@ def test_registered_version_loads_and_predicts(
 
     result = trained[kind]
     client = _client(ingested)
-    version = client.get_model_version(result["model_name"], result["model_version"])
-    assert version.run_id == result["run_id"]
+    version = client.get_model_version(result.model_name, result.model_version)
+    assert version.run_id == result.run_id
     assert version.tags["model_kind"] == kind
-    assert float(version.tags["roc_auc"]) == pytest.approx(result["metrics"]["roc_auc"], abs=1e-4)
-    assert float(version.tags["accuracy"]) == pytest.approx(result["metrics"]["accuracy"], abs=1e-4)
-    assert result["dataset"] in version.description and kind in version.description
+    assert float(version.tags["roc_auc"]) == pytest.approx(result.metrics["roc_auc"], abs=1e-4)
+    assert float(version.tags["accuracy"]) == pytest.approx(result.metrics["accuracy"], abs=1e-4)
+    assert result.dataset in version.description and kind in version.description
 
-    _, path = get_dataset(ingested, result["dataset"])
+    _, path = get_dataset(ingested, result.dataset)
     train, test = time_split(pd.read_parquet(path), 0.2)
-    assert len(train) == result["train_rows"] and len(test) == result["test_rows"]
+    assert len(train) == result.train_rows and len(test) == result.test_rows
     assert train["event_timestamp"].max() < test["event_timestamp"].min()
     assert not set(train["event_timestamp"]) & set(test["event_timestamp"])
-    assert pd.Timestamp(result["test_start"]) == test["event_timestamp"].min()
+    assert pd.Timestamp(result.test_start) == test["event_timestamp"].min()
 
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    model = mlflow.pyfunc.load_model(result["model_uri"])
-    features = test[result["features"]]
-    assert list(model.metadata.get_input_schema().input_names()) == result["features"]
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    features = test[result.features]
+    assert list(model.metadata.get_input_schema().input_names()) == result.features
     proba = np.asarray(model.predict(features))
     assert proba.shape == (len(test), 2)
     assert np.allclose(proba.sum(axis=1), 1.0)
     from sklearn.metrics import accuracy_score
 
     accuracy = accuracy_score(test[LABEL], (proba[:, 1] >= 0.5).astype(int))
-    assert accuracy == pytest.approx(result["metrics"]["accuracy"])
+    assert accuracy == pytest.approx(result.metrics["accuracy"])
 
 
 def test_invalid_hyperparameter_value_fails_the_run(ingested: Settings) -> None:
@@ -145,16 +145,16 @@ def test_unknown_model_and_hyperparameter_names_are_clear_errors(ingested: Setti
         train_flow(model="random_forest", settings=ingested, hyperparameters={"depth": 3})
 
 
-def test_existing_dataset_is_reused(trained: dict[str, dict[str, Any]], ingested: Settings) -> None:
-    dataset = trained["logistic_regression"]["dataset"]
+def test_existing_dataset_is_reused(trained: dict[str, TrainResult], ingested: Settings) -> None:
+    dataset = trained["logistic_regression"].dataset
     result = train_flow(
         model="logistic_regression",
         settings=ingested,
         dataset=dataset,
         hyperparameters=FAST["logistic_regression"],
     )
-    assert result["dataset"] == dataset
-    assert result["metrics"] == pytest.approx(trained["logistic_regression"]["metrics"])
-    assert int(result["model_version"]) > int(trained["logistic_regression"]["model_version"])
+    assert result.dataset == dataset
+    assert result.metrics == pytest.approx(trained["logistic_regression"].metrics)
+    assert int(result.model_version) > int(trained["logistic_regression"].model_version)
     with pytest.raises(NotFoundError, match="Unknown dataset"):
         train_flow(model="logistic_regression", settings=ingested, dataset="no-such-dataset")

@@ -48,7 +48,7 @@ def test_metadata_only_change_is_a_version(fresh: Settings, tmp_path: Path) -> N
         "Simple close-to-close returns.",
     )
     result = run_ingest_flow(edited, message="reword description")
-    assert result["new_versions"] == ["price_returns@v2"]
+    assert result.new_versions == ["price_returns@v2"]
     v1, v2 = _history(fresh, "price_returns")
     assert (v2.change_kind, v2.message, v2.active, v1.active) == (
         "metadata",
@@ -114,7 +114,7 @@ def test_schema_change_diff_and_rollback(fresh: Settings, tmp_path: Path) -> Non
     assert [v.version for v in _history(fresh, "price_returns")] == [1, 2, 3]
 
     again = run_ingest_flow(edited, message="daily run")
-    assert again["new_versions"] == [], "an unchanged repository must not undo a rollback"
+    assert again.new_versions == [], "an unchanged repository must not undo a rollback"
 
 
 def test_rollback_refusals_change_nothing(fresh: Settings) -> None:

@@ -24,8 +24,10 @@ from mlops.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from mlops.features.ingest import IngestSummary
     from mlops.features.sources import BarsSource
     from mlops.lifecycle.deployments import DeploymentInfo
+    from mlops.lifecycle.training import TrainResult
     from mlops.settings import Settings
 
 app = typer.Typer(
@@ -61,7 +63,7 @@ app.add_typer(db.app, name="db")
 
 def run_ingest_with_progress(
     config: Settings, source: str | BarsSource, message: str, date_format: str | None = None
-) -> dict[str, Any]:
+) -> IngestSummary:
     """Run the ingest flow, drawing a progress bar from the steps it records."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -110,7 +112,8 @@ def run_ingest_with_progress(
         progress.update(bar, completed=len(done), description=f"ingest: {where}")
     if "error" in outcome:
         raise outcome["error"]
-    return dict(outcome["result"])
+    summary: IngestSummary = outcome["result"]
+    return summary
 
 
 @app.command()
@@ -249,16 +252,16 @@ def seed_demo(config: Settings, json: bool = False) -> DeploymentInfo:
         with console.status(f"Training {name}..."):
             trained.append(run_train(config, name, config.author))
         _print_train(trained[-1], json)
-    best = max(trained, key=lambda t: t["metrics"].get("roc_auc", 0.0))
+    best = max(trained, key=lambda t: t.metrics.get("roc_auc", 0.0))
     info = request_deployment(
         config,
-        best["model_name"],
-        best["model_version"],
+        best.model_name,
+        best.model_version,
         "production",
         config.author,
         "demo: best roc_auc of the demo models",
     )
-    with console.status(f"Deploying {best['model_uri']} to production..."):
+    with console.status(f"Deploying {best.model_uri} to production..."):
         from mlops.orchestration import run_deployment
 
         run_deployment(config, info.id)
@@ -299,30 +302,30 @@ def train(
     _print_train(result, json)
 
 
-def _print_train(result: dict[str, Any], json: bool) -> None:
+def _print_train(result: TrainResult, json: bool) -> None:
     if json:
         print_json(result)
         return
-    metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result["metrics"].items()))
+    metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.metrics.items()))
     console.print(
-        f"[green]Registered {result['model_uri']}[/] (run {result['run_id']}, "
-        f"dataset {result['dataset']}): {metrics}",
+        f"[green]Registered {result.model_uri}[/] (run {result.run_id}, "
+        f"dataset {result.dataset}): {metrics}",
         highlight=False,
     )
 
 
-def _print_ingest(result: dict[str, Any], json: bool) -> None:
+def _print_ingest(result: IngestSummary, json: bool) -> None:
     if json:
         print_json(result)
         return
-    files = f" from {result['files']} files" if result.get("files", 0) > 1 else ""
+    files = f" from {result.files} files" if result.files > 1 else ""
     console.print(
-        f"[green]Ingested {result['rows']} rows{files}.[/] New versions: "
-        f"{', '.join(result['new_versions']) or 'none'}; "
-        f"materialized: {', '.join(result['materialized'])}."
+        f"[green]Ingested {result.rows} rows{files}.[/] New versions: "
+        f"{', '.join(result.new_versions) or 'none'}; "
+        f"materialized: {', '.join(result.materialized)}."
     )
-    if result.get("ignored_columns"):
-        console.print(f"Columns not read: {', '.join(result['ignored_columns'])}.")
+    if result.ignored_columns:
+        console.print(f"Columns not read: {', '.join(result.ignored_columns)}.")
 
 
 @app.command()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from mlops.db import IngestRun, session_scope, utcnow
@@ -534,6 +535,21 @@ def store_statistics(settings: Settings, snapshot: Snapshot | None) -> int:
             if snapshot.has(dataset)
         }
         return record_statistics(session, active, computed)
+
+
+class IngestSummary(BaseModel):
+    """What one ingest did (the `ingest` flow's result)."""
+
+    run_id: int
+    rows: int
+    files: int
+    ignored_columns: list[str]
+    new_versions: list[str]
+    """Feature view versions the definitions made, `view@vN`."""
+    materialized: list[str]
+    """The feature views loaded into the online store."""
+    statistics: int
+    """How many features got fresh statistics."""
 
 
 def start_run(settings: Settings, source: str, flow_run_id: str | None = None) -> int:
