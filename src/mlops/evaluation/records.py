@@ -53,7 +53,6 @@ class EvaluationInfo(BaseModel):
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
-    status_url: str
 
 
 class EvaluationSummary(BaseModel):
@@ -211,7 +210,6 @@ def get(settings: Settings, evaluation_id: str) -> EvaluationInfo:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
-        status_url=f"/api/v1/evaluation/results/{row.id}",
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
@@ -93,14 +93,26 @@ def get_benchmark(name: str, settings: SettingsDep) -> BenchmarkDetail:
     )
 
 
-@router.post("/run", responses=WRITE_ERRORS, response_model=records.EvaluationInfo, status_code=202)
+class EvaluationRun(records.EvaluationInfo):
+    """An evaluation run as the API shows it: the record, and where to follow it."""
+
+    status_url: str = Field(description="Where the run's progress and results are read.")
+
+
+def _run_of(request: Request, info: records.EvaluationInfo) -> EvaluationRun:
+    url = request.app.url_path_for("get_result", evaluation_id=info.id)
+    return EvaluationRun(**dict(info), status_url=str(url))
+
+
+@router.post("/run", responses=WRITE_ERRORS, response_model=EvaluationRun, status_code=202)
 async def run(
     body: RunRequest,
     settings: SettingsDep,
     caller: Caller,
+    request: Request,
     response: Response,
     wait: Annotated[bool, Query(description="Answer when the run has finished.")] = False,
-) -> records.EvaluationInfo:
+) -> EvaluationRun:
     """Start the Prefect flow `evaluate` for suites x versions; answers 202 with the run's id
     and status URL at once, or 200 with the results when `wait` (for small runs). Plots are
     drawn after the results are recorded: `plots` says when they are in."""
@@ -115,11 +127,12 @@ async def run(
         body.explain_rows,
     )
     start_evaluation(settings, evaluation_id)
-    response.headers["Location"] = f"/api/v1/evaluation/results/{evaluation_id}"
     if wait:  # until the results are recorded; the plots follow (`plots` in the answer)
         await run_in_threadpool(service.wait_finished, evaluation_id)
         response.status_code = 200
-    return await run_in_threadpool(records.get, settings, evaluation_id)
+    started = _run_of(request, await run_in_threadpool(records.get, settings, evaluation_id))
+    response.headers["Location"] = started.status_url
+    return started
 
 
 @router.get("/results", response_model=list[records.EvaluationSummary])
@@ -132,11 +145,11 @@ def list_results(
     return records.list_evaluations(settings, limit, offset)
 
 
-@router.get("/results/{evaluation_id}", response_model=records.EvaluationInfo)
-def get_result(evaluation_id: str, settings: SettingsDep) -> records.EvaluationInfo:
+@router.get("/results/{evaluation_id}", response_model=EvaluationRun)
+def get_result(evaluation_id: str, settings: SettingsDep, request: Request) -> EvaluationRun:
     """Per model and test: metric, value, operator, threshold, passed / failed / error with a
     reason and details; the overall verdict; the comparison; progress while running."""
-    return records.get(settings, evaluation_id)
+    return _run_of(request, records.get(settings, evaluation_id))
 
 
 @router.get("/results/{evaluation_id}/comparison", response_model=list[SuiteComparison])
