@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,7 +17,7 @@ from mlops.errors import InvalidInputError, NotFoundError
 from mlops.features import serving as features_serving
 from mlops.features.serving import online_features, serving_catalog
 from mlops.features.store import feature_store_config, open_store
-from mlops.lifecycle import alias_moves, mlflow_backend, registry
+from mlops.lifecycle import alias_moves, gates, mlflow_backend, registry
 from mlops.settings import Settings
 from registered_models import add_version
 from waiting import wait_for
@@ -160,6 +161,25 @@ def test_predictions_ask_mlflow_only_when_the_platform_moved_an_alias(
     _move_alias_as_another_process(settings, name, "staging", "1")
     assert _served_version(client, name, ticker, "staging") == "1"
     assert _served_version(client, name, ticker) == second
+
+
+def test_predictions_are_the_pyfunc_answers_of_the_version_behind_the_alias(
+    client: TestClient, settings: Settings, ticker: str
+) -> None:
+    name = copy_version(settings, "1")  # logistic regression
+    second = add_version(settings, name, "2")  # gradient boosting
+    served = []
+    for version in ("1", second, "1"):
+        _move_alias_as_another_process(settings, name, "production", version)
+        response = client.post(PREDICT.format(name), json={"tickers": [ticker]})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["version"] == version
+        frame = pd.DataFrame(body["features"])
+        expected = gates.probabilities(registry.load_version(settings, name, version), frame)
+        served.append(body["predictions"][0]["probability_up"])
+        assert served[-1] == float(expected[0])
+    assert served[0] != served[1] and served[0] == served[2]
 
 
 def test_an_alias_moved_outside_the_platform_is_served_within_the_recheck_time(
