@@ -29,7 +29,7 @@ from mlops.features.datasets import (
     match_feature_names,
     service_refs,
 )
-from mlops.features.store import open_store
+from mlops.features.store import open_store, store_is_open
 from mlops.settings import Settings
 from mlops.stores import FEATURE_REGISTRY, ONLINE_STORE, outages_as_store_errors
 
@@ -121,10 +121,11 @@ def answers_inline(settings: Settings, n_tickers: int) -> bool:
     under a millisecond, less than handing it to a worker thread and back (FastAPI's
     thread pool: one hand-off for the endpoint, another for its response). Lookups that
     may wait on Redis or PostgreSQL (production profile) are left to a worker thread, so
-    a slow or unreachable store never holds the event loop."""
+    a slow or unreachable store never holds the event loop; so is the first lookup of the
+    process, which opens the store (imports Feast, reads the registry)."""
     database = settings.metadata_db_url or "sqlite"  # `metadata_url` without formatting a path
     local = settings.profile != "production" and database.startswith("sqlite")
-    return local and n_tickers <= INLINE_MAX_TICKERS
+    return local and n_tickers <= INLINE_MAX_TICKERS and store_is_open(settings)
 
 
 def online_features(

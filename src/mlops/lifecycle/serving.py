@@ -82,10 +82,11 @@ def model_for(settings: Settings, name: str, alias: str) -> tuple[str, Scorer]:
 
 def loaded_model(settings: Settings, name: str, alias: str) -> tuple[str, Scorer] | None:
     """What `model_for` returns when it would not ask MLflow (the same count of moves, a
-    read younger than the recheck time); None when it would."""
-    moves = alias_moves.moves(settings, name)
+    read younger than the recheck time); None when it would, or has not been called yet."""
     served = _CACHE.get((settings.tracking_uri, name, alias))
-    if served is None or not _current(served, moves, settings.alias_recheck_s):
+    if served is None:
+        return None
+    if not _current(served, alias_moves.moves(settings, name), settings.alias_recheck_s):
         return None
     return served.version, served.scorer
 
