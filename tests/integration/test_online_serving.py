@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -14,14 +15,20 @@ from conftest import copy_version, read_offline
 from mlops.app import create_app
 from mlops.errors import InvalidInputError, NotFoundError
 from mlops.features import serving as features_serving
-from mlops.features.serving import online_features, serving_catalog
+from mlops.features.serving import (
+    INLINE_MAX_TICKERS,
+    answers_inline,
+    online_features,
+    serving_catalog,
+)
 from mlops.features.store import feature_store_config, open_store
-from mlops.lifecycle import alias_moves, mlflow_backend, registry
+from mlops.lifecycle import alias_moves, gates, mlflow_backend, registry
 from mlops.settings import Settings
 from registered_models import add_version
 from waiting import wait_for
 
 PREDICT = "/api/v1/ml/models/{}/predict"
+ONLINE = "/api/v1/online-features"
 
 
 def _other_process_store(settings: Settings) -> Any:
@@ -160,6 +167,53 @@ def test_predictions_ask_mlflow_only_when_the_platform_moved_an_alias(
     _move_alias_as_another_process(settings, name, "staging", "1")
     assert _served_version(client, name, ticker, "staging") == "1"
     assert _served_version(client, name, ticker) == second
+
+
+def test_predictions_are_the_pyfunc_answers_of_the_version_behind_the_alias(
+    client: TestClient, settings: Settings, ticker: str
+) -> None:
+    name = copy_version(settings, "1")  # logistic regression
+    second = add_version(settings, name, "2")  # gradient boosting
+    served = []
+    for version in ("1", second, "1"):
+        _move_alias_as_another_process(settings, name, "production", version)
+        response = client.post(PREDICT.format(name), json={"tickers": [ticker]})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["version"] == version
+        frame = pd.DataFrame(body["features"])
+        expected = gates.probabilities(registry.load_version(settings, name, version), frame)
+        served.append(body["predictions"][0]["probability_up"])
+        assert served[-1] == float(expected[0])
+    assert served[0] != served[1] and served[0] == served[2]
+
+
+def test_lookups_answered_on_the_event_loop_or_in_a_thread_answer_alike(
+    client: TestClient, settings: Settings
+) -> None:
+    tickers = sorted(set(read_offline(settings, "bars.parquet")["ticker"]))[:3]
+    many = (tickers * (INLINE_MAX_TICKERS // len(tickers) + 1))[: INLINE_MAX_TICKERS + 1]
+    params = {"feature_service": "model_features"}
+    alone = [client.get(ONLINE, params={**params, "tickers": t}).json() for t in tickers]
+    together = client.get(ONLINE, params={**params, "tickers": ",".join(many)}).json()
+    # The store is open now: one ticker is answered on the loop, the many in a thread.
+    assert answers_inline(settings, 1) and not answers_inline(settings, len(many))
+    production = settings.model_copy(update={"profile": "production"})
+    assert not answers_inline(production, 1)  # Redis and PostgreSQL: never on the loop
+    for i, ticker in enumerate(many):
+        assert {k: v[i] for k, v in together.items()} == {
+            k: v[0] for k, v in alone[tickers.index(ticker)].items()
+        }
+
+    name = copy_version(settings, "1")
+    _move_alias_as_another_process(settings, name, "production", "1")
+    by_one = [
+        client.post(PREDICT.format(name), json={"tickers": [t]}).json()["predictions"][0]
+        for t in tickers
+    ]
+    response = client.post(PREDICT.format(name), json={"tickers": many})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == by_one
 
 
 def test_an_alias_moved_outside_the_platform_is_served_within_the_recheck_time(

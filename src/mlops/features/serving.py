@@ -29,7 +29,7 @@ from mlops.features.datasets import (
     match_feature_names,
     service_refs,
 )
-from mlops.features.store import open_store
+from mlops.features.store import open_store, store_is_open
 from mlops.settings import Settings
 from mlops.stores import FEATURE_REGISTRY, ONLINE_STORE, outages_as_store_errors
 
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
 
 MAX_TICKERS = 1000
+INLINE_MAX_TICKERS = 100
+"""Lookups of up to this many tickers on local files are answered on the API's event loop
+(`answers_inline`); larger ones take a worker thread rather than hold the loop."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,21 @@ def _build_catalog(store: FeatureStore, registry: RegistryProto) -> ServingCatal
         features={view.name: [f.name for f in view.features] for view in views},
         offline_only=frozenset(view.name for view in views if not view.online),
     )
+
+
+def answers_inline(settings: Settings, n_tickers: int) -> bool:
+    """Whether the API answers a lookup of `n_tickers` on its event loop.
+
+    In the local profile the online store, the registry and the platform's database are
+    files of the state folder: a small lookup never waits on the network and takes well
+    under a millisecond, less than handing it to a worker thread and back (FastAPI's
+    thread pool: one hand-off for the endpoint, another for its response). Lookups that
+    may wait on Redis or PostgreSQL (production profile) are left to a worker thread, so
+    a slow or unreachable store never holds the event loop; so is the first lookup of the
+    process, which opens the store (imports Feast, reads the registry)."""
+    database = settings.metadata_db_url or "sqlite"  # `metadata_url` without formatting a path
+    local = settings.profile != "production" and database.startswith("sqlite")
+    return local and n_tickers <= INLINE_MAX_TICKERS and store_is_open(settings)
 
 
 def online_features(

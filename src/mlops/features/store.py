@@ -136,6 +136,11 @@ def open_store(settings: Settings) -> FeatureStore:
         return _stores[key]
 
 
+def store_is_open(settings: Settings) -> bool:
+    """Whether `open_store` has made this state folder's store in this process already."""
+    return (str(settings.home), settings.feast_project) in _stores
+
+
 def _repoint_sources(store: FeatureStore, settings: Settings) -> None:
     """Point the registry's file sources (and the copies its views hold) at the offline
     datasets of this state folder: a store of the previous release (single files) or a

@@ -156,12 +156,17 @@ def check_signature(model: PyFuncModel, definitions: dict[str, dict[str, Any]]) 
 
 def probabilities(model: PyFuncModel, frame: pd.DataFrame) -> np.ndarray:
     """P(up) per row from a pyfunc model whose predict returns predict_proba's columns."""
-    output = np.asarray(model.predict(frame), dtype=float)
-    if output.ndim == 2:
-        output = output[:, -1]
-    if output.shape != (len(frame),):
-        raise ValueError(f"the model returned shape {output.shape} for {len(frame)} rows")
-    return output
+    return probability_up(model.predict(frame), len(frame))
+
+
+def probability_up(output: Any, rows: int) -> np.ndarray:
+    """The last column of predict_proba's output (or the output itself, if one column)."""
+    proba = np.asarray(output, dtype=float)
+    if proba.ndim == 2:
+        proba = proba[:, -1]
+    if proba.shape != (rows,):
+        raise ValueError(f"the model returned shape {proba.shape} for {rows} rows")
+    return proba
 
 
 def check_smoke(model: PyFuncModel, frame: pd.DataFrame) -> GateResult:

@@ -6,19 +6,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, Field
 
 from mlops.errors import InvalidInputError, ModelError, NotFoundError
-from mlops.lifecycle import alias_moves, gates, registry
+from mlops.lifecycle import alias_moves, registry
 from mlops.lifecycle.registry import PRODUCTION_ALIAS, STAGING_ALIAS
+from mlops.lifecycle.scoring import Scorer
 from mlops.settings import Settings
-
-if TYPE_CHECKING:
-    from mlflow.pyfunc import PyFuncModel
 
 MAX_TICKERS = 500
 
@@ -28,7 +25,7 @@ class _Served:
     """The version an alias pointed to when it was last read from MLflow, and its model."""
 
     version: str
-    model: PyFuncModel
+    scorer: Scorer
     moves: int
     """The platform's count of alias moves of the model just before that read."""
     read_at: float
@@ -59,8 +56,9 @@ class PredictResponse(BaseModel):
     seconds: float
 
 
-def model_for(settings: Settings, name: str, alias: str) -> tuple[str, PyFuncModel]:
-    """(version, model) behind the alias, asking MLflow only when the alias may have moved.
+def model_for(settings: Settings, name: str, alias: str) -> tuple[str, Scorer]:
+    """(version, scorer of its model) behind the alias, asking MLflow only when the alias
+    may have moved.
 
     Each call reads the platform's count of alias moves of `name` (`alias_moves.py`, one
     row of the platform's database). Every move the platform makes, in any process (the
@@ -79,7 +77,18 @@ def model_for(settings: Settings, name: str, alias: str) -> tuple[str, PyFuncMod
             if served is None or not _current(served, moves, settings.alias_recheck_s):
                 served = _read_alias(settings, name, alias, moves, served)
                 _CACHE[key] = served
-    return served.version, served.model
+    return served.version, served.scorer
+
+
+def loaded_model(settings: Settings, name: str, alias: str) -> tuple[str, Scorer] | None:
+    """What `model_for` returns when it would not ask MLflow (the same count of moves, a
+    read younger than the recheck time); None when it would, or has not been called yet."""
+    served = _CACHE.get((settings.tracking_uri, name, alias))
+    if served is None:
+        return None
+    if not _current(served, alias_moves.moves(settings, name), settings.alias_recheck_s):
+        return None
+    return served.version, served.scorer
 
 
 def _current(served: _Served, moves: int, recheck_s: float) -> bool:
@@ -99,23 +108,57 @@ def _read_alias(
             {"model": name, "stage": alias},
         )
     if served is not None and served.version == version:
-        model = served.model
+        scorer = served.scorer
     else:
-        model = registry.load_version(settings, name, version)
-    return _Served(version=version, model=model, moves=moves, read_at=read_at)
+        scorer = Scorer(registry.load_version(settings, name, version))
+    return _Served(version=version, scorer=scorer, moves=moves, read_at=read_at)
 
 
 def predict(settings: Settings, name: str, request: PredictRequest) -> PredictResponse:
     """P(up) per ticker from the model behind `request.stage`, on online features."""
-    from mlops.features.serving import online_features
-
     started = time.perf_counter()
-    alias = PRODUCTION_ALIAS if request.stage == "production" else STAGING_ALIAS
+    tickers = _tickers(request)
+    version, scorer = model_for(settings, name, _alias(request))
+    return _score(settings, name, request.stage, tickers, version, scorer, started)
+
+
+def predict_if_loaded(
+    settings: Settings, name: str, request: PredictRequest
+) -> PredictResponse | None:
+    """`predict`, when the model behind the alias is loaded and its read current: None when
+    answering needs MLflow (to read the alias or load a version), which may take seconds."""
+    started = time.perf_counter()
+    tickers = _tickers(request)
+    loaded = loaded_model(settings, name, _alias(request))
+    if loaded is None:
+        return None
+    return _score(settings, name, request.stage, tickers, *loaded, started)
+
+
+def _alias(request: PredictRequest) -> str:
+    return PRODUCTION_ALIAS if request.stage == "production" else STAGING_ALIAS
+
+
+def _tickers(request: PredictRequest) -> list[str]:
     tickers = list(dict.fromkeys(t.strip().upper() for t in request.tickers if t.strip()))
     if not tickers:
         raise InvalidInputError("Give at least one non-empty ticker.")
-    version, model = model_for(settings, name, alias)
-    columns = model.metadata.get_input_schema().input_names()
+    return tickers
+
+
+def _score(
+    settings: Settings,
+    name: str,
+    stage: str,
+    tickers: list[str],
+    version: str,
+    scorer: Scorer,
+    started: float,
+) -> PredictResponse:
+    """The model's P(up) for each ticker on its latest online features."""
+    from mlops.features.serving import online_features
+
+    columns = scorer.columns
     values = online_features(settings, tickers, [], None)
     missing = [c for c in columns if c not in values]
     if missing:
@@ -140,7 +183,7 @@ def predict(settings: Settings, name: str, request: PredictRequest) -> PredictRe
             {"incomplete_tickers": incomplete},
         )
     try:
-        proba = gates.probabilities(model, pd.DataFrame(matrix, columns=columns))
+        proba = scorer.probabilities(matrix)
     except Exception as exc:  # the model's own code
         raise ModelError(
             f"Version {version} of '{name}' failed to predict: {type(exc).__name__}: {exc}",
@@ -153,7 +196,7 @@ def predict(settings: Settings, name: str, request: PredictRequest) -> PredictRe
     return PredictResponse(
         model=name,
         version=version,
-        stage=request.stage,
+        stage=stage,
         predictions=predictions,
         features={c: matrix[:, j].tolist() for j, c in enumerate(columns)},
         seconds=round(time.perf_counter() - started, 4),

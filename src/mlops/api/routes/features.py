@@ -13,7 +13,7 @@ from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.db import session_scope
 from mlops.features import catalog, versions
 from mlops.features.rollback import rollback_view
-from mlops.features.serving import online_features
+from mlops.features.serving import answers_inline, online_features
 from mlops.fields import PageNumber, TimeInRange, UtcDatetime, VersionNumber
 
 router = APIRouter(tags=["features"], dependencies=[Depends(read_access)], responses=READ_ERRORS)
@@ -126,16 +126,15 @@ async def view_rollback(
 
 
 @router.get("/online-features")
-def get_online_features(
+async def get_online_features(
     settings: SettingsDep,
     tickers: Annotated[str, Query(description="Comma-separated tickers")],
     features: Annotated[str | None, Query(description="Comma-separated feature refs")] = None,
     feature_service: str | None = None,
 ) -> dict[str, list[Any]]:
     """Latest serving values of features for the given tickers, from the online store."""
-    return online_features(
-        settings,
-        [t.strip() for t in tickers.split(",") if t.strip()],
-        [f.strip() for f in (features or "").split(",") if f.strip()],
-        feature_service,
-    )
+    names = [t.strip() for t in tickers.split(",") if t.strip()]
+    refs = [f.strip() for f in (features or "").split(",") if f.strip()]
+    if answers_inline(settings, len(names)):
+        return online_features(settings, names, refs, feature_service)
+    return await run_in_threadpool(online_features, settings, names, refs, feature_service)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from mlops.api.deps import Caller, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
+from mlops.features.serving import answers_inline
 from mlops.fields import Offset
 from mlops.lifecycle import deployments, registry, serving
 from mlops.orchestration import start_deployment
@@ -111,11 +112,16 @@ async def rollback(
 @router.post(
     "/models/{name}/predict", responses=WRITE_ERRORS, response_model=serving.PredictResponse
 )
-def predict(
+async def predict(
     name: str, body: serving.PredictRequest, settings: SettingsDep
 ) -> serving.PredictResponse:
     """P(up) per ticker from the production (or staging) version, on online features."""
-    return serving.predict(settings, name, body)
+    # Reading an alias from MLflow or loading a version can take seconds: never on the loop.
+    if answers_inline(settings, len(body.tickers)):
+        answer = serving.predict_if_loaded(settings, name, body)
+        if answer is not None:
+            return answer
+    return await run_in_threadpool(serving.predict, settings, name, body)
 
 
 @router.get("/deployments", response_model=list[deployments.DeploymentInfo])
