@@ -108,17 +108,15 @@ def history_cmd(
     json: JsonOpt = False,
 ) -> None:
     """Version history of a feature view."""
-    from mlops.db import session_scope
     from mlops.errors import NotFoundError
+    from mlops.features import versions
     from mlops.features.catalog import find_feature
-    from mlops.features.versions import list_versions
 
     config = settings()
-    with session_scope(config.metadata_url) as session:
-        try:
-            history = list_versions(session, view)
-        except NotFoundError:
-            history = list_versions(session, find_feature(config, view).feature_view)
+    try:
+        history = versions.history(config, view)
+    except NotFoundError:
+        history = versions.history(config, find_feature(config, view).feature_view)
     if json:
         print_json(history)
         return
@@ -142,11 +140,9 @@ def history_cmd(
 @handle_errors
 def diff_cmd(view: str, from_version: int, to_version: int, json: JsonOpt = False) -> None:
     """Diff two versions of a feature view."""
-    from mlops.db import session_scope
-    from mlops.features.versions import diff_versions
+    from mlops.features import versions
 
-    with session_scope(settings().metadata_url) as session:
-        diff = diff_versions(session, view, from_version, to_version)
+    diff = versions.diff(settings(), view, from_version, to_version)
     if json:
         print_json(diff)
         return

@@ -21,13 +21,15 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mlops.db import FeatureViewVersion
+from mlops.db import FeatureViewVersion, session_scope
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError
 from mlops.features.offline import dataset_name
 from mlops.fields import UtcDatetime
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
+
+    from mlops.settings import Settings
 
 SCHEMA_KEYS = ("entities", "features", "source", "online")
 METADATA_KEYS = ("description", "tags", "ttl_seconds", "owner")
@@ -324,4 +326,70 @@ def check_rollback_target(
             f"Cannot roll back '{target.view_name}' to version {target.version}: the offline "
             f"data has no column {', '.join(missing)}.",
             {"missing_columns": missing},
+        )
+
+
+# --------------------------------------------------------------------------- use cases
+# What the API, the console and the CLI ask of the history, each in one call (they open no
+# database session of their own).
+
+
+class ViewSummary(BaseModel):
+    """A feature view with its active version."""
+
+    name: str
+    version: int
+    change_kind: str
+    features: list[str]
+    online: bool
+    updated: UtcDatetime
+
+
+class Comparison(BaseModel):
+    """Two versions of a view and what changed between them."""
+
+    before: VersionInfo
+    after: VersionInfo
+    diff: VersionDiff
+
+
+def view_summaries(settings: Settings) -> list[ViewSummary]:
+    """Every feature view with its active version, by name."""
+    with session_scope(settings.metadata_url) as session:
+        return [
+            ViewSummary(
+                name=name,
+                version=row.version,
+                change_kind=row.change_kind,
+                features=[f["name"] for f in row.definition["features"]],
+                online=row.definition["online"],
+                updated=row.created_at,
+            )
+            for name, row in sorted(active_versions(session).items())
+        ]
+
+
+def history(settings: Settings, view_name: str) -> list[VersionInfo]:
+    """Every version of a view, oldest first (404 for an unknown view)."""
+    with session_scope(settings.metadata_url) as session:
+        return list_versions(session, view_name)
+
+
+def diff(settings: Settings, view_name: str, a: int, b: int) -> VersionDiff:
+    """What changed from version ``a`` to version ``b`` of a view."""
+    with session_scope(settings.metadata_url) as session:
+        return diff_versions(session, view_name, a, b)
+
+
+def compare(settings: Settings, view_name: str, a: int | None, b: int) -> Comparison:
+    """Version ``a`` (None: the active one) and version ``b`` of a view, and their diff."""
+    with session_scope(settings.metadata_url) as session:
+        rows = version_rows(session, view_name)
+        active = rows[-1].version
+        before = rows[-1] if a is None else get_version(session, view_name, a)
+        after = get_version(session, view_name, b)
+        return Comparison(
+            before=version_info(before, active),
+            after=version_info(after, active),
+            diff=diff_versions(session, view_name, before.version, b),
         )

@@ -64,7 +64,6 @@ class DeploymentInfo(BaseModel):
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
-    status_url: str
 
 
 def _info(row: Deployment) -> DeploymentInfo:
@@ -85,7 +84,6 @@ def _info(row: Deployment) -> DeploymentInfo:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
-        status_url=f"/api/v1/ml/deployments/{row.id}",
     )
 
 

@@ -8,7 +8,7 @@ mutations are POST forms checked by `checked_form` (signed in, CSRF)."""
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
@@ -19,6 +19,9 @@ from mlops.errors import AuthError, InvalidInputError, MlopsError, NotFoundError
 from mlops.settings import Settings
 from mlops.web import charts
 from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
+
+if TYPE_CHECKING:
+    from mlops.features.versions import VersionInfo
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 25
@@ -148,13 +151,11 @@ def _timeline_page(
     error: str | None = None,
     **extra: Any,
 ) -> HTMLResponse:
-    from mlops.db import session_scope
     from mlops.features import versions
 
     settings = settings_of(request)
     try:
-        with session_scope(settings.metadata_url) as session:
-            history = versions.list_versions(session, view)
+        history = versions.history(settings, view)
     except MlopsError as exc:
         return _catalog_page(request, status=exc.http_status, error=exc.message)
     rolled = _param(request, "rolled")
@@ -182,7 +183,6 @@ def _view_error(request: Request, view: str, exc: MlopsError) -> HTMLResponse:
 @router.get("/features/views/{view}/diff", response_class=HTMLResponse, response_model=None)
 def view_diff(request: Request, view: str) -> Response:
     """Two versions of a view side by side, with what changed between them."""
-    from mlops.db import session_scope
     from mlops.features import versions
 
     if (redirect := needs_reading(request)) is not None:
@@ -191,11 +191,8 @@ def view_diff(request: Request, view: str) -> Response:
     try:
         a = _version_number(_param(request, "from"), "from")
         b = _version_number(_param(request, "to"), "to")
-        with session_scope(settings.metadata_url) as session:
-            diff = versions.diff_versions(session, view, a, b)
-            before = versions.get_version(session, view, a)
-            after = versions.get_version(session, view, b)
-            left, right = _info(before), _info(after)
+        compared = versions.compare(settings, view, a, b)
+        diff, left, right = compared.diff, _info(compared.before), _info(compared.after)
     except MlopsError as exc:
         return _view_error(request, view, exc)
     return page(
@@ -209,16 +206,18 @@ def view_diff(request: Request, view: str) -> Response:
     )
 
 
-def _info(row: Any) -> dict[str, Any]:
-    return {
-        "version": row.version,
-        "author": row.author,
-        "message": row.message,
-        "origin": row.origin,
-        "change_kind": row.change_kind,
-        "created_at": row.created_at,
-        "definition": row.definition,
-    }
+def _info(version: VersionInfo) -> dict[str, Any]:
+    return version.model_dump(
+        include={
+            "version",
+            "author",
+            "message",
+            "origin",
+            "change_kind",
+            "created_at",
+            "definition",
+        }
+    )
 
 
 def _text(value: Any) -> str:
@@ -264,7 +263,6 @@ async def view_rollback(request: Request, view: str) -> Response:
     `confirm=yes`) the rollback, recorded as a new version and re-materialized."""
     from fastapi.concurrency import run_in_threadpool
 
-    from mlops.db import session_scope
     from mlops.features import versions
 
     try:
@@ -275,12 +273,9 @@ async def view_rollback(request: Request, view: str) -> Response:
     message = str((form.get("message") or [""])[0]).strip()[:2000]
     try:
         target = _version_number((form.get("version") or [""])[0])
-        with session_scope(settings.metadata_url) as session:
-            active = versions.version_rows(session, view)[-1]
-            chosen = versions.get_version(session, view, target)
-            diff = versions.diff_versions(session, view, active.version, target)
-            left, right = _info(active), _info(chosen)
-        if target == active.version:
+        compared = versions.compare(settings, view, None, target)
+        diff, left, right = compared.diff, _info(compared.before), _info(compared.after)
+        if target == compared.before.version:
             raise InvalidInputError(f"Version {target} of '{view}' is already the active one.")
         if (form.get("confirm") or [""])[0] != "yes":
             return page(

@@ -10,11 +10,10 @@ from pydantic import BaseModel, Field
 
 from mlops.api.deps import Caller, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
-from mlops.db import session_scope
 from mlops.features import catalog, versions
 from mlops.features.rollback import rollback_view
 from mlops.features.serving import answers_inline, online_features
-from mlops.fields import PageNumber, TimeInRange, UtcDatetime, VersionNumber
+from mlops.fields import PageNumber, TimeInRange, VersionNumber
 
 router = APIRouter(tags=["features"], dependencies=[Depends(read_access)], responses=READ_ERRORS)
 
@@ -63,42 +62,19 @@ def get_feature(
 @router.get("/features/{name}/versions", response_model=list[versions.VersionInfo])
 def feature_versions(name: str, settings: SettingsDep) -> list[versions.VersionInfo]:
     """Version history of the feature's view."""
-    feature = catalog.find_feature(settings, name)
-    with session_scope(settings.metadata_url) as session:
-        return versions.list_versions(session, feature.feature_view)
+    return versions.history(settings, catalog.find_feature(settings, name).feature_view)
 
 
-class FeatureViewSummary(BaseModel):
-    name: str
-    version: int
-    change_kind: str
-    features: list[str]
-    online: bool
-    updated: UtcDatetime
-
-
-@router.get("/feature-views", response_model=list[FeatureViewSummary])
-def list_views(settings: SettingsDep) -> list[FeatureViewSummary]:
+@router.get("/feature-views", response_model=list[versions.ViewSummary])
+def list_views(settings: SettingsDep) -> list[versions.ViewSummary]:
     """Every feature view with its active version."""
-    with session_scope(settings.metadata_url) as session:
-        return [
-            FeatureViewSummary(
-                name=name,
-                version=row.version,
-                change_kind=row.change_kind,
-                features=[f["name"] for f in row.definition["features"]],
-                online=row.definition["online"],
-                updated=row.created_at,
-            )
-            for name, row in sorted(versions.active_versions(session).items())
-        ]
+    return versions.view_summaries(settings)
 
 
 @router.get("/feature-views/{view}/versions", response_model=list[versions.VersionInfo])
 def view_versions(view: str, settings: SettingsDep) -> list[versions.VersionInfo]:
     """Every version of a feature view, oldest first (author, message, time, definition)."""
-    with session_scope(settings.metadata_url) as session:
-        return versions.list_versions(session, view)
+    return versions.history(settings, view)
 
 
 @router.get("/feature-views/{view}/diff", response_model=versions.VersionDiff)
@@ -109,8 +85,7 @@ def view_diff(
     to_version: Annotated[VersionNumber, Query(alias="to")],
 ) -> versions.VersionDiff:
     """What changed between two versions: features added/removed/retyped, other fields."""
-    with session_scope(settings.metadata_url) as session:
-        return versions.diff_versions(session, view, from_version, to_version)
+    return versions.diff(settings, view, from_version, to_version)
 
 
 @router.post(

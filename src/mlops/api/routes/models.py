@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -45,22 +45,39 @@ def get_model(name: str, settings: SettingsDep) -> registry.RegisteredModelInfo:
     return registry.get_model(settings, name)
 
 
+class DeploymentRun(deployments.DeploymentInfo):
+    """A deployment as the API shows it: the record, and where to follow it."""
+
+    status_url: str = Field(description="Where the deployment's stages and gates are read.")
+
+
+def _run_of(request: Request, info: deployments.DeploymentInfo) -> DeploymentRun:
+    url = request.app.url_path_for("get_deployment", deployment_id=info.id)
+    return DeploymentRun(**dict(info), status_url=str(url))
+
+
 def _launch(
-    settings: Settings, info: deployments.DeploymentInfo, wait: bool, response: Response
-) -> deployments.DeploymentInfo:
+    settings: Settings,
+    info: deployments.DeploymentInfo,
+    wait: bool,
+    request: Request,
+    response: Response,
+) -> DeploymentRun:
     thread = start_deployment(settings, info.id)
-    response.headers["Location"] = info.status_url
-    if not wait:
+    if wait:
+        thread.join()
+        info = deployments.get_deployment(settings, info.id)
+    else:
         response.status_code = 202
-        return info
-    thread.join()
-    return deployments.get_deployment(settings, info.id)
+    started = _run_of(request, info)
+    response.headers["Location"] = started.status_url
+    return started
 
 
 @router.post(
     "/models/{name}/deploy",
     responses=WRITE_ERRORS,
-    response_model=deployments.DeploymentInfo,
+    response_model=DeploymentRun,
     status_code=202,
 )
 async def deploy(
@@ -68,9 +85,10 @@ async def deploy(
     body: DeployRequest,
     settings: SettingsDep,
     caller: Caller,
+    request: Request,
     response: Response,
     wait: Annotated[bool, Query(description="Answer when the deployment has finished.")] = False,
-) -> deployments.DeploymentInfo:
+) -> DeploymentRun:
     """Start a deployment through validate -> staging (-> production) as a Prefect flow run
     of this process; answers 202 with its id and status URL (200 when `wait`)."""
     info = await run_in_threadpool(
@@ -84,29 +102,30 @@ async def deploy(
     )
     if wait:
         response.status_code = 200
-    return await run_in_threadpool(_launch, settings, info, wait, response)
+    return await run_in_threadpool(_launch, settings, info, wait, request, response)
 
 
 @router.post(
     "/models/{name}/rollback",
     responses=WRITE_ERRORS,
-    response_model=deployments.DeploymentInfo,
+    response_model=DeploymentRun,
     status_code=202,
 )
 async def rollback(
     name: str,
     settings: SettingsDep,
     caller: Caller,
+    request: Request,
     response: Response,
     body: RollbackRequest | None = None,
     wait: Annotated[bool, Query(description="Answer when the rollback has finished.")] = False,
-) -> deployments.DeploymentInfo:
+) -> DeploymentRun:
     """Restore the production version before the current one (a recorded deployment)."""
     reason = body.reason if body else ""
     info = await run_in_threadpool(deployments.request_rollback, settings, name, caller, reason)
     if wait:
         response.status_code = 200
-    return await run_in_threadpool(_launch, settings, info, wait, response)
+    return await run_in_threadpool(_launch, settings, info, wait, request, response)
 
 
 @router.post(
@@ -124,37 +143,40 @@ async def predict(
     return await run_in_threadpool(serving.predict, settings, name, body)
 
 
-@router.get("/deployments", response_model=list[deployments.DeploymentInfo])
+@router.get("/deployments", response_model=list[DeploymentRun])
 def list_deployments(
     settings: SettingsDep,
+    request: Request,
     model: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Offset = 0,
-) -> list[deployments.DeploymentInfo]:
+) -> list[DeploymentRun]:
     """Deployments and rollbacks, newest first: who, when, what, and every gate result."""
-    return deployments.list_deployments(settings, model, limit, offset)
+    found = deployments.list_deployments(settings, model, limit, offset)
+    return [_run_of(request, info) for info in found]
 
 
-@router.get("/deployments/{deployment_id}", response_model=deployments.DeploymentInfo)
-def get_deployment(deployment_id: str, settings: SettingsDep) -> deployments.DeploymentInfo:
+@router.get("/deployments/{deployment_id}", response_model=DeploymentRun)
+def get_deployment(deployment_id: str, settings: SettingsDep, request: Request) -> DeploymentRun:
     """Per-stage status (pending, running, passed, failed, skipped), timings and gates."""
-    return deployments.get_deployment(settings, deployment_id)
+    return _run_of(request, deployments.get_deployment(settings, deployment_id))
 
 
 @router.post(
     "/deployments/{deployment_id}/rollback",
     responses=WRITE_ERRORS,
-    response_model=deployments.DeploymentInfo,
+    response_model=DeploymentRun,
     status_code=202,
 )
 async def rollback_deployment(
     deployment_id: str,
     settings: SettingsDep,
     caller: Caller,
+    request: Request,
     response: Response,
     body: RollbackRequest | None = None,
     wait: bool = False,
-) -> deployments.DeploymentInfo:
+) -> DeploymentRun:
     """Roll back the production version this deployment put in place (409 if it is not
     the one in production any more, or if it did not reach production)."""
     reason = body.reason if body else ""
@@ -163,4 +185,4 @@ async def rollback_deployment(
     )
     if wait:
         response.status_code = 200
-    return await run_in_threadpool(_launch, settings, info, wait, response)
+    return await run_in_threadpool(_launch, settings, info, wait, request, response)
