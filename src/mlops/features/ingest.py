@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import select
 
 from mlops.db import IngestRun, session_scope, utcnow
@@ -346,24 +347,29 @@ def _partition_changes(
 ) -> dict[str, Partition]:
     """What builds the new content of each month partition `rows` fall in: the stored
     rows minus those of a ticker in `cuts` at or after its cut, plus `rows` (built when
-    the commit writes it, one month at a time)."""
+    the commit writes it, one month at a time).
+
+    `rows` become one arrow table (its numbers are not copied) that each month takes its
+    rows from."""
     time = TIME_COLUMN[dataset]
+    schema = SCHEMAS[dataset]
+    table = pa.Table.from_pandas(rows, schema, preserve_index=False)
     codes, months = month_codes(rows[time])
     order = np.argsort(codes, kind="stable")  # stable: each month keeps the rows' order
     bounds = np.searchsorted(codes[order], np.arange(len(months) + 1))
-    cut_values = cuts if dataset == BARS_FILE else cuts.dt.tz_localize("UTC")
     stored = base.partitions(dataset) if base is not None else {}
+    cut_tickers = pa.array(cuts.index, pa.string())
+    cut_times = pa.array(cuts if dataset == BARS_FILE else cuts.dt.tz_localize("UTC"))
 
     def build(month: str, index: np.ndarray) -> pa.Table:
-        part = rows.take(index)
-        if base is not None and month in stored:
-            old = base.read(dataset, list(SCHEMAS[dataset].names), {month})
-            cut = old["ticker"].map(cut_values)
-            old = old[~(cut.notna() & (old[time] >= cut))]
-            part = pd.concat([old, part], ignore_index=True)
-            part = part.sort_values(["ticker", time], kind="mergesort")  # `rows` are sorted
-        schema = SCHEMAS[dataset]
-        return pa.Table.from_pandas(part[list(schema.names)], schema, preserve_index=False)
+        part = table.take(index)
+        if base is None or month not in stored:
+            return part
+        old = base.read_table(dataset, schema.names, {month})
+        cut = pc.take(cut_times, pc.index_in(old.column("ticker"), value_set=cut_tickers))
+        old = old.filter(pc.or_kleene(pc.is_null(cut), pc.less(old.column(time), cut)))
+        merged = pa.concat_tables([old.cast(table.schema), part])
+        return merged.sort_by([("ticker", "ascending"), (time, "ascending")])
 
     return {
         str(month): partial(build, str(month), order[lo:hi])
