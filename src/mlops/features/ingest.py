@@ -15,6 +15,7 @@ therefore reads and writes about one month, whatever the length of the history.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from functools import partial
@@ -377,19 +378,33 @@ def _partition_changes(
     }
 
 
+class _ChangesByDataset(Mapping[str, Mapping[str, Partition]]):
+    """dataset -> what builds its partitions, made when the commit stages that dataset:
+    one dataset's arrow table and month index are held at a time, not all three."""
+
+    def __init__(self, change: OfflineChange) -> None:
+        self._change = change
+
+    def __getitem__(self, dataset: str) -> Mapping[str, Partition]:
+        change = self._change
+        rows, cuts = {
+            BARS_FILE: (change.bars, change.starts),
+            FEATURES_FILE: (change.features, change.starts),
+            LABELS_FILE: (change.labels, change.label_starts),
+        }[dataset]
+        return _partition_changes(change.base, dataset, rows, cuts)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((BARS_FILE, FEATURES_FILE, LABELS_FILE))
+
+    def __len__(self) -> int:
+        return 3
+
+
 def write_offline(settings: Settings, change: OfflineChange) -> Snapshot:
     """Commit the change as a new snapshot: only the month partitions it touches are
     rewritten, all others are linked from the previous snapshot."""
-    changes = {
-        BARS_FILE: _partition_changes(change.base, BARS_FILE, change.bars, change.starts),
-        FEATURES_FILE: _partition_changes(
-            change.base, FEATURES_FILE, change.features, change.starts
-        ),
-        LABELS_FILE: _partition_changes(
-            change.base, LABELS_FILE, change.labels, change.label_starts
-        ),
-    }
-    return commit(settings, change.base, changes, change.tickers)
+    return commit(settings, change.base, _ChangesByDataset(change), change.tickers)
 
 
 def full_rebuild(settings: Settings, bars: pd.DataFrame) -> Snapshot:
