@@ -348,7 +348,7 @@ def _partition_changes(
 ) -> dict[str, Partition]:
     """What builds the new content of each month partition `rows` fall in: the stored
     rows minus those of a ticker in `cuts` at or after its cut, plus `rows` (built when
-    the commit writes it, one month at a time).
+    the commit writes it, a few months at a time).
 
     `rows` become one arrow table (its numbers are not copied) that each month takes its
     rows from."""

@@ -252,18 +252,29 @@ def month_keys(times: pd.Series | np.ndarray) -> np.ndarray:
 
 def month_codes(times: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(for each timestamp the index of its month in `labels`, the sorted 'YYYY-MM' labels):
-    small integers to sort and group on, instead of 2M strings (counted, not sorted)."""
+    small integers to sort and group on, instead of 2M strings.
+
+    The calendar is worked out once per day of the range, not per timestamp (a history
+    spans a few thousand days), and the months are counted, not sorted."""
     values = pd.Series(times) if isinstance(times, np.ndarray) else times
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    months = values.to_numpy(dtype="datetime64[ns]").astype("datetime64[M]").view("int64")
-    if not len(months):
+    nanoseconds = values.to_numpy(dtype="datetime64[ns]").view("int64")  # UTC if tz-aware
+    if not len(nanoseconds):
         return np.empty(0, "int16"), np.empty(0, "<U7")
-    first = months.min()
-    present = np.bincount(months - first) > 0
-    codes = (np.cumsum(present) - 1)[months - first]
-    labels = (np.flatnonzero(present) + first).astype("datetime64[M]")
-    return codes.astype(_code_type(len(labels))), np.datetime_as_string(labels, unit="M")
+    days = nanoseconds // _DAY_NS
+    first = days.min()
+    days -= first
+    calendar = np.arange(first, first + days.max() + 1).astype("datetime64[D]")
+    month_of_day = calendar.astype("datetime64[M]").view("int64")
+    first_month = month_of_day[0]
+    month_of_day -= first_month
+    months = month_of_day.astype(_code_type(int(month_of_day[-1]) + 1))[days]
+    present = np.bincount(months) > 0
+    codes = (np.cumsum(present) - 1).astype(months.dtype)[months]
+    labels = (np.flatnonzero(present) + first_month).astype("datetime64[M]")
+    return codes, np.datetime_as_string(labels, unit="M")
+
+
+_DAY_NS = 86_400 * 10**9
 
 
 def _code_type(count: int) -> str:
@@ -325,7 +336,12 @@ def _stage_dataset(
         else:
             folder.mkdir(parents=True)
             os.link(old[month], folder / PART_FILE)
-    fresh = [summary for summary in (w.result() for w in written) if summary is not None]
+    try:
+        fresh = [summary for summary in (w.result() for w in written) if summary is not None]
+    except BaseException:
+        for waiting in written:  # the snapshot is abandoned: write no more of it
+            waiting.cancel()
+        raise
     if dataset in SUMMARIZED:
         _stage_summaries(Snapshot(staging), base, dataset, list(changed), fresh)
 
