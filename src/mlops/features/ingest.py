@@ -15,6 +15,7 @@ therefore reads and writes about one month, whatever the length of the history.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from functools import partial
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -347,24 +349,29 @@ def _partition_changes(
 ) -> dict[str, Partition]:
     """What builds the new content of each month partition `rows` fall in: the stored
     rows minus those of a ticker in `cuts` at or after its cut, plus `rows` (built when
-    the commit writes it, one month at a time)."""
+    the commit writes it, a few months at a time).
+
+    `rows` become one arrow table (its numbers are not copied) that each month takes its
+    rows from."""
     time = TIME_COLUMN[dataset]
+    schema = SCHEMAS[dataset]
+    table = pa.Table.from_pandas(rows, schema, preserve_index=False)
     codes, months = month_codes(rows[time])
     order = np.argsort(codes, kind="stable")  # stable: each month keeps the rows' order
     bounds = np.searchsorted(codes[order], np.arange(len(months) + 1))
-    cut_values = cuts if dataset == BARS_FILE else cuts.dt.tz_localize("UTC")
     stored = base.partitions(dataset) if base is not None else {}
+    cut_tickers = pa.array(cuts.index, pa.string())
+    cut_times = pa.array(cuts if dataset == BARS_FILE else cuts.dt.tz_localize("UTC"))
 
     def build(month: str, index: np.ndarray) -> pa.Table:
-        part = rows.take(index)
-        if base is not None and month in stored:
-            old = base.read(dataset, list(SCHEMAS[dataset].names), {month})
-            cut = old["ticker"].map(cut_values)
-            old = old[~(cut.notna() & (old[time] >= cut))]
-            part = pd.concat([old, part], ignore_index=True)
-            part = part.sort_values(["ticker", time], kind="mergesort")  # `rows` are sorted
-        schema = SCHEMAS[dataset]
-        return pa.Table.from_pandas(part[list(schema.names)], schema, preserve_index=False)
+        part = table.take(index)
+        if base is None or month not in stored:
+            return part
+        old = base.read_table(dataset, schema.names, {month})
+        cut = pc.take(cut_times, pc.index_in(old.column("ticker"), value_set=cut_tickers))
+        old = old.filter(pc.or_kleene(pc.is_null(cut), pc.less(old.column(time), cut)))
+        merged = pa.concat_tables([old.cast(table.schema), part])
+        return merged.sort_by([("ticker", "ascending"), (time, "ascending")])
 
     return {
         str(month): partial(build, str(month), order[lo:hi])
@@ -372,19 +379,33 @@ def _partition_changes(
     }
 
 
+class _ChangesByDataset(Mapping[str, Mapping[str, Partition]]):
+    """dataset -> what builds its partitions, made when the commit stages that dataset:
+    one dataset's arrow table and month index are held at a time, not all three."""
+
+    def __init__(self, change: OfflineChange) -> None:
+        self._change = change
+
+    def __getitem__(self, dataset: str) -> Mapping[str, Partition]:
+        change = self._change
+        rows, cuts = {
+            BARS_FILE: (change.bars, change.starts),
+            FEATURES_FILE: (change.features, change.starts),
+            LABELS_FILE: (change.labels, change.label_starts),
+        }[dataset]
+        return _partition_changes(change.base, dataset, rows, cuts)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((BARS_FILE, FEATURES_FILE, LABELS_FILE))
+
+    def __len__(self) -> int:
+        return 3
+
+
 def write_offline(settings: Settings, change: OfflineChange) -> Snapshot:
     """Commit the change as a new snapshot: only the month partitions it touches are
     rewritten, all others are linked from the previous snapshot."""
-    changes = {
-        BARS_FILE: _partition_changes(change.base, BARS_FILE, change.bars, change.starts),
-        FEATURES_FILE: _partition_changes(
-            change.base, FEATURES_FILE, change.features, change.starts
-        ),
-        LABELS_FILE: _partition_changes(
-            change.base, LABELS_FILE, change.labels, change.label_starts
-        ),
-    }
-    return commit(settings, change.base, changes, change.tickers)
+    return commit(settings, change.base, _ChangesByDataset(change), change.tickers)
 
 
 def full_rebuild(settings: Settings, bars: pd.DataFrame) -> Snapshot:

@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -90,6 +91,8 @@ CURRENT = "current"
 SNAPSHOTS = "snapshots"
 SNAPSHOT_GRACE_S = 600.0
 """How long a replaced snapshot is kept for readers that resolved `current` before."""
+WRITE_THREADS = min(4, os.cpu_count() or 1)
+"""Partitions a commit builds and writes at once (pyarrow and numpy release the GIL)."""
 _TEMP_SUFFIX = ".tmp"
 _migrate_lock = threading.Lock()
 
@@ -249,13 +252,34 @@ def month_keys(times: pd.Series | np.ndarray) -> np.ndarray:
 
 def month_codes(times: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(for each timestamp the index of its month in `labels`, the sorted 'YYYY-MM' labels):
-    integers to sort and group on, instead of 2M strings."""
+    small integers to sort and group on, instead of 2M strings.
+
+    The calendar is worked out once per day of the range, not per timestamp (a history
+    spans a few thousand days), and the months are counted, not sorted."""
     values = pd.Series(times) if isinstance(times, np.ndarray) else times
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    months = values.to_numpy(dtype="datetime64[ns]").astype("datetime64[M]")
-    unique, inverse = np.unique(months, return_inverse=True)
-    return inverse, np.datetime_as_string(unique, unit="M")
+    nanoseconds = values.to_numpy(dtype="datetime64[ns]").view("int64")  # UTC if tz-aware
+    if not len(nanoseconds):
+        return np.empty(0, "int16"), np.empty(0, "<U7")
+    days = nanoseconds // _DAY_NS
+    first = days.min()
+    days -= first
+    calendar = np.arange(first, first + days.max() + 1).astype("datetime64[D]")
+    month_of_day = calendar.astype("datetime64[M]").view("int64")
+    first_month = month_of_day[0]
+    month_of_day -= first_month
+    months = month_of_day.astype(_code_type(int(month_of_day[-1]) + 1))[days]
+    present = np.bincount(months) > 0
+    codes = (np.cumsum(present) - 1).astype(months.dtype)[months]
+    labels = (np.flatnonzero(present) + first_month).astype("datetime64[M]")
+    return codes, np.datetime_as_string(labels, unit="M")
+
+
+_DAY_NS = 86_400 * 10**9
+
+
+def _code_type(count: int) -> str:
+    """int16 when it holds every code: numpy's stable argsort is then a radix sort."""
+    return "int16" if count <= np.iinfo("int16").max else "int64"
 
 
 Partition: TypeAlias = pa.Table | Callable[[], pa.Table | None] | None
@@ -280,8 +304,9 @@ def commit(
         tempfile.mkdtemp(dir=snapshots, prefix=f".snapshot@{_writer_tag()}~", suffix=_TEMP_SUFFIX)
     )
     try:
-        for dataset in OFFLINE_FILES:
-            _stage_dataset(staging, base, dataset, changes.get(dataset, {}))
+        with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="offline-write") as pool:
+            for dataset in OFFLINE_FILES:
+                _stage_dataset(staging, base, dataset, changes.get(dataset, {}), pool)
         _stage_tickers(staging, base, tickers)
         final = snapshots / _next_id(snapshots)
         os.rename(staging, final)
@@ -294,27 +319,45 @@ def commit(
 
 
 def _stage_dataset(
-    staging: Path, base: Snapshot | None, dataset: str, changed: Mapping[str, Partition]
+    staging: Path,
+    base: Snapshot | None,
+    dataset: str,
+    changed: Mapping[str, Partition],
+    pool: ThreadPoolExecutor,
 ) -> None:
-    """Write the changed partitions one at a time (each is built only when written, so a
-    full ingest never holds every partition at once) and link the others."""
+    """Write the changed partitions, a few at a time in `pool` (each is built only when
+    written, so a full ingest never holds every partition at once), and link the others."""
     old = base.partitions(dataset) if base is not None else {}
-    fresh = []
+    written = []
     for month in sorted(set(old) | set(changed)):
         folder = staging / dataset / f"{PARTITION_KEY}={month}"
         if month in changed:
-            content = changed[month]
-            table = content() if callable(content) else content
-            if table is not None and table.num_rows:
-                folder.mkdir(parents=True)
-                pq.write_table(table, folder / PART_FILE)
-                if dataset in SUMMARIZED:
-                    fresh.append(summarize_table(table, month))
+            written.append(pool.submit(_write_partition, folder, dataset, month, changed[month]))
         else:
             folder.mkdir(parents=True)
             os.link(old[month], folder / PART_FILE)
+    try:
+        fresh = [summary for summary in (w.result() for w in written) if summary is not None]
+    except BaseException:
+        for waiting in written:  # the snapshot is abandoned: write no more of it
+            waiting.cancel()
+        raise
     if dataset in SUMMARIZED:
         _stage_summaries(Snapshot(staging), base, dataset, list(changed), fresh)
+
+
+def _write_partition(folder: Path, dataset: str, month: str, content: Partition) -> pa.Table | None:
+    """Build and write one partition; its summary rows if `dataset` has summaries.
+
+    Only the columns that repeat (ticker, time, label) are dictionary-encoded: a
+    dictionary of every distinct float made a float column slower to write and larger."""
+    table = content() if callable(content) else content
+    if table is None or not table.num_rows:
+        return None
+    folder.mkdir(parents=True)
+    repeating = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+    pq.write_table(table, folder / PART_FILE, use_dictionary=repeating)
+    return summarize_table(table, month) if dataset in SUMMARIZED else None
 
 
 def _stage_summaries(

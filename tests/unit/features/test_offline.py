@@ -77,6 +77,38 @@ def test_the_datasets_read_as_one_hive_partitioned_table(settings: Settings) -> 
     assert offline.dataset_name(path) == offline.FEATURES_FILE
 
 
+def test_the_same_bars_write_the_same_bytes(tmp_path: Path) -> None:
+    """Partitions are written several at a time: the files must not depend on which
+    finishes first (the crash tests compare stores byte for byte)."""
+    import hashlib
+
+    def files(home: str) -> dict[str, str]:
+        snapshot = _ingest(make_settings(tmp_path / home), _bars(120))
+        return {
+            str(p.relative_to(snapshot.root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(snapshot.root.rglob("*.parquet"))
+            if p.is_file()
+        }
+
+    first = files("one")
+    assert len(first) > 10
+    assert files("two") == first
+
+
+def test_month_codes_follow_the_calendar_in_utc() -> None:
+    rng = np.random.default_rng(5)
+    times = rng.integers(-(10**18), 2 * 10**18, size=20_000).astype("datetime64[ns]")
+    for values in (
+        times,
+        pd.Series(times).dt.tz_localize("UTC").dt.tz_convert("America/New_York"),
+    ):
+        codes, labels = offline.month_codes(values)
+        utc = pd.Series(values).to_numpy(dtype="datetime64[ns]").astype("datetime64[M]")
+        expected, inverse = np.unique(utc, return_inverse=True)
+        assert list(labels) == list(np.datetime_as_string(expected, unit="M"))
+        assert (codes == inverse).all()
+
+
 def test_a_failed_commit_leaves_current_as_it_was(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
