@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.console_pages import csrf, sign_in
+from tests.support.prompt_git import git, repo_snapshot
 
-from console_pages import csrf, sign_in
 from mlops.app import create_app
 from mlops.errors import MlopsError
 from mlops.prompts.store import PromptStore, open_store
 from mlops.settings import Settings
-from prompt_git import git, repo_snapshot
 
 META = "description: greeting\nowner: desk\nvariables:\n  who:\n    type: string\n"
 META_TWO = META + "  times:\n    type: integer\n    required: false\n    default: 1\n"
