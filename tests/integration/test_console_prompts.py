@@ -102,9 +102,9 @@ def test_card_grid_shows_name_version_status_and_calls(
 def test_card_grid_pages_when_long(
     client: TestClient, store: PromptStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlops.web import prompts
+    from mlops.web.prompts import index
 
-    monkeypatch.setattr(prompts, "CARDS_PER_PAGE", 2)
+    monkeypatch.setattr(index, "CARDS_PER_PAGE", 2)
     first = client.get("/prompts").text
     assert len(re.findall(r'class="card prompt-card"', first)) == 2
     assert "Page 1 of 3" in first and 'rel="next"' in first
