@@ -27,13 +27,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # for `flows.*`
+sys.path.insert(0, str(ROOT))  # for `flows.*` and `tests.support`
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `bench_features`
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `browser`
 
 from bench_features import log, md_table, percentile  # noqa: E402  (after sys.path)
-
-from browser import launch_chromium  # noqa: E402
+from tests.support.browser import launch_chromium  # noqa: E402
 
 FCP_TARGET_S = 0.5
 HTML_TARGET_KB = 100.0

@@ -23,7 +23,7 @@ from typing import Any
 
 from bench_features import log, md_table, once, percentile
 
-sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/render_payloads.py
+sys.path.insert(0, str(Path(__file__).parents[2]))  # for `tests.support.render_payloads`
 
 TEMPLATE = """You are a markets analyst covering {desk}. Write a {{{{ style }}}} summary of the
 {{{{ universe }}}} session on {{{{ as_of }}}}.
@@ -147,8 +147,9 @@ def compare_render(
 def refusal_times() -> list[float]:
     """Seconds the sandbox takes to refuse each template that would build a huge value (the
     unit tests check that each is refused within the memory bound; this says how fast)."""
+    from tests.support.render_payloads import CHAIN_INPUT, ISSUE_CHAINS, MEMORY_PAYLOADS, REFUSALS
+
     from mlops.prompts.rendering import PromptEnvironment, RenderError, render_template
-    from render_payloads import CHAIN_INPUT, ISSUE_CHAINS, MEMORY_PAYLOADS, REFUSALS
 
     times = []
     for source, variables in [(p, {"x": CHAIN_INPUT}) for p in ISSUE_CHAINS] + [

@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
+from tests.support.browser import launch_chromium
+from tests.support.registered_models import add_version, copy_version
 
-from browser import launch_chromium
-from conftest import copy_version
 from mlops.app import create_app
 from mlops.settings import Settings
-from registered_models import add_version
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,7 +175,7 @@ def test_create_an_experiment_and_deploy_a_model_to_production(
 
 
 def test_a_failed_gate_shows_which_gate_and_why(page: Any, served: tuple[str, Settings]) -> None:
-    from registered_models import logged_model
+    from tests.support.registered_models import logged_model
 
     base, settings = served
     misfit = logged_model(settings, columns=["ret_1d", "not_served"])

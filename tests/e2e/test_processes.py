@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from tests.conftest import make_settings
-from tests.waiting import wait_for
+from tests.support.settings import make_settings
+from tests.support.waiting import wait_for
 
 from mlops import prefect_server
 from mlops.runs import current_owner, owner_of
@@ -92,8 +92,8 @@ def test_an_orphan_that_could_not_stop_itself_is_stopped_by_the_next_start(tmp_p
         [
             sys.executable,
             "-c",
-            "import sys, time; from mlops import prefect_server; from tests.conftest import "
-            "make_settings; from pathlib import Path\n"
+            "import sys, time; from mlops import prefect_server; from tests.support.settings "
+            "import make_settings; from pathlib import Path\n"
             "s = prefect_server.start(make_settings(Path(sys.argv[1])))\n"
             "print(s.process.pid, flush=True); time.sleep(600)",
             str(home),

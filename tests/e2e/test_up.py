@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.waiting import wait_for
 
 from mlops.errors import ServiceError
-from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 _http = httpx.Client(timeout=30)  # first calls load MLflow in the API process

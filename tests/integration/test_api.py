@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.ingest import read_offline
 
-from conftest import read_offline
 from mlops.app import create_app
 from mlops.settings import Settings
 
@@ -246,7 +246,7 @@ def test_health_request_id_and_openapi(client: TestClient) -> None:
 
 
 def test_health_reports_a_missing_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from conftest import make_settings
+    from tests.support.settings import make_settings
 
     with TestClient(create_app(make_settings(tmp_path / "empty"))) as empty:
         response = empty.get("/healthz")

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from tests.support.console_pages import csrf
+from tests.support.settings import make_settings
 
-from conftest import make_settings
-from console_pages import csrf
 from mlops.app import create_app
 from mlops.settings import Settings
 

@@ -19,8 +19,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from schemathesis import engine
 from schemathesis.engine import events
+from tests.support.ingest import run_ingest_flow
+from tests.support.settings import make_settings
 
-from conftest import make_settings, run_ingest_flow
 from mlops.app import create_app
 from mlops.settings import Settings
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.support.ingest import read_offline
 from typer.testing import CliRunner
 
-from conftest import read_offline
 from mlops.cli import app
 from mlops.errors import InvalidInputError, NotFoundError, UnsafePathError
 from mlops.settings import Settings

@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.console_pages import csrf, sign_in
+from tests.support.registered_models import add_version, copy_version
 
-from conftest import copy_version
-from console_pages import csrf, sign_in
 from mlops.app import create_app
 from mlops.settings import Settings
-from registered_models import add_version
 
 
 @pytest.fixture(scope="module")

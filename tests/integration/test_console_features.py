@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.console_pages import csrf, sign_in
+from tests.support.ingest import run_ingest_flow
+from tests.support.settings import make_settings
 
-from conftest import make_settings, run_ingest_flow
-from console_pages import csrf, sign_in
 from mlops.app import create_app
 from mlops.db import session_scope
 from mlops.features.catalog import feature_detail

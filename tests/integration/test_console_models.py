@@ -17,13 +17,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.console_pages import csrf, sign_in
+from tests.support.registered_models import (
+    LIFECYCLE_EXPERIMENT,
+    add_version,
+    copy_version,
+    logged_model,
+)
 
-from conftest import LIFECYCLE_EXPERIMENT, copy_version
-from console_pages import csrf, sign_in
 from mlops.app import create_app
 from mlops.lifecycle import deployments, experiments, mlflow_backend, registry
 from mlops.settings import Settings
-from registered_models import add_version, logged_model
 
 REFRESHING = "refreshes every 2 s"
 

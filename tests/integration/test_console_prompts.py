@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.console_pages import csrf, sign_in
+from tests.support.prompt_git import git, repo_snapshot
 
-from console_pages import csrf, sign_in
 from mlops.app import create_app
 from mlops.errors import MlopsError
 from mlops.prompts.store import PromptStore, open_store
 from mlops.settings import Settings
-from prompt_git import git, repo_snapshot
 
 META = "description: greeting\nowner: desk\nvariables:\n  who:\n    type: string\n"
 META_TWO = META + "  times:\n    type: integer\n    required: false\n    default: 1\n"
@@ -102,9 +102,9 @@ def test_card_grid_shows_name_version_status_and_calls(
 def test_card_grid_pages_when_long(
     client: TestClient, store: PromptStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlops.web import prompts
+    from mlops.web.prompts import index
 
-    monkeypatch.setattr(prompts, "CARDS_PER_PAGE", 2)
+    monkeypatch.setattr(index, "CARDS_PER_PAGE", 2)
     first = client.get("/prompts").text
     assert len(re.findall(r'class="card prompt-card"', first)) == 2
     assert "Page 1 of 3" in first and 'rel="next"' in first

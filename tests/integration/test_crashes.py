@@ -1,4 +1,4 @@
-"""kill -9 at every step of an ingest and of a deployment (tests/crash_child.py kills
+"""kill -9 at every step of an ingest and of a deployment (tests/support/crash_child.py kills
 itself right after a step's work, before it is recorded, or inside the offline commit).
 Afterwards the records are closed (`interrupted`, or the outcome the registry proves),
 the offline store is byte for byte its state before the ingest or after it, and the next
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.conftest import copy_version, run_ingest_flow
-from tests.registered_models import add_version
+from tests.support.ingest import run_ingest_flow
+from tests.support.registered_models import add_version, copy_version
 
 from mlops.features import ingest, offline
 from mlops.features.datasets import DatasetRequest, create_dataset
@@ -24,7 +24,7 @@ from mlops.lifecycle import deployments, registry
 from mlops.settings import Settings
 
 pytestmark = pytest.mark.slow
-CHILD = Path(__file__).resolve().parents[1] / "crash_child.py"
+CHILD = Path(__file__).resolve().parents[1] / "support" / "crash_child.py"
 NEW = "ZZNX"
 BEFORE_COMMIT = ["load", "validate", "compute", "mid-staging", "before-swap"]
 AFTER_COMMIT = ["write_offline", "apply", "materialize", "statistics", "before-record"]

@@ -9,13 +9,13 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 from mlops.features import ingest
 from mlops.features.demo_data import generate_ohlcv
 from mlops.features.offline import exclusive_write
 
-CHILD = Path(__file__).resolve().parents[1] / "dataset_memory_child.py"
+CHILD = Path(__file__).resolve().parents[1] / "support" / "dataset_memory_child.py"
 TICKERS, START, END = 200, date(2021, 1, 4), date(2024, 12, 31)
 """~200k entity rows: held as a pandas frame by Feast's `to_df` (the former way), the
 process kept ~60 MB more than before; streamed, a few MB."""

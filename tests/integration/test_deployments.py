@@ -17,15 +17,15 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from flows.evaluate import run_recorded
+from tests.support.ingest import read_offline
+from tests.support.registered_models import add_version, copy_version, logged_model
 
-from conftest import copy_version, read_offline
 from mlops.app import create_app
 from mlops.db import Deployment, session_scope
 from mlops.errors import ConflictError
 from mlops.lifecycle import deployments, mlflow_backend, promotion, registry
 from mlops.orchestration import run_deployment
 from mlops.settings import Settings
-from registered_models import add_version, logged_model
 
 API = "/api/v1/ml"
 

@@ -15,16 +15,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from tests.support.registered_models import add_version, copy_version, logged_model
+from tests.support.waiting import wait_for
 
-from conftest import copy_version
 from mlops.app import create_app
 from mlops.db import Evaluation, session_scope
 from mlops.evaluation import records
 from mlops.evaluation.tracking import EVALUATION_TAG, EXPERIMENT
 from mlops.lifecycle import mlflow_backend
 from mlops.settings import Settings
-from registered_models import add_version, logged_model
-from waiting import wait_for
 
 API = "/api/v1/evaluation"
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.registered_models import add_version, copy_version
 from typer.testing import CliRunner
 
-from conftest import copy_version
 from mlops.cli import app
 from mlops.cli.common import EVALUATION_FAILED_EXIT
 from mlops.errors import InvalidInputError, NotFoundError
@@ -19,7 +19,6 @@ from mlops.evaluation import records
 from mlops.lifecycle import deployments, mlflow_backend
 from mlops.orchestration import run_deployment
 from mlops.settings import Settings
-from registered_models import add_version
 
 IMPOSSIBLE = """
 name: impossible

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.registered_models import LIFECYCLE_EXPERIMENT
 
-from conftest import LIFECYCLE_EXPERIMENT
 from mlops.app import create_app
 from mlops.lifecycle import mlflow_backend
 from mlops.settings import Settings

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.statistics_reference import assert_stored_statistics_match
+from tests.support.ingest import read_offline, run_ingest_flow
+from tests.support.settings import make_settings
+from tests.support.statistics_reference import assert_stored_statistics_match
 
-from conftest import make_settings, read_offline, run_ingest_flow
 from mlops.db import session_scope
 from mlops.errors import DataValidationError
 from mlops.features import ingest

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.ingest import read_offline
+from tests.support.registered_models import LIFECYCLE_EXPERIMENT, copy_version
 from typer.testing import CliRunner
 
-from conftest import LIFECYCLE_EXPERIMENT, copy_version, read_offline
 from mlops.cli import app
 from mlops.cli.experiments import sparkline
 from mlops.settings import Settings

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 from mlops.features import ingest
 from mlops.features.datasets import LABEL_REF

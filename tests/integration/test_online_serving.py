@@ -10,8 +10,10 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.ingest import read_offline
+from tests.support.registered_models import add_version, copy_version
+from tests.support.waiting import wait_for
 
-from conftest import copy_version, read_offline
 from mlops.app import create_app
 from mlops.errors import InvalidInputError, NotFoundError
 from mlops.features import serving as features_serving
@@ -24,8 +26,6 @@ from mlops.features.serving import (
 from mlops.features.store import feature_store_config, open_store
 from mlops.lifecycle import alias_moves, gates, mlflow_backend, registry
 from mlops.settings import Settings
-from registered_models import add_version
-from waiting import wait_for
 
 PREDICT = "/api/v1/ml/models/{}/predict"
 ONLINE = "/api/v1/online-features"

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.ingest import read_offline, run_ingest_flow
+from tests.support.postgres import postgres_databases
+from tests.support.settings import DEMO
 
-from conftest import DEMO, postgres_databases, read_offline, run_ingest_flow
 from mlops.features import ingest
 from mlops.features.serving import online_features
 from mlops.features.store import forget_store

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.prompt_git import git, repo_snapshot
 
 from mlops.app import create_app
 from mlops.settings import Settings
-from prompt_git import git, repo_snapshot
 
 API = "/api/v1/prompt-governance"
 META = {"description": "greeting", "owner": "desk", "variables": {"who": {"type": "string"}}}

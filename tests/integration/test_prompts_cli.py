@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.support.prompt_git import git, repo_snapshot
 from typer.testing import CliRunner
 
 from mlops.cli import app
-from prompt_git import git, repo_snapshot
 
 runner = CliRunner()
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.support.prompt_git import git
 
 from mlops.prompts import publishing
 from mlops.prompts.store import PromptStore
 from mlops.settings import Settings
-from prompt_git import git
 
 
 def test_published_versions_are_registered_with_the_production_alias(tmp_path: Path) -> None:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.postgres import postgres_databases
+from tests.support.prompt_usage_data import T0, check_report, load_events
+from tests.support.settings import production_settings
 
-from conftest import postgres_databases, production_settings
 from mlops.app import create_app
 from mlops.prompts import analytics, usage
 from mlops.settings import Settings
-from prompt_usage_data import T0, check_report, load_events
 
 pytestmark = [pytest.mark.production]
 

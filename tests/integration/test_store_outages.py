@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.postgres import postgres_databases
+from tests.support.settings import make_settings, production_settings
 from typer.testing import CliRunner, Result
 
-from conftest import make_settings, postgres_databases, production_settings
 from mlops.app import create_app
 from mlops.cli import app as cli_app
 from mlops.errors import StoreUnavailableError

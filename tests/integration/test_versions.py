@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.statistics_reference import assert_stored_statistics_match
+from tests.support.ingest import run_ingest_flow
+from tests.support.statistics_reference import assert_stored_statistics_match
 
-from conftest import run_ingest_flow
 from mlops.db import session_scope
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError
 from mlops.features.catalog import feature_detail

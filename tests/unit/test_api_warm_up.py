@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
+from tests.support.settings import make_settings
 
-from conftest import make_settings
 from mlops import prefect_server
 from mlops.api import app as api_app
 

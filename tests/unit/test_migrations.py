@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
-from tests.conftest import postgres_databases
+from tests.support.postgres import postgres_databases
 from typer.testing import CliRunner
 
 from mlops.cli import app

@@ -1,6 +1,6 @@
 """The console's app wiring and its own pages: sign-in, sign-out and the home page. Each
-area has its module of pages (`evaluation`, `features`, `models`, `prompts`), all built on
-`common`."""
+area has its module of pages (`evaluation`, `features`) or, when it is large, a package with
+a module per page group (`models`, `prompts`), all built on `common`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from mlops.web import evaluation, features, models, prompts
 from mlops.web.common import HERE, needs_reading, page, quiet, settings_of
 
 router = APIRouter(include_in_schema=False)
-SECTIONS = (router, evaluation.router, features.router, models.router, prompts.router)
+SECTIONS = (router, evaluation.router, features.router, *models.ROUTERS, *prompts.ROUTERS)
 
 
 def mount_console(app: FastAPI, settings: Settings) -> Sequence[APIRouter]:

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
+from tests.support.settings import make_settings
 
-from conftest import make_settings
 from mlops.evaluation.candidates import Candidate
 from mlops.evaluation.checks import QuietLock, SuiteContext, run_check
 from mlops.evaluation.suites import (

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.support.settings import make_settings
 
-from conftest import make_settings
 from mlops.errors import NotFoundError
 from mlops.evaluation.suites import (
     SuiteError,

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from tests.support.settings import make_settings
 
-from conftest import make_settings
 from mlops.features import ingest, offline
 from mlops.features.compute import FEATURE_COLUMNS, LABEL_COLUMN, STATE_COLUMNS
 from mlops.features.demo_data import generate_ohlcv

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 from mlops.db import IngestRun, session_scope, utcnow
 from mlops.features import ingest, offline

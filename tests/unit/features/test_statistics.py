@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from tests.conftest import make_settings
-from tests.statistics_reference import assert_matches_full_recomputation
+from tests.support.settings import make_settings
+from tests.support.statistics_reference import assert_matches_full_recomputation
 
 from mlops.features import ingest, offline, summaries
 from mlops.features.compute import FEATURE_COLUMNS, LABEL_COLUMN

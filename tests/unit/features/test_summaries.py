@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from tests.statistics_reference import assert_matches_full_recomputation
+from tests.support.statistics_reference import assert_matches_full_recomputation
 
 from mlops.features import summaries
 from mlops.features.statistics import merged_statistics

@@ -6,7 +6,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import make_settings
+from tests.support.settings import make_settings
+
 from mlops.lifecycle import alias_moves
 
 

@@ -4,6 +4,12 @@ checked against the declaration, syntax errors carry line and column."""
 from __future__ import annotations
 
 import pytest
+from tests.support.render_payloads import (
+    MEMORY_PAYLOADS,
+    REFUSALS,
+    RENDER_MEMORY_BOUND,
+    peak_allocation,
+)
 
 from mlops.errors import NotFoundError
 from mlops.prompts.models import PromptMetadata, VariableSpec
@@ -15,7 +21,6 @@ from mlops.prompts.rendering import (
     check_template,
     render_template,
 )
-from render_payloads import MEMORY_PAYLOADS, REFUSALS, RENDER_MEMORY_BOUND, peak_allocation
 
 SOURCES: dict[str, str] = {}
 

@@ -7,11 +7,16 @@ from __future__ import annotations
 import pytest
 from jinja2.defaults import DEFAULT_FILTERS, DEFAULT_TESTS
 from markupsafe import Markup
+from tests.support.render_payloads import (
+    CHAIN_INPUT,
+    ISSUE_CHAINS,
+    RENDER_MEMORY_BOUND,
+    peak_allocation,
+)
 
 from mlops.prompts.models import PromptMetadata, VariableSpec
 from mlops.prompts.rendering import PromptEnvironment, RenderError, check_template, render_template
 from mlops.prompts.sandbox_allowlist import FILTERS, TESTS, method_rule
-from render_payloads import CHAIN_INPUT, ISSUE_CHAINS, RENDER_MEMORY_BOUND, peak_allocation
 
 
 def _render(source: str, variables: dict[str, object] | None = None, timeout: float = 2.0) -> str:

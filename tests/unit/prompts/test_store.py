@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from filelock import FileLock
+from tests.support.prompt_git import git, repo_snapshot
 
 from mlops.errors import (
     ConflictError,
@@ -23,7 +24,6 @@ from mlops.prompts.models import PromptMetadata, VariableSpec
 from mlops.prompts.rendering import RenderError
 from mlops.prompts.store import PromptStore
 from mlops.settings import Settings
-from prompt_git import git, repo_snapshot
 
 SHIPPED = [
     "compliance_footer",

@@ -7,11 +7,11 @@ import threading
 from datetime import timedelta
 
 import pytest
+from tests.support.prompt_usage_data import T0, check_report, load_events, percentile_cont
 
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError
 from mlops.prompts import analytics, usage
 from mlops.settings import Settings
-from prompt_usage_data import T0, check_report, load_events, percentile_cont
 
 
 def test_report_matches_a_python_reference(settings: Settings) -> None:

@@ -1,5 +1,6 @@
-"""Registered models that tests build for themselves: another version of a
-`lifecycle-model` artifact, a logistic regression on chosen columns, a model that raises."""
+"""Registered models that tests build for themselves: a copy of a `lifecycle-model` version
+as a model of its own, another version of a `lifecycle-model` artifact, a logistic
+regression on chosen columns, a model that raises."""
 
 from __future__ import annotations
 
@@ -11,6 +12,26 @@ import pandas as pd
 from mlops.features.compute import FEATURE_COLUMNS
 from mlops.lifecycle import mlflow_backend
 from mlops.settings import Settings
+
+LIFECYCLE_EXPERIMENT = "lifecycle-tests"
+LIFECYCLE_MODEL = "lifecycle-model"
+"""The experiment and registered model of the session's `lifecycle` fixture."""
+
+
+def copy_version(
+    settings: Settings, version: str = "1", source_model: str = LIFECYCLE_MODEL
+) -> str:
+    """A registered model of a test's own holding a copy of a `lifecycle-model` version
+    (same artifact, same run), so tests can move aliases without meeting each other."""
+    from mlops.lifecycle.mlflow_backend import client, configure_mlflow
+
+    configure_mlflow(settings)  # MLflow resolves a `models:/m-...` source with its global URI
+    mlflow_client = client(settings)
+    source = mlflow_client.get_model_version(source_model, version)
+    name = f"test-model-{uuid.uuid4().hex[:8]}"
+    mlflow_client.create_registered_model(name)
+    mlflow_client.create_model_version(name, source.source, run_id=source.run_id)
+    return name
 
 
 def add_version(settings: Settings, name: str, source_version: str) -> str:

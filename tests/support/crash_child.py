@@ -2,8 +2,8 @@
 point, for tests/integration/test_crashes.py. The step's real work runs first, so the
 kill lands where it hurts most: the work is done and not yet recorded.
 
-    python tests/crash_child.py ingest <point> <home> <source>
-    python tests/crash_child.py deploy <point> <home> <model> <version>
+    python tests/support/crash_child.py ingest <point> <home> <source>
+    python tests/support/crash_child.py deploy <point> <home> <model> <version>
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 def _die() -> None:

@@ -2,7 +2,7 @@
 tests/integration/test_dataset_memory.py: a small dataset first (what every later one
 shares: Feast, DuckDB, the registry, warmed), then a large one. Prints one JSON line.
 
-    python tests/dataset_memory_child.py <home>
+    python tests/support/dataset_memory_child.py <home>
 """
 
 from __future__ import annotations

@@ -1,0 +1,141 @@
+"""Deployments: every deployment and rollback, paged, and a deployment's live stepper of its
+stages and gates, with the rollback of what it put in production (confirmed first)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from mlops.errors import AuthError, ConflictError, MlopsError
+from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
+from mlops.web.models.common import CALLER, bounded_int, first_value, launch_deployment, linker
+
+if TYPE_CHECKING:
+    from mlops.settings import Settings
+
+router = APIRouter(include_in_schema=False)
+
+DEPLOYMENTS_PAGE = 25
+
+
+def _mlflow_run_url(settings: Settings, run_id: str | None) -> str | None:
+    """The run's page in the MLflow UI (its experiment id read from the run)."""
+    if not run_id:
+        return None
+    from mlops.lifecycle import mlflow_backend
+
+    run = mlflow_backend.client(settings).get_run(run_id)
+    return f"{settings.mlflow_url}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
+@router.get("/deployments", response_class=HTMLResponse, response_model=None)
+def deployments_index(request: Request) -> Response:
+    """Every deployment and rollback, newest first, paged and filtered by model."""
+    from mlops.lifecycle import deployments
+
+    if (redirect := needs_reading(request)) is not None:
+        return redirect
+    settings = settings_of(request)
+    model = request.query_params.get("model") or None
+    number = bounded_int(request.query_params.get("page"), 1, 1, 1_000_000)
+    rows = deployments.list_deployments(
+        settings, model, DEPLOYMENTS_PAGE + 1, (number - 1) * DEPLOYMENTS_PAGE
+    )
+    return page(
+        request,
+        "models/deployments.html",
+        history=rows[:DEPLOYMENTS_PAGE],
+        has_next=len(rows) > DEPLOYMENTS_PAGE,
+        number=number,
+        model=model,
+        link=linker("/deployments", {"model": model}),
+    )
+
+
+def _deployment_page(
+    request: Request, deployment_id: str, status: int = 200, **extra: Any
+) -> HTMLResponse:
+    from mlops.lifecycle import deployments, registry
+
+    settings = settings_of(request)
+    try:
+        info = deployments.get_deployment(settings, deployment_id)
+    except MlopsError as exc:
+        return error_page(request, exc)
+    version = quiet(lambda: registry.get_version(settings, info.model_name, info.version), None)
+    run_url = quiet(lambda: _mlflow_run_url(settings, version.run_id if version else None), None)
+    failed_gates = [
+        (stage.name, gate) for stage in info.stages for gate in stage.gates if not gate.passed
+    ]
+    production = quiet(
+        lambda: registry.alias_version(settings, info.model_name, registry.PRODUCTION_ALIAS), None
+    )
+    running = info.status in ("pending", "running")
+    return page(
+        request,
+        "models/deployment.html",
+        status=status,
+        info=info,
+        run_url=run_url,
+        failed_gates=failed_gates,
+        production=production,
+        can_roll_back=(
+            info.status == "succeeded"
+            and info.target_stage == "production"
+            and production == info.version
+        ),
+        refresh=running and status == 200,
+        running=running,
+        **extra,
+    )
+
+
+@router.get("/deployments/{deployment_id}", response_class=HTMLResponse, response_model=None)
+def deployment_detail(request: Request, deployment_id: str) -> Response:
+    """The stepper: each stage's status and timing, every gate against its threshold."""
+    if (redirect := needs_reading(request)) is not None:
+        return redirect
+    return _deployment_page(request, deployment_id)
+
+
+@router.post("/deployments/{deployment_id}/rollback", response_model=None)
+async def deployment_rollback(request: Request, deployment_id: str) -> Response:
+    """Roll back the production version this deployment put in place (confirmed first)."""
+    from fastapi.concurrency import run_in_threadpool
+
+    from mlops.lifecycle import deployments
+
+    settings = settings_of(request)
+    try:
+        form = await checked_form(request)
+        reason = first_value(form, "reason")[:2000]
+        if first_value(form, "confirm") != "yes":
+            info = await run_in_threadpool(deployments.get_deployment, settings, deployment_id)
+            if info.status != "succeeded" or info.target_stage != "production":
+                raise ConflictError(
+                    f"Deployment {deployment_id} did not put a version in production "
+                    f"({info.status}, target {info.target_stage}): nothing of it to roll back."
+                )
+            target, current = await run_in_threadpool(
+                deployments.rollback_target, settings, info.model_name, info.version
+            )
+            return page(
+                request,
+                "models/confirm.html",
+                model_name=info.model_name,
+                restore=target,
+                current=current,
+                action=f"/deployments/{deployment_id}/rollback",
+                cancel=f"/deployments/{deployment_id}",
+                reason=reason,
+            )
+        rollback = await run_in_threadpool(
+            deployments.request_rollback_of, settings, deployment_id, CALLER, reason
+        )
+    except MlopsError as exc:
+        if isinstance(exc, AuthError):
+            return error_page(request, exc)
+        return _deployment_page(request, deployment_id, status=exc.http_status, form_error=exc)
+    return await launch_deployment(request, rollback)

@@ -1,0 +1,159 @@
+"""The model registry as cards with stage chips, a model's page with its deployment history,
+the Deploy form, and rollback (confirmed on a page of its own)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from mlops.errors import AuthError, InvalidInputError, MlopsError
+from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
+from mlops.web.models.common import (
+    CALLER,
+    bounded_int,
+    first_value,
+    invalid_input,
+    launch_deployment,
+    linker,
+)
+
+if TYPE_CHECKING:
+    from mlops.lifecycle.deployments import DeploymentInfo
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/models", response_class=HTMLResponse, response_model=None)
+def models_index(request: Request) -> Response:
+    """The registry as cards: versions with Production / Staging / Archived chips, links to
+    MLflow, a Deploy form and a Rollback button per model."""
+    from pydantic import ValidationError
+
+    from mlops.lifecycle import registry
+
+    if (redirect := needs_reading(request)) is not None:
+        return redirect
+    settings = settings_of(request)
+    params = request.query_params
+    raw: dict[str, Any] = {
+        "search": params.get("search") or None,
+        "stage": params.get("stage") or None,
+        "page": bounded_int(params.get("page"), 1, 1, 1_000_000),
+        "page_size": bounded_int(params.get("page_size"), 10, 1, 200),
+    }
+    status, list_error = 200, None
+    try:
+        query = registry.ModelQuery.model_validate(raw)
+        listing = registry.list_models(settings, query)
+    except (ValidationError, MlopsError) as exc:
+        error = invalid_input(exc) if isinstance(exc, ValidationError) else exc
+        status, list_error = error.http_status, error.message
+        query = registry.ModelQuery()
+        listing = registry.ModelPage(items=[], total=0, page=1, page_size=query.page_size)
+    current = {k: v for k, v in raw.items() if v is not None}
+    return page(
+        request,
+        "models/registry.html",
+        status=status,
+        listing=listing,
+        query=query,
+        stages=registry.STAGES,
+        pages=max(1, -(-listing.total // query.page_size)),
+        link=linker("/models", current),
+        list_error=list_error,
+    )
+
+
+def _model_page(request: Request, name: str, status: int = 200, **extra: Any) -> HTMLResponse:
+    """One registered model's card and its deployment history."""
+    from mlops.lifecycle import deployments, registry
+
+    settings = settings_of(request)
+    try:
+        model = registry.get_model(settings, name)
+    except MlopsError as exc:
+        return error_page(request, exc)
+    history: list[DeploymentInfo] = quiet(
+        lambda: deployments.list_deployments(settings, name, 20, 0), []
+    )
+    return page(
+        request,
+        "models/model.html",
+        status=status,
+        model=model,
+        history=history,
+        running=next((d for d in history if d.status in ("pending", "running")), None),
+        **extra,
+    )
+
+
+@router.get("/models/{name}", response_class=HTMLResponse, response_model=None)
+def model_detail(request: Request, name: str) -> Response:
+    if (redirect := needs_reading(request)) is not None:
+        return redirect
+    return _model_page(request, name)
+
+
+@router.post("/models/{name}/deploy", response_model=None)
+async def model_deploy(request: Request, name: str) -> Response:
+    """Start a deployment (validate -> staging -> production) and show its stepper."""
+    from fastapi.concurrency import run_in_threadpool
+
+    from mlops.lifecycle import deployments
+
+    try:
+        form = await checked_form(request)
+        version = first_value(form, "version")
+        target = first_value(form, "target_stage", "production")
+        reason = first_value(form, "reason")[:2000]
+        if not version:
+            raise InvalidInputError("Choose the version to deploy.")
+        info = await run_in_threadpool(
+            deployments.request_deployment,
+            settings_of(request),
+            name,
+            version,
+            target,
+            CALLER,
+            reason,
+        )
+    except MlopsError as exc:
+        if isinstance(exc, AuthError):
+            return error_page(request, exc)
+        return _model_page(request, name, status=exc.http_status, form_error=exc)
+    return await launch_deployment(request, info)
+
+
+@router.post("/models/{name}/rollback", response_model=None)
+async def model_rollback(request: Request, name: str) -> Response:
+    """Roll production back to the version before; without `confirm=yes` the answer is a
+    page saying which version would be restored, with the confirming form."""
+    from fastapi.concurrency import run_in_threadpool
+
+    from mlops.lifecycle import deployments
+
+    settings = settings_of(request)
+    try:
+        form = await checked_form(request)
+        reason = first_value(form, "reason")[:2000]
+        if first_value(form, "confirm") != "yes":
+            target, current = await run_in_threadpool(deployments.rollback_target, settings, name)
+            return page(
+                request,
+                "models/confirm.html",
+                model_name=name,
+                restore=target,
+                current=current,
+                action=f"/models/{quote(name)}/rollback",
+                cancel=f"/models/{quote(name)}",
+                reason=reason,
+            )
+        info = await run_in_threadpool(deployments.request_rollback, settings, name, CALLER, reason)
+    except MlopsError as exc:
+        if isinstance(exc, AuthError):
+            return error_page(request, exc)
+        return _model_page(request, name, status=exc.http_status, form_error=exc)
+    return await launch_deployment(request, info)

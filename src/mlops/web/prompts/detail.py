@@ -1,0 +1,187 @@
+"""A template's page: a version's highlighted source, metadata and releases, the publish
+and rollback forms, and usage charts over a chosen window."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
+
+from mlops.errors import AuthError, MlopsError
+from mlops.web import charts
+from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
+from mlops.web.prompts.common import (
+    CALLER,
+    NOTICE,
+    bounded_int,
+    form_text,
+    highlight_source,
+    linker,
+    pop_notice,
+    store_of,
+)
+
+if TYPE_CHECKING:
+    from mlops.prompts.models import Bucket, UsageReport
+
+router = APIRouter(include_in_schema=False)
+
+WINDOWS = {"1": 1, "7": 7, "30": 30}
+
+
+def _usage_charts(report: UsageReport) -> list[Markup]:
+    """Calls over time, success rate over time, latency p50/p95 by version, mean latency."""
+    unit = 3600.0 if report.bucket == "hour" else 86400.0
+    suffix = "h" if report.bucket == "hour" else "d"
+
+    def x(start: Any) -> float:
+        return float((start - report.end).total_seconds() / unit)
+
+    x_format, x_label = f"{{:.0f}} {suffix}", f"{report.bucket}s from now"
+    series = report.series
+    out = [
+        charts.line_chart(
+            f"Calls per {report.bucket}",
+            [charts.Series("calls", [(x(b.start), float(b.calls)) for b in series], True)],
+            x_label,
+            "calls",
+            x_format,
+        ),
+        charts.line_chart(
+            f"Success rate per {report.bucket} (%)",
+            [
+                charts.Series(
+                    "success rate", [(x(b.start), b.success_rate * 100) for b in series], True
+                )
+            ],
+            x_label,
+            "%",
+            x_format,
+        ),
+    ]
+    versions = [v for v in report.versions if v.latency_p50_ms is not None]
+    if versions:
+        out.append(
+            charts.line_chart(
+                "Latency by version (ms)",
+                [
+                    charts.Series(
+                        "p50", [(float(v.version), v.latency_p50_ms or 0.0) for v in versions]
+                    ),
+                    charts.Series(
+                        "p95", [(float(v.version), v.latency_p95_ms or 0.0) for v in versions]
+                    ),
+                ],
+                "version",
+                "ms",
+                "v{:.0f}",
+            )
+        )
+    out.append(
+        charts.line_chart(
+            f"Mean latency per {report.bucket} (ms)",
+            [charts.Series("mean latency", [(x(b.start), b.latency_mean_ms) for b in series])],
+            x_label,
+            "ms",
+            x_format,
+        )
+    )
+    return out
+
+
+def _detail(
+    request: Request, name: str, status: int = 200, form_error: str | None = None
+) -> Response:
+    from datetime import UTC, datetime
+
+    from mlops.prompts import analytics
+
+    params = request.query_params
+    store = store_of(request)
+    try:
+        state = store.state(name)
+        version = bounded_int(params.get("version"), len(state.versions), 1, len(state.versions))
+        detail = store.detail(name, version)
+    except MlopsError as exc:
+        return error_page(request, exc)
+    days = WINDOWS.get(params.get("days") or "7", 7)
+    bucket: Bucket = "day" if params.get("bucket") == "day" else "hour"
+    settings = settings_of(request)
+    start = datetime.now(UTC) - timedelta(days=days)
+    report = quiet(
+        lambda: analytics.usage_report(settings.metadata_url, name, start, None, bucket), None
+    )
+    released = sorted(
+        {e.version for e in detail.releases if e.event in ("publish", "rollback") and e.version}
+    )
+    link = linker(f"/prompts/{quote(name)}", {"version": params.get("version"), "days": days})
+    return page(
+        request,
+        "prompts/detail.html",
+        status=status,
+        t=detail,
+        source=highlight_source(detail.template),
+        latest=detail.latest_version,
+        rollback_targets=[v for v in released if v != detail.published_version],
+        report=report,
+        usage_charts=_usage_charts(report) if report and report.total.calls else [],
+        days=days,
+        bucket=bucket,
+        windows=sorted(WINDOWS.values()),
+        link=link,
+        form_error=form_error,
+        notice=pop_notice(request),
+    )
+
+
+@router.get("/prompts/{name}", response_class=HTMLResponse, response_model=None)
+def prompts_detail(request: Request, name: str) -> Response:
+    """A version's highlighted source, metadata, releases, publish/rollback and usage."""
+    if (redirect := needs_reading(request)) is not None:
+        return redirect
+    return _detail(request, name)
+
+
+async def _release(request: Request, name: str, event: str) -> Response:
+    from fastapi.concurrency import run_in_threadpool
+
+    from mlops.prompts import publishing
+
+    try:
+        form = await checked_form(request)
+    except AuthError as exc:
+        return error_page(request, exc)
+    message = form_text(form, "message").strip()
+    try:
+        version = int(form_text(form, "version"))
+        store = await run_in_threadpool(store_of, request)
+        act = publishing.rollback if event == "rollback" else publishing.publish
+        result = await run_in_threadpool(act, store, name, version, CALLER, message)
+    except ValueError:
+        return await run_in_threadpool(_detail, request, name, 422, "Choose a version.")
+    except MlopsError as exc:
+        return await run_in_threadpool(_detail, request, name, exc.http_status, exc.message)
+    verb = "Rolled back to" if event == "rollback" else "Published"
+    notes = [f"{verb} version {result.version} of {name} (tag {result.tag})."]
+    if result.push_error:
+        notes.append(f"The push failed: {result.push_error}")
+    if result.mlflow and result.mlflow.error:
+        notes.append(f"MLflow registration failed: {result.mlflow.error}")
+    request.session[NOTICE] = " ".join(notes)
+    return RedirectResponse(f"/prompts/{quote(name)}", status_code=303)
+
+
+@router.post("/prompts/{name}/publish", response_model=None)
+async def prompts_publish(request: Request, name: str) -> Response:
+    """Make a version live (its examples must pass)."""
+    return await _release(request, name, "publish")
+
+
+@router.post("/prompts/{name}/rollback", response_model=None)
+async def prompts_rollback(request: Request, name: str) -> Response:
+    """Publish an earlier published version again."""
+    return await _release(request, name, "rollback")
