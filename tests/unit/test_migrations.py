@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
@@ -22,24 +21,23 @@ from tests.support.postgres import postgres_databases
 from typer.testing import CliRunner
 
 from mlops.cli import app
-from mlops.db import SCHEMA_HEAD, VERSION_TABLE, Base, engine_for, upgrade_database
+from mlops.db import (
+    SCHEMA_HEAD,
+    VERSION_TABLE,
+    Base,
+    engine_for,
+    migration_config,
+    upgrade_database,
+)
 
 runner = CliRunner()
 
 
-def _config(connection: object) -> Config:
-    config = Config()
-    config.set_main_option("script_location", "mlops:migrations")
-    config.set_main_option("version_table", VERSION_TABLE)
-    config.attributes["connection"] = connection
-    return config
-
-
-def test_a_state_folder_from_before_alembic_upgrades_and_keeps_its_rows(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'mlops.db'}"
+def _write_pre_alembic_database(url: str) -> None:
+    """The schema `create_all` made before migrations (no version table), with one run."""
     old = create_engine(url)
-    with old.begin() as connection:  # the schema `create_all` made before migrations
-        command.upgrade(_config(connection), "0001")
+    with old.begin() as connection:
+        command.upgrade(migration_config(connection), "0001")
         connection.execute(text(f"DROP TABLE {VERSION_TABLE}"))
         connection.execute(
             text(
@@ -48,6 +46,11 @@ def test_a_state_folder_from_before_alembic_upgrades_and_keeps_its_rows(tmp_path
             )
         )
     old.dispose()
+
+
+def test_a_state_folder_from_before_alembic_upgrades_and_keeps_its_rows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mlops.db'}"
+    _write_pre_alembic_database(url)
     engine = engine_for(url)
     columns = {c["name"] for c in inspect(engine).get_columns("ingest_runs")}
     assert {"owner", "heartbeat_at"} <= columns
@@ -72,7 +75,7 @@ def test_the_models_match_the_migrations(tmp_path: Path) -> None:
 
 
 def test_processes_opening_a_new_database_at_once_all_get_the_schema(tmp_path: Path) -> None:
-    head = ScriptDirectory.from_config(_config(None)).get_current_head()
+    head = ScriptDirectory.from_config(migration_config()).get_current_head()
     name = f"mlops_migrate_{uuid.uuid4().hex[:8]}"
     with postgres_databases(name) as (pg_url,):
         urls = [f"sqlite:///{tmp_path / 'mlops.db'}", pg_url]
@@ -96,14 +99,14 @@ def test_processes_opening_a_new_database_at_once_all_get_the_schema(tmp_path: P
 
 def test_schema_head_names_the_newest_migration() -> None:
     """A database at SCHEMA_HEAD opens without Alembic: a new migration must move it."""
-    assert ScriptDirectory.from_config(_config(None)).get_current_head() == SCHEMA_HEAD
+    assert ScriptDirectory.from_config(migration_config()).get_current_head() == SCHEMA_HEAD
 
 
 def test_a_database_behind_the_head_is_upgraded_when_opened(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'mlops.db'}"
     old = create_engine(url)
     with old.begin() as connection:
-        command.upgrade(_config(connection), "0003")
+        command.upgrade(migration_config(connection), "0003")
     old.dispose()
     engine_for(url)
     with create_engine(url).connect() as connection:
@@ -200,17 +203,7 @@ def test_mlops_db_current_does_not_create_a_missing_database(
 def test_a_postgresql_database_from_before_alembic_upgrades_keeping_its_rows() -> None:
     name = f"mlops_old_{uuid.uuid4().hex[:8]}"
     with postgres_databases(name) as (url,):
-        old = create_engine(url)
-        with old.begin() as connection:  # the schema `create_all` made before migrations
-            command.upgrade(_config(connection), "0001")
-            connection.execute(text(f"DROP TABLE {VERSION_TABLE}"))
-            connection.execute(
-                text(
-                    "INSERT INTO ingest_runs (source, status, steps, started_at) "
-                    "VALUES ('old.csv', 'succeeded', '[]', '2026-01-02 00:00:00')"
-                )
-            )
-        old.dispose()
+        _write_pre_alembic_database(url)
         before, after = upgrade_database(url)
         assert (before.revision, after.revision) == (None, SCHEMA_HEAD)
         assert not after.pending
