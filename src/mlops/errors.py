@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
     from pydantic_core import ErrorDetails
+
+ModelT = TypeVar("ModelT", bound="BaseModel")
 
 
 class MlopsError(Exception):
@@ -120,3 +123,15 @@ def problems(exc: ValidationError, within: tuple[str, ...] = (), *, first: bool 
         where, message = field_of(error, within), error["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
+
+
+def checked(model: type[ModelT], values: Mapping[str, Any]) -> ModelT:
+    """`values` as a `model`, or an `InvalidInputError` (422) naming every problem: how a
+    front end that does not get FastAPI's body validation (a form, CLI options) checks a
+    request model."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise InvalidInputError(problems(exc)) from None

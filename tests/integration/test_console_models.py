@@ -319,6 +319,9 @@ def test_deploy_refusals_change_nothing(client: TestClient, settings: Settings) 
         f"/models/{name}/deploy", data={**body, "csrf": token, "target_stage": "x"}
     )
     assert target.status_code == 422 and "Unknown target stage" in target.text
+    long = client.post(f"/models/{name}/deploy", data={**body, "csrf": token, "reason": "x" * 2001})
+    # the console's form is checked by the API's request model: the same limit, in words
+    assert long.status_code == 422 and "reason: String should have at most 2000" in long.text
     assert deployments.list_deployments(settings, name) == []
 
     holding = deployments.request_deployment(settings, name, "1", "staging", "other")

@@ -132,3 +132,40 @@ def test_the_api_and_the_console_do_not_import_each_other() -> None:
     ]
     assert crossings == []
     assert {"mlops.api.app", "mlops.web.console"} <= graph["mlops.app"]
+
+
+FRONT_ENDS = ("mlops.api", "mlops.web", "mlops.cli")
+RECORD_AND_LAUNCH = {
+    "request_deployment",
+    "request_rollback",
+    "request_rollback_of",
+    "request_evaluation",
+    "start_deployment",
+    "start_evaluation",
+}
+"""The steps of the deploy, rollback and evaluate use cases (`mlops.usecases`)."""
+
+
+def _names_used(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.alias):
+            names.add(node.name.rpartition(".")[2])
+    return names
+
+
+def test_front_ends_start_work_only_through_the_use_cases() -> None:
+    """The API, the console and the CLI record and launch deployments and evaluations by
+    one call to `mlops.usecases`, never by composing its steps themselves."""
+    composing = {
+        module: sorted(_names_used(path) & RECORD_AND_LAUNCH)
+        for module, path in _modules().items()
+        if module.startswith(FRONT_ENDS)
+    }
+    assert {module: names for module, names in composing.items() if names} == {}
+    users = {m for m, targets in import_graph().items() if "mlops.usecases.deployments" in targets}
+    assert {"mlops.api.routes.models", "mlops.web.models.registry", "mlops.cli.models"} <= users

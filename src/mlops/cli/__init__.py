@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
@@ -25,7 +27,6 @@ from mlops.cli.common import (
 
 if TYPE_CHECKING:
     from mlops.features.ingest import IngestSummary
-    from mlops.features.sources import BarsSource
     from mlops.lifecycle.deployments import DeploymentInfo
     from mlops.lifecycle.training import TrainResult
     from mlops.settings import Settings
@@ -61,14 +62,9 @@ app.add_typer(stores.app, name="stores")
 app.add_typer(db.app, name="db")
 
 
-def run_ingest_with_progress(
-    config: Settings, source: str | BarsSource, message: str, date_format: str | None = None
-) -> IngestSummary:
-    """Run the ingest flow, drawing a progress bar from the steps it records."""
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from mlops.features.ingest import INGEST_STEPS, latest_runs, steps_of_newest_run
-    from mlops.orchestration import configure_prefect, run_ingest
+def start_prefect(config: Settings) -> None:
+    """Point Prefect at `mlops up`'s server, or start a temporary one, and say which."""
+    from mlops.orchestration import configure_prefect
 
     config.ensure_dirs()
     with console.status("Starting Prefect..."):
@@ -81,12 +77,20 @@ def run_ingest_with_progress(
             else "a temporary server of this command (start `mlops up` to see runs in the UI)"
         )
     )
+
+
+def ingest_progress(config: Settings, run: Callable[[], IngestSummary]) -> IngestSummary:
+    """Run an ingest (`run`) in a thread, drawing a progress bar from the steps it records."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from mlops.features.ingest import INGEST_STEPS, latest_runs, steps_of_newest_run
+
     before = max((r.id for r in latest_runs(config, limit=1)), default=0)
     outcome: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            outcome["result"] = run_ingest(config, source, config.author, message, date_format)
+            outcome["result"] = run()
         except BaseException as exc:
             outcome["error"] = exc
 
@@ -196,6 +200,7 @@ def ingest(
         mlops ingest AAPL.csv -s yahoo --ticker AAPL --map "Adj Close=close"
     """
     from mlops.features.sources import bars_source, parse_column_map
+    from mlops.orchestration import run_ingest
 
     set_verbose(verbose_logs)
     if date_format is not None:
@@ -214,7 +219,10 @@ def ingest(
         date_format=date_format,
     )
     name = Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} paths"
-    result = run_ingest_with_progress(config, bars, message or f"ingest {name}")
+    start_prefect(config)
+    result = ingest_progress(
+        config, partial(run_ingest, config, bars, config.author, message or f"ingest {name}")
+    )
     _print_ingest(result, json)
 
 
@@ -239,40 +247,36 @@ def demo(
         failed(f"The demo deployment failed: {deployed.error}", DEPLOYMENT_FAILED_EXIT)
 
 
+class _DemoView:
+    """The demo's steps on the console: the ingest's progress bar, then each result."""
+
+    def __init__(self, config: Settings, json: bool) -> None:
+        self.config, self.json = config, json
+
+    def ingest(self, work: Callable[[], IngestSummary]) -> IngestSummary:
+        summary = ingest_progress(self.config, work)
+        _print_ingest(summary, self.json)
+        return summary
+
+    def train(self, name: str, work: Callable[[], TrainResult]) -> TrainResult:
+        with console.status(f"Training {name}..."):
+            result = work()
+        _print_train(result, self.json)
+        return result
+
+    def deploy(self, model_uri: str, work: Callable[[], DeploymentInfo]) -> DeploymentInfo:
+        with console.status(f"Deploying {model_uri} to production..."):
+            deployed = work()
+        print_json(deployed) if self.json else console.print(models.stage_table(deployed))
+        return deployed
+
+
 def seed_demo(config: Settings, json: bool = False) -> DeploymentInfo:
     """Ingest the demo bars, train every configured model, deploy the best to production."""
-    from mlops.lifecycle.deployments import request_deployment
-    from mlops.lifecycle.training import load_model_configs
-    from mlops.orchestration import run_train
+    from mlops.usecases.demo import seed_demo as seed
 
-    result = run_ingest_with_progress(config, "demo", "demo data")
-    _print_ingest(result, json)
-    trained = []
-    for name in load_model_configs(config):
-        with console.status(f"Training {name}..."):
-            trained.append(run_train(config, name, config.author))
-        _print_train(trained[-1], json)
-    best = max(trained, key=lambda t: t.metrics.get("roc_auc", 0.0))
-    info = request_deployment(
-        config,
-        best.model_name,
-        best.model_version,
-        "production",
-        config.author,
-        "demo: best roc_auc of the demo models",
-    )
-    with console.status(f"Deploying {best.model_uri} to production..."):
-        from mlops.orchestration import run_deployment
-
-        run_deployment(config, info.id)
-    from mlops.lifecycle.deployments import get_deployment
-
-    deployed = get_deployment(config, info.id)
-    if json:
-        print_json(deployed)
-    else:
-        console.print(models.stage_table(deployed))
-    return deployed
+    start_prefect(config)
+    return seed(config, config.author, _DemoView(config, json)).deployment
 
 
 @app.command()

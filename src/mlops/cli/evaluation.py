@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mlops.evaluation.records import EvaluationInfo
     from mlops.evaluation.results import ModelRef
     from mlops.settings import Settings
+    from mlops.usecases.started import Started
 
 app = typer.Typer(
     help="Evaluation harness: run benchmark suites on model versions, compare, explain.",
@@ -105,15 +106,25 @@ def run_cmd(
     Prints pass/fail per test; exit code 11 when a test fails or errors. Example:
     mlops eval run -s smoke -s standard -m direction-model@production -m direction-model:3
     """
-    from mlops.errors import InvalidInputError
-    from mlops.evaluation.service import request_evaluation
+    from mlops.errors import InvalidInputError, checked
+    from mlops.orchestration import configure_prefect
+    from mlops.usecases.evaluations import EvaluationRequest, evaluate
 
-    if not 10 <= rows <= 500:
+    if not 10 <= rows <= 500:  # in the option's name (the request model says explain_rows)
         raise InvalidInputError(f"--rows must be between 10 and 500, got {rows}.")
     config = settings()
-    refs = [parse_model(m) for m in models]
-    evaluation_id = request_evaluation(config, suites, refs, explain, config.author, reason, rows)
-    info = _follow(config, evaluation_id, quiet=json)
+    body = checked(
+        EvaluationRequest,
+        {
+            "suites": suites,
+            "models": [parse_model(m) for m in models],
+            "explain": explain,
+            "explain_rows": rows,
+            "reason": reason,
+        },
+    )
+    configure_prefect(config, wait=False)  # starts while the request is checked
+    info = _follow(evaluate(config, config.author, body), quiet=json)
     if json:
         print_json(info)
     else:
@@ -126,16 +137,11 @@ def run_cmd(
         )
 
 
-def _follow(config: Settings, evaluation_id: str, quiet: bool) -> EvaluationInfo:
-    """Run the evaluation in this process with a progress bar over its tasks."""
+def _follow(started: Started[EvaluationInfo], quiet: bool) -> EvaluationInfo:
+    """Draw a progress bar over the run's tasks until it (and its plots) are done."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mlops.evaluation.records import get
-    from mlops.orchestration import configure_prefect, start_evaluation
-
-    configure_prefect(config)
-    thread = start_evaluation(config, evaluation_id)
-    info = get(config, evaluation_id)
+    info = started.record()
     with Progress(
         TextColumn("[bold]evaluate[/] {task.description}"),
         BarColumn(),
@@ -144,15 +150,15 @@ def _follow(config: Settings, evaluation_id: str, quiet: bool) -> EvaluationInfo
         console=console,
         disable=quiet,
     ) as progress:
-        task = progress.add_task(evaluation_id[:8], total=info.progress.total)
-        while thread.is_alive():
-            thread.join(timeout=0.25)
-            info = get(config, evaluation_id)
+        task = progress.add_task(started.id[:8], total=info.progress.total)
+        while started.running:
+            started.thread.join(timeout=0.25)
+            info = started.record()
             latest = info.results[-1].label + " " + info.results[-1].suite if info.results else ""
             if info.status in ("succeeded", "failed"):
                 latest = "drawing plots"
             progress.update(task, completed=info.progress.done, description=latest or "starting")
-        info = get(config, evaluation_id)
+        info = started.record()
         progress.update(task, completed=info.progress.done)
     return info
 

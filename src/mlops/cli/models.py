@@ -20,7 +20,7 @@ from mlops.cli.common import (
 
 if TYPE_CHECKING:
     from mlops.lifecycle.deployments import DeploymentInfo
-    from mlops.settings import Settings
+    from mlops.usecases.started import Started
 
 app = typer.Typer(
     help="Browse the model registry; deploy through validate -> staging -> production; roll back.",
@@ -137,20 +137,15 @@ def stage_table(info: DeploymentInfo) -> Table:
     return table
 
 
-def _follow(config: Settings, deployment_id: str) -> DeploymentInfo:
-    """Run the deployment in this process, redrawing the stage table as it moves."""
+def _follow(started: Started[DeploymentInfo]) -> DeploymentInfo:
+    """Redraw the stage table while the deployment runs in this process."""
     from rich.live import Live
 
-    from mlops.lifecycle.deployments import get_deployment
-    from mlops.orchestration import configure_prefect, start_deployment
-
-    configure_prefect(config)
-    thread = start_deployment(config, deployment_id)
-    with Live(stage_table(get_deployment(config, deployment_id)), console=console) as live:
-        while thread.is_alive():
-            thread.join(timeout=0.25)
-            live.update(stage_table(get_deployment(config, deployment_id)))
-    return get_deployment(config, deployment_id)
+    with Live(stage_table(started.record()), console=console) as live:
+        while started.running:
+            started.thread.join(timeout=0.25)
+            live.update(stage_table(started.record()))
+    return started.record()
 
 
 def _finish(info: DeploymentInfo, json: bool) -> None:
@@ -175,11 +170,16 @@ def deploy_cmd(
 ) -> None:
     """Deploy a version through validate -> staging (-> production), showing each stage
     live. Exit code 10 when a gate fails; production is then unchanged."""
-    from mlops.lifecycle.deployments import request_deployment
+    from mlops.errors import checked
+    from mlops.orchestration import configure_prefect
+    from mlops.usecases import deployments as use
 
     config = settings()
-    info = request_deployment(config, name, version, target, config.author, reason)
-    _finish(_follow(config, info.id), json)
+    body = checked(
+        use.DeployRequest, {"version": version, "target_stage": target, "reason": reason}
+    )
+    configure_prefect(config, wait=False)  # starts while the request is checked
+    _finish(_follow(use.deploy(config, config.author, name, body)), json)
 
 
 @app.command("rollback")
@@ -193,14 +193,18 @@ def rollback_cmd(
     json: JsonOpt = False,
 ) -> None:
     """Restore the production version before the current one (recorded as a deployment)."""
-    from mlops.lifecycle.deployments import request_rollback, rollback_target
+    from mlops.errors import checked
+    from mlops.orchestration import configure_prefect
+    from mlops.usecases import deployments as use
 
     config = settings()
-    version, current = rollback_target(config, name)
+    body = checked(use.RollbackRequest, {"reason": reason})
+    plan = use.rollback_plan(config, name)
     if not yes:
-        typer.confirm(f"Roll {name} back from v{current} to v{version}?", abort=True)
-    info = request_rollback(config, name, config.author, reason, expected_current=current)
-    _finish(_follow(config, info.id), json)
+        typer.confirm(f"Roll {name} back from v{plan.current} to v{plan.restore}?", abort=True)
+    configure_prefect(config, wait=False)
+    started = use.roll_back(config, config.author, name, body, expected_current=plan.current)
+    _finish(_follow(started), json)
 
 
 @app.command("status")

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from mlops.errors import AuthError, InvalidInputError, MlopsError
+from mlops.errors import AuthError, InvalidInputError, MlopsError, checked
 from mlops.settings import Settings
 from mlops.web import charts
 from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
@@ -48,35 +48,27 @@ async def evaluation_run(request: Request) -> Response:
     """Start an evaluation of the ticked suites on the chosen versions."""
     from fastapi.concurrency import run_in_threadpool
 
-    from mlops.evaluation.results import ModelRef
-    from mlops.evaluation.service import request_evaluation
-    from mlops.orchestration import start_evaluation
+    from mlops.usecases.evaluations import EvaluationRequest, evaluate
 
     try:
         form = await checked_form(request)
         suites, versions = form.get("suite", []), form.get("model", [])
         if not suites or not versions:
             raise InvalidInputError("Tick at least one suite and one model version.")
-        refs = []
+        models = []
         for item in versions:
             name, _, version = str(item).rpartition(":")
-            refs.append(ModelRef(name=name, version=version))
-        settings = settings_of(request)
-        evaluation_id = await run_in_threadpool(
-            request_evaluation,
-            settings,
-            [str(s) for s in suites],
-            refs,
-            "explain" in form,
-            "console",
-            "",
+            models.append({"name": name, "version": version})
+        body = checked(
+            EvaluationRequest,
+            {"suites": [str(s) for s in suites], "models": models, "explain": "explain" in form},
         )
+        started = await run_in_threadpool(evaluate, settings_of(request), "console", body)
     except MlopsError as exc:
         if isinstance(exc, AuthError):
             return error_page(request, exc)
         return _evaluation_page(request, status=exc.http_status, form_error=exc.message)
-    start_evaluation(settings, evaluation_id)
-    return RedirectResponse(f"/evaluation/results/{evaluation_id}", status_code=303)
+    return RedirectResponse(f"/evaluation/results/{started.id}", status_code=303)
 
 
 @router.get("/evaluation/results/{evaluation_id}", response_class=HTMLResponse, response_model=None)

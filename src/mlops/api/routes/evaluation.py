@@ -13,13 +13,11 @@ from pydantic import BaseModel, Field
 from mlops.api.deps import Caller, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.errors import NotFoundError, UnsafePathError
-from mlops.evaluation import records, service
+from mlops.evaluation import records
 from mlops.evaluation.comparison import SuiteComparison
-from mlops.evaluation.results import ModelRef
-from mlops.evaluation.runner import EXPLAIN_ROWS
 from mlops.evaluation.suites import Suite, list_suite_files, load_suite
 from mlops.fields import Offset
-from mlops.orchestration import start_evaluation
+from mlops.usecases.evaluations import EvaluationRequest, evaluate
 
 router = APIRouter(
     prefix="/evaluation",
@@ -43,14 +41,6 @@ class BenchmarkInfo(BaseModel):
 
 class BenchmarkDetail(BenchmarkInfo):
     suite: Suite
-
-
-class RunRequest(BaseModel):
-    suites: list[str] = Field(min_length=1, description="Suite names (GET /benchmarks).")
-    models: list[ModelRef] = Field(min_length=1, description="Versions, by number or alias.")
-    explain: bool = Field(default=True, description="Explain each version with SHAP.")
-    explain_rows: int = Field(default=EXPLAIN_ROWS, ge=10, le=EXPLAIN_ROWS)
-    reason: str = Field(default="", max_length=2000)
 
 
 class ExplainabilityReport(BaseModel):
@@ -106,7 +96,7 @@ def _run_of(request: Request, info: records.EvaluationInfo) -> EvaluationRun:
 
 @router.post("/run", responses=WRITE_ERRORS, response_model=EvaluationRun, status_code=202)
 async def run(
-    body: RunRequest,
+    body: EvaluationRequest,
     settings: SettingsDep,
     caller: Caller,
     request: Request,
@@ -116,23 +106,13 @@ async def run(
     """Start the Prefect flow `evaluate` for suites x versions; answers 202 with the run's id
     and status URL at once, or 200 with the results when `wait` (for small runs). Plots are
     drawn after the results are recorded: `plots` says when they are in."""
-    evaluation_id = await run_in_threadpool(
-        service.request_evaluation,
-        settings,
-        body.suites,
-        body.models,
-        body.explain,
-        caller,
-        body.reason,
-        body.explain_rows,
-    )
-    start_evaluation(settings, evaluation_id)
-    if wait:  # until the results are recorded; the plots follow (`plots` in the answer)
-        await run_in_threadpool(service.wait_finished, evaluation_id)
-        response.status_code = 200
-    started = _run_of(request, await run_in_threadpool(records.get, settings, evaluation_id))
-    response.headers["Location"] = started.status_url
-    return started
+    started = await run_in_threadpool(evaluate, settings, caller, body)
+    # `wait`: until the results are recorded; the plots follow (`plots` in the answer)
+    info = await run_in_threadpool(started.wait if wait else started.record)
+    response.status_code = 200 if wait else 202
+    answer = _run_of(request, info)
+    response.headers["Location"] = answer.status_url
+    return answer
 
 
 @router.get("/results", response_model=list[records.EvaluationSummary])

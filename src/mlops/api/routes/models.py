@@ -6,29 +6,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from mlops.api.deps import Caller, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.features.serving import answers_inline
 from mlops.fields import Offset
 from mlops.lifecycle import deployments, registry, serving
-from mlops.orchestration import start_deployment
-from mlops.settings import Settings
+from mlops.usecases import deployments as use
+from mlops.usecases.deployments import DeployRequest, RollbackRequest
+from mlops.usecases.started import Started
 
 router = APIRouter(
     prefix="/ml", tags=["models"], dependencies=[Depends(read_access)], responses=READ_ERRORS
 )
-
-
-class DeployRequest(BaseModel):
-    version: str = Field(min_length=1, max_length=20)
-    target_stage: str = Field(default="production", description="staging or production")
-    reason: str = Field(default="", max_length=2000)
-
-
-class RollbackRequest(BaseModel):
-    reason: str = Field(default="", max_length=2000)
 
 
 @router.get("/models", response_model=registry.ModelPage)
@@ -56,22 +47,15 @@ def _run_of(request: Request, info: deployments.DeploymentInfo) -> DeploymentRun
     return DeploymentRun(**dict(info), status_url=str(url))
 
 
-def _launch(
-    settings: Settings,
-    info: deployments.DeploymentInfo,
-    wait: bool,
-    request: Request,
-    response: Response,
+async def _answer(
+    started: Started[deployments.DeploymentInfo], wait: bool, request: Request, response: Response
 ) -> DeploymentRun:
-    thread = start_deployment(settings, info.id)
-    if wait:
-        thread.join()
-        info = deployments.get_deployment(settings, info.id)
-    else:
-        response.status_code = 202
-    started = _run_of(request, info)
-    response.headers["Location"] = started.status_url
-    return started
+    """202 with the record and its status URL, or 200 once the deployment has finished."""
+    info = await run_in_threadpool(started.wait if wait else started.record)
+    response.status_code = 200 if wait else 202
+    answer = _run_of(request, info)
+    response.headers["Location"] = answer.status_url
+    return answer
 
 
 @router.post(
@@ -91,18 +75,8 @@ async def deploy(
 ) -> DeploymentRun:
     """Start a deployment through validate -> staging (-> production) as a Prefect flow run
     of this process; answers 202 with its id and status URL (200 when `wait`)."""
-    info = await run_in_threadpool(
-        deployments.request_deployment,
-        settings,
-        name,
-        body.version,
-        body.target_stage,
-        caller,
-        body.reason,
-    )
-    if wait:
-        response.status_code = 200
-    return await run_in_threadpool(_launch, settings, info, wait, request, response)
+    started = await run_in_threadpool(use.deploy, settings, caller, name, body)
+    return await _answer(started, wait, request, response)
 
 
 @router.post(
@@ -121,11 +95,10 @@ async def rollback(
     wait: Annotated[bool, Query(description="Answer when the rollback has finished.")] = False,
 ) -> DeploymentRun:
     """Restore the production version before the current one (a recorded deployment)."""
-    reason = body.reason if body else ""
-    info = await run_in_threadpool(deployments.request_rollback, settings, name, caller, reason)
-    if wait:
-        response.status_code = 200
-    return await run_in_threadpool(_launch, settings, info, wait, request, response)
+    started = await run_in_threadpool(
+        use.roll_back, settings, caller, name, body or RollbackRequest()
+    )
+    return await _answer(started, wait, request, response)
 
 
 @router.post(
@@ -179,10 +152,7 @@ async def rollback_deployment(
 ) -> DeploymentRun:
     """Roll back the production version this deployment put in place (409 if it is not
     the one in production any more, or if it did not reach production)."""
-    reason = body.reason if body else ""
-    info = await run_in_threadpool(
-        deployments.request_rollback_of, settings, deployment_id, caller, reason
+    started = await run_in_threadpool(
+        use.roll_back_deployment, settings, caller, deployment_id, body or RollbackRequest()
     )
-    if wait:
-        response.status_code = 200
-    return await run_in_threadpool(_launch, settings, info, wait, request, response)
+    return await _answer(started, wait, request, response)

@@ -1,5 +1,5 @@
-"""What the models pages share: query and form values, a validation error in words, and
-starting a recorded deployment (then showing its stepper)."""
+"""What the models pages share: query and form values, a validation error in words, the
+rollback confirmation and the way to a started deployment's stepper."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
 from mlops.errors import InvalidInputError, problems
-from mlops.web.common import settings_of
+from mlops.web.common import page
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-    from mlops.lifecycle.deployments import DeploymentInfo
+    from mlops.usecases.deployments import RollbackPlan, RollbackRequest
 
 CALLER = "console"
 
@@ -50,10 +50,22 @@ def first_value(form: Mapping[str, list[Any]], key: str, default: str = "") -> s
     return str(values[0]).strip()
 
 
-async def launch_deployment(request: Request, info: DeploymentInfo) -> Response:
-    from fastapi.concurrency import run_in_threadpool
+def stepper(deployment_id: str) -> Response:
+    """After starting a deployment: its live stepper."""
+    return RedirectResponse(f"/deployments/{deployment_id}", status_code=303)
 
-    from mlops.orchestration import start_deployment
 
-    await run_in_threadpool(start_deployment, settings_of(request), info.id)
-    return RedirectResponse(f"/deployments/{info.id}", status_code=303)
+def confirm_page(
+    request: Request, plan: RollbackPlan, body: RollbackRequest, action: str, cancel: str
+) -> Response:
+    """The page saying which version a rollback restores, with the confirming form."""
+    return page(
+        request,
+        "models/confirm.html",
+        model_name=plan.model_name,
+        restore=plan.restore,
+        current=plan.current,
+        action=action,
+        cancel=cancel,
+        reason=body.reason,
+    )

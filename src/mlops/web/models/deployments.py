@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from mlops.errors import AuthError, ConflictError, MlopsError
+from mlops.errors import AuthError, MlopsError, checked
 from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
-from mlops.web.models.common import CALLER, bounded_int, first_value, launch_deployment, linker
+from mlops.web.models.common import CALLER, bounded_int, confirm_page, first_value, linker, stepper
 
 if TYPE_CHECKING:
     from mlops.settings import Settings
@@ -105,37 +105,21 @@ async def deployment_rollback(request: Request, deployment_id: str) -> Response:
     """Roll back the production version this deployment put in place (confirmed first)."""
     from fastapi.concurrency import run_in_threadpool
 
-    from mlops.lifecycle import deployments
+    from mlops.usecases import deployments as use
 
     settings = settings_of(request)
     try:
         form = await checked_form(request)
-        reason = first_value(form, "reason")[:2000]
+        body = checked(use.RollbackRequest, {"reason": first_value(form, "reason")})
         if first_value(form, "confirm") != "yes":
-            info = await run_in_threadpool(deployments.get_deployment, settings, deployment_id)
-            if info.status != "succeeded" or info.target_stage != "production":
-                raise ConflictError(
-                    f"Deployment {deployment_id} did not put a version in production "
-                    f"({info.status}, target {info.target_stage}): nothing of it to roll back."
-                )
-            target, current = await run_in_threadpool(
-                deployments.rollback_target, settings, info.model_name, info.version
-            )
-            return page(
-                request,
-                "models/confirm.html",
-                model_name=info.model_name,
-                restore=target,
-                current=current,
-                action=f"/deployments/{deployment_id}/rollback",
-                cancel=f"/deployments/{deployment_id}",
-                reason=reason,
-            )
-        rollback = await run_in_threadpool(
-            deployments.request_rollback_of, settings, deployment_id, CALLER, reason
+            plan = await run_in_threadpool(use.rollback_plan_of, settings, deployment_id)
+            here = f"/deployments/{deployment_id}"
+            return confirm_page(request, plan, body, f"{here}/rollback", here)
+        started = await run_in_threadpool(
+            use.roll_back_deployment, settings, CALLER, deployment_id, body
         )
     except MlopsError as exc:
         if isinstance(exc, AuthError):
             return error_page(request, exc)
         return _deployment_page(request, deployment_id, status=exc.http_status, form_error=exc)
-    return await launch_deployment(request, rollback)
+    return stepper(started.id)

@@ -9,15 +9,16 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from mlops.errors import AuthError, InvalidInputError, MlopsError
+from mlops.errors import AuthError, InvalidInputError, MlopsError, checked
 from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
 from mlops.web.models.common import (
     CALLER,
     bounded_int,
+    confirm_page,
     first_value,
     invalid_input,
-    launch_deployment,
     linker,
+    stepper,
 )
 
 if TYPE_CHECKING:
@@ -102,29 +103,26 @@ async def model_deploy(request: Request, name: str) -> Response:
     """Start a deployment (validate -> staging -> production) and show its stepper."""
     from fastapi.concurrency import run_in_threadpool
 
-    from mlops.lifecycle import deployments
+    from mlops.usecases import deployments as use
 
     try:
         form = await checked_form(request)
-        version = first_value(form, "version")
-        target = first_value(form, "target_stage", "production")
-        reason = first_value(form, "reason")[:2000]
-        if not version:
+        if not first_value(form, "version"):
             raise InvalidInputError("Choose the version to deploy.")
-        info = await run_in_threadpool(
-            deployments.request_deployment,
-            settings_of(request),
-            name,
-            version,
-            target,
-            CALLER,
-            reason,
+        body = checked(
+            use.DeployRequest,
+            {
+                "version": first_value(form, "version"),
+                "target_stage": first_value(form, "target_stage", "production"),
+                "reason": first_value(form, "reason"),
+            },
         )
+        started = await run_in_threadpool(use.deploy, settings_of(request), CALLER, name, body)
     except MlopsError as exc:
         if isinstance(exc, AuthError):
             return error_page(request, exc)
         return _model_page(request, name, status=exc.http_status, form_error=exc)
-    return await launch_deployment(request, info)
+    return stepper(started.id)
 
 
 @router.post("/models/{name}/rollback", response_model=None)
@@ -133,27 +131,20 @@ async def model_rollback(request: Request, name: str) -> Response:
     page saying which version would be restored, with the confirming form."""
     from fastapi.concurrency import run_in_threadpool
 
-    from mlops.lifecycle import deployments
+    from mlops.usecases import deployments as use
 
     settings = settings_of(request)
     try:
         form = await checked_form(request)
-        reason = first_value(form, "reason")[:2000]
+        body = checked(use.RollbackRequest, {"reason": first_value(form, "reason")})
         if first_value(form, "confirm") != "yes":
-            target, current = await run_in_threadpool(deployments.rollback_target, settings, name)
-            return page(
-                request,
-                "models/confirm.html",
-                model_name=name,
-                restore=target,
-                current=current,
-                action=f"/models/{quote(name)}/rollback",
-                cancel=f"/models/{quote(name)}",
-                reason=reason,
+            plan = await run_in_threadpool(use.rollback_plan, settings, name)
+            return confirm_page(
+                request, plan, body, f"/models/{quote(name)}/rollback", f"/models/{quote(name)}"
             )
-        info = await run_in_threadpool(deployments.request_rollback, settings, name, CALLER, reason)
+        started = await run_in_threadpool(use.roll_back, settings, CALLER, name, body)
     except MlopsError as exc:
         if isinstance(exc, AuthError):
             return error_page(request, exc)
         return _model_page(request, name, status=exc.http_status, form_error=exc)
-    return await launch_deployment(request, info)
+    return stepper(started.id)

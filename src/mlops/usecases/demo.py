@@ -1,0 +1,74 @@
+"""Seed the demo: ingest the seeded demo bars, train every configuration of
+config/models.yaml, and deploy the best (by ROC AUC) to production through the gated
+`deploy` flow. `mlops demo` and the first `mlops up` run it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Protocol
+
+from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlops.features.ingest import IngestSummary
+    from mlops.lifecycle.deployments import DeploymentInfo
+    from mlops.lifecycle.training import TrainResult
+
+SELECTION_METRIC = "roc_auc"
+
+
+class DemoView(Protocol):
+    """How a front end shows each step while it runs: each method runs `work` (in this
+    thread or another) and returns what it returned."""
+
+    def ingest(self, work: Callable[[], IngestSummary]) -> IngestSummary: ...
+
+    def train(self, name: str, work: Callable[[], TrainResult]) -> TrainResult: ...
+
+    def deploy(self, model_uri: str, work: Callable[[], DeploymentInfo]) -> DeploymentInfo: ...
+
+
+class Quietly:
+    """A `DemoView` that shows nothing."""
+
+    def ingest(self, work: Callable[[], IngestSummary]) -> IngestSummary:
+        return work()
+
+    def train(self, name: str, work: Callable[[], TrainResult]) -> TrainResult:
+        return work()
+
+    def deploy(self, model_uri: str, work: Callable[[], DeploymentInfo]) -> DeploymentInfo:
+        return work()
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    ingest: IngestSummary
+    trained: list[TrainResult]
+    deployment: DeploymentInfo
+    """The deployment of the best model (its status says whether the gates passed)."""
+
+
+def seed_demo(settings: Settings, caller: str, view: DemoView | None = None) -> DemoResult:
+    """Ingest, train all, deploy the best; Prefect must be configured (`configure_prefect`)."""
+    from mlops.lifecycle.training import load_model_configs
+    from mlops.orchestration import run_ingest, run_train
+    from mlops.usecases import deployments as use
+
+    view = view or Quietly()
+    summary = view.ingest(partial(run_ingest, settings, "demo", caller, "demo data"))
+    trained = [
+        view.train(name, partial(run_train, settings, name, caller))
+        for name in load_model_configs(settings)
+    ]
+    best = max(trained, key=lambda t: t.metrics.get(SELECTION_METRIC, 0.0))
+    request = use.DeployRequest(
+        version=best.model_version,
+        target_stage="production",
+        reason=f"demo: best {SELECTION_METRIC} of the demo models",
+    )
+    started = use.deploy(settings, caller, best.model_name, request)
+    deployed = view.deploy(best.model_uri, started.wait)
+    return DemoResult(ingest=summary, trained=trained, deployment=deployed)
