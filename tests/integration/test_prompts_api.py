@@ -257,3 +257,38 @@ def test_injection_through_the_api_never_executes(client: TestClient) -> None:
         f"{API}/templates", json={"name": "s", "template": "ok\n{{ x + }}", "metadata": meta}
     )
     assert _error(bad_syntax)["details"] == {"kind": "syntax", "line": 2, "column": 8}
+
+
+def test_preview_renders_an_unsaved_draft_and_saves_nothing(
+    client: TestClient, settings: Settings
+) -> None:
+    assert _create(client, "part", "part for {{ who }}").status_code == 201
+    assert _create(client, "main", "[{% include 'part' %}]").status_code == 201
+    client.put(f"{API}/templates/part", json={"base_version": 1, "template": "v2 {{ who }}"})
+    before = repo_snapshot(settings.prompts_dir)
+    draft = {
+        "name": "main",
+        "template": "[{% include 'part' %}] to {{ who }}",
+        "metadata": META,
+        "variables": {"who": "desk"},
+    }
+    latest = client.post(f"{API}/preview", json=draft)
+    assert latest.status_code == 200 and latest.json()["output"] == "[v2 desk] to desk"
+    # an edit of main v1 reads its includes as they were then (part v1)
+    at_v1 = client.post(f"{API}/preview", json={**draft, "base_version": 1})
+    assert at_v1.json()["output"] == "[part for desk] to desk"
+    new = client.post(f"{API}/preview", json={**draft, "name": "new", "template": "hi {{ who }}"})
+    assert new.json() == {"name": "new", "output": "hi desk"}
+
+    broken = client.post(f"{API}/preview", json={**draft, "template": "{% for %}"})
+    assert broken.status_code == 422 and _error(broken)["details"]["kind"] == "syntax"
+    undeclared = client.post(f"{API}/preview", json={**draft, "template": "{{ nobody }}"})
+    assert undeclared.status_code == 422 and "nobody" in _error(undeclared)["message"]
+    missing = client.post(f"{API}/preview", json={**draft, "variables": {}})
+    assert missing.status_code == 422 and _error(missing)["code"] == "render_failed"
+    itself = client.post(f"{API}/preview", json={**draft, "name": "part"})
+    assert itself.status_code == 422 and _error(itself)["details"]["kind"] == "recursion"
+
+    assert repo_snapshot(settings.prompts_dir) == before
+    calls = {t["name"]: t["calls"] for t in client.get(f"{API}/templates").json()}
+    assert set(calls.values()) == {0} and {"part", "main"} <= set(calls)

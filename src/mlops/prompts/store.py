@@ -35,6 +35,9 @@ from mlops.prompts.rendering import (
 from mlops.prompts.repository import METADATA_FILE, TEMPLATE_FILE, PromptRepository
 from mlops.settings import Settings
 
+DRAFT = "draft"
+"""Pseudo commit of an unsaved draft in the preview sandbox."""
+
 
 class PromptStore:
     """One prompt repository with its version index and sandbox."""
@@ -319,6 +322,44 @@ class PromptStore:
             output=output,
             latency_ms=round(latency, 4),
         )
+
+    def _draft_environment(self, name: str, source: str, base_sha: str | None) -> PromptEnvironment:
+        """A sandbox where template `name` at commit DRAFT is `source`, and every other
+        template is read at `base_sha` (default: the newest commit)."""
+        base = base_sha or self.repository.head_sha()
+
+        def read(sha: str, template: str) -> str:
+            if sha == DRAFT and template == name:
+                return source
+            if base is None:
+                raise NotFoundError(f"No template {template!r}.")
+            return self.repository.read(base, f"{template}/{TEMPLATE_FILE}")
+
+        return PromptEnvironment(read)
+
+    def check_draft(
+        self, name: str, source: str, metadata: PromptMetadata, base_sha: str | None = None
+    ) -> None:
+        """Check an unsaved draft as a save checks it (size, defaults, syntax, declared
+        variables)."""
+        check_template_size(source)
+        check_defaults(metadata)
+        check_template(self._draft_environment(name, source, base_sha), source, metadata)
+
+    def preview(
+        self,
+        name: str,
+        source: str,
+        metadata: PromptMetadata,
+        variables: dict[str, Any],
+        base_sha: str | None = None,
+    ) -> str:
+        """Check and render an unsaved draft of template `name` in the sandbox, its
+        includes read at `base_sha`. A preview records no usage event."""
+        self.check_draft(name, source, metadata, base_sha)
+        env = self._draft_environment(name, source, base_sha)
+        bound = bind_variables(metadata.variables, variables)
+        return render_template(env, DRAFT, name, bound, self.settings.prompts_render_timeout_s)
 
     def run_examples(self, name: str, version: int | None = None) -> ExamplesReport:
         """Render each example of a version and compare with its expected output."""

@@ -10,9 +10,9 @@ caller's rights and the audit trail belong here, never in a front end.
 - `deployments`: deploy a version, roll back a model or what a deployment put in place.
 - `evaluations`: run benchmark suites on model versions.
 - `demo`: seed the demo (ingest, train every configuration, deploy the best).
-- `datasets`: build a point-in-time training dataset.
-- `prompts`: preview an unsaved prompt template in the render sandbox.
 
-Reads (lists, details, histories) are single domain calls that the front ends make
-directly (`features.catalog.feature_detail`, `lifecycle.deployments.get_deployment`, ...).
+Where a use case is one domain call already, the front ends make that call: building a
+dataset (`features.datasets.create_dataset`), previewing or rendering a prompt
+(`prompts.store.PromptStore.preview` / `render`), a feature's detail
+(`features.catalog.feature_detail`), and the reads (lists, details, histories).
 """

@@ -30,6 +30,7 @@ from mlops.prompts.models import (
     TemplateSummary,
     UsageReport,
     VersionInfo,
+    check_name,
 )
 from mlops.prompts.repository import check_author
 from mlops.prompts.store import PromptStore, open_store
@@ -116,6 +117,21 @@ class RenderRequest(BaseModel):
     variables: dict[str, Any] = Field(default_factory=dict)
     version: VersionNumber | None = Field(default=None, description="A version number...")
     label: Label | None = Field(default=None, description="...or a label (default production).")
+
+
+class PreviewRequest(BaseModel):
+    name: str = Field(description="The template the draft is of (a new one's name too).")
+    template: str = _TEMPLATE_TEXT
+    metadata: PromptMetadata = Field(default_factory=PromptMetadata)
+    variables: dict[str, Any] = Field(default_factory=dict)
+    base_version: VersionNumber | None = Field(
+        default=None, description="Read the draft's includes at this version (default: latest)."
+    )
+
+
+class PreviewResult(BaseModel):
+    name: str
+    output: str
 
 
 class OutcomeRequest(BaseModel):
@@ -242,6 +258,18 @@ def render_template(
 ) -> RenderResult:
     """Render in the sandbox; records a usage event whose id is `render_id`."""
     return _store(settings).render(name, body.variables, caller, body.version, body.label)
+
+
+@router.post("/preview", responses=WRITE_ERRORS, response_model=PreviewResult)
+def preview_template(body: PreviewRequest, settings: SettingsDep) -> PreviewResult:
+    """Check and render an unsaved draft in the sandbox, as the console's editor previews
+    it: nothing is saved and no usage event is recorded (422 `render_failed` says why a
+    draft does not render)."""
+    check_name(body.name)
+    store = _store(settings)
+    base = store.record(body.name, body.base_version).commit.sha if body.base_version else None
+    output = store.preview(body.name, body.template, body.metadata, body.variables, base)
+    return PreviewResult(name=body.name, output=output)
 
 
 @router.post("/templates/{name}/test", responses=WRITE_ERRORS, response_model=ExamplesReport)

@@ -17,9 +17,6 @@ if TYPE_CHECKING:
     from mlops.prompts.models import PromptMetadata, VariableSpec
     from mlops.prompts.store import PromptStore
 
-DRAFT = "draft"
-"""Pseudo commit of an unsaved edit in the preview sandbox."""
-
 
 @dataclass
 class VariableField:
@@ -148,15 +145,8 @@ def render_preview(
 ) -> Preview:
     """Render an unsaved draft in the store's sandbox (its includes read at `base_sha`)."""
     from mlops.prompts.metadata import parse_metadata
-    from mlops.prompts.models import check_name, check_template_size
-    from mlops.prompts.rendering import (
-        PromptEnvironment,
-        RenderError,
-        bind_variables,
-        check_template,
-        render_template,
-    )
-    from mlops.prompts.repository import TEMPLATE_FILE
+    from mlops.prompts.models import check_name
+    from mlops.prompts.rendering import RenderError
 
     try:
         metadata = parse_metadata(metadata_text)
@@ -167,23 +157,10 @@ def render_preview(
         check_name(name)
     except MlopsError:
         name = "untitled"
-    base = base_sha or store.repository.head_sha()
-
-    def read(sha: str, template: str) -> str:
-        if sha == DRAFT and template == name:
-            return source
-        if base is None:
-            from mlops.errors import NotFoundError
-
-            raise NotFoundError(f"No template {template!r}.")
-        return store.repository.read(base, f"{template}/{TEMPLATE_FILE}")
-
-    env = PromptEnvironment(read)
     try:
-        check_template_size(source)
-        check_template(env, source, metadata)
-        bound = bind_variables(metadata.variables, _parse_variables(metadata, form))
-        output = render_template(env, DRAFT, name, bound, store.settings.prompts_render_timeout_s)
+        store.check_draft(name, source, metadata, base_sha)  # a broken draft before its values
+        variables = _parse_variables(metadata, form)
+        output = store.preview(name, source, metadata, variables, base_sha)
     except RenderError as exc:
         line = error_line(exc, source)
         problem = Problem(exc.message, exc.kind, line)
