@@ -52,8 +52,9 @@ def logged_model(settings: Settings, columns: list[str] | None) -> str:
 
     mlflow_backend.configure_mlflow(settings)
     name = f"test-logged-{uuid.uuid4().hex[:8]}"
-    mlflow.set_experiment("lifecycle-test-models")
-    with mlflow.start_run():
+    # artifacts under the test's MLOPS_HOME (a bare set_experiment would write ./mlruns)
+    experiment = mlflow_backend.experiment_id_for(settings, "lifecycle-test-models")
+    with mlflow.start_run(experiment_id=experiment):
         if columns is not None:
             frame = pd.DataFrame(
                 np.random.default_rng(0).normal(size=(40, len(columns))), columns=columns
