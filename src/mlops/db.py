@@ -242,11 +242,18 @@ def engine_for(url: str) -> Engine:
         return _new_engine(url)
 
 
-@lru_cache(maxsize=8)
-def _new_engine(url: str) -> Engine:
-    engine = guard_engine(create_engine(url, pool_pre_ping=True), PLATFORM_DB)
+def _platform_engine(url: str, **options: Any) -> Engine:
+    """An engine on the platform database: outages raise StoreUnavailableError naming it,
+    and SQLite connections get the platform's pragmas."""
+    engine = guard_engine(create_engine(url, **options), PLATFORM_DB)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+@lru_cache(maxsize=8)
+def _new_engine(url: str) -> Engine:
+    engine = _platform_engine(url, pool_pre_ping=True)
     upgrade_schema(engine)
     return engine
 
@@ -340,7 +347,7 @@ def _missing_sqlite_file(url: str) -> bool:
 
 
 def _versions_at(url: str) -> list[str]:
-    engine = guard_engine(create_engine(url), PLATFORM_DB)
+    engine = _platform_engine(url)
     try:
         return _schema_versions(engine)
     finally:
@@ -350,10 +357,8 @@ def _versions_at(url: str) -> list[str]:
 def upgrade_database(url: str) -> tuple[SchemaState, SchemaState]:
     """Migrate the database at ``url`` to the newest schema; its state before and after."""
     before = schema_state(url)
-    engine = guard_engine(create_engine(url), PLATFORM_DB)
+    engine = _platform_engine(url)
     try:
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
         upgrade_schema(engine)
     finally:
         engine.dispose()
