@@ -49,10 +49,12 @@ EVALUATION_FAILED_EXIT = 11
 """An evaluation ran and a test failed or could not be computed."""
 
 
-def failed(message: str, exit_code: int) -> NoReturn:
-    """End a command whose work ran and did not succeed: an outcome (a failed gate, a failed
-    test) that the record holds, not an error of the platform. One red line and the code."""
+def failed(message: str, exit_code: int, *more: str) -> NoReturn:
+    """End a command with one red line (and `more` plain ones) and the exit code: for an
+    error, or for work that ran and did not succeed (a failed gate, a failed test)."""
     err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    for line in more:
+        err_console.print(line, highlight=False)
     raise typer.Exit(exit_code)
 
 
@@ -64,11 +66,8 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except MlopsError as exc:
-            err_console.print(f"[bold red]Error:[/] {exc.message}", highlight=False, soft_wrap=True)
             report = exc.details.get("report_path")
-            if report:
-                err_console.print(f"Report: {report}", highlight=False)
-            raise typer.Exit(exc.exit_code) from None
+            failed(exc.message, exc.exit_code, *([f"Report: {report}"] if report else []))
         except Exception as exc:
             from pydantic import ValidationError
 
@@ -76,10 +75,7 @@ def handle_errors(func: F) -> F:
 
             outage = store_outage(exc)
             if outage is not None:  # an outage no domain code mapped: one line, its exit code
-                err_console.print(
-                    f"[bold red]Error:[/] {outage.message}", highlight=False, soft_wrap=True
-                )
-                raise typer.Exit(outage.exit_code) from None
+                failed(outage.message, outage.exit_code)
             if not isinstance(exc, ValidationError):
                 raise
             err_console.print(f"[bold red]Invalid input:[/] {problems(exc)}", highlight=False)
