@@ -180,7 +180,7 @@ def main() -> int:
 
     from mlops.app import create_app
     from mlops.features import ingest as steps
-    from mlops.features.offline import open_snapshot
+    from mlops.features.offline_state import open_snapshot
     from mlops.features.store import open_store
 
     report: list[str] = []
