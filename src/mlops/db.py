@@ -385,9 +385,15 @@ def _cross_process_lock(engine: Engine) -> AbstractContextManager[object]:
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A transaction: committed when the block ends, rolled back on error."""
-    factory = sessionmaker(engine_for(url), expire_on_commit=False)
-    with factory() as session, session.begin():
+    with _session_factory(engine_for(url))() as session, session.begin():
         yield session
+
+
+@lru_cache(maxsize=8)
+def _session_factory(engine: Engine) -> sessionmaker[Session]:
+    """One factory per engine: making one builds a new Session class, which cost more than
+    a short read's queries when it was made for every session."""
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 def store_use(url: str, uri: str) -> StoreUse | None:

@@ -16,7 +16,8 @@ from sqlalchemy import text
 
 from mlops.db import engine_for
 from mlops.errors import MlopsError
-from mlops.features.offline import FEATURES_FILE, open_snapshot
+from mlops.features.offline import FEATURES_FILE
+from mlops.features.offline_state import open_snapshot
 from mlops.settings import Settings
 from mlops.stores import (
     FEATURE_REGISTRY,

@@ -262,7 +262,7 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _first_ingest(settings: Settings, seed: Callable[[Settings], object]) -> None:
-    from mlops.features.ingest import store_is_empty
+    from mlops.features.offline_state import store_is_empty
 
     if store_is_empty(settings):
         console.print(

@@ -104,7 +104,7 @@ def measured(fn: Callable[[int], object], reps: int) -> tuple[list[float], float
 
 def _tickers_for(settings: Settings, rows: int) -> list[str]:
     """The first tickers whose bars add up to at least `rows` entity rows."""
-    from mlops.features.offline import open_snapshot
+    from mlops.features.offline_state import open_snapshot
 
     snapshot = open_snapshot(settings)
     assert snapshot is not None, "nothing ingested"
@@ -121,7 +121,8 @@ def floor_query(settings: Settings, tickers: list[str], days: int = 7) -> str:
     """The whole dataset as one DuckDB query: entity rows from the bars, one ASOF JOIN for
     the features and one for the label, each value null past the views' ttl (`days`)."""
     from mlops.features.compute import FEATURE_COLUMNS, LABEL_COLUMN
-    from mlops.features.offline import BARS_FILE, FEATURES_FILE, LABELS_FILE, open_snapshot
+    from mlops.features.offline import BARS_FILE, FEATURES_FILE, LABELS_FILE
+    from mlops.features.offline_state import open_snapshot
 
     snapshot = open_snapshot(settings)
     assert snapshot is not None

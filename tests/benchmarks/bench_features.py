@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python tests/benchmarks/bench_features.py           (full: ~2M rows, ~500 features)
       .venv/bin/python tests/benchmarks/bench_features.py --quick   (smoke run, ~10x smaller)
+      .venv/bin/python tests/benchmarks/bench_features.py --only detail   (one latency row)
 
 Not a pytest test. Everything happens in a temporary state folder that is deleted at
 the end (pass --keep to keep it). Prints markdown tables and exits 0 even when a target
@@ -32,6 +33,7 @@ from mlops.features.compute import FEATURE_COLUMNS  # noqa: E402  (after sys.pat
 from mlops.features.datasets import LABEL_REF  # noqa: E402
 
 SERVICE = "model_features"
+OPERATIONS = ("list", "detail", "online", "dataset")
 LATENCY_HEADERS = [
     "operation",
     "n",
@@ -80,6 +82,17 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def cli_startup_seconds(runs: int) -> list[float]:
+    """Wall seconds of `mlops --help` as a subprocess, once per run."""
+    mlops_bin = Path(sys.executable).parent / "mlops"
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([str(mlops_bin), "--help"], capture_output=True, check=True)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
 # ------------------------------------------------------------------ feature repo copy
 
 
@@ -124,6 +137,11 @@ def main() -> int:
     parser.add_argument("--tickers", type=int, help="override the number of demo tickers")
     parser.add_argument("--views", type=int, help="override the number of generated views")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state folder")
+    parser.add_argument(
+        "--only",
+        choices=OPERATIONS,
+        help="measure only this operation (no other latency rows, no CLI start-up)",
+    )
     args = parser.parse_args()
 
     quick = args.quick
@@ -162,7 +180,7 @@ def main() -> int:
 
     from mlops.app import create_app
     from mlops.features import ingest as steps
-    from mlops.features.offline import open_snapshot
+    from mlops.features.offline_state import open_snapshot
     from mlops.features.store import open_store
 
     report: list[str] = []
@@ -338,12 +356,15 @@ def main() -> int:
         frame.to_parquet(tmp / f"bare_{i + 10}.parquet", index=False)
         bare_rows.append(len(frame))
 
+    wanted = {args.only} if args.only else set(OPERATIONS)
     measured: dict[str, tuple[list[float], list[float]]] = {}
-    for label, api_fn, bare_fn, n in [
-        ("GET /features (page_size 50)", api_list, bare_list, reps),
-        ("GET /features/{name}", api_detail, bare_detail, reps),
-        (f"GET /online-features ({len(online)} tickers)", api_online, bare_online, reps),
+    for operation, label, api_fn, bare_fn, n in [
+        ("list", "GET /features (page_size 50)", api_list, bare_list, reps),
+        ("detail", "GET /features/{name}", api_detail, bare_detail, reps),
+        ("online", f"GET /online-features ({len(online)} tickers)", api_online, bare_online, reps),
     ]:
+        if operation not in wanted:
+            continue
         log(f"measuring {label} x{n}")
         # Interleave platform and bare runs so both see the same registry-cache refreshes.
         a, b = [], []
@@ -355,26 +376,18 @@ def main() -> int:
             b.append(once(bare_fn, i))
         measured[label] = (a, b)
 
-    ds_label = "POST /datasets"
-    log(f"measuring {ds_label} x{ds_reps}")
-    a, b = [], []
-    api_dataset(-2)  # warm-up (not measured)
-    bare_dataset(-2)
-    for i in range(ds_reps):
-        a.append(once(api_dataset, i))
-        b.append(once(bare_dataset, i))
-    measured[ds_label] = (a, b)
-    ds_label_full = f"{ds_label} ({ds_rows[-1]:,} rows)"
-    measured[ds_label_full] = measured.pop(ds_label)
+    if "dataset" in wanted:
+        log(f"measuring POST /datasets x{ds_reps}")
+        a, b = [], []
+        api_dataset(-2)  # warm-up (not measured)
+        bare_dataset(-2)
+        for i in range(ds_reps):
+            a.append(once(api_dataset, i))
+            b.append(once(bare_dataset, i))
+        measured[f"POST /datasets ({ds_rows[-1]:,} rows)"] = (a, b)
 
     # ------------------------------------------------------------ 4. mlops --help
-    mlops_bin = Path(sys.executable).parent / "mlops"
-    help_secs = []
-    for _ in range(5):
-        t = time.perf_counter()
-        subprocess.run([str(mlops_bin), "--help"], capture_output=True, check=True)
-        help_secs.append(time.perf_counter() - t)
-    help_median = statistics.median(help_secs)
+    help_secs = [] if args.only else cli_startup_seconds(runs=5)
 
     # ----------------------------------------------------------------- report
     mode = "quick (--quick)" if quick else "full"
@@ -421,26 +434,29 @@ def main() -> int:
             result_rows,
         )
     )
-    report.append(
-        f"\nDataset rows: platform {ds_rows[-1]:,}, bare {bare_rows[-1]:,} "
-        f"({ds_tickers} tickers x {ds_start}..{ds_end}; model_features + label; bare = duckdb "
-        "entity rows + get_historical_features().to_df() + to_parquet).\n"
-    )
-    report.append("### CLI start-up\n")
-    report.append(
-        md_table(
-            ["command", "runs", "median s", "min s", "target"],
-            [
-                [
-                    "mlops --help",
-                    len(help_secs),
-                    f"{help_median:.2f}",
-                    f"{min(help_secs):.2f}",
-                    f"< 0.5 s: {'PASS' if help_median < 0.5 else 'FAIL'}",
-                ]
-            ],
+    if ds_rows:
+        report.append(
+            f"\nDataset rows: platform {ds_rows[-1]:,}, bare {bare_rows[-1]:,} "
+            f"({ds_tickers} tickers x {ds_start}..{ds_end}; model_features + label; bare = "
+            "duckdb entity rows + get_historical_features().to_df() + to_parquet).\n"
         )
-    )
+    if help_secs:
+        help_median = statistics.median(help_secs)
+        report.append("### CLI start-up\n")
+        report.append(
+            md_table(
+                ["command", "runs", "median s", "min s", "target"],
+                [
+                    [
+                        "mlops --help",
+                        len(help_secs),
+                        f"{help_median:.2f}",
+                        f"{min(help_secs):.2f}",
+                        f"< 0.5 s: {'PASS' if help_median < 0.5 else 'FAIL'}",
+                    ]
+                ],
+            )
+        )
     report.append("\n### Ingest through the Prefect flow `ingest_flow` (one run)\n")
     step_rows.append(["sum of steps", f"{step_sum:.2f}", ""])
     step_rows.append(

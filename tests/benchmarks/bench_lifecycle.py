@@ -241,7 +241,7 @@ def main() -> int:
     from prefect.testing.utilities import prefect_test_harness
 
     from mlops.app import create_app
-    from mlops.features.offline import open_snapshot
+    from mlops.features.offline_state import open_snapshot
     from mlops.features.store import open_store
     from mlops.lifecycle import gates, mlflow_backend, registry, training
 

@@ -95,7 +95,7 @@ def online_rows(settings: Any, client: Any, reps: int, model: str = MODEL) -> li
     loaded once. Without a production version of `model`, the predict row says so."""
     import pandas as pd
 
-    from mlops.features.offline import open_snapshot
+    from mlops.features.offline_state import open_snapshot
     from mlops.features.store import open_store
     from mlops.lifecycle import gates, registry
 

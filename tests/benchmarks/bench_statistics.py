@@ -22,9 +22,10 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
-from mlops.features import ingest
+from mlops.features import ingest, offline_changes
 from mlops.features.demo_data import generate_ohlcv
-from mlops.features.offline import exclusive_write, open_snapshot
+from mlops.features.offline import exclusive_write
+from mlops.features.offline_state import open_snapshot
 from mlops.settings import Settings
 
 START, END = date(2018, 1, 2), date(2024, 12, 31)
@@ -54,7 +55,7 @@ def run(tickers: int, days: int, repeat: int, home: Path) -> list[tuple[str, int
     batches = [day for _, day in bars[bars["date"] > str(END)].groupby("date")][:days]
     started = time.perf_counter()
     with exclusive_write(settings):
-        ingest.full_rebuild(settings, history)
+        offline_changes.full_rebuild(settings, history)
     rebuild = time.perf_counter() - started
     ingest.apply_definitions(settings, "bench", "bench")
     rows = [("full store", len(history), rebuild, time_statistics(settings, repeat))]

@@ -17,7 +17,7 @@ import pytest
 from tests.support.ingest import run_ingest_flow
 from tests.support.registered_models import add_version, copy_version
 
-from mlops.features import ingest, offline
+from mlops.features import ingest, offline, offline_state
 from mlops.features.datasets import DatasetRequest, create_dataset
 from mlops.features.demo_data import generate_ohlcv
 from mlops.lifecycle import deployments, registry
@@ -58,7 +58,7 @@ def _state(settings: Settings) -> dict[str, str]:
     """Every file of the current snapshot and its hash: the offline store as readers see it."""
     import hashlib
 
-    snapshot = offline.open_snapshot(settings)
+    snapshot = offline_state.open_snapshot(settings)
     assert snapshot is not None
     return {
         str(p.relative_to(snapshot.root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -89,7 +89,7 @@ def test_an_ingest_killed_at_any_step_leaves_the_store_as_before_or_after_byte_f
         after = after or _state(fresh)
         assert _state(fresh) == after != before, point  # re-ingesting gives the same bytes
         values = _new_ticker_values(fresh, f"after-{number}")
-        stored = offline.open_snapshot(fresh).tickers().set_index("ticker")  # type: ignore[union-attr]
+        stored = offline_state.open_snapshot(fresh).tickers().set_index("ticker")  # type: ignore[union-attr]
         assert len(values) == stored.loc[NEW, "bars"], point
         assert values["ret_1d"].notna().mean() > 0.9, point
     result = run_ingest_flow(fresh, source=str(source))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.support.settings import make_settings
 
-from mlops.features import ingest
+from mlops.features import ingest, offline_changes
 from mlops.features.demo_data import generate_ohlcv
 from mlops.features.offline import exclusive_write
 
@@ -25,7 +25,7 @@ ALLOWED_GROWTH_MB = 25
 def test_a_large_dataset_leaves_the_process_memory_near_where_it_was(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "home", demo_tickers=TICKERS)
     with exclusive_write(settings):
-        ingest.full_rebuild(settings, generate_ohlcv(TICKERS, START, END, seed=5))
+        offline_changes.full_rebuild(settings, generate_ohlcv(TICKERS, START, END, seed=5))
     ingest.apply_definitions(settings, "tester", "views")
     child = subprocess.run(
         [sys.executable, str(CHILD), str(settings.home)],

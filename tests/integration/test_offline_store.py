@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 from tests.support.settings import make_settings
 
-from mlops.features import ingest
+from mlops.features import ingest, offline_changes
 from mlops.features.datasets import LABEL_REF
 from mlops.features.demo_data import generate_ohlcv
-from mlops.features.offline import CURRENT, exclusive_write, open_snapshot
+from mlops.features.offline import CURRENT, exclusive_write
+from mlops.features.offline_state import open_snapshot
 from mlops.features.offline_store import AsofRetrievalJob, pinned_path
 from mlops.features.store import feature_store_config, forget_store, open_store
 from mlops.settings import Settings
@@ -42,7 +43,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     gapped = bars["ticker"] == bars["ticker"].iloc[0]
     bars = bars[~(gapped & bars["date"].between(*GAP))]
     with exclusive_write(settings):
-        ingest.full_rebuild(settings, bars)
+        offline_changes.full_rebuild(settings, bars)
     ingest.apply_definitions(settings, "tester", "views")
     ours = open_store(settings)
 

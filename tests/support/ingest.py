@@ -29,7 +29,7 @@ def run_ingest_flow(
 
 def read_offline(settings: Settings, dataset: str) -> Any:
     """One dataset of the offline store's current snapshot, as a pandas frame."""
-    from mlops.features.offline import open_snapshot
+    from mlops.features.offline_state import open_snapshot
 
     snapshot = open_snapshot(settings)
     assert snapshot is not None, "nothing ingested"

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mlops.features.catalog import feature_detail
-from mlops.features.offline import open_snapshot, partition_summaries
+from mlops.features.offline import partition_summaries
+from mlops.features.offline_state import open_snapshot
 from mlops.features.statistics import HISTOGRAM_BINS, QUANTILES, sample_rows
 from mlops.features.summaries import merge, summaries_by_column
 from mlops.settings import Settings

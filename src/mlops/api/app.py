@@ -141,7 +141,7 @@ def _warm_models(settings: Settings) -> None:
 
 
 def _warm_feast(settings: Settings) -> None:
-    from mlops.features.ingest import store_is_empty
+    from mlops.features.offline_state import store_is_empty
     from mlops.features.store import open_store
 
     if not store_is_empty(settings):

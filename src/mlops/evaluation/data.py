@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from mlops.errors import InvalidInputError
 from mlops.evaluation.suites import SuiteData
-from mlops.features.offline import open_snapshot
+from mlops.features.offline_state import open_snapshot
 from mlops.fields import UtcDatetime
 from mlops.lifecycle import holdout
 from mlops.lifecycle.training import LABEL

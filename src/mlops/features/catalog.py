@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import Session
 
 from mlops.db import FeatureStatistics, FeatureViewVersion, session_scope
 from mlops.errors import InvalidInputError, NotFoundError
-from mlops.features.versions import active_versions
+from mlops.features.versions import active_row, active_versions, view_rows
 from mlops.fields import PageNumber, TimeInRange, UtcDatetime
 from mlops.settings import Settings
 
@@ -94,6 +95,28 @@ def _data_updated(settings: Settings) -> dict[tuple[str, int], datetime]:
         return {(view, version): _aware(at) for view, version, at in rows}
 
 
+# Built once, with parameters: composing a statement per call cost more than running it.
+_DATA_UPDATED = select(func.max(FeatureStatistics.computed_at)).where(
+    FeatureStatistics.view_name == bindparam("view"),
+    FeatureStatistics.version == bindparam("version"),
+)
+_STATISTICS = select(FeatureStatistics).where(
+    FeatureStatistics.view_name == bindparam("view"),
+    FeatureStatistics.version == bindparam("version"),
+    FeatureStatistics.feature_name == bindparam("feature"),
+)
+
+
+def _view_data_updated(session: Session, view: str, version: int) -> datetime | None:
+    """When statistics of one view version were last computed (its data last changed)."""
+    at = session.scalar(_DATA_UPDATED, {"view": view, "version": version})
+    return _aware(at) if at else None
+
+
+def _definition(row: FeatureViewVersion) -> dict[str, Any]:
+    return {**row.definition, "version": row.version, "updated": _aware(row.created_at)}
+
+
 def active_definitions(settings: Settings) -> dict[str, dict[str, Any]]:
     """The active definition of every feature view, as applied to Feast.
 
@@ -102,38 +125,36 @@ def active_definitions(settings: Settings) -> dict[str, dict[str, Any]]:
     from the Feast registry's protobufs on each request.
     """
     with session_scope(settings.metadata_url) as session:
-        return {
-            name: {**row.definition, "version": row.version, "updated": _aware(row.created_at)}
-            for name, row in active_versions(session).items()
-        }
+        return {name: _definition(row) for name, row in active_versions(session).items()}
 
 
-def all_features(settings: Settings, only: str | None = None) -> list[FeatureSummary]:
-    """Every feature of every active feature view (or only those named `only`),
-    with its version and update times."""
+def _feature_summary(
+    view_name: str, view: dict[str, Any], field: dict[str, Any], data: datetime | None
+) -> FeatureSummary:
+    """One feature of an active view definition (from `_definition`)."""
+    return FeatureSummary(
+        name=field["name"],
+        feature_view=view_name,
+        dtype=field["dtype"],
+        description=field["description"],
+        tags={**view["tags"], **field.get("tags", {})},
+        owner=view["owner"],
+        online=view["online"],
+        latest_version=view["version"],
+        definition_updated=view["updated"],
+        data_updated=data,
+        last_updated=max(view["updated"], data) if data else view["updated"],
+    )
+
+
+def all_features(settings: Settings) -> list[FeatureSummary]:
+    """Every feature of every active feature view, with its version and update times."""
     updated = _data_updated(settings)
-    features = []
-    for name, view in sorted(active_definitions(settings).items()):
-        data = updated.get((name, view["version"]))
-        for field in view["features"]:
-            if only is not None and field["name"] != only:
-                continue
-            features.append(
-                FeatureSummary(
-                    name=field["name"],
-                    feature_view=name,
-                    dtype=field["dtype"],
-                    description=field["description"],
-                    tags={**view["tags"], **field.get("tags", {})},
-                    owner=view["owner"],
-                    online=view["online"],
-                    latest_version=view["version"],
-                    definition_updated=view["updated"],
-                    data_updated=data,
-                    last_updated=max(view["updated"], data) if data else view["updated"],
-                )
-            )
-    return features
+    return [
+        _feature_summary(name, view, field, updated.get((name, view["version"])))
+        for name, view in sorted(active_definitions(settings).items())
+        for field in view["features"]
+    ]
 
 
 def _matches(feature: FeatureSummary, filters: FeatureFilter) -> bool:
@@ -169,59 +190,81 @@ def list_features(settings: Settings, filters: FeatureFilter) -> Page[FeatureSum
     )
 
 
+def _unknown(name: str) -> NotFoundError:
+    return NotFoundError(f"Unknown feature '{name}'.", {"feature": name})
+
+
+def _field(definition: dict[str, Any], feature_name: str) -> dict[str, Any] | None:
+    return next((f for f in definition["features"] if f["name"] == feature_name), None)
+
+
+def _view_of(session: Session, name: str) -> tuple[str, str]:
+    """(view, feature) that `name` means: 'view:feature' as given, a bare feature name
+    in the one view whose active definition has it (only then are all views read)."""
+    view_name, _, feature_name = name.rpartition(":")
+    if view_name:
+        return view_name, feature_name
+    holding = [
+        view
+        for view, row in sorted(active_versions(session).items())
+        if _field(row.definition, feature_name) is not None
+    ]
+    if not holding:
+        raise _unknown(name)
+    if len(holding) > 1:
+        views = ", ".join(f"{view}:{feature_name}" for view in holding)
+        raise InvalidInputError(f"Feature name '{name}' is ambiguous; use one of {views}.")
+    return holding[0], feature_name
+
+
+def _active_feature(
+    session: Session, active: FeatureViewVersion | None, feature_name: str, name: str
+) -> tuple[FeatureSummary, dict[str, Any]]:
+    """The feature in its view's active row (404 when either is missing), with the time
+    that view's data was last updated; and the view's active definition."""
+    field = _field(active.definition, feature_name) if active is not None else None
+    if active is None or field is None:
+        raise _unknown(name)
+    view = _definition(active)
+    data = _view_data_updated(session, active.view_name, active.version)
+    return _feature_summary(active.view_name, view, field, data), view
+
+
 def find_feature(settings: Settings, name: str) -> FeatureSummary:
     """A feature by 'view:feature' or by its bare name when that is unambiguous."""
-    view_name, _, feature_name = name.rpartition(":")
-    candidates = [
-        f
-        for f in all_features(settings, only=feature_name)
-        if not view_name or f.feature_view == view_name
-    ]
-    if not candidates:
-        raise NotFoundError(f"Unknown feature '{name}'.", {"feature": name})
-    if len(candidates) > 1:
-        views = ", ".join(f"{c.feature_view}:{c.name}" for c in candidates)
-        raise InvalidInputError(f"Feature name '{name}' is ambiguous; use one of {views}.")
-    return candidates[0]
+    with session_scope(settings.metadata_url) as session:
+        view_name, feature_name = _view_of(session, name)
+        return _active_feature(session, active_row(session, view_name), feature_name, name)[0]
+
+
+def _version_entry(row: FeatureViewVersion, feature_name: str) -> dict[str, Any]:
+    return {
+        "version": row.version,
+        "change_kind": row.change_kind,
+        "origin": row.origin,
+        "author": row.author,
+        "message": row.message,
+        "created_at": _aware(row.created_at),
+        "has_feature": _field(row.definition, feature_name) is not None,
+    }
 
 
 def feature_detail(settings: Settings, name: str, version: int | None = None) -> FeatureDetail:
-    """Metadata, stored statistics and samples of a feature (at a view version)."""
-    summary = find_feature(settings, name)
+    """Metadata, stored statistics and samples of a feature (at a view version), read in
+    one session: for 'view:feature', from the rows of that view alone."""
     with session_scope(settings.metadata_url) as session:
-        rows = list(
-            session.scalars(
-                select(FeatureViewVersion)
-                .where(FeatureViewVersion.view_name == summary.feature_view)
-                .order_by(FeatureViewVersion.version)
-            )
-        )
+        view_name, feature_name = _view_of(session, name)
+        rows = view_rows(session, view_name)  # oldest first: the newest is the active one
+        summary, active = _active_feature(session, rows[-1] if rows else None, feature_name, name)
         wanted = version or summary.latest_version
         if not any(r.version == wanted for r in rows):
             raise NotFoundError(
-                f"Feature view '{summary.feature_view}' has no version {wanted}.",
-                {"view": summary.feature_view, "version": wanted},
+                f"Feature view '{view_name}' has no version {wanted}.",
+                {"view": view_name, "version": wanted},
             )
         stats = session.scalar(
-            select(FeatureStatistics).where(
-                FeatureStatistics.view_name == summary.feature_view,
-                FeatureStatistics.version == wanted,
-                FeatureStatistics.feature_name == summary.name,
-            )
+            _STATISTICS, {"view": view_name, "version": wanted, "feature": feature_name}
         )
-        active = rows[-1].definition
-        versions = [
-            {
-                "version": r.version,
-                "change_kind": r.change_kind,
-                "origin": r.origin,
-                "author": r.author,
-                "message": r.message,
-                "created_at": _aware(r.created_at),
-                "has_feature": any(f["name"] == summary.name for f in r.definition["features"]),
-            }
-            for r in rows
-        ]
         return FeatureDetail(
             **summary.model_dump(),
             view_description=active["description"],
@@ -231,5 +274,5 @@ def feature_detail(settings: Settings, name: str, version: int | None = None) ->
             statistics_version=wanted if stats else None,
             statistics=stats.stats if stats else None,
             samples=stats.samples if stats else [],
-            versions=versions,
+            versions=[_version_entry(r, feature_name) for r in rows],
         )

@@ -23,11 +23,11 @@ from mlops.errors import ConflictError, InvalidInputError, NotFoundError, Unsafe
 from mlops.features.catalog import active_definitions
 from mlops.features.offline import (
     BARS_FILE,
-    open_snapshot,
     remove_dead_temp_files,
     temp_path,
     utc_connection,
 )
+from mlops.features.offline_state import open_snapshot
 from mlops.features.store import open_store
 from mlops.features.versions import active_versions
 from mlops.fields import DateInRange, UtcDatetime

@@ -15,16 +15,12 @@ therefore reads and writes about one month, whatever the length of the history.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -39,17 +35,22 @@ from mlops.features.offline import (
     BARS_FILE,
     FEATURES_FILE,
     LABELS_FILE,
-    SCHEMAS,
     TIME_COLUMN,
-    Partition,
     Snapshot,
-    commit,
     exclusive_write,
-    month_codes,
     month_keys,
-    open_snapshot,
-    store_is_empty,
 )
+from mlops.features.offline_changes import (
+    BAR_COLUMNS,
+    OfflineChange,
+    as_bars,
+    full_rebuild,
+    sorted_bars,
+    starts_of,
+    updated_tickers,
+    write_offline,
+)
+from mlops.features.offline_state import open_snapshot, store_is_empty
 from mlops.features.sources import BarsSource, load_layouts
 from mlops.features.statistics import record_statistics, snapshot_statistics
 from mlops.features.store import RepoDefinitions, load_repo_definitions, open_store
@@ -76,8 +77,10 @@ __all__ = [
     "LABELS_FILE",
     "BarsSource",
     "LoadedBars",
+    "OfflineChange",
     "exclusive_write",
     "store_is_empty",
+    "write_offline",
 ]
 
 DEMO_SOURCE = "demo"
@@ -91,27 +94,6 @@ INGEST_STEPS = (
     "statistics",
 )
 """The steps the `ingest` flow records, in order (the CLI's progress bar counts them)."""
-BAR_COLUMNS = ("ticker", "date", "open", "high", "low", "close", "volume")
-
-
-@dataclass
-class OfflineChange:
-    """What an ingest computed: the rows it replaces and the rows that replace them.
-
-    For each ticker in `starts`, every stored bar and feature row from its start date on is
-    replaced by `bars` / `features`; labels from `label_starts` on by `labels`."""
-
-    base: Snapshot | None
-    starts: pd.Series
-    label_starts: pd.Series
-    bars: pd.DataFrame
-    features: pd.DataFrame
-    labels: pd.DataFrame
-    tickers: pd.DataFrame
-
-    def release(self) -> None:
-        """Drop the rows once they are written (`starts` stays: the tickers touched)."""
-        self.bars = self.features = self.labels = self.tickers = pd.DataFrame()
 
 
 def load_batch(
@@ -166,40 +148,6 @@ def _readable_neighbours(settings: Settings, bars: pd.DataFrame) -> pd.DataFrame
 # --------------------------------------------------------------------------- reading
 
 
-def _as_bars(batch: pd.DataFrame) -> pd.DataFrame:
-    """The batch in the stored bars' columns: one row per (ticker, calendar day)."""
-    from mlops.features.compute import _days, _texts
-
-    frame = pd.DataFrame(
-        {
-            "ticker": _texts(batch["ticker"]),
-            "date": _days(batch["date"]),
-            **{c: batch[c].to_numpy(dtype="float64") for c in BAR_COLUMNS[2:]},
-        },
-        copy=False,
-    )
-    return frame
-
-
-def _sorted_bars(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` sorted by ticker and date, keeping the last of rows with the same (ticker,
-    date): a later batch row replaces a stored one. Sorted on integer codes in numpy (a
-    pandas sort on 2M ticker strings took seconds)."""
-    codes, _ = pd.factorize(frame["ticker"], sort=True)
-    day = frame["date"].to_numpy(dtype="datetime64[ns]").view("int64")
-    order = np.lexsort((day, codes))  # stable: equal keys keep their input order
-    codes, day = codes[order], day[order]
-    last = np.r_[(codes[1:] != codes[:-1]) | (day[1:] != day[:-1]), True]
-    if last.all() and (order[1:] > order[:-1]).all():
-        return frame  # already sorted and unique: no copy
-    return frame.take(order[last]).reset_index(drop=True)
-
-
-def _starts(batch: pd.DataFrame) -> pd.Series:
-    """ticker -> the batch's first date of that ticker (where recomputation starts)."""
-    return batch.groupby("ticker", sort=True)["date"].min()
-
-
 def stored_rows(snapshot: Snapshot | None, starts: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(context, stored_from) for the tickers of `starts`: up to `LOOKBACK` stored bars
     before each start with the RSI state of the last one, and every stored bar from it on.
@@ -230,7 +178,7 @@ def stored_rows(snapshot: Snapshot | None, starts: pd.Series) -> tuple[pd.DataFr
         earlier = np.where(short, np.maximum(read_from - 12, first), read_from)
         frames.append(_read_months(snapshot, known.index, earlier, read_from))
         read_from = earlier
-    rows = _sorted_bars(rows)
+    rows = sorted_bars(rows)
     prior = rows["date"].to_numpy() < rows["ticker"].map(known).to_numpy()
     context = rows[prior].groupby("ticker", sort=False).tail(LOOKBACK).reset_index(drop=True)
     return _with_state(snapshot, context), rows[~prior].reset_index(drop=True)
@@ -280,8 +228,8 @@ def neighbour_bars(settings: Settings, batch: pd.DataFrame) -> pd.DataFrame:
     """The stored bars next to the batch, per ticker: the last one before its first batch
     date and the first one after its last batch date (dates the batch replaces are not
     neighbours). The ingest gate compares the batch's first and last bars with them."""
-    bars = _as_bars(batch)
-    context, stored_from = stored_rows(open_snapshot(settings), _starts(bars))
+    bars = as_bars(batch)
+    context, stored_from = stored_rows(open_snapshot(settings), starts_of(bars))
     before = context.groupby("ticker", sort=True).tail(1)
     last = bars.groupby("ticker")["date"].max()
     later = stored_from[stored_from["date"].to_numpy() > stored_from["ticker"].map(last).to_numpy()]
@@ -297,10 +245,10 @@ def plan_change(settings: Settings, batch: pd.DataFrame) -> OfflineChange:
 
     Call it holding `exclusive_write` (so the change is based on the latest snapshot)."""
     snapshot = open_snapshot(settings)
-    bars = _as_bars(batch)
-    starts = _starts(bars)
+    bars = as_bars(batch)
+    starts = starts_of(bars)
     context, stored_from = stored_rows(snapshot, starts)
-    merged = _sorted_bars(
+    merged = sorted_bars(
         pd.concat([stored_from, bars], ignore_index=True) if len(stored_from) else bars
     )
     features, labels = compute_frames(merged, context if len(context) else None)
@@ -313,117 +261,13 @@ def plan_change(settings: Settings, batch: pd.DataFrame) -> OfflineChange:
         bars=merged,
         features=features,
         labels=labels,
-        tickers=_updated_tickers(snapshot, merged, stored_from),
+        tickers=updated_tickers(snapshot, merged, stored_from),
     )
-
-
-def _updated_tickers(
-    snapshot: Snapshot | None, merged: pd.DataFrame, stored_from: pd.DataFrame
-) -> pd.DataFrame:
-    """The ticker index after the change: first and last date and bar count per ticker."""
-    old = snapshot.tickers().set_index("ticker") if snapshot is not None else None
-    grouped = merged.groupby("ticker")["date"]
-    new = pd.DataFrame({"first": grouped.min(), "last": grouped.max(), "bars": grouped.size()})
-    if old is None or old.empty:
-        return new.rename_axis("ticker").reset_index()
-    replaced = stored_from.groupby("ticker").size().reindex(new.index, fill_value=0)
-    before = old.reindex(new.index)
-    new["bars"] = new["bars"] + (before["bars"].fillna(0).astype("int64") - replaced)
-    new["first"] = before["first"].where(before["first"] < new["first"], new["first"])
-    new["last"] = before["last"].where(before["last"] > new["last"], new["last"])
-    combined = pd.concat([old.drop(index=new.index, errors="ignore"), new]).sort_index()
-    combined["bars"] = combined["bars"].astype("int64")
-    return combined.rename_axis("ticker").reset_index()
 
 
 def compute_offline_frames(settings: Settings, batch: pd.DataFrame) -> OfflineChange:
     """The compute step: the change the batch makes to the offline store."""
     return plan_change(settings, batch)
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def _partition_changes(
-    base: Snapshot | None, dataset: str, rows: pd.DataFrame, cuts: pd.Series
-) -> dict[str, Partition]:
-    """What builds the new content of each month partition `rows` fall in: the stored
-    rows minus those of a ticker in `cuts` at or after its cut, plus `rows` (built when
-    the commit writes it, a few months at a time).
-
-    `rows` become one arrow table (its numbers are not copied) that each month takes its
-    rows from."""
-    time = TIME_COLUMN[dataset]
-    schema = SCHEMAS[dataset]
-    table = pa.Table.from_pandas(rows, schema, preserve_index=False)
-    codes, months = month_codes(rows[time])
-    order = np.argsort(codes, kind="stable")  # stable: each month keeps the rows' order
-    bounds = np.searchsorted(codes[order], np.arange(len(months) + 1))
-    stored = base.partitions(dataset) if base is not None else {}
-    cut_tickers = pa.array(cuts.index, pa.string())
-    cut_times = pa.array(cuts if dataset == BARS_FILE else cuts.dt.tz_localize("UTC"))
-
-    def build(month: str, index: np.ndarray) -> pa.Table:
-        part = table.take(index)
-        if base is None or month not in stored:
-            return part
-        old = base.read_table(dataset, schema.names, {month})
-        cut = pc.take(cut_times, pc.index_in(old.column("ticker"), value_set=cut_tickers))
-        old = old.filter(pc.or_kleene(pc.is_null(cut), pc.less(old.column(time), cut)))
-        merged = pa.concat_tables([old.cast(table.schema), part])
-        return merged.sort_by([("ticker", "ascending"), (time, "ascending")])
-
-    return {
-        str(month): partial(build, str(month), order[lo:hi])
-        for month, lo, hi in zip(months, bounds[:-1], bounds[1:], strict=True)
-    }
-
-
-class _ChangesByDataset(Mapping[str, Mapping[str, Partition]]):
-    """dataset -> what builds its partitions, made when the commit stages that dataset:
-    one dataset's arrow table and month index are held at a time, not all three."""
-
-    def __init__(self, change: OfflineChange) -> None:
-        self._change = change
-
-    def __getitem__(self, dataset: str) -> Mapping[str, Partition]:
-        change = self._change
-        rows, cuts = {
-            BARS_FILE: (change.bars, change.starts),
-            FEATURES_FILE: (change.features, change.starts),
-            LABELS_FILE: (change.labels, change.label_starts),
-        }[dataset]
-        return _partition_changes(change.base, dataset, rows, cuts)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter((BARS_FILE, FEATURES_FILE, LABELS_FILE))
-
-    def __len__(self) -> int:
-        return 3
-
-
-def write_offline(settings: Settings, change: OfflineChange) -> Snapshot:
-    """Commit the change as a new snapshot: only the month partitions it touches are
-    rewritten, all others are linked from the previous snapshot."""
-    return commit(settings, change.base, _ChangesByDataset(change), change.tickers)
-
-
-def full_rebuild(settings: Settings, bars: pd.DataFrame) -> Snapshot:
-    """A new snapshot holding `bars` and the features and labels recomputed from them
-    (a migrated store, `mlops features repair`). Call it holding `exclusive_write`."""
-    merged = _sorted_bars(_as_bars(bars))
-    features, labels = compute_frames(merged)
-    starts = _starts(merged)
-    change = OfflineChange(
-        base=None,
-        starts=starts,
-        label_starts=starts,
-        bars=merged,
-        features=features,
-        labels=labels,
-        tickers=_updated_tickers(None, merged, merged.iloc[:0]),
-    )
-    return write_offline(settings, change)
 
 
 def apply_definitions(settings: Settings, author: str, message: str) -> list[VersionInfo]:

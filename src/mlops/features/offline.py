@@ -18,14 +18,14 @@ the changed partitions' new ones): the feature statistics are merged from them.
 A write builds a new snapshot folder: the partitions it changes are new files, every other
 partition is a hard link to the previous snapshot's file (no copy). The snapshot becomes
 visible when `current` is replaced by a symlink to it (one atomic rename). A reader that
-resolves `current` once (`open_snapshot`) sees one consistent state of all three datasets,
-however long it reads; a crash at any point leaves `current` on the old snapshot or the
-new one. Folders of killed writers are removed on the next write, and old snapshots once
-no reader can still be starting on them (`SNAPSHOT_GRACE_S`).
+resolves `current` once (`offline_state.open_snapshot`) sees one consistent state of all
+three datasets, however long it reads; a crash at any point leaves `current` on the old
+snapshot or the new one. Folders of killed writers are removed on the next write, and old
+snapshots once no reader can still be starting on them (`SNAPSHOT_GRACE_S`).
 
-A store of the previous release (three single parquet files in `offline/`) is migrated on
-first open: its bars become the first snapshot, features and labels are recomputed from
-them, and the old files are removed only once that snapshot is committed.
+This module is the layout and the commit. The rows a change writes are computed in
+`offline_changes.py`, and `offline_state.open_snapshot` migrates a store of the previous
+release (three single parquet files in `offline/`) on first open.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -94,7 +93,6 @@ SNAPSHOT_GRACE_S = 600.0
 WRITE_THREADS = min(4, os.cpu_count() or 1)
 """Partitions a commit builds and writes at once (pyarrow and numpy release the GIL)."""
 _TEMP_SUFFIX = ".tmp"
-_migrate_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -197,19 +195,6 @@ def _empty_table(dataset: str, columns: list[str] | None) -> pa.Table:
 # --------------------------------------------------------------------------- reading
 
 
-def open_snapshot(settings: Settings) -> Snapshot | None:
-    """The committed state (resolved once: read everything of one request from it), or
-    None when nothing was ever ingested. Migrates a previous release's files first."""
-    if _legacy_files(settings.data_dir):
-        migrate_legacy_store(settings)
-    current = settings.data_dir / CURRENT
-    try:
-        target = os.readlink(current)
-    except FileNotFoundError:
-        return None
-    return Snapshot((settings.data_dir / target).resolve())
-
-
 def utc_connection() -> duckdb.DuckDBPyConnection:
     """A DuckDB connection whose `TIMESTAMPTZ` values are UTC (the session time zone decides
     how naive times cast and how times come back to Python)."""
@@ -218,11 +203,6 @@ def utc_connection() -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect()
     connection.execute("SET TimeZone = 'UTC'")
     return connection
-
-
-def store_is_empty(settings: Settings) -> bool:
-    snapshot = open_snapshot(settings)
-    return snapshot is None or not snapshot.has(FEATURES_FILE)
 
 
 def dataset_name(path: str | Path) -> str:
@@ -496,25 +476,6 @@ def exclusive_write(settings: Settings) -> BaseFileLock:
 # --------------------------------------------------------------------------- migration
 
 
-def _legacy_files(data_dir: Path) -> list[Path]:
+def legacy_files(data_dir: Path) -> list[Path]:
+    """The single parquet files of a previous release's store that are still there."""
     return [data_dir / name for name in OFFLINE_FILES if (data_dir / name).is_file()]
-
-
-def migrate_legacy_store(settings: Settings) -> Snapshot | None:
-    """Turn a previous release's single files into the first snapshot (see module)."""
-    from mlops.features.ingest import full_rebuild
-
-    with _migrate_lock, exclusive_write(settings):
-        legacy = _legacy_files(settings.data_dir)
-        if not legacy:
-            return None
-        current = settings.data_dir / CURRENT
-        bars_file = settings.data_dir / BARS_FILE
-        snapshot = None
-        if not current.exists() and bars_file.is_file():
-            bars = pd.read_parquet(bars_file)
-            snapshot = full_rebuild(settings, bars)
-        for path in legacy:  # only once the snapshot is current
-            path.unlink(missing_ok=True)
-        remove_dead_temp_files(settings.data_dir)
-        return snapshot

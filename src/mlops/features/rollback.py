@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mlops.db import session_scope
 from mlops.features.ingest import materialize, store_statistics
-from mlops.features.offline import open_snapshot
+from mlops.features.offline_state import open_snapshot
 from mlops.features.store import open_store
 from mlops.features.versions import (
     VersionInfo,

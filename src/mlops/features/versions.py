@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from mlops.db import FeatureViewVersion, session_scope
@@ -137,14 +137,33 @@ def active_versions(session: Session) -> dict[str, FeatureViewVersion]:
     return {row.view_name: row for row in rows}
 
 
+# Built once, with the view as a parameter: composing a statement per call cost more than
+# running it (these answer one feature's lookups).
+_VIEW_ROWS = (
+    select(FeatureViewVersion)
+    .where(FeatureViewVersion.view_name == bindparam("view"))
+    .order_by(FeatureViewVersion.version)
+)
+_ACTIVE_ROW = (
+    select(FeatureViewVersion)
+    .where(FeatureViewVersion.view_name == bindparam("view"))
+    .order_by(FeatureViewVersion.version.desc())
+    .limit(1)
+)
+
+
+def view_rows(session: Session, view_name: str) -> list[FeatureViewVersion]:
+    """Every version row of a view, oldest first (none for an unknown view)."""
+    return list(session.scalars(_VIEW_ROWS, {"view": view_name}))
+
+
+def active_row(session: Session, view_name: str) -> FeatureViewVersion | None:
+    """The active (newest) version row of a view, if the view is known."""
+    return session.scalar(_ACTIVE_ROW, {"view": view_name})
+
+
 def version_rows(session: Session, view_name: str) -> list[FeatureViewVersion]:
-    rows = list(
-        session.scalars(
-            select(FeatureViewVersion)
-            .where(FeatureViewVersion.view_name == view_name)
-            .order_by(FeatureViewVersion.version)
-        )
-    )
+    rows = view_rows(session, view_name)
     if not rows:
         raise NotFoundError(f"Unknown feature view '{view_name}'.", {"view": view_name})
     return rows

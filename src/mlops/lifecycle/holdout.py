@@ -10,7 +10,8 @@ import pandas as pd
 
 from mlops.errors import InvalidInputError
 from mlops.features.compute import STATE_COLUMNS
-from mlops.features.offline import FEATURES_FILE, LABELS_FILE, Snapshot, open_snapshot
+from mlops.features.offline import FEATURES_FILE, LABELS_FILE, Snapshot
+from mlops.features.offline_state import open_snapshot
 from mlops.lifecycle.gates import GateResult
 from mlops.lifecycle.training import LABEL
 from mlops.settings import Settings

@@ -344,7 +344,7 @@ def feature_page(request: Request, ref: str) -> Response:
 
 def _offline_range(settings: Settings) -> tuple[list[str], date | None, date | None]:
     """Tickers and the date range of the offline bars (two columns, cached per file)."""
-    from mlops.features.offline import open_snapshot
+    from mlops.features.offline_state import open_snapshot
 
     snapshot = open_snapshot(settings)
     if snapshot is None:

@@ -16,7 +16,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from tests.support.settings import make_settings
 
-from mlops.features import ingest, offline
+from mlops.features import ingest, offline, offline_state
 from mlops.features.compute import FEATURE_COLUMNS, LABEL_COLUMN, STATE_COLUMNS
 from mlops.features.demo_data import generate_ohlcv
 from mlops.settings import Settings
@@ -31,7 +31,7 @@ def _ingest(settings: Settings, batch: pd.DataFrame) -> offline.Snapshot:
 
 
 def _store(settings: Settings) -> dict[str, pd.DataFrame]:
-    snapshot = offline.open_snapshot(settings)
+    snapshot = offline_state.open_snapshot(settings)
     assert snapshot is not None
     frames = {}
     for name in offline.OFFLINE_FILES:

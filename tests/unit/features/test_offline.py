@@ -15,7 +15,7 @@ import pytest
 from tests.support.settings import make_settings
 
 from mlops.db import IngestRun, session_scope, utcnow
-from mlops.features import ingest, offline
+from mlops.features import ingest, offline, offline_state
 from mlops.features.compute import FEATURE_COLUMNS, LABEL_COLUMN
 from mlops.features.demo_data import generate_ohlcv
 from mlops.runs import current_owner
@@ -45,17 +45,17 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_an_empty_store_has_no_snapshot(settings: Settings) -> None:
-    assert offline.open_snapshot(settings) is None
-    assert offline.store_is_empty(settings)
+    assert offline_state.open_snapshot(settings) is None
+    assert offline_state.store_is_empty(settings)
 
 
 def test_a_reader_keeps_its_snapshot_while_a_commit_replaces_current(settings: Settings) -> None:
     first = _ingest(settings, _bars(30))
-    held = offline.open_snapshot(settings)
+    held = offline_state.open_snapshot(settings)
     assert held == first
     before = held.read(offline.BARS_FILE)
     second = _ingest(settings, _bars(60))
-    assert offline.open_snapshot(settings) == second != held
+    assert offline_state.open_snapshot(settings) == second != held
     pd.testing.assert_frame_equal(held.read(offline.BARS_FILE), before)  # never changes
     assert len(second.read(offline.BARS_FILE)) > len(before)
     assert (settings.data_dir / offline.CURRENT).is_symlink()
@@ -134,7 +134,7 @@ def test_replaced_snapshots_are_removed_after_the_grace_period(settings: Setting
     removed = offline.remove_old_snapshots(settings.data_dir, grace_s=0)
     assert [p.name for p in removed] == ["000001", "000002"]  # the previous one is kept
     assert sorted(p.name for p in snapshots.iterdir()) == ["000003", "000004"]
-    assert len(offline.open_snapshot(settings).read(offline.BARS_FILE)) == len(_bars(50))
+    assert len(offline_state.open_snapshot(settings).read(offline.BARS_FILE)) == len(_bars(50))
 
 
 def test_a_store_of_the_previous_release_is_migrated_on_first_open(tmp_path: Path) -> None:
@@ -148,7 +148,7 @@ def test_a_store_of_the_previous_release_is_migrated_on_first_open(tmp_path: Pat
         archive.extractall(home, filter="data")
     legacy = {name: pd.read_parquet(home / "offline" / name) for name in offline.OFFLINE_FILES}
     settings = make_settings(home)
-    snapshot = offline.open_snapshot(settings)
+    snapshot = offline_state.open_snapshot(settings)
     assert snapshot is not None
     assert not any((home / "offline" / name).is_file() for name in offline.OFFLINE_FILES)
     bars = snapshot.read(offline.BARS_FILE).sort_values(["ticker", "date"], ignore_index=True)
@@ -166,7 +166,7 @@ def test_a_store_of_the_previous_release_is_migrated_on_first_open(tmp_path: Pat
     labels = snapshot.read(offline.LABELS_FILE)
     assert len(labels) == len(legacy[offline.LABELS_FILE])
     assert labels[LABEL_COLUMN].sum() == legacy[offline.LABELS_FILE][LABEL_COLUMN].sum()
-    assert offline.open_snapshot(settings) == snapshot  # migrated once
+    assert offline_state.open_snapshot(settings) == snapshot  # migrated once
 
     from mlops.features.datasets import DatasetRequest, create_dataset, get_dataset
     from mlops.features.store import open_store

@@ -14,7 +14,7 @@ import pytest
 from tests.support.settings import make_settings
 from tests.support.statistics_reference import assert_matches_full_recomputation
 
-from mlops.features import ingest, offline, summaries
+from mlops.features import ingest, offline, offline_changes, summaries
 from mlops.features.compute import FEATURE_COLUMNS, LABEL_COLUMN
 from mlops.features.demo_data import generate_ohlcv
 from mlops.features.offline import FEATURES_FILE, LABELS_FILE
@@ -100,7 +100,7 @@ def _assert_equal_to_full_recomputation(snapshot: offline.Snapshot) -> None:
 
 def test_statistics_after_a_full_rebuild_equal_a_full_recomputation(settings: Settings) -> None:
     with offline.exclusive_write(settings):
-        snapshot = ingest.full_rebuild(settings, _bars())
+        snapshot = offline_changes.full_rebuild(settings, _bars())
     _assert_summaries_stored(snapshot)
     _assert_equal_to_full_recomputation(snapshot)
 
@@ -111,7 +111,7 @@ def test_statistics_stay_equal_through_daily_batches_a_correction_and_a_new_tick
     bars = _bars(end=date(2024, 10, 8))
     history, later = bars[bars["date"] < "2024-10-01"], bars[bars["date"] >= "2024-10-01"]
     with offline.exclusive_write(settings):
-        ingest.full_rebuild(settings, history)
+        offline_changes.full_rebuild(settings, history)
     for _, day in list(later.groupby("date"))[:2]:
         _assert_equal_to_full_recomputation(_write(settings, day))
     ticker = history["ticker"].iloc[0]
@@ -131,7 +131,7 @@ def test_a_daily_batch_summarizes_only_the_partitions_it_writes(
 ) -> None:
     bars = _bars(end=date(2024, 10, 2))
     with offline.exclusive_write(settings):
-        before = ingest.full_rebuild(settings, bars[bars["date"] < "2024-10-02"])
+        before = offline_changes.full_rebuild(settings, bars[bars["date"] < "2024-10-02"])
     summarized: list[str] = []
     real = offline.summarize_table
     monkeypatch.setattr(
@@ -153,7 +153,7 @@ def test_a_snapshot_without_summaries_falls_back_and_the_next_commit_stores_them
     """A snapshot written by a release before summaries (none in `_summaries`)."""
     bars = _bars(end=date(2024, 10, 2))
     with offline.exclusive_write(settings):
-        old = ingest.full_rebuild(settings, bars[bars["date"] < "2024-10-02"])
+        old = offline_changes.full_rebuild(settings, bars[bars["date"] < "2024-10-02"])
     shutil.rmtree(old.root / offline.SUMMARIES)
     _assert_equal_to_full_recomputation(old)
     new = _write(settings, bars[bars["date"] == "2024-10-02"])
