@@ -48,7 +48,7 @@ def deploy_flow(
     logger.info("%s %s v%s -> %s", info.kind, info.model_name, info.version, info.target_stage)
     error = None
     try:
-        for stage in deployments.pending_stages(settings, deployment_id):
+        for stage in info.pending_stages():
             if not STAGE_TASKS[stage](settings, deployment_id):
                 break
     except BaseException as exc:

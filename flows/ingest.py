@@ -15,7 +15,6 @@ from mlops.errors import DataValidationError, MlopsError
 from mlops.features import ingest as steps
 from mlops.features.offline import Snapshot
 from mlops.features.sources import BarsSource
-from mlops.runs import heartbeat
 from mlops.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -99,7 +98,7 @@ def ingest_flow(
     label = steps.source_label(source)
     run_id = steps.start_run(settings, label, flow_run_id=str(flow_run.get_id() or ""))
     try:
-        with heartbeat(lambda: steps.beat(settings, run_id)):
+        with steps.keep_alive(settings, run_id):
             loaded: Any = load(settings, run_id, source, date_format)
             rows = len(loaded.frame)
             report: Any = validate(settings, run_id, loaded.frame, label)

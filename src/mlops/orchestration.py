@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from mlops.runs import heartbeat
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -114,17 +113,15 @@ def run_deployment(settings: Settings, deployment_id: str) -> None:
 
     from mlops.lifecycle import deployments
 
-    with heartbeat(lambda: deployments.heartbeat(settings, deployment_id)):
+    with deployments.keep_alive(settings, deployment_id):
         try:
             _wait_for_prefect()
             state = deploy_flow(deployment_id=deployment_id, settings=settings, return_state=True)
             error = None if state.is_completed() else (state.message or state.name)
         except Exception as exc:  # the flow never started
             error = f"{type(exc).__name__}: {exc}"
-        if error is not None:  # a failed stage finished the record; a crash did not
-            info = deployments.get_deployment(settings, deployment_id)
-            if info.status in ("pending", "running"):
-                deployments.finish(settings, deployment_id, error)
+        if error is not None:  # a failed stage finished the record (then this changes nothing)
+            deployments.finish(settings, deployment_id, error)
 
 
 def start_deployment(settings: Settings, deployment_id: str) -> threading.Thread:

@@ -1,9 +1,10 @@
 """Who runs a piece of long work, and whether it still runs.
 
-Deployment and ingest records name their owner (host, pid and process start time, so a
-reused pid is another owner) and beat a heartbeat while they work. A reader that finds a
-record `running` whose owner is dead, or whose heartbeat stopped, closes it: nothing stays
-"running" forever after a kill -9.
+A run record names its owner (host, pid and process start time, so a reused pid is another
+owner) and beats a heartbeat while it works. The reaper (`reaper.py`) closes a record whose
+owner is dead, or whose heartbeat stopped: nothing stays "running" forever after a kill -9.
+Run records use these through `run_records.py`; the Prefect server, `mlops up` and the
+offline store's temp files use them directly.
 """
 
 from __future__ import annotations

@@ -261,6 +261,15 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _close_interrupted_runs(settings: Settings) -> None:
+    """Close the records of runs whose process is gone (a killed `mlops up` leaves some)."""
+    from mlops.reaper import reap_interrupted
+
+    closed = reap_interrupted(settings)
+    if closed:
+        console.print(f"Closed {closed} runs left open by processes that stopped.")
+
+
 def _first_ingest(settings: Settings, seed: Callable[[Settings], object]) -> None:
     from mlops.features.offline_state import store_is_empty
 
@@ -324,6 +333,7 @@ def run_platform(settings: Settings, seed: Callable[[Settings], object]) -> None
         from mlops.orchestration import configure_prefect
 
         configure_prefect(settings, use_server=True)
+        _close_interrupted_runs(settings)
         _first_ingest(settings, seed)
         with console.status("Serving the scheduled flows and starting the API..."):
             for name in ("flows", "api"):

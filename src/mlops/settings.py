@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         description="Online predictions ask MLflow again for an alias's version after this "
         "long: the most an alias moved outside the platform (MLflow UI) goes unseen.",
     )
+    reap_every_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often the API closes the records of runs whose process is gone "
+        "(deployments, evaluations, ingests); it also does at start-up.",
+    )
     mlflow_allow_pickle: bool = Field(
         default=True,
         description="Let MLflow load the sklearn models the platform registered (skops/pickle).",

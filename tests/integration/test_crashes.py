@@ -1,7 +1,8 @@
 """kill -9 at every step of an ingest and of a deployment (tests/support/crash_child.py kills
 itself right after a step's work, before it is recorded, or inside the offline commit).
-Afterwards the records are closed (`interrupted`, or the outcome the registry proves),
-the offline store is byte for byte its state before the ingest or after it, and the next
+The record stays open until the reaper runs (as the next start of the API or of a CLI
+command does), which closes it (`interrupted`, or the outcome the registry proves); the
+offline store is byte for byte its state before the ingest or after it, and the next
 write removes what the killed one left."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mlops.features import ingest, offline, offline_state
 from mlops.features.datasets import DatasetRequest, create_dataset
 from mlops.features.demo_data import generate_ohlcv
 from mlops.lifecycle import deployments, registry
+from mlops.reaper import reap_interrupted
 from mlops.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -80,6 +82,8 @@ def test_an_ingest_killed_at_any_step_leaves_the_store_as_before_or_after_byte_f
     before, after = _state(fresh), None
     for number, point in enumerate([*BEFORE_COMMIT, *AFTER_COMMIT]):
         _killed_child("ingest", point, str(fresh.home), str(source))
+        assert ingest.latest_runs(fresh, limit=1)[0].status == "running", point
+        assert reap_interrupted(fresh) == 1, point
         run = ingest.latest_runs(fresh, limit=1)[0]
         assert run.status == "interrupted", point
         assert run.finished_at is not None and "stopped during" in (run.error or "")
@@ -119,6 +123,8 @@ def test_a_deployment_killed_at_any_stage_is_closed_as_the_registry_shows(
     run_deployment(settings, first.id)
     second = add_version(settings, name, "1")
     deployment_id = _killed_child("deploy", point, str(settings.home), name, second).split()[0]
+    assert deployments.get_deployment(settings, deployment_id).status == "running"
+    reap_interrupted(settings)
     record = deployments.get_deployment(settings, deployment_id)
     production = registry.alias_version(settings, name, registry.PRODUCTION_ALIAS)
     assert record.status == outcome and record.finished_at is not None

@@ -25,6 +25,7 @@ from mlops.db import Deployment, session_scope
 from mlops.errors import ConflictError
 from mlops.lifecycle import deployments, mlflow_backend, promotion, registry
 from mlops.orchestration import run_deployment
+from mlops.reaper import reap_interrupted
 from mlops.settings import Settings
 
 API = "/api/v1/ml"
@@ -267,6 +268,7 @@ def test_a_dead_process_leaves_a_failed_record_not_a_running_one(settings: Setti
     deployments.begin(settings, info.id, None)
     deployments.start_stage(settings, info.id, "validate")
     _kill_runner(settings, info.id)
+    assert reap_interrupted(settings) >= 1
     record = deployments.get_deployment(settings, info.id)
     assert record.status == "failed" and record.failed_stage == "validate"
     assert "Interrupted" in record.error
@@ -419,19 +421,48 @@ def test_a_stopped_heartbeat_or_a_finished_move_closes_the_record(settings: Sett
     deployments.begin(settings, info.id, None)
     with session_scope(settings.metadata_url) as session:
         session.get(Deployment, info.id).heartbeat_at = utcnow() - timedelta(minutes=5)
+    assert deployments.get_deployment(settings, info.id).status == "running"  # a read closes none
+    # A new deployment of the model closes the holder of its lock, whose runner is gone.
+    moved = deployments.request_deployment(settings, name, "1", "production", "t")
     assert deployments.get_deployment(settings, info.id).status == "failed"
 
-    moved = deployments.request_deployment(settings, name, "1", "production", "t")
     deployments.begin(settings, moved.id, None)
     for stage in ("validate", "staging"):
-        started = deployments.start_stage(settings, moved.id, stage)
+        deployments.start_stage(settings, moved.id, stage)
         gate = deployments.GateResult(name=stage, passed=True, message="test")
-        deployments.end_stage(settings, moved.id, stage, started, [gate], "ok")
+        deployments.end_stage(settings, moved.id, stage, [gate], "ok")
     deployments.start_stage(settings, moved.id, "production")
     mlflow_backend.client(settings).set_registered_model_alias(name, "production", "1")
     _kill_runner(settings, moved.id)
+    assert reap_interrupted(settings) >= 1
     record = deployments.get_deployment(settings, moved.id)
     assert record.status == "succeeded" and record.stages[2].status == "passed"
+
+
+def test_each_stage_transition_reads_the_record_once(settings: Settings) -> None:
+    """A deployment's run reads its record once per change: when it begins, when each
+    stage starts and ends, when production's previous version is noted, when it finishes."""
+    from sqlalchemy import event
+
+    from mlops.db import engine_for
+
+    name = copy_version(settings, "1")
+    info = deployments.request_deployment(settings, name, "1", "production", "t")
+    reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM deployments" in statement:
+            reads.append(statement)
+
+    engine = engine_for(settings.metadata_url)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        run_deployment(settings, info.id)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert deployments.get_deployment(settings, info.id).status == "succeeded"
+    stages = len(deployments.STAGE_NAMES)
+    assert len(reads) <= 1 + 2 * stages + 1 + 1, reads
 
 
 def test_holdout_starts_after_the_candidate_was_trained(
@@ -459,14 +490,15 @@ def test_a_runner_killed_after_production_moved_leaves_a_succeeded_record(
     info = deployments.request_deployment(settings, name, second, "production", "t")
     deployments.begin(settings, info.id, None)
     for stage in ("validate", "staging", "production"):
-        started = deployments.start_stage(settings, info.id, stage)
+        deployments.start_stage(settings, info.id, stage)
         if stage == "production":
             mlflow_backend.client(settings).set_registered_model_alias(name, "production", second)
             if not closed:
                 break
         gate = deployments.GateResult(name=stage, passed=True, message="test")
-        deployments.end_stage(settings, info.id, stage, started, [gate], "ok")
+        deployments.end_stage(settings, info.id, stage, [gate], "ok")
     _kill_runner(settings, info.id)
+    assert reap_interrupted(settings) >= 1
     record = deployments.get_deployment(settings, info.id)
     assert record.status == "succeeded" and record.error is None
     assert [s.status for s in record.stages] == ["passed", "passed", "passed"]
@@ -487,8 +519,10 @@ def test_a_runner_gone_while_the_registry_is_down_stays_open_until_it_answers(
         raise ConnectionError("registry unreachable")
 
     monkeypatch.setattr(registry, "alias_version", registry_down)
+    reap_interrupted(settings)
     assert deployments.get_deployment(settings, info.id).status == "running"
     monkeypatch.undo()
+    assert reap_interrupted(settings) >= 1
     record = deployments.get_deployment(settings, info.id)
     assert record.status == "failed" and record.failed_stage == "staging"
     assert "Production was not moved" in (record.error or "")

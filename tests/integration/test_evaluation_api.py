@@ -23,6 +23,7 @@ from mlops.db import Evaluation, session_scope
 from mlops.evaluation import records
 from mlops.evaluation.tracking import EVALUATION_TAG, EXPERIMENT
 from mlops.lifecycle import mlflow_backend
+from mlops.reaper import reap_interrupted
 from mlops.settings import Settings
 
 API = "/api/v1/evaluation"
@@ -348,7 +349,7 @@ def test_an_interrupted_run_is_failed_with_its_mlflow_runs(settings: Settings, m
         assert row is not None
         row.status = "running"
         row.owner = f"{socket.gethostname()}:999999:1"  # this host, a process that is gone
-    assert records.reap_interrupted(settings) >= 1
+    assert reap_interrupted(settings) >= 1
     info = records.get(settings, evaluation_id)
     assert info.status == "failed" and "Interrupted" in (info.error or "")
     assert mlflow_client.get_run(orphan).info.status == "FAILED"

@@ -10,11 +10,19 @@ from typing import Any
 from mlops.settings import Settings
 
 DEMO = {"demo_tickers": 5, "demo_start": date(2024, 1, 2), "demo_end": date(2025, 6, 30)}
+QUIET_REAPER = {"reap_every_s": 3600.0}
+"""The API apps of tests reap at start-up only: a test closes dead runs when it means to."""
 
 
 def make_settings(home: Path, **overrides: Any) -> Settings:
     """Local-profile settings on a temp folder with a small demo universe."""
-    values: dict[str, Any] = {"home": home, "profile": "local", **DEMO, **overrides}
+    values: dict[str, Any] = {
+        "home": home,
+        "profile": "local",
+        **DEMO,
+        **QUIET_REAPER,
+        **overrides,
+    }
     settings = Settings(**values)
     settings.ensure_dirs()
     return settings

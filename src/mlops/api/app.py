@@ -24,6 +24,7 @@ from mlops.api.middleware import AfterWarmUp, RequestId
 from mlops.api.routes import datasets, evaluation, experiments, features, models, prompts
 from mlops.errors import MlopsError
 from mlops.health import Health, check_health
+from mlops.reaper import ScheduledReaper
 from mlops.settings import Settings, load_settings
 from mlops.stores import store_outage
 
@@ -174,12 +175,16 @@ def create_api(settings: Settings | None = None, front_end: FrontEnd | None = No
     warmed = threading.Event()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warmed.clear()
         threading.Thread(
             target=_warm_up, args=(settings, warmed), name="warm-up", daemon=True
         ).start()
-        yield
+        app.state.reaper.start()  # closes the runs of dead processes, now and on a schedule
+        try:
+            yield
+        finally:
+            await app.state.reaper.stop()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -191,6 +196,7 @@ def create_api(settings: Settings | None = None, front_end: FrontEnd | None = No
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.reaper = ScheduledReaper(settings, settings.reap_every_s)
 
     # Each added middleware wraps those before it: the request id is set before a
     # request waits for the warm-up.

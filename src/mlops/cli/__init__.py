@@ -84,7 +84,9 @@ def ingest_progress(config: Settings, run: Callable[[], IngestSummary]) -> Inges
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from mlops.features.ingest import INGEST_STEPS, latest_runs, steps_of_newest_run
+    from mlops.reaper import reap_interrupted
 
+    reap_interrupted(config)  # a command that starts work closes the runs of dead ones
     before = max((r.id for r in latest_runs(config, limit=1)), default=0)
     outcome: dict[str, Any] = {}
 

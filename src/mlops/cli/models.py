@@ -83,8 +83,10 @@ def show_cmd(name: str, json: JsonOpt = False) -> None:
     """A registered model: its versions, stages, and recent deployments."""
     from mlops.lifecycle.deployments import list_deployments
     from mlops.lifecycle.registry import get_model
+    from mlops.reaper import reap_interrupted
 
     config = settings()
+    reap_interrupted(config)
     model = get_model(config, name)
     history = list_deployments(config, name, limit=10)
     if json:
@@ -172,9 +174,11 @@ def deploy_cmd(
     live. Exit code 10 when a gate fails; production is then unchanged."""
     from mlops.errors import checked
     from mlops.orchestration import configure_prefect
+    from mlops.reaper import reap_interrupted
     from mlops.usecases import deployments as use
 
     config = settings()
+    reap_interrupted(config)
     body = checked(
         use.DeployRequest, {"version": version, "target_stage": target, "reason": reason}
     )
@@ -195,9 +199,11 @@ def rollback_cmd(
     """Restore the production version before the current one (recorded as a deployment)."""
     from mlops.errors import checked
     from mlops.orchestration import configure_prefect
+    from mlops.reaper import reap_interrupted
     from mlops.usecases import deployments as use
 
     config = settings()
+    reap_interrupted(config)
     body = checked(use.RollbackRequest, {"reason": reason})
     plan = use.rollback_plan(config, name)
     if not yes:
@@ -222,8 +228,10 @@ def status_cmd(
         list_deployments,
         resolve_deployment_id,
     )
+    from mlops.reaper import reap_interrupted
 
     config = settings()
+    reap_interrupted(config)
     if deployment:
         info = get_deployment(config, resolve_deployment_id(config, deployment))
         print_json(info) if json else console.print(stage_table(info))

@@ -1,22 +1,28 @@
 """Evaluation records in the metadata store: a run (who asked for which suites and
 versions, its status) and one row per finished (model version, suite) result or explanation,
-so results appear while the run goes on and concurrent tasks never overwrite each other."""
+so results appear while the run goes on and concurrent tasks never overwrite each other.
+
+The run's lifecycle is `run_records.py`'s; an evaluation has no heartbeat, so its runner is
+gone when its owner died on this host. The reaper fails such a run and its MLflow runs
+left RUNNING, and marks plots a dead process was drawing as failed."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from mlops.db import Evaluation, EvaluationResult, session_scope, utcnow
+from mlops import run_records
+from mlops.db import Evaluation, EvaluationResult, session_scope
 from mlops.errors import NotFoundError
 from mlops.evaluation.comparison import SuiteComparison, compare
 from mlops.evaluation.results import SuiteResult
 from mlops.evaluation.runner import Plan
 from mlops.fields import UtcDatetime
-from mlops.runs import current_owner, owner_alive
+from mlops.run_records import RunKind, Statuses
 from mlops.settings import Settings
 
 Status = Literal["pending", "running", "succeeded", "failed"]
@@ -71,28 +77,27 @@ def _total(row: Evaluation) -> int:
 
 def create(settings: Settings, plan: Plan, explain: bool, caller: str, reason: str) -> str:
     """A pending record of a checked plan (its suites and versions, deduplicated)."""
-    reap_interrupted(settings)
     row = Evaluation(
         id=uuid.uuid4().hex,
-        status="pending",
         suites=list(plan.suites),
         models=[{"name": c.name, "version": c.version} for c in plan.candidates],
         explain=explain,
         requested_by=caller[:200],
         reason=reason,
         plan=plan.describe(),
-        owner=current_owner(),
     )
     with session_scope(settings.metadata_url) as session:
-        session.add(row)
+        session.add(run_records.opened(EVALUATIONS, row))
     return row.id
 
 
 def begin(settings: Settings, evaluation_id: str, flow_run_id: str | None) -> None:
-    with session_scope(settings.metadata_url) as session:
-        row = _row(session, evaluation_id)
-        row.status, row.started_at, row.flow_run_id = "running", utcnow(), flow_run_id
-        row.owner = current_owner()
+    """Mark the run running in this process (which may not be the one that recorded it)."""
+
+    def start(row: Evaluation) -> None:
+        row.flow_run_id = flow_run_id
+
+    run_records.begin(settings, EVALUATIONS, evaluation_id, start)
 
 
 def add_result(settings: Settings, evaluation_id: str, result: SuiteResult) -> None:
@@ -130,14 +135,15 @@ def add_explanation(
 
 
 def finish(settings: Settings, evaluation_id: str, error: str | None = None) -> None:
-    with session_scope(settings.metadata_url) as session:
-        row = _row(session, evaluation_id)
-        if row.status in ("succeeded", "failed"):
-            return
-        row.status = "failed" if error else "succeeded"
-        row.error, row.finished_at = error, utcnow()
+    """Close the run (failed with `error`); a run that ended already is left as it is."""
+
+    def close(row: Evaluation) -> str:
+        row.error = error
         if error:
             row.plots = "skipped"
+        return "failed" if error else "succeeded"
+
+    run_records.finish(settings, EVALUATIONS, evaluation_id, close, lambda _: None)
 
 
 def set_plots(settings: Settings, evaluation_id: str, outcome: str) -> None:
@@ -318,26 +324,14 @@ def last_runs(settings: Settings) -> dict[str, LastRun]:
     return runs
 
 
-def reap_interrupted(settings: Settings) -> int:
-    """Fail the runs whose process is gone, and their MLflow runs left RUNNING."""
-    reaped = []
-    with session_scope(settings.metadata_url) as session:
-        rows = session.scalars(
-            select(Evaluation).where(
-                Evaluation.status.in_(("pending", "running")) | (Evaluation.plots == "pending")
-            )
-        ).all()
-        for row in rows:
-            if owner_alive(row.owner) is not False:
-                continue
-            if row.status in ("pending", "running"):
-                row.status, row.finished_at = "failed", utcnow()
-                row.error = f"Interrupted: the process running it ({row.owner}) stopped."
-                reaped.append(row.id)
-            row.plots = "failed: the process drawing them stopped"
-    if reaped:
-        _fail_mlflow_runs(settings, reaped)
-    return len(reaped)
+def _close_interrupted(_settings: Settings, row: Evaluation, now: datetime) -> bool:
+    """Fail a run whose process is gone; plots it was drawing will not come."""
+    row.plots = "failed: the process drawing them stopped"
+    if row.status not in EVALUATIONS.statuses.open:
+        return False
+    row.status, row.finished_at = "failed", now
+    row.error = f"Interrupted: the process running it ({row.owner}) stopped."
+    return True
 
 
 def _fail_mlflow_runs(settings: Settings, evaluation_ids: list[str]) -> None:
@@ -355,3 +349,14 @@ def _fail_mlflow_runs(settings: Settings, evaluation_ids: list[str]) -> None:
             "AND attributes.status = 'RUNNING'",
         ):
             client.set_terminated(run.info.run_id, "FAILED")
+
+
+EVALUATIONS = RunKind(
+    label="evaluation run",
+    table=Evaluation,
+    statuses=Statuses(open=("pending", "running"), ends=("succeeded", "failed")),
+    close_interrupted=_close_interrupted,
+    heartbeat_column=None,
+    also_open=lambda: Evaluation.plots == "pending",
+    after_reap=_fail_mlflow_runs,
+)

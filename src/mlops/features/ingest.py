@@ -15,7 +15,8 @@ therefore reads and writes about one month, whatever the length of the history.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +25,8 @@ import pyarrow as pa
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from mlops.db import IngestRun, session_scope, utcnow
+from mlops import run_records
+from mlops.db import IngestRun, session_scope
 from mlops.features.compute import (
     LOOKBACK,
     STATE_COLUMNS,
@@ -65,7 +67,8 @@ from mlops.features.versions import (
     view_definition,
     views_to_apply,
 )
-from mlops.runs import current_owner, runner_gone
+from mlops.run_records import RunKind, Statuses
+from mlops.runs import aware
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -418,57 +421,27 @@ class IngestSummary(BaseModel):
 
 
 def start_run(settings: Settings, source: str, flow_run_id: str | None = None) -> int:
+    """A running record of an ingest by this process."""
     settings.ensure_dirs()
     with session_scope(settings.metadata_url) as session:
-        run = IngestRun(
-            source=source,
-            status="running",
-            steps=[],
-            flow_run_id=flow_run_id,
-            owner=current_owner(),
-            heartbeat_at=utcnow(),
-        )
+        run = run_records.opened(RUNS, IngestRun(source=source, steps=[], flow_run_id=flow_run_id))
         session.add(run)
         session.flush()
         return run.id
 
 
 def record_step(settings: Settings, run_id: int, name: str, seconds: float, status: str) -> None:
-    with session_scope(settings.metadata_url) as session:
-        run = session.get(IngestRun, run_id)
-        if run is not None:
-            run.steps = [*run.steps, {"step": name, "seconds": round(seconds, 4), "status": status}]
-            run.heartbeat_at = utcnow()
+    """Add a step's outcome and wall time to the run."""
+
+    def add(run: IngestRun) -> None:
+        run.steps = [*run.steps, {"step": name, "seconds": round(seconds, 4), "status": status}]
+
+    run_records.change(settings, RUNS, run_id, add)
 
 
-def beat(settings: Settings, run_id: int) -> None:
-    """The run's heartbeat: readers close a `running` run whose heartbeat stopped."""
-    with session_scope(settings.metadata_url) as session:
-        run = session.get(IngestRun, run_id)
-        if run is not None and run.status == "running":
-            run.heartbeat_at = utcnow()
-
-
-def reap_interrupted(settings: Settings) -> int:
-    """Close the runs whose process was killed (or lost its heartbeat) as `interrupted`."""
-    now = utcnow()
-    with session_scope(settings.metadata_url) as session:
-        running = session.scalars(select(IngestRun).where(IngestRun.status == "running")).all()
-        gone = [run for run in running if runner_gone(run.owner, run.heartbeat_at, now)]
-        for run in gone:
-            done = [s["step"] for s in run.steps if s.get("status") == "completed"]
-            stopped_in = next((s for s in INGEST_STEPS if s not in done), INGEST_STEPS[-1])
-            run.status, run.finished_at = "interrupted", now
-            run.error = (
-                f"The process running it ({run.owner or 'unknown'}) stopped during the "
-                f"{stopped_in} step."
-                + (
-                    " The stores hold what the steps before it wrote."
-                    if done
-                    else " Nothing was written."
-                )
-            )
-        return len(gone)
+def keep_alive(settings: Settings, run_id: int) -> AbstractContextManager[None]:
+    """Beat the run's heartbeat while the block runs it."""
+    return run_records.keep_alive(settings, RUNS, run_id)
 
 
 def finish_run(
@@ -480,26 +453,49 @@ def finish_run(
     error: str | None = None,
     report_path: str | None = None,
 ) -> None:
-    with session_scope(settings.metadata_url) as session:
-        run = session.get(IngestRun, run_id)
-        if run is not None:
-            run.status, run.rows, run.error, run.report_path = status, rows, error, report_path
-            run.finished_at = utcnow()
-            started = (
-                run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=UTC)
-            )
+    """Close the run as `status` (completed, rejected or failed); a run the reaper closed
+    meanwhile is left as it is."""
+
+    def close(run: IngestRun) -> str:
+        run.rows, run.error, run.report_path = rows, error, report_path
+        started = aware(run.started_at)
+        if run.finished_at is not None and started is not None:
             run.wall_seconds = (run.finished_at - started).total_seconds()
+        return status
+
+    run_records.finish(settings, RUNS, run_id, close, lambda _: None)
+
+
+def _close_interrupted(_settings: Settings, run: IngestRun, now: datetime) -> bool:
+    """Close the run of a gone process as `interrupted`, naming the step it stopped in."""
+    done = [s["step"] for s in run.steps if s.get("status") == "completed"]
+    stopped_in = next((s for s in INGEST_STEPS if s not in done), INGEST_STEPS[-1])
+    run.status, run.finished_at = "interrupted", now
+    run.error = (
+        f"The process running it ({run.owner or 'unknown'}) stopped during the "
+        f"{stopped_in} step."
+        + (" The stores hold what the steps before it wrote." if done else " Nothing was written.")
+    )
+    return True
+
+
+RUNS = RunKind(
+    label="ingest run",
+    table=IngestRun,
+    statuses=Statuses(open=("running",), ends=("completed", "failed", "rejected", "interrupted")),
+    close_interrupted=_close_interrupted,
+)
 
 
 def latest_runs(settings: Settings, limit: int = 20) -> list[IngestRun]:
-    reap_interrupted(settings)
+    """The newest runs first."""
     with session_scope(settings.metadata_url) as session:
         return list(session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)))
 
 
 def steps_of_newest_run(settings: Settings, after_id: int) -> list[dict[str, Any]]:
     """The steps recorded so far by the newest run started after run ``after_id`` (a
-    progress display polls this, so it reads one row and closes no dead runs)."""
+    progress display polls this, so it reads one row)."""
     with session_scope(settings.metadata_url) as session:
         steps = session.scalars(
             select(IngestRun.steps)

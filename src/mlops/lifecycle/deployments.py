@@ -5,8 +5,9 @@ Rules the records enforce:
 - one deployment per model at a time: a unique column holds the model's name while a
   deployment is pending or running, so a second one gets 409, whichever process asks;
 - only the process that runs a deployment writes to it (its owner: host, pid and process
-  start time); a record whose owner died, or whose heartbeat stopped, is closed by the next
-  reader, so nothing stays "running" forever;
+  start time), one read-modify-write per stage transition (`run_records.py`); a record
+  whose owner died, or whose heartbeat stopped, is closed by the reaper from what the
+  registry shows, so nothing stays "running" forever;
 - the production history (which versions production had, through which deployments) is
   replayed from the succeeded records, and is what a rollback follows.
 """
@@ -15,36 +16,28 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from mlops import run_records
 from mlops.db import Deployment, session_scope, utcnow
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError
 from mlops.fields import UtcDatetime
 from mlops.lifecycle import registry
 from mlops.lifecycle.gates import GateResult
-from mlops.runs import current_owner, runner_gone
+from mlops.lifecycle.stage_records import StageRecord
+from mlops.run_records import RunKind, Statuses
 from mlops.settings import Settings
 
 log = logging.getLogger(__name__)
 
 STAGE_NAMES = ("validate", "staging", "production")
 TARGETS = ("staging", "production")
-StageStatus = Literal["pending", "running", "passed", "failed", "skipped"]
-
-
-class StageRecord(BaseModel):
-    name: str
-    status: StageStatus
-    started_at: UtcDatetime | None = None
-    finished_at: UtcDatetime | None = None
-    seconds: float | None = None
-    message: str = ""
-    gates: list[GateResult] = []
 
 
 class DeploymentInfo(BaseModel):
@@ -65,6 +58,18 @@ class DeploymentInfo(BaseModel):
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
 
+    def pending_stages(self) -> list[str]:
+        """The stages still to run, in order."""
+        return [s.name for s in self.stages if s.status == "pending"]
+
+
+def _stages(row: Deployment) -> list[StageRecord]:
+    return [StageRecord.model_validate(s) for s in row.stages]
+
+
+def _store_stages(row: Deployment, stages: list[StageRecord]) -> None:
+    row.stages = [s.model_dump(mode="json") for s in stages]
+
 
 def _info(row: Deployment) -> DeploymentInfo:
     return DeploymentInfo(
@@ -74,7 +79,7 @@ def _info(row: Deployment) -> DeploymentInfo:
         target_stage=row.target_stage,
         kind=row.kind,
         status=row.status,
-        stages=[StageRecord.model_validate(s) for s in row.stages],
+        stages=_stages(row),
         previous_production=row.previous_production,
         failed_stage=row.failed_stage,
         error=row.error,
@@ -87,7 +92,7 @@ def _info(row: Deployment) -> DeploymentInfo:
     )
 
 
-def _initial_stages(target: str, kind: str) -> list[dict[str, Any]]:
+def _initial_stages(target: str, kind: str) -> list[StageRecord]:
     skipped = (
         {"staging"} if kind == "rollback" else {"production"} if target == "staging" else set()
     )
@@ -96,7 +101,7 @@ def _initial_stages(target: str, kind: str) -> list[dict[str, Any]]:
             name=name,
             status="skipped" if name in skipped else "pending",
             message="not part of this deployment" if name in skipped else "",
-        ).model_dump(mode="json")
+        )
         for name in STAGE_NAMES
     ]
 
@@ -104,25 +109,23 @@ def _initial_stages(target: str, kind: str) -> list[dict[str, Any]]:
 def _new_record(
     settings: Settings, model: str, version: str, target: str, kind: str, caller: str, reason: str
 ) -> DeploymentInfo:
-    """Insert a pending record holding the model's lock (409 while another one runs)."""
-    reap_interrupted(settings)
+    """Insert a pending record holding the model's lock: 409 while another live deployment
+    holds it; a holder whose runner is gone is closed first, which releases the lock."""
+    run_records.reap(settings, DEPLOYMENTS, Deployment.active_model == model)
     row = Deployment(
         id=uuid.uuid4().hex,
         model_name=model,
         version=str(version),
         target_stage=target,
         kind=kind,
-        status="pending",
-        stages=_initial_stages(target, kind),
         requested_by=caller,
         reason=reason,
-        owner=current_owner(),
         active_model=model,
-        heartbeat_at=utcnow(),
     )
+    _store_stages(row, _initial_stages(target, kind))
     try:
         with session_scope(settings.metadata_url) as session:
-            session.add(row)
+            session.add(run_records.opened(DEPLOYMENTS, row))
     except IntegrityError as exc:
         with session_scope(settings.metadata_url) as session:
             active = session.scalars(
@@ -231,7 +234,6 @@ def request_rollback_of(
 
 
 def get_deployment(settings: Settings, deployment_id: str) -> DeploymentInfo:
-    reap_interrupted(settings)
     with session_scope(settings.metadata_url) as session:
         row = session.get(Deployment, deployment_id)
         if row is None:
@@ -256,7 +258,6 @@ def list_deployments(
     settings: Settings, model: str | None = None, limit: int = 50, offset: int = 0
 ) -> list[DeploymentInfo]:
     """Deployments and rollbacks, newest first (the audit history)."""
-    reap_interrupted(settings)
     statement = select(Deployment).order_by(Deployment.created_at.desc())
     if model:
         statement = statement.where(Deployment.model_name == model)
@@ -265,62 +266,26 @@ def list_deployments(
         return [_info(row) for row in rows]
 
 
-def reap_interrupted(settings: Settings) -> int:
-    """Close the records whose runner is gone (dead owner or stopped heartbeat).
-
-    A record is closed from what the registry shows, not from how far the record got: a
-    process can die after an alias moved and before it wrote that down. When the registry
-    cannot be read, the record is left open for a later reader (never guessed).
-    """
-    now = utcnow()
-    reaped = 0
-    with session_scope(settings.metadata_url) as session:
-        rows = session.scalars(
-            select(Deployment).where(Deployment.status.in_(("pending", "running")))
-        ).all()
-        for row in rows:
-            if not runner_gone(row.owner, row.heartbeat_at, now):
-                continue
-            try:
-                stages = _reconciled_stages(settings, row)
-            except Exception as exc:  # registry down: close it once the registry answers
-                log.warning("deployment %s: runner gone, registry unreadable (%s)", row.id, exc)
-                continue
-            _close_interrupted(row, stages, now)
-            reaped += 1
-    return reaped
-
-
 _ALIAS_OF_STAGE = {"staging": registry.STAGING_ALIAS, "production": registry.PRODUCTION_ALIAS}
 
 
-def _reconciled_stages(settings: Settings, row: Deployment) -> list[dict[str, Any]]:
-    """The stages as the registry proves them: a running alias stage whose alias points at
-    this version passed (moving the alias is its one decisive step); other running stages
-    failed; stages that never started are skipped."""
-    stages = [dict(s) for s in row.stages]
-    for stage in stages:
-        if stage["status"] == "pending":
-            stage["status"], stage["message"] = "skipped", "not reached: the process stopped"
-        elif stage["status"] == "running":
-            alias = _ALIAS_OF_STAGE.get(stage["name"])
-            moved = alias is not None and (
-                registry.alias_version(settings, row.model_name, alias) == row.version
-            )
-            stage["status"] = "passed" if moved else "failed"
-            stage["message"] = "alias moved; the process stopped after" if moved else "interrupted"
-    return stages
-
-
-def _close_interrupted(row: Deployment, stages: list[dict[str, Any]], now: datetime) -> None:
-    """Succeeded when the target stage passed (also if the process died before saying so)."""
-    row.stages = stages
-    status = {s["name"]: s["status"] for s in stages}
+def _close_interrupted(settings: Settings, row: Deployment, now: datetime) -> bool:
+    """Close the record of a gone runner from what the registry shows, not from how far
+    the record got: a process can die after an alias moved and before it wrote that down.
+    Succeeded when the target stage passed. When the registry cannot be read the record
+    stays open for a later pass (never guessed)."""
+    try:
+        stages = [s.as_the_registry_shows(_alias_moved(settings, row, s)) for s in _stages(row)]
+    except Exception as exc:  # registry down: close it once the registry answers
+        log.warning("deployment %s: runner gone, registry unreadable (%s)", row.id, exc)
+        return False
+    _store_stages(row, stages)
+    status = {s.name: s.status for s in stages}
     succeeded = status[row.target_stage] == "passed" and "failed" not in status.values()
-    failed_stage = next((s["name"] for s in stages if s["status"] == "failed"), None)
+    failed_stage = next((s.name for s in stages if s.status == "failed"), None)
     row.status = "succeeded" if succeeded else "failed"
     row.failed_stage = None if succeeded else failed_stage
-    passed = [s["name"] for s in stages if s["status"] == "passed"]
+    passed = [s.name for s in stages if s.status == "passed"]
     when = (
         f"during the {failed_stage} stage"
         if failed_stage
@@ -336,106 +301,89 @@ def _close_interrupted(row: Deployment, stages: list[dict[str, Any]], now: datet
     )
     row.active_model = None
     row.finished_at = now
+    return True
 
 
-def _owned_row(session: Any, deployment_id: str) -> Deployment:
-    row = session.get(Deployment, deployment_id)
-    if row is None:
-        raise NotFoundError(f"No deployment '{deployment_id}'.", {"id": deployment_id})
-    if row.owner != current_owner() or row.status not in ("pending", "running"):
-        raise ConflictError(
-            f"Deployment {deployment_id} is {row.status} and owned by {row.owner}: this "
-            "process may no longer change it.",
-            {"id": deployment_id},
-        )
-    return row
+def _alias_moved(settings: Settings, row: Deployment, stage: StageRecord) -> bool:
+    """Whether the alias a running stage moves points at the deployment's version."""
+    alias = _ALIAS_OF_STAGE.get(stage.name)
+    if stage.status != "running" or alias is None:
+        return False
+    return registry.alias_version(settings, row.model_name, alias) == row.version
 
 
-def update(
-    settings: Settings,
-    deployment_id: str,
-    stage: str | None = None,
-    stage_values: dict[str, Any] | None = None,
-    **fields: Any,
-) -> DeploymentInfo:
-    """Change the record (and one stage's values) if this process still owns it."""
-    with session_scope(settings.metadata_url) as session:
-        row = _owned_row(session, deployment_id)
-        if stage is not None:
-            row.stages = [
-                {**s, **(stage_values or {})} if s["name"] == stage else dict(s) for s in row.stages
-            ]
-        for key, value in fields.items():
-            setattr(row, key, value)
-        row.heartbeat_at = utcnow()
-        return _info(row)
+DEPLOYMENTS = RunKind(
+    label="deployment",
+    table=Deployment,
+    statuses=Statuses(open=("pending", "running"), ends=("succeeded", "failed")),
+    close_interrupted=_close_interrupted,
+)
 
 
-def heartbeat(settings: Settings, deployment_id: str) -> None:
-    update(settings, deployment_id)
+def keep_alive(settings: Settings, deployment_id: str) -> AbstractContextManager[None]:
+    """Beat the deployment's heartbeat while the block runs it."""
+    return run_records.keep_alive(settings, DEPLOYMENTS, deployment_id)
 
 
 def begin(settings: Settings, deployment_id: str, flow_run_id: str | None) -> DeploymentInfo:
-    """Mark the deployment running."""
-    return update(
-        settings, deployment_id, status="running", started_at=utcnow(), flow_run_id=flow_run_id
-    )
+    """Mark the deployment running in this process; the record then."""
+
+    def start(row: Deployment) -> DeploymentInfo:
+        row.flow_run_id = flow_run_id
+        return _info(row)
+
+    return run_records.begin(settings, DEPLOYMENTS, deployment_id, start)
 
 
-def pending_stages(settings: Settings, deployment_id: str) -> list[str]:
-    info = get_deployment(settings, deployment_id)
-    return [s.name for s in info.stages if s.status == "pending"]
+def start_stage(settings: Settings, deployment_id: str, stage: str) -> DeploymentInfo:
+    """Mark `stage` running; the record then (what the stage runs on)."""
+
+    def start(row: Deployment) -> DeploymentInfo:
+        _store_stages(row, [s.started(utcnow()) if s.name == stage else s for s in _stages(row)])
+        return _info(row)
+
+    return run_records.change(settings, DEPLOYMENTS, deployment_id, start)
 
 
-def start_stage(settings: Settings, deployment_id: str, stage: str) -> datetime:
-    started = utcnow()
-    update(settings, deployment_id, stage, {"status": "running", "started_at": started.isoformat()})
-    return started
+def record_replaced_version(settings: Settings, deployment_id: str, previous: str | None) -> None:
+    """Write down the production version the deployment replaces, before `production`
+    moves: a crash right after the move still leaves a record a rollback can follow."""
+
+    def note(row: Deployment) -> None:
+        row.previous_production = previous
+
+    run_records.change(settings, DEPLOYMENTS, deployment_id, note)
 
 
 def end_stage(
-    settings: Settings,
-    deployment_id: str,
-    stage: str,
-    started: datetime,
-    gates: list[GateResult],
-    message: str,
+    settings: Settings, deployment_id: str, stage: str, gates: list[GateResult], message: str
 ) -> bool:
-    """Record a stage's gates; it passed when there are gates and every one passed."""
-    passed = bool(gates) and all(g.passed for g in gates)
-    finished = utcnow()
-    values = {
-        "status": "passed" if passed else "failed",
-        "finished_at": finished.isoformat(),
-        "seconds": round((finished - started).total_seconds(), 3),
-        "message": message,
-        "gates": [g.model_dump(mode="json") for g in gates],
-    }
-    failure = {} if passed else {"failed_stage": stage, "error": f"{stage} failed: {message}"}
-    update(settings, deployment_id, stage, values, **failure)
-    return passed
+    """Record a running stage's gates; it passed when there are gates and every one passed."""
+
+    def end(row: Deployment) -> bool:
+        stages = [s.ended(gates, message, utcnow()) if s.name == stage else s for s in _stages(row)]
+        _store_stages(row, stages)
+        passed = next(s for s in stages if s.name == stage).status == "passed"
+        if not passed:
+            row.failed_stage, row.error = stage, f"{stage} failed: {message}"
+        return passed
+
+    return run_records.change(settings, DEPLOYMENTS, deployment_id, end)
 
 
 def finish(settings: Settings, deployment_id: str, error: str | None = None) -> DeploymentInfo:
     """Close the deployment: succeeded when every stage it ran passed; release the model.
 
-    A record this process no longer owns (closed by a reader meanwhile) is left as it is.
+    A record this process no longer owns (closed by the reaper meanwhile) is left as it is.
     """
-    info = get_deployment(settings, deployment_id)
-    stages = [s.model_dump(mode="json") for s in info.stages]
-    for stage in stages:
-        if stage["status"] in ("pending", "running"):
-            stage["status"] = "skipped" if stage["status"] == "pending" else "failed"
-    failed = any(s["status"] == "failed" for s in stages) or error is not None
-    fields: dict[str, Any] = {
-        "stages": stages,
-        "status": "failed" if failed else "succeeded",
-        "finished_at": utcnow(),
-        "active_model": None,
-    }
-    if error and not info.error:
-        fields["error"] = error
-    try:
-        return update(settings, deployment_id, **fields)
-    except ConflictError:
-        return get_deployment(settings, deployment_id)
+
+    def close(row: Deployment) -> str:
+        stages = [s.closed() for s in _stages(row)]
+        _store_stages(row, stages)
+        if error and not row.error:
+            row.error = error
+        row.active_model = None
+        failed = error is not None or any(s.status == "failed" for s in stages)
+        return "failed" if failed else "succeeded"
+
+    return run_records.finish(settings, DEPLOYMENTS, deployment_id, close, _info)

@@ -281,8 +281,8 @@ def promote_to_production(
     client = mlflow_backend.client(settings)
     name, version = info.model_name, info.version
     previous = alias_version(settings, name, PRODUCTION_ALIAS)
-    deployments.update(
-        settings, info.id, previous_production=previous if previous != version else None
+    deployments.record_replaced_version(
+        settings, info.id, previous if previous != version else None
     )
     if ARCHIVED_TAG in client.get_model_version(name, version).tags:
         client.delete_model_version_tag(name, version, ARCHIVED_TAG)
@@ -338,8 +338,7 @@ STAGE_RUNNERS: dict[str, Callable[[Settings, DeploymentInfo, Evaluate], StageOut
 def run_stage(settings: Settings, deployment_id: str, stage: str, evaluate: Evaluate) -> bool:
     """Run one stage of a deployment and record it; returns whether it passed. Suite gates
     run their evaluation with ``evaluate``."""
-    info = deployments.get_deployment(settings, deployment_id)
-    started = deployments.start_stage(settings, deployment_id, stage)
+    info = deployments.start_stage(settings, deployment_id, stage)
     try:
         outcome = STAGE_RUNNERS[stage](settings, info, evaluate)
     except MlopsError as exc:
@@ -348,6 +347,4 @@ def run_stage(settings: Settings, deployment_id: str, stage: str, evaluate: Eval
     except Exception as exc:  # a failing backend must fail the stage, not leave it running
         text = f"{type(exc).__name__}: {exc}"
         outcome = StageOutcome([gates.GateResult(name=stage, passed=False, message=text)], text)
-    return deployments.end_stage(
-        settings, deployment_id, stage, started, outcome.gates, outcome.message
-    )
+    return deployments.end_stage(settings, deployment_id, stage, outcome.gates, outcome.message)

@@ -18,6 +18,7 @@ from mlops.db import IngestRun, session_scope, utcnow
 from mlops.features import ingest, offline, offline_state
 from mlops.features.compute import FEATURE_COLUMNS, LABEL_COLUMN
 from mlops.features.demo_data import generate_ohlcv
+from mlops.reaper import reap_interrupted
 from mlops.runs import current_owner
 from mlops.settings import Settings
 
@@ -208,6 +209,8 @@ def test_a_killed_ingest_run_is_closed_as_interrupted_naming_its_step(settings: 
         session.get(IngestRun, run_id).owner = f"{socket.gethostname()}:999999999:0"
         session.get(IngestRun, stale).owner = "other-host.example:1:1"
         session.get(IngestRun, stale).heartbeat_at = utcnow() - timedelta(minutes=10)
+    assert {r.id: r.status for r in ingest.latest_runs(settings)}[run_id] == "running"  # a read
+    assert reap_interrupted(settings) == 2
     runs = {run.id: run for run in ingest.latest_runs(settings)}
     assert runs[run_id].status == "interrupted" and runs[run_id].finished_at is not None
     assert "during the compute step" in (runs[run_id].error or "")

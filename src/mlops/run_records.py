@@ -1,0 +1,262 @@
+"""The lifecycle of a run record (a deployment, an evaluation run, an ingest run): one row
+of the metadata store that is opened, begun, changed by its owner, finished, and closed by
+the reaper when its runner is gone.
+
+One state machine for every kind: a record is open (`pending`, then `running`; an ingest
+run starts `running`) until it reaches one of its kind's ends, and an ended record is
+final. Only the process that began a run (its owner: host, pid and start time, see
+`runs.py`) writes to it, one read-modify-write per change, renewing its heartbeat. A
+record whose owner died, or whose heartbeat stopped, is closed by `reap`; each kind says
+how in the hooks of its `RunKind`. Readers never reap: `reaper.py` runs it when a process
+that serves or starts work starts, and on a schedule inside the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from sqlalchemy import ColumnElement, null, select, update
+from sqlalchemy.orm import Session
+
+from mlops.db import session_scope, utcnow
+from mlops.errors import ConflictError, NotFoundError
+from mlops.runs import current_owner, heartbeat, owner_alive, runner_gone
+from mlops.settings import Settings
+
+
+class RunRow(Protocol):
+    """The columns every run record has (as each table declares them: read as the widest
+    type, written as the narrowest)."""
+
+    status: str
+
+    @property
+    def owner(self) -> str | None: ...
+    @owner.setter
+    def owner(self, value: str) -> None: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @started_at.setter
+    def started_at(self, value: datetime) -> None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+    @finished_at.setter
+    def finished_at(self, value: datetime) -> None: ...
+
+
+Row = TypeVar("Row", bound=RunRow)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Statuses:
+    """The statuses a kind stores: the open ones in order (a new record has the first),
+    and the ends."""
+
+    open: tuple[str, ...]
+    ends: tuple[str, ...]
+
+    def allows(self, before: str, after: str) -> bool:
+        """Open statuses only move forward (or stay); any open status may end; an end is
+        final."""
+        if before not in self.open:
+            return False
+        if after in self.ends:
+            return True
+        return after in self.open and self.open.index(after) >= self.open.index(before)
+
+
+@dataclass(frozen=True)
+class RunKind(Generic[Row]):
+    """One kind of run record, and the hooks where it differs from the others."""
+
+    label: str
+    """How messages name one record ("deployment", "ingest run")."""
+    table: type[Row]
+    statuses: Statuses
+    close_interrupted: Callable[[Settings, Row, datetime], bool]
+    """Close what a gone runner left open, inside the reaper's transaction; True when it
+    ended the run. A hook that cannot tell the outcome yet leaves the row as it is."""
+    heartbeat_column: str | None = "heartbeat_at"
+    """Where the record's heartbeat is; without one only a dead owner on this host means
+    that the runner is gone."""
+    also_open: Callable[[], ColumnElement[bool]] | None = None
+    """Ended records whose runner still works on them (an evaluation drawing its plots)."""
+    after_reap: Callable[[Settings, list[Any]], None] | None = None
+    """What to close outside the metadata store once runs were ended (given their ids)."""
+
+    def column(self, name: str) -> Any:
+        """A column of the kind's table, for queries."""
+        return getattr(self.table, name)
+
+    def open_records(self) -> ColumnElement[bool]:
+        """The records a runner may still work on."""
+        clause: ColumnElement[bool] = self.column("status").in_(self.statuses.open)
+        return clause | self.also_open() if self.also_open is not None else clause
+
+    def runner_gone(self, owner: str | None, beat_at: datetime | None, now: datetime) -> bool:
+        if self.heartbeat_column is None:
+            return owner_alive(owner) is False
+        return runner_gone(owner, beat_at, now)
+
+
+def opened(kind: RunKind[Row], row: Row) -> Row:
+    """A new record of this process: its first status, owner and heartbeat."""
+    row.status, row.owner = kind.statuses.open[0], current_owner()
+    _renew(kind, row)
+    return row
+
+
+def begin(settings: Settings, kind: RunKind[Row], run_id: Any, edit: Callable[[Row], T]) -> T:
+    """Start a pending run in this process, which becomes its owner (another process may
+    have requested it); `edit` sets the kind's fields of the start. Refused (409) when the
+    run was begun already or has ended."""
+    with session_scope(settings.metadata_url) as session:
+        row = _locked(session, kind, run_id)
+        pending, running = kind.statuses.open[:2]
+        if row.status != pending:
+            raise ConflictError(
+                f"The {kind.label} {run_id} is {row.status}: it cannot start again.",
+                {"id": run_id, "status": row.status},
+            )
+        row.status, row.owner, row.started_at = running, current_owner(), utcnow()
+        _renew(kind, row)
+        return edit(row)
+
+
+def change(settings: Settings, kind: RunKind[Row], run_id: Any, edit: Callable[[Row], T]) -> T:
+    """One read-modify-write of an open record this process owns, in one transaction:
+    `edit` changes the row (its status forward only) and the heartbeat is renewed; returns
+    what `edit` returns. Refused (409) once the record ended or belongs to another
+    process."""
+    with session_scope(settings.metadata_url) as session:
+        row = _locked(session, kind, run_id)
+        if not _ours(kind, row):
+            raise ConflictError(
+                f"The {kind.label} {run_id} is {row.status} and owned by {row.owner}: this "
+                "process may no longer change it.",
+                {"id": run_id},
+            )
+        before = row.status
+        result = edit(row)
+        _check(kind, run_id, before, row.status)
+        _renew(kind, row)
+        return result
+
+
+def finish(
+    settings: Settings,
+    kind: RunKind[Row],
+    run_id: Any,
+    close: Callable[[Row], str],
+    view: Callable[[Row], T],
+) -> T:
+    """End an open record this process owns: `close` sets the kind's fields (`finished_at`
+    is set before) and returns the end status. A record that ended already (closed by the
+    reaper, or finished before) or belongs to another process is left as it is. Returns
+    what `view` makes of the record."""
+    with session_scope(settings.metadata_url) as session:
+        row = _locked(session, kind, run_id)
+        if _ours(kind, row):
+            before, row.finished_at = row.status, utcnow()
+            status = close(row)
+            if status not in kind.statuses.ends:
+                raise ValueError(f"{status!r} does not end a {kind.label}")
+            _check(kind, run_id, before, status)
+            row.status = status
+        return view(row)
+
+
+def beat(settings: Settings, kind: RunKind[Row], run_id: Any) -> None:
+    """Renew the heartbeat of an open record this process owns (one UPDATE, nothing read)."""
+    if kind.heartbeat_column is None:
+        return
+    with session_scope(settings.metadata_url) as session:
+        session.execute(
+            update(kind.table)
+            .where(
+                kind.column("id") == run_id,
+                kind.column("status").in_(kind.statuses.open),
+                kind.column("owner") == current_owner(),
+            )
+            .values({kind.heartbeat_column: utcnow()})
+        )
+
+
+def keep_alive(settings: Settings, kind: RunKind[Row], run_id: Any) -> AbstractContextManager[None]:
+    """Beat the record's heartbeat from a daemon thread while the block runs."""
+    return heartbeat(lambda: beat(settings, kind, run_id))
+
+
+def reap(
+    settings: Settings, kind: RunKind[Row], where: ColumnElement[bool] | None = None
+) -> list[Any]:
+    """Close the records of `kind` (those matching `where`) whose runner is gone, each in a
+    transaction of its own that reads it again, locked: a runner that beat meanwhile keeps
+    its record. The ids of the runs it ended."""
+    now = utcnow()
+    ended = []
+    for run_id in _gone(settings, kind, where, now):
+        with session_scope(settings.metadata_url) as session:
+            row = session.scalars(
+                select(kind.table)
+                .where(kind.column("id") == run_id, kind.open_records())
+                .with_for_update()
+            ).first()
+            if row is None or not kind.runner_gone(row.owner, _beat_of(kind, row), now):
+                continue
+            before = row.status
+            if kind.close_interrupted(settings, row, now):
+                ended.append(run_id)
+            if row.status != before:
+                _check(kind, run_id, before, row.status)
+    if ended and kind.after_reap is not None:
+        kind.after_reap(settings, ended)
+    return ended
+
+
+def _gone(
+    settings: Settings, kind: RunKind[Row], where: ColumnElement[bool] | None, now: datetime
+) -> list[Any]:
+    """The ids of the open records whose runner is gone, as one query shows them."""
+    beat_column = kind.column(kind.heartbeat_column) if kind.heartbeat_column else null()
+    statement = select(kind.column("id"), kind.column("owner"), beat_column).where(
+        kind.open_records()
+    )
+    if where is not None:
+        statement = statement.where(where)
+    with session_scope(settings.metadata_url) as session:
+        rows = session.execute(statement).all()
+    return [run_id for run_id, owner, beat_at in rows if kind.runner_gone(owner, beat_at, now)]
+
+
+def _beat_of(kind: RunKind[Row], row: Row) -> datetime | None:
+    return getattr(row, kind.heartbeat_column) if kind.heartbeat_column else None
+
+
+def _renew(kind: RunKind[Row], row: Row) -> None:
+    if kind.heartbeat_column is not None:
+        setattr(row, kind.heartbeat_column, utcnow())
+
+
+def _locked(session: Session, kind: RunKind[Row], run_id: Any) -> Row:
+    row = session.get(kind.table, run_id, with_for_update=True)
+    if row is None:
+        raise NotFoundError(f"No {kind.label} '{run_id}'.", {"id": run_id})
+    return row
+
+
+def _ours(kind: RunKind[Row], row: Row) -> bool:
+    return row.status in kind.statuses.open and row.owner == current_owner()
+
+
+def _check(kind: RunKind[Row], run_id: Any, before: str, after: str) -> None:
+    if not kind.statuses.allows(before, after):
+        raise ConflictError(
+            f"The {kind.label} {run_id} is {before}: it cannot become {after}.",
+            {"id": run_id, "status": before},
+        )

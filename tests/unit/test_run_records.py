@@ -1,0 +1,119 @@
+"""The one lifecycle of run records (`run_records.py`), on ingest and evaluation records in
+a metadata store of a temp folder: statuses only move forward, an ended record is final,
+only its owner writes to it, and the reaper keeps a record whose runner beat meanwhile."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from tests.support.settings import make_settings
+
+from mlops import run_records
+from mlops.db import Evaluation, IngestRun, session_scope, utcnow
+from mlops.errors import ConflictError
+from mlops.evaluation.records import EVALUATIONS
+from mlops.features import ingest
+from mlops.run_records import Statuses
+from mlops.runs import current_owner
+from mlops.settings import Settings
+
+DEAD_OWNER = f"{socket.gethostname()}:999999999:0"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "home")
+
+
+def _set(settings: Settings, run_id: int, **values: object) -> None:
+    with session_scope(settings.metadata_url) as session:
+        run = session.get(IngestRun, run_id)
+        assert run is not None
+        for key, value in values.items():
+            setattr(run, key, value)
+
+
+def _run(settings: Settings, run_id: int) -> IngestRun:
+    with session_scope(settings.metadata_url) as session:
+        run = session.get(IngestRun, run_id)
+        assert run is not None
+        return run
+
+
+def test_statuses_move_forward_and_an_end_is_final() -> None:
+    statuses = Statuses(open=("pending", "running"), ends=("succeeded", "failed"))
+    assert statuses.allows("pending", "running") and statuses.allows("running", "running")
+    assert statuses.allows("pending", "failed") and statuses.allows("running", "succeeded")
+    assert not statuses.allows("running", "pending")
+    assert not statuses.allows("failed", "running") and not statuses.allows("succeeded", "failed")
+
+
+def test_a_run_closed_by_the_reaper_keeps_its_outcome(settings: Settings) -> None:
+    run_id = ingest.start_run(settings, "bars.csv")
+    _set(settings, run_id, owner=DEAD_OWNER)
+    assert run_records.reap(settings, ingest.RUNS) == [run_id]
+    _set(settings, run_id, owner=current_owner())  # even its owner, come back, cannot undo it
+    ingest.finish_run(settings, run_id, "completed", rows=10)
+    run = _run(settings, run_id)
+    assert run.status == "interrupted" and run.rows is None
+    assert "during the load step" in (run.error or "")
+
+
+def test_only_the_owner_of_an_open_run_changes_it(settings: Settings) -> None:
+    run_id = ingest.start_run(settings, "bars.csv")
+    ingest.record_step(settings, run_id, "load", 0.5, "completed")
+    _set(settings, run_id, owner="other-host.example:1:1")
+    with pytest.raises(ConflictError, match="may no longer change it"):
+        ingest.record_step(settings, run_id, "validate", 0.5, "completed")
+    before = _run(settings, run_id).heartbeat_at
+    run_records.beat(settings, ingest.RUNS, run_id)
+    assert _run(settings, run_id).heartbeat_at == before  # nor beats for it
+    ingest.finish_run(settings, run_id, "failed", error="not mine")
+    assert _run(settings, run_id).status == "running"
+    assert [s["step"] for s in _run(settings, run_id).steps] == ["load"]
+
+
+def test_a_finished_run_is_final(settings: Settings) -> None:
+    run_id = ingest.start_run(settings, "bars.csv")
+    ingest.finish_run(settings, run_id, "completed", rows=3)
+    run = _run(settings, run_id)
+    assert run.status == "completed" and run.rows == 3 and run.wall_seconds is not None
+    with pytest.raises(ConflictError):
+        ingest.record_step(settings, run_id, "load", 0.5, "completed")
+    ingest.finish_run(settings, run_id, "failed", error="again")
+    assert _run(settings, run_id).status == "completed"
+
+
+def test_the_reaper_keeps_a_run_whose_heartbeat_is_fresh(settings: Settings) -> None:
+    stale, beating = ingest.start_run(settings, "a.csv"), ingest.start_run(settings, "b.csv")
+    for run_id in (stale, beating):  # another host: only the heartbeat tells
+        _set(settings, run_id, owner="other-host.example:1:1")
+        _set(settings, run_id, heartbeat_at=utcnow() - timedelta(minutes=5))
+    _set(settings, beating, heartbeat_at=utcnow())
+    assert run_records.reap(settings, ingest.RUNS) == [stale]
+    assert _run(settings, beating).status == "running"
+
+
+def test_a_run_begins_once_in_the_process_that_runs_it(settings: Settings) -> None:
+    """A run requested by a process that is gone, begun by this one (e.g. from the
+    Prefect UI), is this process's: the reaper leaves it."""
+    evaluation_id = uuid.uuid4().hex
+    with session_scope(settings.metadata_url) as session:
+        session.add(
+            Evaluation(
+                id=evaluation_id,
+                status="pending",
+                suites=["smoke"],
+                models=[],
+                requested_by="t",
+                owner=DEAD_OWNER,
+            )
+        )
+    run_records.begin(settings, EVALUATIONS, evaluation_id, lambda _: None)
+    assert run_records.reap(settings, EVALUATIONS) == []
+    with pytest.raises(ConflictError, match="cannot start again"):
+        run_records.begin(settings, EVALUATIONS, evaluation_id, lambda _: None)
