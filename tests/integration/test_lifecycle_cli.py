@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from typer.testing import CliRunner
 
 from mlops.cli import app
 from mlops.cli.experiments import sparkline
+from mlops.db import Deployment, session_scope
+from mlops.lifecycle import deployments
 from mlops.settings import Settings
 
 runner = CliRunner()
@@ -97,6 +100,18 @@ def test_models_deploy_status_rollback_and_predict(cli_env: Settings) -> None:
     assert failed.exit_code == 2 and "Unknown target stage" in failed.output
     missing = runner.invoke(app, ["models", "deploy", name, "7"])
     assert missing.exit_code == 4
+
+
+def test_models_status_first_closes_the_deployment_of_a_dead_process(cli_env: Settings) -> None:
+    """Like every command that starts or shows runs, it closes those of dead processes."""
+    name = copy_version(cli_env, "1")
+    info = deployments.request_deployment(cli_env, name, "1", "production", "t")
+    deployments.begin(cli_env, info.id, None)
+    with session_scope(cli_env.metadata_url) as session:
+        session.get(Deployment, info.id).owner = f"{socket.gethostname()}:999999999:0"
+    assert deployments.get_deployment(cli_env, info.id).status == "running"
+    shown = _json(["models", "status", info.id[:8], "--json"])
+    assert shown["status"] == "failed" and "Interrupted" in shown["error"]
 
 
 def test_a_failed_gate_exits_10_and_leaves_production(

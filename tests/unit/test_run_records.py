@@ -1,19 +1,21 @@
 """The one lifecycle of run records (`run_records.py`), on ingest and evaluation records in
-a metadata store of a temp folder: statuses only move forward, an ended record is final,
+SQLite and PostgreSQL: statuses only move forward, an ended record is final,
 only its owner writes to it, and the reaper keeps a record whose runner beat meanwhile."""
 
 from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from tests.support.postgres import postgres_databases
 from tests.support.settings import make_settings
 
 from mlops import run_records
-from mlops.db import Evaluation, IngestRun, session_scope, utcnow
+from mlops.db import Evaluation, IngestRun, engine_for, session_scope, utcnow
 from mlops.errors import ConflictError
 from mlops.evaluation.records import EVALUATIONS
 from mlops.features import ingest
@@ -24,9 +26,17 @@ from mlops.settings import Settings
 DEAD_OWNER = f"{socket.gethostname()}:999999999:0"
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path / "home")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """A metadata store in SQLite, and one in PostgreSQL (each read-modify-write locks the
+    row there)."""
+    if request.param == "sqlite":
+        yield make_settings(tmp_path / "home")
+        return
+    with postgres_databases(f"mlops_runs_{uuid.uuid4().hex[:8]}") as (url,):
+        settings = make_settings(tmp_path / "home", metadata_db_url=url)
+        yield settings
+        engine_for(url).dispose()  # let the database be dropped
 
 
 def _set(settings: Settings, run_id: int, **values: object) -> None:
