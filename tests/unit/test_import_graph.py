@@ -126,7 +126,6 @@ FRONT_ENDS = ("mlops.api", "mlops.web", "mlops.cli")
 RECORD_AND_LAUNCH = {
     "request_deployment",
     "request_rollback",
-    "request_rollback_of",
     "request_evaluation",
     "start_deployment",
     "start_evaluation",

@@ -219,20 +219,6 @@ def request_rollback(
     return _new_record(settings, model, version, "production", "rollback", caller, reason)
 
 
-def request_rollback_of(
-    settings: Settings, deployment_id: str, caller: str, reason: str = ""
-) -> DeploymentInfo:
-    """Roll back the production version that deployment `deployment_id` put in place."""
-    info = get_deployment(settings, deployment_id)
-    if info.status != "succeeded" or info.target_stage != "production":
-        raise ConflictError(
-            f"Deployment {deployment_id} did not put a version in production "
-            f"({info.status}, target {info.target_stage}): nothing of it to roll back.",
-            {"id": deployment_id},
-        )
-    return request_rollback(settings, info.model_name, caller, reason, info.version)
-
-
 def get_deployment(settings: Settings, deployment_id: str) -> DeploymentInfo:
     with session_scope(settings.metadata_url) as session:
         row = session.get(Deployment, deployment_id)
