@@ -84,9 +84,7 @@ def ingest_progress(config: Settings, run: Callable[[], IngestSummary]) -> Inges
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from mlops.features.ingest import INGEST_STEPS, latest_runs, steps_of_newest_run
-    from mlops.reaper import reap_interrupted
 
-    reap_interrupted(config)  # a command that starts work closes the runs of dead ones
     before = max((r.id for r in latest_runs(config, limit=1)), default=0)
     outcome: dict[str, Any] = {}
 
@@ -209,7 +207,7 @@ def ingest(
         from mlops.features.date_formats import check_date_format
 
         check_date_format(date_format)
-    config = settings()
+    config = settings(reap=True)
     bars = bars_source(
         config,
         paths,
@@ -244,7 +242,7 @@ def demo(
     """Ingest the seeded demo bars, then train and register every model of
     config/models.yaml."""
     set_verbose(verbose_logs)
-    deployed = seed_demo(settings(), json)
+    deployed = seed_demo(settings(reap=True), json)
     if deployed.status != "succeeded":
         failed(f"The demo deployment failed: {deployed.error}", DEPLOYMENT_FAILED_EXIT)
 

@@ -37,10 +37,17 @@ def verbose() -> bool:
     return _verbose["on"]
 
 
-def settings() -> Settings:
+def settings(*, reap: bool = False) -> Settings:
+    """The effective settings. With `reap`, the runs whose process died are closed first:
+    for the commands that start or show runs (a read itself never closes them)."""
     from mlops.settings import load_settings
 
-    return load_settings()
+    config = load_settings()
+    if reap:
+        from mlops.reaper import reap_interrupted
+
+        reap_interrupted(config)
+    return config
 
 
 DEPLOYMENT_FAILED_EXIT = 10

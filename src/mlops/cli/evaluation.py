@@ -108,13 +108,11 @@ def run_cmd(
     """
     from mlops.errors import InvalidInputError, checked
     from mlops.orchestration import configure_prefect
-    from mlops.reaper import reap_interrupted
     from mlops.usecases.evaluations import EvaluationRequest, evaluate
 
     if not 10 <= rows <= 500:  # in the option's name (the request model says explain_rows)
         raise InvalidInputError(f"--rows must be between 10 and 500, got {rows}.")
-    config = settings()
-    reap_interrupted(config)
+    config = settings(reap=True)
     body = checked(
         EvaluationRequest,
         {
@@ -224,10 +222,8 @@ IdArg = Annotated[
 def show_cmd(evaluation_id: IdArg = None, json: JsonOpt = False) -> None:
     """Pass/fail per model and test of an evaluation run, with reasons."""
     from mlops.evaluation.records import get
-    from mlops.reaper import reap_interrupted
 
-    config = settings()
-    reap_interrupted(config)
+    config = settings(reap=True)
     info = get(config, _resolve(config, evaluation_id))
     print_json(info) if json else _print_results(info)
 

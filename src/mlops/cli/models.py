@@ -83,10 +83,8 @@ def show_cmd(name: str, json: JsonOpt = False) -> None:
     """A registered model: its versions, stages, and recent deployments."""
     from mlops.lifecycle.deployments import list_deployments
     from mlops.lifecycle.registry import get_model
-    from mlops.reaper import reap_interrupted
 
-    config = settings()
-    reap_interrupted(config)
+    config = settings(reap=True)
     model = get_model(config, name)
     history = list_deployments(config, name, limit=10)
     if json:
@@ -174,11 +172,9 @@ def deploy_cmd(
     live. Exit code 10 when a gate fails; production is then unchanged."""
     from mlops.errors import checked
     from mlops.orchestration import configure_prefect
-    from mlops.reaper import reap_interrupted
     from mlops.usecases import deployments as use
 
-    config = settings()
-    reap_interrupted(config)
+    config = settings(reap=True)
     body = checked(
         use.DeployRequest, {"version": version, "target_stage": target, "reason": reason}
     )
@@ -199,11 +195,9 @@ def rollback_cmd(
     """Restore the production version before the current one (recorded as a deployment)."""
     from mlops.errors import checked
     from mlops.orchestration import configure_prefect
-    from mlops.reaper import reap_interrupted
     from mlops.usecases import deployments as use
 
-    config = settings()
-    reap_interrupted(config)
+    config = settings(reap=True)
     body = checked(use.RollbackRequest, {"reason": reason})
     plan = use.rollback_plan(config, name)
     if not yes:
@@ -228,10 +222,8 @@ def status_cmd(
         list_deployments,
         resolve_deployment_id,
     )
-    from mlops.reaper import reap_interrupted
 
-    config = settings()
-    reap_interrupted(config)
+    config = settings(reap=True)
     if deployment:
         info = get_deployment(config, resolve_deployment_id(config, deployment))
         print_json(info) if json else console.print(stage_table(info))
