@@ -13,9 +13,8 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import ValidationError
 
-from mlops.errors import AuthError, InvalidInputError, MlopsError, NotFoundError, problems
+from mlops.errors import AuthError, InvalidInputError, MlopsError, NotFoundError, checked
 from mlops.settings import Settings
 from mlops.web import charts
 from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
@@ -122,18 +121,18 @@ def _filters(values: dict[str, str], views: dict[str, Any]) -> Any:
     before = _day(values["before"], "updated before")
     if after and before and after > before:
         raise InvalidInputError("'Updated after' must not be later than 'updated before'.")
-    try:
-        return catalog.FeatureFilter(
-            dtype=values["type"] or None,
-            view=values["view"] or None,
-            q=values["q"] or None,
-            updated_after=datetime.combine(after, time.min) if after else None,
-            updated_before=datetime.combine(before, time.max) if before else None,
-            page=_page_number(values["page"]),
-            page_size=PAGE_SIZE,
-        )
-    except ValidationError as exc:
-        raise InvalidInputError(problems(exc)) from exc
+    return checked(
+        catalog.FeatureFilter,
+        {
+            "dtype": values["type"] or None,
+            "view": values["view"] or None,
+            "q": values["q"] or None,
+            "updated_after": datetime.combine(after, time.min) if after else None,
+            "updated_before": datetime.combine(before, time.max) if before else None,
+            "page": _page_number(values["page"]),
+            "page_size": PAGE_SIZE,
+        },
+    )
 
 
 @router.get("/features/views/{view}", response_class=HTMLResponse, response_model=None)
@@ -426,17 +425,17 @@ async def datasets_create(request: Request) -> Response:
             raise InvalidInputError("Give the dataset a name.")
         if not chosen["features"]:
             raise InvalidInputError("Tick at least one feature.")
-        try:
-            body = DatasetRequest(
-                name=chosen["name"],
-                features=chosen["features"],
-                tickers=chosen["tickers"],
-                start=_day(chosen["start"], "start"),
-                end=_day(chosen["end"], "end"),
-                include_label=chosen["include_label"],
-            )
-        except ValidationError as exc:
-            raise InvalidInputError(problems(exc)) from exc
+        body = checked(
+            DatasetRequest,
+            {
+                "name": chosen["name"],
+                "features": chosen["features"],
+                "tickers": chosen["tickers"],
+                "start": _day(chosen["start"], "start"),
+                "end": _day(chosen["end"], "end"),
+                "include_label": chosen["include_label"],
+            },
+        )
         info = await run_in_threadpool(create_dataset, settings_of(request), body, "console")
     except MlopsError as exc:
         return _datasets_page(request, status=exc.http_status, error=exc.message, chosen=chosen)
