@@ -46,6 +46,7 @@ def settings(*, reap: bool = False) -> Settings:
     if reap:
         from mlops.reaper import reap_interrupted
 
+        config.ensure_dirs()  # the metadata database lives in the state folder
         reap_interrupted(config)
     return config
 
