@@ -15,13 +15,14 @@ import argparse
 import contextlib
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ from mlops.features.datasets import LABEL_REF  # noqa: E402
 
 SERVICE = "model_features"
 OPERATIONS = ("list", "detail", "online", "dataset")
+DETAIL_USE_CASE = "catalog.feature_detail (in-process)"
+REQUEST_FLOOR = "request floor: GET of an unknown path (404)"
+# Issue targets of platform p95 / bare p95; other rows keep the older 1.3.
+RATIO_TARGETS = {"GET /features/{name}": 1.5, DETAIL_USE_CASE: 1.5}
 LATENCY_HEADERS = [
     "operation",
     "n",
@@ -91,6 +96,47 @@ def cli_startup_seconds(runs: int) -> list[float]:
         subprocess.run([str(mlops_bin), "--help"], capture_output=True, check=True)
         seconds.append(time.perf_counter() - started)
     return seconds
+
+
+@contextlib.contextmanager
+def api_server(settings: Any) -> Iterator[Any]:
+    """An httpx client of the API served by uvicorn in a process of its own on loopback:
+    what a caller of the API pays, without the TestClient's hand-offs between threads."""
+    import httpx
+    import psutil
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "MLOPS_HOME": str(settings.home), "MLOPS_PROFILE": settings.profile}
+    command = [sys.executable, "-m", "uvicorn", "mlops.app:create_app", "--factory"]
+    server = subprocess.Popen([*command, "--port", str(port), "--log-level", "warning"], env=env)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(client) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _wait_until_idle(psutil.Process(server.pid), deadline)
+        yield client
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_until_idle(process: Any, deadline: float) -> None:
+    """Until the server's warm-up thread (imports of MLflow, skops, GX) is done."""
+    while time.monotonic() < deadline and process.cpu_percent(interval=1.0) > 5:
+        log("waiting for the API server's warm-up")
+
+
+def _answers(client: Any) -> bool:
+    import httpx
+
+    try:
+        return bool(client.get("/healthz").status_code == 200)
+    except httpx.TransportError:
+        return False
 
 
 # ------------------------------------------------------------------ feature repo copy
@@ -155,6 +201,7 @@ def main() -> int:
     ds_tickers, ds_days = (10, 1000) if quick else (100, 1000)  # 10k / 100k rows
 
     t_total = time.perf_counter()
+    stack = contextlib.ExitStack()  # the API client, closed at the end
     tmp = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
     home = tmp / "home"
 
@@ -174,11 +221,10 @@ def main() -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # ibis/feast noise
 
     import pandas as pd
-    from fastapi.testclient import TestClient
     from flows.ingest import ingest_flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from mlops.app import create_app
+    from mlops.features import catalog
     from mlops.features import ingest as steps
     from mlops.features.offline_state import open_snapshot
     from mlops.features.store import open_store
@@ -242,7 +288,7 @@ def main() -> int:
         )
 
     # ------------------------------------------------------------- 3. measurements
-    client = TestClient(create_app(settings))
+    client = stack.enter_context(api_server(settings))
     auth = {"Authorization": f"Bearer {settings.token}"}
     online = all_tickers[:online_tickers]
     detail_names = [f"bench_view_{v % n_views:03d}:{FEATURE_COLUMNS[v % 8]}" for v in range(97)]
@@ -292,6 +338,13 @@ def main() -> int:
             "entities": list(view.entities),
             "ttl_seconds": int(view.ttl.total_seconds()) if view.ttl else 0,
         }
+
+    def usecase_detail(i: int) -> None:
+        detail = catalog.feature_detail(settings, detail_names[abs(i) % len(detail_names)])
+        assert detail.statistics is not None, "no statistics stored"
+
+    def request_floor(i: int) -> None:
+        check(client.get(f"/api/v1/no-such-path-{abs(i) % 97}"), 404)
 
     # online
     online_param = ",".join(online)
@@ -361,6 +414,8 @@ def main() -> int:
     for operation, label, api_fn, bare_fn, n in [
         ("list", "GET /features (page_size 50)", api_list, bare_list, reps),
         ("detail", "GET /features/{name}", api_detail, bare_detail, reps),
+        ("detail", DETAIL_USE_CASE, usecase_detail, bare_detail, reps),
+        ("detail", REQUEST_FLOOR, request_floor, bare_detail, reps),
         ("online", f"GET /online-features ({len(online)} tickers)", api_online, bare_online, reps),
     ]:
         if operation not in wanted:
@@ -400,8 +455,12 @@ def main() -> int:
         f"at v{max_versions} (1 created + {n_revisions} metadata-only edits via "
         f"`apply_definitions`); {n_stats} feature statistics stored. Repetitions: {reps} per "
         f"read endpoint (interleaved platform/bare, 2 warm-ups), {ds_reps} per dataset "
-        f"(1 warm-up). Platform = FastAPI TestClient on `create_app`; bare = Feast SDK "
-        f"`FeatureStore` of the same state folder, same process.\n"
+        f"(1 warm-up). Platform = the app served by uvicorn in a process of its own on "
+        f"loopback (`mlops.app:create_app`, warm-up awaited), an httpx client with keep-alive; "
+        f"bare = Feast SDK `FeatureStore` of the same state folder, in this process. The "
+        f"use-case row calls what the endpoint calls, in this process, without HTTP; the "
+        f"request-floor row is a 404 through the same server (HTTP, middleware, routing, "
+        f"error handler): what any request costs before a lookup.\n"
     )
 
     result_rows = []
@@ -413,7 +472,8 @@ def main() -> int:
         limit_ms = 3000.0 if is_ds else 100.0
         target = "p95 < 3 s" if is_ds else "p95 < 100 ms"
         lat_ok = ap95 < limit_ms
-        ratio_ok = ratio <= 1.3
+        ratio_limit = RATIO_TARGETS.get(label, 1.3)
+        ratio_ok = ratio <= ratio_limit
         result_rows.append(
             [
                 label,
@@ -424,7 +484,9 @@ def main() -> int:
                 f"{bp95:.1f}",
                 f"{ratio:.2f}",
                 f"{target}: {'PASS' if lat_ok else 'FAIL'}",
-                f"ratio <= 1.3: {'PASS' if ratio_ok else 'FAIL'}",
+                "- (the app's cost without any lookup)"
+                if label == REQUEST_FLOOR
+                else f"ratio <= {ratio_limit}: {'PASS' if ratio_ok else 'FAIL'}",
             ]
         )
     report.append("### Latency: platform vs bare Feast SDK (ms)\n")
@@ -476,7 +538,7 @@ def main() -> int:
     report.append(f"Total benchmark run time: {total:.0f} s.")
     print("\n".join(report), flush=True)
 
-    client.close()
+    stack.close()
     if args.keep:
         log(f"state kept in {tmp}")
     else:

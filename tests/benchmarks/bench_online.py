@@ -16,14 +16,12 @@ import argparse
 import contextlib
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # for `flows.ingest`
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `bench_features`
 
-from bench_features import log, md_table, once, percentile  # noqa: E402  (after sys.path)
+from bench_features import (  # noqa: E402  (after sys.path)
+    api_server,
+    log,
+    md_table,
+    once,
+    percentile,
+)
 
 SERVICE = "model_features"
 NAMED_FEATURES = ("ret_1d", "rsi_14")
@@ -191,47 +195,6 @@ def _prepare(settings: Any) -> None:
     alias_moves.record_move(settings, MODEL)
 
 
-@contextlib.contextmanager
-def _api_server(settings: Any) -> Iterator[Any]:
-    """An httpx client of the API served by uvicorn in a process of its own on loopback:
-    what a caller of the API pays, without the TestClient's hand-offs between threads."""
-    import httpx
-    import psutil
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "MLOPS_HOME": str(settings.home), "MLOPS_PROFILE": settings.profile}
-    command = [sys.executable, "-m", "uvicorn", "mlops.app:create_app", "--factory"]
-    server = subprocess.Popen([*command, "--port", str(port), "--log-level", "warning"], env=env)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        deadline = time.monotonic() + 120
-        while not _answers(client) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        _wait_until_idle(psutil.Process(server.pid), deadline)
-        yield client
-    finally:
-        client.close()
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _wait_until_idle(process: Any, deadline: float) -> None:
-    """Until the server's warm-up thread (imports of MLflow, skops, GX) is done."""
-    while time.monotonic() < deadline and process.cpu_percent(interval=1.0) > 5:
-        log("waiting for the API server's warm-up")
-
-
-def _answers(client: Any) -> bool:
-    import httpx
-
-    try:
-        return bool(client.get("/healthz").status_code == 200)
-    except httpx.TransportError:
-        return False
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 tickers, 50 reps")
@@ -262,7 +225,7 @@ def main() -> int:
         _prepare(settings)
         with TestClient(create_app(settings)) as client:
             in_test_client = online_rows(settings, client, reps)
-        with _api_server(settings) as client:
+        with api_server(settings) as client:
             over_http = online_rows(settings, client, reps)
     finally:
         if args.keep:
@@ -279,7 +242,9 @@ def main() -> int:
     )
     print("### API over HTTP (uvicorn on loopback, a process of its own; httpx client)\n")
     print(md_table(ONLINE_HEADERS, over_http))
-    print("\n### API through FastAPI's TestClient (as bench_features.py measures)\n")
+    print(
+        "\n### API through FastAPI's TestClient (in-process, its hand-offs between threads included)\n"
+    )
     print(md_table(ONLINE_HEADERS, in_test_client))
     print(f"\nTotal run time: {time.perf_counter() - started:.0f} s.")
     return 0

@@ -3,17 +3,18 @@ statistics and sample rows (statistics come from ingest; nothing is computed her
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import bindparam, func, select
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, field_validator
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from mlops.db import FeatureStatistics, FeatureViewVersion, session_scope
+from mlops.db import FeatureStatistics, FeatureViewVersion, engine_for, session_scope
 from mlops.errors import InvalidInputError, NotFoundError
-from mlops.features.versions import active_row, active_versions, view_rows
-from mlops.fields import PageNumber, TimeInRange, UtcDatetime
+from mlops.features.versions import active_row, active_versions
+from mlops.fields import PageNumber, TimeInRange, UtcDatetime, as_utc
 from mlops.settings import Settings
 
 T = TypeVar("T")
@@ -68,6 +69,21 @@ class FeatureSummary(BaseModel):
     last_updated: UtcDatetime
 
 
+class VersionEntry(BaseModel):
+    """One version of the feature's view, and whether that version had the feature."""
+
+    version: int
+    change_kind: str
+    origin: str
+    author: str
+    message: str
+    created_at: Annotated[UtcDatetime, AfterValidator(as_utc)]
+    has_feature: bool
+
+
+_VERSION_ENTRIES = TypeAdapter(list[VersionEntry])  # one validation for the whole list
+
+
 class FeatureDetail(FeatureSummary):
     view_description: str
     entities: list[str]
@@ -76,7 +92,7 @@ class FeatureDetail(FeatureSummary):
     statistics_version: int | None
     statistics: dict[str, Any] | None
     samples: list[dict[str, Any]]
-    versions: list[dict[str, Any]]
+    versions: list[VersionEntry]
 
 
 def _aware(value: datetime) -> datetime:
@@ -99,11 +115,6 @@ def _data_updated(settings: Settings) -> dict[tuple[str, int], datetime]:
 _DATA_UPDATED = select(func.max(FeatureStatistics.computed_at)).where(
     FeatureStatistics.view_name == bindparam("view"),
     FeatureStatistics.version == bindparam("version"),
-)
-_STATISTICS = select(FeatureStatistics).where(
-    FeatureStatistics.view_name == bindparam("view"),
-    FeatureStatistics.version == bindparam("version"),
-    FeatureStatistics.feature_name == bindparam("feature"),
 )
 
 
@@ -237,42 +248,135 @@ def find_feature(settings: Settings, name: str) -> FeatureSummary:
         return _active_feature(session, active_row(session, view_name), feature_name, name)[0]
 
 
-def _version_entry(row: FeatureViewVersion, feature_name: str) -> dict[str, Any]:
-    return {
-        "version": row.version,
-        "change_kind": row.change_kind,
-        "origin": row.origin,
-        "author": row.author,
-        "message": row.message,
-        "created_at": _aware(row.created_at),
-        "has_feature": _field(row.definition, feature_name) is not None,
-    }
+_ROWS = FeatureViewVersion.__table__
+_STATS = FeatureStatistics.__table__
+# The version rows of one view without their definitions, oldest first (the newest is the
+# active one); definitions are read by fingerprint only when not in `_DEFINITIONS` yet.
+_VERSION_ROWS = (
+    select(
+        _ROWS.c.version,
+        _ROWS.c.fingerprint,
+        _ROWS.c.change_kind,
+        _ROWS.c.origin,
+        _ROWS.c.author,
+        _ROWS.c.message,
+        _ROWS.c.created_at,
+    )
+    .where(_ROWS.c.view_name == bindparam("view"))
+    .order_by(_ROWS.c.version)
+)
+_DEFINITIONS_OF = select(_ROWS.c.fingerprint, _ROWS.c.definition).where(
+    _ROWS.c.view_name == bindparam("view"),
+    _ROWS.c.fingerprint.in_(bindparam("fingerprints", expanding=True)),
+)
+
+
+def _of_feature(column: Any) -> Any:
+    return (
+        select(column)
+        .where(
+            _STATS.c.view_name == bindparam("view"),
+            _STATS.c.version == bindparam("version"),
+            _STATS.c.feature_name == bindparam("feature"),
+        )
+        .scalar_subquery()
+    )
+
+
+# In one statement: when the active version's data last changed, and the feature's
+# statistics and samples at the wanted version (NULL when none were stored).
+_STATISTICS_AND_UPDATED = select(
+    select(func.max(_STATS.c.computed_at))
+    .where(_STATS.c.view_name == bindparam("view"), _STATS.c.version == bindparam("active"))
+    .scalar_subquery()
+    .label("updated"),
+    _of_feature(_STATS.c.stats).label("stats"),
+    _of_feature(_STATS.c.samples).label("samples"),
+)
+
+
+@dataclass(frozen=True)
+class _Definition:
+    """A decoded view definition and the names of its features."""
+
+    content: dict[str, Any]
+    features: frozenset[str]
+
+
+# Decoded definitions by fingerprint (the sha256 of the definition): a version row never
+# changes, so an entry is never stale; it only saves decoding the same JSON per request.
+_DEFINITIONS: dict[str, _Definition] = {}
+_MAX_DEFINITIONS = 4096
+
+
+def _definitions(conn: Connection, view: str, fingerprints: set[str]) -> dict[str, _Definition]:
+    missing = fingerprints - _DEFINITIONS.keys()
+    if missing:
+        if len(_DEFINITIONS) + len(missing) > _MAX_DEFINITIONS:
+            _DEFINITIONS.clear()
+        rows = conn.execute(_DEFINITIONS_OF, {"view": view, "fingerprints": sorted(missing)})
+        _DEFINITIONS.update(
+            {
+                fp: _Definition(content, frozenset(f["name"] for f in content["features"]))
+                for fp, content in rows
+            }
+        )
+    return {fp: _DEFINITIONS[fp] for fp in fingerprints}
 
 
 def feature_detail(settings: Settings, name: str, version: int | None = None) -> FeatureDetail:
-    """Metadata, stored statistics and samples of a feature (at a view version), read in
-    one session: for 'view:feature', from the rows of that view alone."""
-    with session_scope(settings.metadata_url) as session:
-        view_name, feature_name = _view_of(session, name)
-        rows = view_rows(session, view_name)  # oldest first: the newest is the active one
-        summary, active = _active_feature(session, rows[-1] if rows else None, feature_name, name)
-        wanted = version or summary.latest_version
-        if not any(r.version == wanted for r in rows):
+    """Metadata, stored statistics and samples of a feature (at a view version): for
+    'view:feature', two small queries on the rows of that view alone (and one more for
+    definitions this process has not decoded yet)."""
+    with engine_for(settings.metadata_url).connect() as conn:
+        with Session(conn) as session:  # a query only for a bare feature name
+            view_name, feature_name = _view_of(session, name)
+        rows = conn.execute(_VERSION_ROWS, {"view": view_name}).all()
+        if not rows:
+            raise _unknown(name)
+        definitions = _definitions(conn, view_name, {row.fingerprint for row in rows})
+        newest = rows[-1]
+        active = {
+            **definitions[newest.fingerprint].content,
+            "version": newest.version,
+            "updated": _aware(newest.created_at),
+        }
+        field = _field(active, feature_name)
+        if field is None:
+            raise _unknown(name)
+        wanted = version or newest.version
+        if not any(row.version == wanted for row in rows):
             raise NotFoundError(
                 f"Feature view '{view_name}' has no version {wanted}.",
                 {"view": view_name, "version": wanted},
             )
-        stats = session.scalar(
-            _STATISTICS, {"view": view_name, "version": wanted, "feature": feature_name}
-        )
-        return FeatureDetail(
-            **summary.model_dump(),
-            view_description=active["description"],
-            entities=active["entities"],
-            source=active["source"],
-            ttl_seconds=active["ttl_seconds"],
-            statistics_version=wanted if stats else None,
-            statistics=stats.stats if stats else None,
-            samples=stats.samples if stats else [],
-            versions=[_version_entry(r, feature_name) for r in rows],
-        )
+        found = conn.execute(
+            _STATISTICS_AND_UPDATED,
+            {
+                "view": view_name,
+                "active": newest.version,
+                "version": wanted,
+                "feature": feature_name,
+            },
+        ).one()
+    data = _aware(found.updated) if found.updated else None
+    summary = _feature_summary(view_name, active, field, data)
+    return FeatureDetail(
+        **summary.model_dump(),
+        view_description=active["description"],
+        entities=active["entities"],
+        source=active["source"],
+        ttl_seconds=active["ttl_seconds"],
+        statistics_version=wanted if found.stats is not None else None,
+        statistics=found.stats,
+        samples=found.samples or [],
+        versions=_VERSION_ENTRIES.validate_python(
+            [
+                {
+                    **row._mapping,
+                    "has_feature": feature_name in definitions[row.fingerprint].features,
+                }
+                for row in rows
+            ]
+        ),
+    )

@@ -97,7 +97,25 @@ def test_detail_has_the_active_definition_and_the_statistics_of_the_version_aske
 
 def test_versions_say_which_held_the_feature(settings: Settings) -> None:
     detail = catalog.feature_detail(settings, "ret")
-    assert [(v["version"], v["has_feature"]) for v in detail.versions] == [(1, False), (2, True)]
+    assert [(v.version, v.has_feature) for v in detail.versions] == [(1, False), (2, True)]
+
+
+def test_a_new_version_and_a_return_to_an_old_definition_are_seen_at_once(
+    settings: Settings,
+) -> None:
+    """Decoded definitions are kept by content between lookups; what a lookup shows is
+    still the view's rows as they are now."""
+    assert catalog.feature_detail(settings, "prices:shared").view_description == "The prices view."
+    _record(settings, _definition("prices", ["shared"], description="Edited."))
+    edited = catalog.feature_detail(settings, "prices:shared")
+    assert (edited.latest_version, edited.view_description) == (3, "Edited.")
+    assert edited.statistics is None  # none were stored for v3 yet
+    with pytest.raises(NotFoundError):
+        catalog.feature_detail(settings, "prices:ret")  # v3 dropped it
+    _record(settings, _definition("prices", ["shared", "ret"]))  # v2's definition again
+    back = catalog.feature_detail(settings, "prices:ret")
+    assert back.latest_version == 4 and back.view_description == "The prices view."
+    assert [v.has_feature for v in back.versions] == [False, True, False, True]
 
 
 @pytest.mark.parametrize("name", ["nope", "prices:old", "nope:shared", "prices:nope"])
