@@ -15,4 +15,6 @@ echo "== ruff"; .venv/bin/ruff check src flows feature_repo tests
 .venv/bin/ruff format --check src flows feature_repo tests
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"
-.venv/bin/pytest --cov=mlops --cov-report=term --cov-report=xml "$@"
+# Two workers (the test machine has 2 cores); a file's tests stay on one worker, so its
+# module fixtures are built once. Pass `-p no:xdist` to run in one process.
+.venv/bin/pytest -n 2 --dist loadfile --cov=mlops --cov-report=term --cov-report=xml "$@"
