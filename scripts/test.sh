@@ -16,5 +16,5 @@ echo "== ruff"; .venv/bin/ruff check src flows feature_repo tests
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"
 # Two workers (the test machine has 2 cores); a file's tests stay on one worker, so its
-# module fixtures are built once. Pass `-p no:xdist` to run in one process.
+# module fixtures are built once. Pass `-n 0` to run in one process.
 .venv/bin/pytest -n 2 --dist loadfile --cov=mlops --cov-report=term --cov-report=xml "$@"
