@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,29 @@ def test_the_ingest_gate_validates_without_importing_scipy_stats_or_altair() -> 
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("keep_checks", [False, True])
+def test_typeguard_loads_only_when_imported_and_feasts_checks_are_off_unless_kept(
+    keep_checks: bool, tmp_path: Path
+) -> None:
+    """`import mlops` does not import typeguard (~0.25 s); importing it later (Feast does)
+    gives a no-op `@typechecked`, unless MLOPS_FEAST_TYPECHECKS=1 keeps the real one."""
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import sys\n"
+        "import mlops\n"
+        "assert 'typeguard' not in sys.modules\n"
+        "import typeguard\n"
+        "def f(x: int) -> int:\n    return x\n"
+        "print(typeguard.typechecked(f) is f, typeguard.typechecked()(f) is f)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLOPS_FEAST_TYPECHECKS"}
+    if keep_checks:
+        env["MLOPS_FEAST_TYPECHECKS"] = "1"
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    unchanged = "False" if keep_checks else "True"  # the real decorator wraps f
+    assert out.stdout.split() == [unchanged, unchanged]
