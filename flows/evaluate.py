@@ -72,6 +72,17 @@ def evaluate_flow(
         evaluation_id = service.request_evaluation(
             settings, suites or [], refs, explain, requested_by, "scheduled"
         )
+    with records.keep_alive(settings, evaluation_id):
+        _run_plan(settings, evaluation_id)
+    info = records.get(settings, evaluation_id)
+    logger.info("evaluation %s: %s", evaluation_id, info.verdict)
+    if info.verdict != "passed":  # the run shows as Failed in the Prefect UI
+        return Failed(message=f"evaluation {evaluation_id}: verdict {info.verdict}")
+    return info
+
+
+def _run_plan(settings: Settings, evaluation_id: str) -> None:
+    """The suites and explanations as tasks, the record finished, then the plots."""
     plan = service.take_plan(settings, evaluation_id)
     records.begin(settings, evaluation_id, flow_run.get_id())
     explain = records.request_of(settings, evaluation_id).explain
@@ -101,11 +112,6 @@ def evaluate_flow(
         records.finish(settings, evaluation_id, error)
         service.mark_finished(evaluation_id)  # callers waiting for the results may go on
     plots_task(settings, evaluation_id, plan)
-    info = records.get(settings, evaluation_id)
-    logger.info("evaluation %s: %s", evaluation_id, info.verdict)
-    if info.verdict != "passed":  # the run shows as Failed in the Prefect UI
-        return Failed(message=f"evaluation {evaluation_id}: verdict {info.verdict}")
-    return info
 
 
 def run_recorded(settings: Settings, evaluation_id: str) -> None:
@@ -115,8 +121,9 @@ def run_recorded(settings: Settings, evaluation_id: str) -> None:
     from mlops import prefect_server
 
     try:
-        prefect_server.wait_until_ready()  # the server of this process, when it has one
-        state = evaluate_flow(evaluation_id=evaluation_id, settings=settings, return_state=True)
+        with records.keep_alive(settings, evaluation_id):  # while it waits for Prefect too
+            prefect_server.wait_until_ready()  # the server of this process, when it has one
+            state = evaluate_flow(evaluation_id=evaluation_id, settings=settings, return_state=True)
         # Failed tests fail the run too, and their record is already finished; a run that
         # crashed before it finished its record gets the reason.
         if not state.is_completed():

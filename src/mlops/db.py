@@ -168,6 +168,7 @@ class Evaluation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class EvaluationResult(Base):
@@ -258,7 +259,7 @@ def _new_engine(url: str) -> Engine:
     return engine
 
 
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 """The newest migration in src/mlops/migrations/versions (test_migrations checks that it is
 Alembic's head). A database already there opens without importing Alembic, which is about
 1 s of every `mlops` command and flow run on the 2-core test machine."""

@@ -13,18 +13,19 @@ that serves or starts work starts, and on a schedule inside the API.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import ColumnElement, null, select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from mlops.db import session_scope, utcnow
 from mlops.errors import ConflictError, NotFoundError
-from mlops.runs import current_owner, heartbeat, owner_alive, runner_gone
+from mlops.runs import current_owner, heartbeat, runner_gone
 from mlops.settings import Settings
 
 
@@ -81,9 +82,8 @@ class RunKind(Generic[Row]):
     close_interrupted: Callable[[Settings, Row, datetime], bool]
     """Close what a gone runner left open, inside the reaper's transaction; True when it
     ended the run. A hook that cannot tell the outcome yet leaves the row as it is."""
-    heartbeat_column: str | None = "heartbeat_at"
-    """Where the record's heartbeat is; without one only a dead owner on this host means
-    that the runner is gone."""
+    heartbeat_column: str = "heartbeat_at"
+    """Where the record's heartbeat is: a runner on any host is gone once it is stale."""
     also_open: Callable[[], ColumnElement[bool]] | None = None
     """Ended records whose runner still works on them (an evaluation drawing its plots)."""
     after_reap: Callable[[Settings, list[Any]], None] | None = None
@@ -97,11 +97,6 @@ class RunKind(Generic[Row]):
         """The records a runner may still work on."""
         clause: ColumnElement[bool] = self.column("status").in_(self.statuses.open)
         return clause | self.also_open() if self.also_open is not None else clause
-
-    def runner_gone(self, owner: str | None, beat_at: datetime | None, now: datetime) -> bool:
-        if self.heartbeat_column is None:
-            return owner_alive(owner) is False
-        return runner_gone(owner, beat_at, now)
 
 
 def opened(kind: RunKind[Row], row: Row) -> Row:
@@ -173,23 +168,40 @@ def finish(
 
 def beat(settings: Settings, kind: RunKind[Row], run_id: Any) -> None:
     """Renew the heartbeat of an open record this process owns (one UPDATE, nothing read)."""
-    if kind.heartbeat_column is None:
-        return
     with session_scope(settings.metadata_url) as session:
         session.execute(
             update(kind.table)
             .where(
                 kind.column("id") == run_id,
-                kind.column("status").in_(kind.statuses.open),
+                kind.open_records(),
                 kind.column("owner") == current_owner(),
             )
             .values({kind.heartbeat_column: utcnow()})
         )
 
 
-def keep_alive(settings: Settings, kind: RunKind[Row], run_id: Any) -> AbstractContextManager[None]:
-    """Beat the record's heartbeat from a daemon thread while the block runs."""
-    return heartbeat(lambda: beat(settings, kind, run_id))
+_BEATING: set[tuple[str, Any]] = set()
+_BEATING_LOCK = threading.Lock()
+
+
+@contextmanager
+def keep_alive(settings: Settings, kind: RunKind[Row], run_id: Any) -> Iterator[None]:
+    """Beat the record's heartbeat from a daemon thread while the block runs. Blocks for
+    the same record nested in one process (a flow run inside the call that started it)
+    share the outer block's beat."""
+    key = (kind.label, run_id)
+    with _BEATING_LOCK:
+        outer = key not in _BEATING
+        _BEATING.add(key)
+    if not outer:
+        yield
+        return
+    try:
+        with heartbeat(lambda: beat(settings, kind, run_id)):
+            yield
+    finally:
+        with _BEATING_LOCK:
+            _BEATING.discard(key)
 
 
 def reap(
@@ -207,7 +219,7 @@ def reap(
                 .where(kind.column("id") == run_id, kind.open_records())
                 .with_for_update()
             ).first()
-            if row is None or not kind.runner_gone(row.owner, _beat_of(kind, row), now):
+            if row is None or not runner_gone(row.owner, _beat_of(kind, row), now):
                 continue
             before = row.status
             if kind.close_interrupted(settings, row, now):
@@ -223,7 +235,7 @@ def _gone(
     settings: Settings, kind: RunKind[Row], where: ColumnElement[bool] | None, now: datetime
 ) -> list[Any]:
     """The ids of the open records whose runner is gone, as one query shows them."""
-    beat_column = kind.column(kind.heartbeat_column) if kind.heartbeat_column else null()
+    beat_column = kind.column(kind.heartbeat_column)
     statement = select(kind.column("id"), kind.column("owner"), beat_column).where(
         kind.open_records()
     )
@@ -231,16 +243,15 @@ def _gone(
         statement = statement.where(where)
     with session_scope(settings.metadata_url) as session:
         rows = session.execute(statement).all()
-    return [run_id for run_id, owner, beat_at in rows if kind.runner_gone(owner, beat_at, now)]
+    return [run_id for run_id, owner, beat_at in rows if runner_gone(owner, beat_at, now)]
 
 
 def _beat_of(kind: RunKind[Row], row: Row) -> datetime | None:
-    return getattr(row, kind.heartbeat_column) if kind.heartbeat_column else None
+    return getattr(row, kind.heartbeat_column)
 
 
 def _renew(kind: RunKind[Row], row: Row) -> None:
-    if kind.heartbeat_column is not None:
-        setattr(row, kind.heartbeat_column, utcnow())
+    setattr(row, kind.heartbeat_column, utcnow())
 
 
 def _locked(session: Session, kind: RunKind[Row], run_id: Any) -> Row:

@@ -159,8 +159,8 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
 
     current = runner.invoke(app, ["db", "current"])
     assert current.exit_code == 0, current.output
-    assert "at 0003, 1 migration behind 0004" in current.output
-    assert "would apply 0004" in current.output
+    assert "at 0003, 2 migrations behind 0005" in current.output
+    assert "would apply 0004" in current.output and "would apply 0005" in current.output
     assert _rows(url) == before  # looking changes nothing
 
     upgraded = runner.invoke(app, ["db", "upgrade", "--json"])
@@ -169,7 +169,7 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
         "url": url,
         "from": "0003",
         "to": SCHEMA_HEAD,
-        "applied": ["0004"],
+        "applied": ["0004", "0005"],
     }
     after = _rows(url)
     assert {t: r for t, r in after.items() if t != VERSION_TABLE and t in before} == {
@@ -179,13 +179,14 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
     assert "alias_moves" in after
 
     again = runner.invoke(app, ["db", "upgrade"])
-    assert again.exit_code == 0 and "already at 0004, the newest migration" in again.output
+    assert again.exit_code == 0 and "already at 0005, the newest migration" in again.output
     history = json.loads(runner.invoke(app, ["db", "history", "--json"]).output)
     assert [(m["revision"], m["applied"]) for m in history] == [
         ("0001", True),
         ("0002", True),
         ("0003", True),
         ("0004", True),
+        ("0005", True),
     ]
 
 
@@ -196,7 +197,7 @@ def test_mlops_db_current_does_not_create_a_missing_database(
     monkeypatch.setenv("MLOPS_PROFILE", "local")
     result = runner.invoke(app, ["db", "current"])
     assert result.exit_code == 0, result.output
-    assert "empty (no migration applied; the newest is 0004)" in result.output
+    assert "empty (no migration applied; the newest is 0005)" in result.output
     assert not (tmp_path / "mlops.db").exists()
 
 

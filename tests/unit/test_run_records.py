@@ -4,6 +4,7 @@ only its owner writes to it, and the reaper keeps a record whose runner beat mea
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from collections.abc import Iterator
@@ -127,3 +128,64 @@ def test_a_run_begins_once_in_the_process_that_runs_it(settings: Settings) -> No
     assert run_records.reap(settings, EVALUATIONS) == []
     with pytest.raises(ConflictError, match="cannot start again"):
         run_records.begin(settings, EVALUATIONS, evaluation_id, lambda _: None)
+
+
+def _evaluation(settings: Settings, **values: object) -> str:
+    evaluation_id = uuid.uuid4().hex
+    with session_scope(settings.metadata_url) as session:
+        session.add(
+            Evaluation(id=evaluation_id, suites=["smoke"], models=[], requested_by="t", **values)
+        )
+    return evaluation_id
+
+
+def test_an_evaluation_of_another_host_is_closed_once_its_heartbeat_is_stale(
+    settings: Settings,
+) -> None:
+    """A worker elsewhere that stopped: no pid to ask, only the heartbeat tells."""
+    elsewhere = {"status": "running", "owner": "worker-7.example:1:1"}
+    stale = _evaluation(settings, heartbeat_at=utcnow() - timedelta(minutes=5), **elsewhere)
+    fresh = _evaluation(settings, heartbeat_at=utcnow(), **elsewhere)
+    assert run_records.reap(settings, EVALUATIONS) == [stale]
+    with session_scope(settings.metadata_url) as session:
+        closed, kept = session.get(Evaluation, stale), session.get(Evaluation, fresh)
+        assert closed is not None and kept is not None
+        assert closed.status == "failed" and "worker-7.example" in (closed.error or "")
+        assert kept.status == "running"
+
+
+def test_an_evaluation_drawing_its_plots_keeps_beating(settings: Settings) -> None:
+    """Its results are final, its plots are not yet: the heartbeat says it is still worked
+    on, so the reaper leaves the plots to come."""
+    before = utcnow() - timedelta(minutes=5)
+    drawing = _evaluation(
+        settings, status="succeeded", plots="pending", owner=current_owner(), heartbeat_at=before
+    )
+    run_records.beat(settings, EVALUATIONS, drawing)
+    assert run_records.reap(settings, EVALUATIONS) == []
+    with session_scope(settings.metadata_url) as session:
+        row = session.get(Evaluation, drawing)
+        assert row is not None and row.plots == "pending" and row.heartbeat_at is not None
+        assert row.heartbeat_at.replace(tzinfo=None) > before.replace(tzinfo=None)
+
+
+def test_nested_keep_alive_blocks_of_one_record_share_one_heartbeat(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[str] = []
+
+    @contextlib.contextmanager
+    def counting(beat: object) -> Iterator[None]:
+        started.append("beat")
+        yield
+
+    monkeypatch.setattr(run_records, "heartbeat", counting)
+    run_id = ingest.start_run(settings, "a.csv")
+    with run_records.keep_alive(settings, ingest.RUNS, run_id):
+        with run_records.keep_alive(settings, ingest.RUNS, run_id):
+            pass
+        assert started == ["beat"]
+        with run_records.keep_alive(settings, EVALUATIONS, run_id):  # another record
+            assert started == ["beat", "beat"]
+    with run_records.keep_alive(settings, ingest.RUNS, run_id):  # the outer one ended
+        assert started == ["beat", "beat", "beat"]

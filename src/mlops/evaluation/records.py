@@ -9,6 +9,7 @@ left RUNNING, and marks plots a dead process was drawing as failed."""
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Literal
 
@@ -98,6 +99,11 @@ def begin(settings: Settings, evaluation_id: str, flow_run_id: str | None) -> No
         row.flow_run_id = flow_run_id
 
     run_records.begin(settings, EVALUATIONS, evaluation_id, start)
+
+
+def keep_alive(settings: Settings, evaluation_id: str) -> AbstractContextManager[None]:
+    """Beat the run's heartbeat while the block runs it (its plots included)."""
+    return run_records.keep_alive(settings, EVALUATIONS, evaluation_id)
 
 
 def add_result(settings: Settings, evaluation_id: str, result: SuiteResult) -> None:
@@ -356,7 +362,6 @@ EVALUATIONS = RunKind(
     table=Evaluation,
     statuses=Statuses(open=("pending", "running"), ends=("succeeded", "failed")),
     close_interrupted=_close_interrupted,
-    heartbeat_column=None,
     also_open=lambda: Evaluation.plots == "pending",
     after_reap=_fail_mlflow_runs,
 )
