@@ -65,7 +65,11 @@ def deployments(settings: Settings) -> list[Any]:
 def main() -> None:
     from prefect import serve
 
-    serve(*deployments(load_settings()), print_starting_message=True)
+    from mlops.reaper import reap_interrupted
+
+    settings = load_settings()
+    reap_interrupted(settings)  # the runs this process served before it was restarted
+    serve(*deployments(settings), print_starting_message=True)
 
 
 if __name__ == "__main__":
