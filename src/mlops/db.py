@@ -390,6 +390,20 @@ def session_scope(url: str) -> Iterator[Session]:
         yield session
 
 
+@contextmanager
+def locked_scope(url: str) -> Iterator[Session]:
+    """A transaction that writes back what it reads (a read-modify-write): its rows are
+    read with SELECT ... FOR UPDATE, which locks them in PostgreSQL. SQLite has no row
+    locks, and Python's sqlite3 starts a transaction only at the first write, so there
+    the transaction takes the database's write lock before its first read (BEGIN
+    IMMEDIATE; others wait up to the busy timeout). Two such transactions on one record
+    then run one after the other, and neither overwrites the other's change."""
+    with _session_factory(engine_for(url))() as session, session.begin():
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(text("BEGIN IMMEDIATE"))
+        yield session
+
+
 @lru_cache(maxsize=8)
 def _session_factory(engine: Engine) -> sessionmaker[Session]:
     """One factory per engine: making one builds a new Session class, which cost more than

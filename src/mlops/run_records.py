@@ -23,7 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
-from mlops.db import session_scope, utcnow
+from mlops.db import locked_scope, session_scope, utcnow
 from mlops.errors import ConflictError, NotFoundError
 from mlops.runs import current_owner, heartbeat, runner_gone
 from mlops.settings import Settings
@@ -110,7 +110,7 @@ def begin(settings: Settings, kind: RunKind[Row], run_id: Any, edit: Callable[[R
     """Start a pending run in this process, which becomes its owner (another process may
     have requested it); `edit` sets the kind's fields of the start. Refused (409) when the
     run was begun already or has ended."""
-    with session_scope(settings.metadata_url) as session:
+    with locked_scope(settings.metadata_url) as session:
         row = _locked(session, kind, run_id)
         pending, running = kind.statuses.open[:2]
         if row.status != pending:
@@ -128,7 +128,7 @@ def change(settings: Settings, kind: RunKind[Row], run_id: Any, edit: Callable[[
     `edit` changes the row (its status forward only) and the heartbeat is renewed; returns
     what `edit` returns. Refused (409) once the record ended or belongs to another
     process."""
-    with session_scope(settings.metadata_url) as session:
+    with locked_scope(settings.metadata_url) as session:
         row = _locked(session, kind, run_id)
         if not _ours(kind, row):
             raise ConflictError(
@@ -154,7 +154,7 @@ def finish(
     is set before) and returns the end status. A record that ended already (closed by the
     reaper, or finished before) or belongs to another process is left as it is. Returns
     what `view` makes of the record."""
-    with session_scope(settings.metadata_url) as session:
+    with locked_scope(settings.metadata_url) as session:
         row = _locked(session, kind, run_id)
         if _ours(kind, row):
             before, row.finished_at = row.status, utcnow()
@@ -213,7 +213,7 @@ def reap(
     now = utcnow()
     ended = []
     for run_id in _gone(settings, kind, where, now):
-        with session_scope(settings.metadata_url) as session:
+        with locked_scope(settings.metadata_url) as session:
             row = session.scalars(
                 select(kind.table)
                 .where(kind.column("id") == run_id, kind.open_records())

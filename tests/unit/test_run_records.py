@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -189,3 +190,22 @@ def test_nested_keep_alive_blocks_of_one_record_share_one_heartbeat(
             assert started == ["beat", "beat"]
     with run_records.keep_alive(settings, ingest.RUNS, run_id):  # the outer one ended
         assert started == ["beat", "beat", "beat"]
+
+
+def test_changes_from_two_threads_at_once_are_all_kept(settings: Settings) -> None:
+    """Each change reads the record and writes it back in one transaction that holds the
+    row (SQLite: the write lock, taken before the read), so none overwrites another."""
+    run_id = ingest.start_run(settings, "a.csv")
+    steps_each = 15
+
+    def add_steps(prefix: str) -> None:
+        for i in range(steps_each):
+            ingest.record_step(settings, run_id, f"{prefix}{i}", 0.0, "completed")
+
+    threads = [threading.Thread(target=add_steps, args=(p,)) for p in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    steps = [s["step"] for s in _run(settings, run_id).steps]
+    assert sorted(steps) == sorted(f"{p}{i}" for p in "ab" for i in range(steps_each))
