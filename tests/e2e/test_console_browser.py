@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import expect
 from tests.support.browser import launch_chromium
 from tests.support.registered_models import add_version, copy_version
+from tests.support.waiting import wait_for
 
 from mlops.app import create_app
 from mlops.settings import Settings
@@ -139,13 +140,21 @@ def test_a_rejected_run_shows_its_error_inline(page: Any, served: tuple[str, Set
     assert alert.inner_text() == "Tick at least one suite and one model version."
 
 
-def _until_deployed(page: Any, timeout: float = 180) -> None:
-    """The deployment page reloads itself every 2 s until the deployment has finished."""
-    deadline = time.monotonic() + timeout
-    while page.locator('meta[http-equiv="refresh"]').count():
-        assert time.monotonic() < deadline, "the deployment did not finish"
-        page.wait_for_timeout(500)
-        page.wait_for_load_state()
+def _until_deployed(page: Any, settings: Settings, timeout: float = 180) -> None:
+    """Until the deployment the page shows has finished (as its record says), then the page
+    as it shows it then. While it runs, the page reloads itself every 2 s; a check of the
+    page alone could land between two loads and see neither."""
+    from mlops.lifecycle.deployments import get_deployment
+
+    deployment_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    wait_for(
+        lambda: get_deployment(settings, deployment_id).finished_at is not None,
+        timeout,
+        f"deployment {deployment_id} to finish",
+    )
+    page.reload()
+    page.wait_for_load_state()
+    assert page.locator('meta[http-equiv="refresh"]').count() == 0, "a finished page reloads"
 
 
 def test_create_an_experiment_and_deploy_a_model_to_production(
@@ -168,7 +177,7 @@ def test_create_an_experiment_and_deploy_a_model_to_production(
     card.get_by_label("Target stage").select_option("production")
     card.get_by_role("button", name="Deploy").click()
     page.wait_for_url(f"{base}/deployments/*")
-    _until_deployed(page)
+    _until_deployed(page, settings)
     steps = page.locator("ol.stepper li.step")
     assert [steps.nth(i).get_attribute("class") for i in range(3)] == ["step passed"] * 3
     assert page.get_by_role("status").inner_text() == f"{name} v1 is now in production."
@@ -182,7 +191,7 @@ def test_a_failed_gate_shows_which_gate_and_why(page: Any, served: tuple[str, Se
     _sign_in(page, base, settings, f"/models/{misfit}")
     page.locator("form.deploy-form").get_by_role("button", name="Deploy").click()
     page.wait_for_url(f"{base}/deployments/*")
-    _until_deployed(page)
+    _until_deployed(page, settings)
     failure = page.locator(".failure")
     assert "Failed at the validate stage" in failure.inner_text()
     assert "signature" in failure.inner_text() and "not_served" in failure.inner_text()
