@@ -213,7 +213,10 @@ def reap(
     now = utcnow()
     ended = []
     for run_id in _gone(settings, kind, where, now):
-        with locked_scope(settings.metadata_url) as session:
+        # Not `locked_scope`: a kind's hook may read slow stores (a deployment asks the
+        # model registry), and SQLite's write lock would hold every other writer that
+        # long. Only a runner the reaper finds gone could race it here.
+        with session_scope(settings.metadata_url) as session:
             row = session.scalars(
                 select(kind.table)
                 .where(kind.column("id") == run_id, kind.open_records())
