@@ -8,10 +8,10 @@ token in the form (`checked_form`); the session cookie is signed and SameSite=st
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -87,3 +87,29 @@ def quiet(read: Callable[[], T], default: T) -> T:
         return read()
     except Exception:
         return default
+
+
+def linker(path: str, params: Mapping[str, Any]) -> Callable[..., str]:
+    """A function giving this page's URL with some query parameters changed: None, "",
+    False or [] drops one (0 is kept); a list repeats the parameter."""
+
+    def link(**changes: Any) -> str:
+        merged = {**params, **changes}
+        query = {
+            k: v
+            for k, v in merged.items()
+            if v is not None and v is not False and v not in ("", [])
+        }
+        return f"{path}?{urlencode(query, doseq=True)}" if query else path
+
+    return link
+
+
+def bounded_int(value: str | None, default: int, low: int = 1, high: int = 10**9) -> int:
+    """A query parameter as a whole number within [low, high]; the default when missing or
+    not a number."""
+    try:
+        number = int(value) if value is not None else default
+    except ValueError:
+        return default
+    return min(max(number, low), high)

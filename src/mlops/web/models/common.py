@@ -3,9 +3,8 @@ rollback confirmation and the way to a started deployment's stepper."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
@@ -19,25 +18,6 @@ if TYPE_CHECKING:
     from mlops.usecases.deployments import RollbackPlan, RollbackRequest
 
 CALLER = "console"
-
-
-def linker(path: str, params: Mapping[str, Any]) -> Callable[..., str]:
-    """A function giving this page's URL with some query parameters changed (None drops)."""
-
-    def link(**changes: Any) -> str:
-        merged = {**params, **changes}
-        query = {k: v for k, v in merged.items() if v not in (None, "", [])}
-        return f"{path}?{urlencode(query, doseq=True)}" if query else path
-
-    return link
-
-
-def bounded_int(value: str | None, default: int, low: int, high: int) -> int:
-    try:
-        number = int(value) if value is not None else default
-    except ValueError:
-        return default
-    return min(max(number, low), high)
 
 
 def invalid_input(exc: ValidationError, hint: str = "") -> InvalidInputError:

@@ -9,8 +9,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from mlops.errors import AuthError, MlopsError, checked
-from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
-from mlops.web.models.common import CALLER, bounded_int, confirm_page, first_value, linker, stepper
+from mlops.web.common import (
+    bounded_int,
+    checked_form,
+    error_page,
+    linker,
+    needs_reading,
+    page,
+    quiet,
+    settings_of,
+)
+from mlops.web.models.common import CALLER, confirm_page, first_value, stepper
 
 if TYPE_CHECKING:
     from mlops.settings import Settings

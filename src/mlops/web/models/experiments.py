@@ -11,8 +11,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mlops.errors import AuthError, InvalidInputError, MlopsError
 from mlops.web import charts
-from mlops.web.common import checked_form, error_page, needs_reading, page, settings_of
-from mlops.web.models.common import bounded_int, first_value, invalid_input, linker
+from mlops.web.common import (
+    bounded_int,
+    checked_form,
+    error_page,
+    linker,
+    needs_reading,
+    page,
+    settings_of,
+)
+from mlops.web.models.common import first_value, invalid_input
 
 router = APIRouter(include_in_schema=False)
 

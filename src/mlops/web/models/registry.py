@@ -10,16 +10,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from mlops.errors import AuthError, InvalidInputError, MlopsError, checked
-from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
-from mlops.web.models.common import (
-    CALLER,
+from mlops.web.common import (
     bounded_int,
-    confirm_page,
-    first_value,
-    invalid_input,
+    checked_form,
+    error_page,
     linker,
-    stepper,
+    needs_reading,
+    page,
+    quiet,
+    settings_of,
 )
+from mlops.web.models.common import CALLER, confirm_page, first_value, invalid_input, stepper
 
 if TYPE_CHECKING:
     from mlops.lifecycle.deployments import DeploymentInfo

@@ -3,9 +3,7 @@ paging, the notice shown after a redirect, and Pygments highlighting."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from fastapi import Request
 from markupsafe import Markup
@@ -23,25 +21,6 @@ def store_of(request: Request) -> PromptStore:
     from mlops.prompts.store import open_store
 
     return open_store(settings_of(request))
-
-
-def linker(path: str, params: Mapping[str, Any]) -> Callable[..., str]:
-    """This page's URL with some query parameters changed (None or "" drops one)."""
-
-    def link(**changes: Any) -> str:
-        merged = {**params, **changes}
-        query = {k: v for k, v in merged.items() if v not in (None, "", False)}
-        return f"{path}?{urlencode(query)}" if query else path
-
-    return link
-
-
-def bounded_int(value: str | None, default: int, low: int = 1, high: int = 10**9) -> int:
-    try:
-        number = int(value) if value is not None else default
-    except ValueError:
-        return default
-    return min(max(number, low), high)
 
 
 def form_text(form: dict[str, Any], key: str) -> str:

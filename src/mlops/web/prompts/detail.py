@@ -13,14 +13,21 @@ from markupsafe import Markup
 
 from mlops.errors import AuthError, MlopsError
 from mlops.web import charts
-from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
+from mlops.web.common import (
+    bounded_int,
+    checked_form,
+    error_page,
+    linker,
+    needs_reading,
+    page,
+    quiet,
+    settings_of,
+)
 from mlops.web.prompts.common import (
     CALLER,
     NOTICE,
-    bounded_int,
     form_text,
     highlight_source,
-    linker,
     pop_notice,
     store_of,
 )

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mlops.errors import AuthError, MlopsError
-from mlops.web.common import checked_form, error_page, needs_reading, page, quiet
-from mlops.web.prompts.common import CALLER, NOTICE, bounded_int, form_text, store_of
+from mlops.web.common import bounded_int, checked_form, error_page, needs_reading, page, quiet
+from mlops.web.prompts.common import CALLER, NOTICE, form_text, store_of
 from mlops.web.prompts.preview import Preview, Problem, error_line, render_preview, variable_fields
 
 router = APIRouter(include_in_schema=False)

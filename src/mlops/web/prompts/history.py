@@ -11,8 +11,8 @@ from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 
 from mlops.errors import MlopsError
-from mlops.web.common import error_page, needs_reading, page
-from mlops.web.prompts.common import bounded_int, linker, paginate, store_of
+from mlops.web.common import bounded_int, error_page, linker, needs_reading, page
+from mlops.web.prompts.common import paginate, store_of
 
 router = APIRouter(include_in_schema=False)
 
