@@ -124,8 +124,10 @@ def _view_data_updated(session: Session, view: str, version: int) -> datetime | 
     return _aware(at) if at else None
 
 
-def _definition(row: FeatureViewVersion) -> dict[str, Any]:
-    return {**row.definition, "version": row.version, "updated": _aware(row.created_at)}
+def _definition(definition: dict[str, Any], version: int, applied_at: datetime) -> dict[str, Any]:
+    """A view definition as `_feature_summary` reads it: with its version and when it was
+    applied."""
+    return {**definition, "version": version, "updated": _aware(applied_at)}
 
 
 def active_definitions(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -136,7 +138,10 @@ def active_definitions(settings: Settings) -> dict[str, dict[str, Any]]:
     from the Feast registry's protobufs on each request.
     """
     with session_scope(settings.metadata_url) as session:
-        return {name: _definition(row) for name, row in active_versions(session).items()}
+        return {
+            name: _definition(row.definition, row.version, row.created_at)
+            for name, row in active_versions(session).items()
+        }
 
 
 def _feature_summary(
@@ -236,7 +241,7 @@ def _active_feature(
     field = _field(active.definition, feature_name) if active is not None else None
     if active is None or field is None:
         raise _unknown(name)
-    view = _definition(active)
+    view = _definition(active.definition, active.version, active.created_at)
     data = _view_data_updated(session, active.view_name, active.version)
     return _feature_summary(active.view_name, view, field, data), view
 
@@ -336,11 +341,8 @@ def feature_detail(settings: Settings, name: str, version: int | None = None) ->
             raise _unknown(name)
         definitions = _definitions(conn, view_name, {row.fingerprint for row in rows})
         newest = rows[-1]
-        active = {
-            **definitions[newest.fingerprint].content,
-            "version": newest.version,
-            "updated": _aware(newest.created_at),
-        }
+        content = definitions[newest.fingerprint].content
+        active = _definition(content, newest.version, newest.created_at)
         field = _field(active, feature_name)
         if field is None:
             raise _unknown(name)
