@@ -178,6 +178,11 @@ bench_view_{v:03d} = FeatureView(
 
 
 def main() -> int:
+    with contextlib.ExitStack() as stack:  # the API server, stopped however the run ends
+        return _run(stack)
+
+
+def _run(stack: contextlib.ExitStack) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="~10x smaller smoke run")
     parser.add_argument("--tickers", type=int, help="override the number of demo tickers")
@@ -201,7 +206,6 @@ def main() -> int:
     ds_tickers, ds_days = (10, 1000) if quick else (100, 1000)  # 10k / 100k rows
 
     t_total = time.perf_counter()
-    stack = contextlib.ExitStack()  # the API client, closed at the end
     tmp = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
     home = tmp / "home"
 
@@ -538,7 +542,7 @@ def main() -> int:
     report.append(f"Total benchmark run time: {total:.0f} s.")
     print("\n".join(report), flush=True)
 
-    stack.close()
+    stack.close()  # before its state folder goes
     if args.keep:
         log(f"state kept in {tmp}")
     else:
