@@ -86,17 +86,23 @@ def ingest_flow(
     message: str = "ingest",
     settings: Settings | None = None,
     date_format: str | None = None,
+    run_id: int | None = None,
 ) -> steps.IngestSummary:
     """Ingest a file of daily bars, vendor files (a ``BarsSource``: files, directories or
     globs with a column map and where tickers come from) or the demo data.
 
     ``date_format`` (strftime syntax, e.g. ``%d/%m/%Y``) is how the file writes its dates;
-    by default the one format that fits every date of the file is used.
+    by default the one format that fits every date of the file is used. ``run_id`` is a
+    pending ingest run recorded by the caller (the API, which answered with its id); by
+    default the flow records a run of its own.
     """
     settings = settings or load_settings()
     logger = get_run_logger()
-    label = steps.source_label(source)
-    run_id = steps.start_run(settings, label, flow_run_id=str(flow_run.get_id() or ""))
+    if run_id is None:
+        label = steps.source_label(source)
+        run_id = steps.start_run(settings, label, flow_run_id=str(flow_run.get_id() or ""))
+    else:  # the caller named the source (an upload's folder is no name for the user)
+        label = steps.begin_run(settings, run_id, flow_run_id=str(flow_run.get_id() or ""))
     try:
         with steps.keep_alive(settings, run_id):
             loaded: Any = load(settings, run_id, source, date_format)
@@ -130,7 +136,16 @@ def ingest_flow(
     except Exception as exc:
         steps.finish_run(settings, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    steps.finish_run(settings, run_id, "completed", rows=rows)
+    summary = steps.IngestSummary(
+        run_id=run_id,
+        rows=rows,
+        files=loaded.files,
+        ignored_columns=loaded.ignored_columns,
+        new_versions=[f"{v.view_name}@v{v.version}" for v in versions],
+        materialized=views,
+        statistics=stats,
+    )
+    steps.finish_run(settings, run_id, "completed", rows=rows, summary=summary)
     if loaded.ignored_columns:
         logger.info("Columns not read: %s", ", ".join(loaded.ignored_columns))
     logger.info("Validation passed: %d expectations on %d rows", report.evaluated, rows)
@@ -140,12 +155,4 @@ def ingest_flow(
         len(versions),
         ", ".join(views),
     )
-    return steps.IngestSummary(
-        run_id=run_id,
-        rows=rows,
-        files=loaded.files,
-        ignored_columns=loaded.ignored_columns,
-        new_versions=[f"{v.view_name}@v{v.version}" for v in versions],
-        materialized=views,
-        statistics=stats,
-    )
+    return summary

@@ -116,6 +116,8 @@ class IngestRun(Base):
     owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     """The process running it (host:pid:start); a dead owner means the run was killed."""
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """What a completed run did (`IngestSummary` without the run id)."""
 
 
 class Deployment(Base):
@@ -259,7 +261,7 @@ def _new_engine(url: str) -> Engine:
     return engine
 
 
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 """The newest migration in src/mlops/migrations/versions (test_migrations checks that it is
 Alembic's head). A database already there opens without importing Alembic, which is about
 1 s of every `mlops` command and flow run on the 2-core test machine."""

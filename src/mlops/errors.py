@@ -108,6 +108,18 @@ class StoreUnavailableError(MlopsError):
         self.store = store
 
 
+def error_from(code: str, message: str, details: dict[str, Any] | None = None) -> MlopsError:
+    """The error an API answer names by its code (a client re-raises what the server said,
+    with the same exit code as if it had happened here)."""
+    kinds = [MlopsError]
+    while kinds:
+        kind = kinds.pop()
+        if kind.code == code:
+            return kind(message, details)
+        kinds.extend(kind.__subclasses__())
+    return MlopsError(message, details)
+
+
 def field_of(error: ErrorDetails, within: tuple[str, ...] = ()) -> str:
     """Where a pydantic error is, as a dotted path (`models.ridge.params`); '' for the whole."""
     return ".".join(str(part) for part in (*within, *error["loc"]))

@@ -15,11 +15,13 @@ from annotated_types import Interval
 from pydantic import AfterValidator, PlainSerializer, WithJsonSchema
 
 MAX_COUNT = 2**31 - 1
-"""Largest page, offset or version number accepted: fits every integer column we use."""
+"""Largest page, offset, version or record number accepted: fits every integer column we use."""
 
 PageNumber = Annotated[int, Interval(ge=1, le=MAX_COUNT)]
 Offset = Annotated[int, Interval(ge=0, le=MAX_COUNT)]
 VersionNumber = Annotated[int, Interval(ge=1, le=MAX_COUNT)]
+RecordNumber = Annotated[int, Interval(ge=1, le=MAX_COUNT)]
+"""The id of a numbered record (an ingest run)."""
 
 EARLIEST = date(1900, 1, 1)
 LATEST = date(2262, 4, 11)

@@ -355,9 +355,13 @@ def run_platform(settings: Settings, seed: Callable[[Settings], object]) -> None
 
 
 def serve_api(settings: Settings, host: str, port: int) -> None:
-    """Serve the API in this process (foreground)."""
+    """Serve the API in this process (foreground), named in the state folder so that
+    `mlops ingest` hands its files to it (`platform_api`)."""
     import uvicorn
 
     from mlops.app import create_app
+    from mlops.platform_api import registered
 
-    uvicorn.run(create_app(settings), host=host, port=port)
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    with registered(settings, f"http://{reachable}:{port}"):
+        uvicorn.run(create_app(settings), host=host, port=port)

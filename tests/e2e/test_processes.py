@@ -154,3 +154,71 @@ def test_a_refused_ingest_shows_progress_and_one_line_not_prefect_logs(
         assert "Flow run" not in output and "Traceback" not in output
         assert len(output.strip().splitlines()) <= 6, output
     assert _own_servers(home) == []
+
+
+def test_mlops_ingest_hands_its_files_to_the_running_api_and_reports_as_a_local_run(
+    tmp_path: Path,
+) -> None:
+    from datetime import date
+
+    from mlops.features.demo_data import generate_ohlcv
+
+    home = tmp_path / "home"
+    bars = generate_ohlcv(n_tickers=3, start=date(2024, 1, 2), end=date(2024, 4, 30), seed=5)
+    (tmp_path / "march").mkdir()
+    history, later = bars[bars["date"] < "2024-04-01"], bars[bars["date"] >= "2024-04-01"]
+    history.to_csv(tmp_path / "march" / "bars.csv", index=False)
+    later.to_csv(tmp_path / "april.csv", index=False)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "ticker,date,open,high,low,close,volume\n"
+        "AAA,2024-05-02,1,2,0.5,1.5,100\nAAA,2024-05-03,1,2,0.5,-1.5,100\n"
+    )
+    api, _ = _start_api(home)
+    try:
+        url = json.loads(wait_for(lambda: _api_file(home), 60, "run/api.json"))["url"]
+
+        def ingest(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*MLOPS, "ingest", *args],
+                env={**_env(home), "COLUMNS": "200"},
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+
+        sent = ingest(str(tmp_path / "march" / "bars.csv"))
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert f"runs in the API's ingest process ({url})" in sent.stdout
+        assert f"Ingested {len(history)} rows." in sent.stdout
+        assert "Prefect:" not in sent.stdout  # no Prefect server of its own
+
+        refused = ingest(str(bad))
+        output = refused.stdout + refused.stderr
+        assert refused.returncode == 3, output  # the exit code of a local refusal
+        assert "stopped at validate" in output and "close > 0" in output
+        assert str(bad) in output and "uploads" not in output
+
+        local = ingest(str(tmp_path / "april.csv"), "--local", "--json")
+        assert local.returncode == 0, local.stdout + local.stderr
+        assert "runs in the API's ingest process" not in local.stdout
+
+        token = (home / "api_token").read_text().strip()
+        runs = httpx.get(
+            f"{url}/api/v1/ingests", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ).json()
+        assert [(r["source"], r["status"]) for r in runs] == [
+            (str(tmp_path / "april.csv"), "completed"),
+            (str(bad), "rejected"),
+            (str(tmp_path / "march" / "bars.csv"), "completed"),
+        ]
+        assert runs[2]["summary"]["rows"] == len(history)
+    finally:
+        api.terminate()
+        api.wait(timeout=60)
+    assert not (home / "run" / "api.json").exists()  # a stopped API is not handed work
+
+
+def _api_file(home: Path) -> str | None:
+    path = home / "run" / "api.json"
+    return path.read_text() if path.exists() else None

@@ -53,7 +53,7 @@ def test_a_state_folder_from_before_alembic_upgrades_and_keeps_its_rows(tmp_path
     _write_pre_alembic_database(url)
     engine = engine_for(url)
     columns = {c["name"] for c in inspect(engine).get_columns("ingest_runs")}
-    assert {"owner", "heartbeat_at"} <= columns
+    assert {"owner", "heartbeat_at", "summary"} <= columns
     with engine.connect() as connection:
         assert connection.execute(text("SELECT source FROM ingest_runs")).scalars().all() == [
             "old.csv"
@@ -127,20 +127,37 @@ def test_opening_a_database_at_the_head_does_not_import_alembic(tmp_path: Path) 
     assert out.stdout.strip() == "False"
 
 
-def _rows(url: str) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of every table, sorted, keyed by table."""
+def _rows(url: str) -> dict[str, list[dict[str, object]]]:
+    """Every row of every table (column -> value), sorted, keyed by table."""
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
             return {
                 table: sorted(
-                    (tuple(row) for row in connection.execute(text(f'SELECT * FROM "{table}"'))),
-                    key=repr,
+                    (
+                        dict(row._mapping)
+                        for row in connection.execute(text(f'SELECT * FROM "{table}"'))
+                    ),
+                    key=lambda row: repr(sorted(row.items())),
                 )
                 for table in inspect(connection).get_table_names()
             }
     finally:
         engine.dispose()
+
+
+def _kept(
+    before: dict[str, list[dict[str, object]]], after: dict[str, list[dict[str, object]]]
+) -> dict[str, list[dict[str, object]]]:
+    """The rows of ``after`` in the tables and columns ``before`` had (columns a migration
+    added are new, not lost)."""
+    return {
+        table: [{column: row[column] for column in rows[0]} for row in after[table]]
+        if rows
+        else after[table]
+        for table, rows in before.items()
+        if table != VERSION_TABLE
+    }
 
 
 def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
@@ -159,8 +176,9 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
 
     current = runner.invoke(app, ["db", "current"])
     assert current.exit_code == 0, current.output
-    assert "at 0003, 2 migrations behind 0005" in current.output
-    assert "would apply 0004" in current.output and "would apply 0005" in current.output
+    assert "at 0003, 3 migrations behind 0006" in current.output
+    for revision in ("0004", "0005", "0006"):
+        assert f"would apply {revision}" in current.output
     assert _rows(url) == before  # looking changes nothing
 
     upgraded = runner.invoke(app, ["db", "upgrade", "--json"])
@@ -169,17 +187,15 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
         "url": url,
         "from": "0003",
         "to": SCHEMA_HEAD,
-        "applied": ["0004", "0005"],
+        "applied": ["0004", "0005", "0006"],
     }
     after = _rows(url)
-    assert {t: r for t, r in after.items() if t != VERSION_TABLE and t in before} == {
-        t: r for t, r in before.items() if t != VERSION_TABLE
-    }
-    assert after[VERSION_TABLE] == [(SCHEMA_HEAD,)]
+    assert _kept(before, after) == {t: r for t, r in before.items() if t != VERSION_TABLE}
+    assert [tuple(row.values()) for row in after[VERSION_TABLE]] == [(SCHEMA_HEAD,)]
     assert "alias_moves" in after
 
     again = runner.invoke(app, ["db", "upgrade"])
-    assert again.exit_code == 0 and "already at 0005, the newest migration" in again.output
+    assert again.exit_code == 0 and "already at 0006, the newest migration" in again.output
     history = json.loads(runner.invoke(app, ["db", "history", "--json"]).output)
     assert [(m["revision"], m["applied"]) for m in history] == [
         ("0001", True),
@@ -187,6 +203,7 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
         ("0003", True),
         ("0004", True),
         ("0005", True),
+        ("0006", True),
     ]
 
 
@@ -197,7 +214,7 @@ def test_mlops_db_current_does_not_create_a_missing_database(
     monkeypatch.setenv("MLOPS_PROFILE", "local")
     result = runner.invoke(app, ["db", "current"])
     assert result.exit_code == 0, result.output
-    assert "empty (no migration applied; the newest is 0005)" in result.output
+    assert "empty (no migration applied; the newest is 0006)" in result.output
     assert not (tmp_path / "mlops.db").exists()
 
 
@@ -209,4 +226,4 @@ def test_a_postgresql_database_from_before_alembic_upgrades_keeping_its_rows() -
         assert (before.revision, after.revision) == (None, SCHEMA_HEAD)
         assert not after.pending
         rows = _rows(url)["ingest_runs"]
-        assert [(r[1], r[2]) for r in rows] == [("old.csv", "succeeded")]
+        assert [(r["source"], r["status"]) for r in rows] == [("old.csv", "succeeded")]

@@ -21,7 +21,15 @@ from mlops.api.deps import BearerCredentials, read_access, sees_store_details
 from mlops.api.errors import error_response
 from mlops.api.gate import RequestGate, RouteTable
 from mlops.api.middleware import AfterWarmUp, RequestId
-from mlops.api.routes import datasets, evaluation, experiments, features, models, prompts
+from mlops.api.routes import (
+    datasets,
+    evaluation,
+    experiments,
+    features,
+    ingests,
+    models,
+    prompts,
+)
 from mlops.errors import MlopsError
 from mlops.health import Health, check_health
 from mlops.reaper import ScheduledReaper
@@ -31,6 +39,7 @@ from mlops.stores import store_outage
 API_PREFIX = "/api/v1"
 API_ROUTERS = (
     features.router,
+    ingests.router,
     datasets.router,
     experiments.router,
     models.router,
@@ -121,7 +130,7 @@ def _warm_up(settings: Settings, done: threading.Event) -> None:
             log.warning("MLflow warm-up failed", exc_info=True)
     finally:
         done.set()
-    for step in (_warm_models, _warm_feast, _warm_prefect):
+    for step in (_warm_ingests, _warm_models, _warm_feast, _warm_prefect):
         try:
             step(settings)
         except Exception:  # only a warm-up: the first real use reports problems
@@ -149,13 +158,29 @@ def _warm_feast(settings: Settings) -> None:
         open_store(settings).list_feature_views()
 
 
-def _warm_prefect(settings: Settings) -> None:
+def _serves_flows(settings: Settings) -> bool:
+    """Prefect was set up by `mlops api` / `mlops up`, not left to an embedding program."""
     from mlops import prefect_server
 
     url = os.environ.get("PREFECT_API_URL")
     shared = url is not None and url in (settings.prefect_url, settings.prefect_api_url)
-    if prefect_server.current() is None and not shared:
-        return  # Prefect was not set up by `mlops api` / `mlops up` (an embedding program)
+    return prefect_server.current() is not None or shared
+
+
+def _warm_ingests(settings: Settings) -> None:
+    """Start the fork server of uploaded ingests (`ingest_jobs`): it imports GX, Feast and
+    Prefect in a process of its own while the API answers."""
+    if _serves_flows(settings):
+        from mlops.features import ingest_jobs
+
+        ingest_jobs.warm()
+
+
+def _warm_prefect(settings: Settings) -> None:
+    from mlops import prefect_server
+
+    if not _serves_flows(settings):
+        return
     prefect_server.wait_until_ready()
     from flows.warm_up import warm_up_flow
 

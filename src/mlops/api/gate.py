@@ -14,8 +14,9 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -41,6 +42,20 @@ def _calls(dependant: Dependant) -> Iterable[object]:
         yield from _calls(dependency)
 
 
+Endpoint = TypeVar("Endpoint", bound=Callable[..., object])
+_BODY_LIMIT = "__mlops_body_limit__"
+
+
+def body_limit(limit: Callable[[Settings], int]) -> Callable[[Endpoint], Endpoint]:
+    """Give an endpoint a body limit of its own (file uploads), instead of the API's."""
+
+    def mark(endpoint: Endpoint) -> Endpoint:
+        setattr(endpoint, _BODY_LIMIT, limit)
+        return endpoint
+
+    return mark
+
+
 def route_policy(route: APIRoute, settings: Settings) -> RoutePolicy:
     """What a route needs, read from its dependencies: `require_token` or `read_access`."""
     calls = set(_calls(route.dependant))
@@ -48,6 +63,9 @@ def route_policy(route: APIRoute, settings: Settings) -> RoutePolicy:
     limit = (
         settings.api_max_body_bytes if route.include_in_schema else settings.console_max_form_bytes
     )
+    own: Callable[[Settings], int] | None = getattr(route.endpoint, _BODY_LIMIT, None)
+    if own is not None:
+        limit = own(settings)
     return RoutePolicy(
         needs_token=require_token in calls, is_read=read_access in calls, max_body_bytes=limit
     )

@@ -27,6 +27,7 @@ from mlops.cli.common import (
 
 if TYPE_CHECKING:
     from mlops.features.ingest import IngestSummary
+    from mlops.features.sources import BarsSource
     from mlops.lifecycle.deployments import DeploymentInfo
     from mlops.lifecycle.training import TrainResult
     from mlops.settings import Settings
@@ -81,9 +82,7 @@ def start_prefect(config: Settings) -> None:
 
 def ingest_progress(config: Settings, run: Callable[[], IngestSummary]) -> IngestSummary:
     """Run an ingest (`run`) in a thread, drawing a progress bar from the steps it records."""
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from mlops.features.ingest import INGEST_STEPS, latest_runs, steps_of_newest_run
+    from mlops.features.ingest import latest_runs, steps_of_newest_run
 
     before = max((r.id for r in latest_runs(config, limit=1)), default=0)
     outcome: dict[str, Any] = {}
@@ -95,6 +94,28 @@ def ingest_progress(config: Settings, run: Callable[[], IngestSummary]) -> Inges
             outcome["error"] = exc
 
     thread = threading.Thread(target=work, daemon=True)
+
+    def read() -> tuple[list[dict[str, Any]], bool]:
+        thread.join(timeout=0.3)
+        return steps_of_newest_run(config, before), not thread.is_alive()
+
+    thread.start()
+    show_steps(read, succeeded=lambda: "result" in outcome)
+    if "error" in outcome:
+        raise outcome["error"]
+    summary: IngestSummary = outcome["result"]
+    return summary
+
+
+def show_steps(
+    read: Callable[[], tuple[list[dict[str, Any]], bool]], succeeded: Callable[[], bool]
+) -> None:
+    """Draw an ingest's steps as a progress bar until ``read`` (the steps so far, and
+    whether the run ended) says it has ended."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from mlops.features.ingest_names import INGEST_STEPS
+
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -104,20 +125,28 @@ def ingest_progress(config: Settings, run: Callable[[], IngestSummary]) -> Inges
     )
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("ingest: starting flow", total=len(INGEST_STEPS))
-        thread.start()
-        while thread.is_alive():
-            thread.join(timeout=0.3)
-            done = steps_of_newest_run(config, before)
+        ended = False
+        while not ended:
+            done, ended = read()
             current = INGEST_STEPS[min(len(done), len(INGEST_STEPS) - 1)]
             progress.update(bar, completed=len(done), description=f"ingest: {current}")
-        done = steps_of_newest_run(config, before)
         failed = next((s["step"] for s in done if s.get("status") == "failed"), None)
-        where = f"stopped at {failed}" if failed else "done" if "result" in outcome else "stopped"
+        where = f"stopped at {failed}" if failed else "done" if succeeded() else "stopped"
         progress.update(bar, completed=len(done), description=f"ingest: {where}")
-    if "error" in outcome:
-        raise outcome["error"]
-    summary: IngestSummary = outcome["result"]
-    return summary
+
+
+def ingest_through_api(
+    config: Settings, url: str, bars: BarsSource, message: str
+) -> dict[str, Any]:
+    """Hand the ingest to the platform's API (`ingest_client`) and follow its run."""
+    from mlops.cli.ingest_client import ingest_client
+
+    with ingest_client(config, url) as client:
+        with console.status(f"Uploading to the platform's API at {url}..."):
+            run = client.submit(bars, message)
+        console.print(f"Ingest run {run['id']} runs in the API's ingest process ({url}).")
+        show_steps(client.steps, succeeded=lambda: client.run.get("status") == "completed")
+        return client.result()
 
 
 @app.command()
@@ -181,6 +210,14 @@ def ingest(
             "mixed dates are refused.",
         ),
     ] = None,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="Run the ingest in this process even when the platform's API serves this "
+            "state folder (by default the files go to its warm ingest process).",
+        ),
+    ] = False,
     json: Annotated[bool, typer.Option("--json")] = False,
     verbose_logs: VerboseOpt = False,
 ) -> None:
@@ -189,7 +226,9 @@ def ingest(
 
     Shows the flow's steps as a progress bar and, on failure, the reason in one line.
     All files of one ingest share one header; nothing is written unless every file
-    passes. Examples:
+    passes. When `mlops up` or `mlops api` serves this state folder, the files are
+    uploaded to it and ingested by its warm ingest process (a one-day batch in about
+    2 s instead of the imports of a fresh process); `--local` runs it here. Examples:
 
         mlops ingest bars.csv
 
@@ -200,14 +239,14 @@ def ingest(
         mlops ingest AAPL.csv -s yahoo --ticker AAPL --map "Adj Close=close"
     """
     from mlops.features.sources import bars_source, parse_column_map
-    from mlops.orchestration import run_ingest
+    from mlops.platform_api import running_api
 
     set_verbose(verbose_logs)
     if date_format is not None:
         from mlops.features.date_formats import check_date_format
 
         check_date_format(date_format)
-    config = settings(reap=True)
+    config = settings()
     bars = bars_source(
         config,
         paths,
@@ -219,11 +258,17 @@ def ingest(
         date_format=date_format,
     )
     name = Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} paths"
+    message = message or f"ingest {name}"
+    url = None if local else running_api(config)
+    if url is not None:
+        _print_ingest(ingest_through_api(config, url, bars, message), json)
+        return
+    from mlops.orchestration import run_ingest
+
+    config = settings(reap=True)
     start_prefect(config)
-    result = ingest_progress(
-        config, partial(run_ingest, config, bars, config.author, message or f"ingest {name}")
-    )
-    _print_ingest(result, json)
+    result = ingest_progress(config, partial(run_ingest, config, bars, config.author, message))
+    _print_ingest(result.model_dump(), json)
 
 
 def _ticker_from(value: str | None) -> Literal["column", "filename"] | None:
@@ -255,7 +300,7 @@ class _DemoView:
 
     def ingest(self, work: Callable[[], IngestSummary]) -> IngestSummary:
         summary = ingest_progress(self.config, work)
-        _print_ingest(summary, self.json)
+        _print_ingest(summary.model_dump(), self.json)
         return summary
 
     def train(self, name: str, work: Callable[[], TrainResult]) -> TrainResult:
@@ -318,18 +363,19 @@ def _print_train(result: TrainResult, json: bool) -> None:
     )
 
 
-def _print_ingest(result: IngestSummary, json: bool) -> None:
+def _print_ingest(result: dict[str, Any], json: bool) -> None:
+    """An ingest's summary (`IngestSummary` as a dict: local and API runs alike)."""
     if json:
         print_json(result)
         return
-    files = f" from {result.files} files" if result.files > 1 else ""
+    files = f" from {result['files']} files" if result["files"] > 1 else ""
     console.print(
-        f"[green]Ingested {result.rows} rows{files}.[/] New versions: "
-        f"{', '.join(result.new_versions) or 'none'}; "
-        f"materialized: {', '.join(result.materialized)}."
+        f"[green]Ingested {result['rows']} rows{files}.[/] New versions: "
+        f"{', '.join(result['new_versions']) or 'none'}; "
+        f"materialized: {', '.join(result['materialized'])}."
     )
-    if result.ignored_columns:
-        console.print(f"Columns not read: {', '.join(result.ignored_columns)}.")
+    if result["ignored_columns"]:
+        console.print(f"Columns not read: {', '.join(result['ignored_columns'])}.")
 
 
 @app.command()

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mlops.features.ingest_names import REQUIRED_COLUMNS
+
 __all__ = [
     "FEATURE_COLUMNS",
     "LABEL_COLUMN",
@@ -44,7 +46,6 @@ STATE_COLUMNS: tuple[str, ...] = ("rsi_avg_gain", "rsi_avg_loss")
 LOOKBACK = 20
 """Bars before the first computed bar that every window needs (ret_20d, vol_20d)."""
 
-_REQUIRED_COLUMNS = ("ticker", "date", "open", "high", "low", "close", "volume")
 _TRADING_DAYS_PER_YEAR = 252
 _RSI_PERIOD = 14
 _ALPHA = 1.0 / _RSI_PERIOD
@@ -71,7 +72,7 @@ def _days(dates: pd.Series) -> np.ndarray:
 
 def _prepare(bars: pd.DataFrame, context: pd.DataFrame | None) -> dict[str, np.ndarray]:
     """ticker/day/close/volume (+ context flag and state) as arrays sorted per ticker."""
-    missing = [c for c in _REQUIRED_COLUMNS if c not in bars.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in bars.columns]
     if missing:
         raise ValueError(f"bars is missing columns: {missing}")
     parts = [_arrays(bars, context=False)]

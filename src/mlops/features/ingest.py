@@ -22,17 +22,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from mlops import run_records
 from mlops.db import IngestRun, session_scope
+from mlops.errors import NotFoundError
 from mlops.features.compute import (
     LOOKBACK,
     STATE_COLUMNS,
     compute_frames,
 )
 from mlops.features.demo_data import generate_ohlcv
+from mlops.features.ingest_names import INGEST_STEPS
 from mlops.features.offline import (
     BARS_FILE,
     FEATURES_FILE,
@@ -67,6 +69,7 @@ from mlops.features.versions import (
     view_definition,
     views_to_apply,
 )
+from mlops.fields import UtcDatetime
 from mlops.run_records import RunKind, Statuses
 from mlops.runs import aware
 from mlops.settings import Settings
@@ -87,16 +90,6 @@ __all__ = [
 ]
 
 DEMO_SOURCE = "demo"
-INGEST_STEPS = (
-    "load",
-    "validate",
-    "compute",
-    "write_offline",
-    "apply",
-    "materialize",
-    "statistics",
-)
-"""The steps the `ingest` flow records, in order (the CLI's progress bar counts them)."""
 
 
 def load_batch(
@@ -405,10 +398,9 @@ def store_statistics(settings: Settings, snapshot: Snapshot | None) -> int:
         return record_statistics(session, active, computed)
 
 
-class IngestSummary(BaseModel):
-    """What one ingest did (the `ingest` flow's result)."""
+class IngestResult(BaseModel):
+    """What a completed ingest did, as its record keeps it."""
 
-    run_id: int
     rows: int
     files: int
     ignored_columns: list[str]
@@ -420,14 +412,35 @@ class IngestSummary(BaseModel):
     """How many features got fresh statistics."""
 
 
-def start_run(settings: Settings, source: str, flow_run_id: str | None = None) -> int:
-    """A running record of an ingest by this process."""
+class IngestSummary(IngestResult):
+    """What one ingest did (the `ingest` flow's result)."""
+
+    run_id: int
+
+
+def start_run(
+    settings: Settings, source: str, flow_run_id: str | None = None, pending: bool = False
+) -> int:
+    """A record of an ingest: running in this process, or `pending` (accepted by the API,
+    to be begun by the process that runs it, `begin_run`)."""
     settings.ensure_dirs()
     with session_scope(settings.metadata_url) as session:
         run = run_records.opened(RUNS, IngestRun(source=source, steps=[], flow_run_id=flow_run_id))
+        run.status = "pending" if pending else "running"
         session.add(run)
         session.flush()
         return run.id
+
+
+def begin_run(settings: Settings, run_id: int, flow_run_id: str | None) -> str:
+    """Start a pending run in this process, which becomes its owner (409 if it began
+    already or ended); returns how the record names its source."""
+
+    def start(run: IngestRun) -> str:
+        run.flow_run_id = flow_run_id
+        return run.source
+
+    return run_records.begin(settings, RUNS, run_id, start)
 
 
 def record_step(settings: Settings, run_id: int, name: str, seconds: float, status: str) -> None:
@@ -452,12 +465,15 @@ def finish_run(
     rows: int | None = None,
     error: str | None = None,
     report_path: str | None = None,
+    summary: IngestSummary | None = None,
 ) -> None:
     """Close the run as `status` (completed, rejected or failed); a run the reaper closed
     meanwhile is left as it is."""
 
     def close(run: IngestRun) -> str:
         run.rows, run.error, run.report_path = rows, error, report_path
+        if summary is not None:
+            run.summary = summary.model_dump(exclude={"run_id"})
         started = aware(run.started_at)
         if run.finished_at is not None and started is not None:
             run.wall_seconds = (run.finished_at - started).total_seconds()
@@ -468,9 +484,16 @@ def finish_run(
 
 def _close_interrupted(_settings: Settings, run: IngestRun, now: datetime) -> bool:
     """Close the run of a gone process as `interrupted`, naming the step it stopped in."""
+    pending = run.status == "pending"
+    run.status, run.finished_at = "interrupted", now
+    if pending:
+        run.error = (
+            f"The process that accepted it ({run.owner or 'unknown'}) stopped before the "
+            "ingest began. Nothing was written."
+        )
+        return True
     done = [s["step"] for s in run.steps if s.get("status") == "completed"]
     stopped_in = next((s for s in INGEST_STEPS if s not in done), INGEST_STEPS[-1])
-    run.status, run.finished_at = "interrupted", now
     run.error = (
         f"The process running it ({run.owner or 'unknown'}) stopped during the "
         f"{stopped_in} step."
@@ -482,9 +505,45 @@ def _close_interrupted(_settings: Settings, run: IngestRun, now: datetime) -> bo
 RUNS = RunKind(
     label="ingest run",
     table=IngestRun,
-    statuses=Statuses(open=("running",), ends=("completed", "failed", "rejected", "interrupted")),
+    statuses=Statuses(
+        open=("pending", "running"), ends=("completed", "failed", "rejected", "interrupted")
+    ),
     close_interrupted=_close_interrupted,
 )
+
+
+class IngestStep(BaseModel):
+    step: str
+    seconds: float
+    status: str
+
+
+class IngestRunInfo(BaseModel):
+    """An ingest run as the API shows it: its status, the steps done so far and, once
+    completed, what it did."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    source: str
+    status: str = Field(description="pending, running, completed, rejected, failed, interrupted")
+    rows: int | None
+    steps: list[IngestStep]
+    error: str | None
+    report_path: str | None = Field(description="The validation report of a rejected batch.")
+    started_at: UtcDatetime
+    finished_at: UtcDatetime | None
+    wall_seconds: float | None
+    summary: IngestResult | None = Field(description="What a completed run did.")
+
+
+def run_info(settings: Settings, run_id: int) -> IngestRunInfo:
+    """The run's record (404 when there is none)."""
+    with session_scope(settings.metadata_url) as session:
+        run = session.get(IngestRun, run_id)
+        if run is None:
+            raise NotFoundError(f"No ingest run {run_id}.", {"id": run_id})
+        return IngestRunInfo.model_validate(run)
 
 
 def latest_runs(settings: Settings, limit: int = 20) -> list[IngestRun]:

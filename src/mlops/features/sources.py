@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlops.errors import ConfigError, InvalidInputError, NotFoundError, problems
-from mlops.features.validation import REQUIRED_COLUMNS
+from mlops.features.ingest_names import REQUIRED_COLUMNS
 from mlops.names import Ticker
 from mlops.settings import Settings
 

@@ -47,6 +47,8 @@ from mlops.features.bars_csv import (
 )
 from mlops.features.close_moves import CloseMoves, close_moves
 from mlops.features.date_formats import parse_dates
+from mlops.features.ingest_names import REQUIRED_COLUMNS
+from mlops.features.source_files import CSV_SUFFIXES, PARQUET_SUFFIXES
 from mlops.fields import UtcDatetime
 from mlops.names import TICKER
 
@@ -62,7 +64,6 @@ __all__ = [
     "validate_bars",
 ]
 
-REQUIRED_COLUMNS: tuple[str, ...] = ("ticker", "date", "open", "high", "low", "close", "volume")
 MIN_DATE = date(1970, 1, 1)
 MAX_DAILY_MOVE_FACTOR = 2.0  # close may not double or halve from one bar to the next
 MAX_EXAMPLES = 5
@@ -71,8 +72,6 @@ _ONE_BATCH_ROWS = 50_000
 _PASS_OR_FAIL = {"result_format": "BOOLEAN_ONLY"}
 _SUMMARY = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
 
-CSV_SUFFIXES = (".csv", ".csv.gz")
-PARQUET_SUFFIXES = (".parquet", ".pq")
 _GX_NUMERIC_TYPES = [
     "int",
     "float",

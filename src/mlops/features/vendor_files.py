@@ -15,18 +15,16 @@ in ``LoadedBars.ignored_columns``.
 
 from __future__ import annotations
 
-import glob
-import os
 import re
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mlops.errors import DataValidationError, InvalidInputError, NotFoundError
+from mlops.errors import DataValidationError, InvalidInputError
 from mlops.features.bars_csv import (
     DATE_ALIAS,
     csv_row_lines,
@@ -35,20 +33,14 @@ from mlops.features.bars_csv import (
     read_bars_csv,
     read_csv_batch,
 )
+from mlops.features.ingest_names import REQUIRED_COLUMNS
+from mlops.features.source_files import SUFFIXES, file_kind, listed, resolve_files
 from mlops.features.sources import BarsSource, SourceLayout
-from mlops.features.validation import (
-    CSV_SUFFIXES,
-    PARQUET_SUFFIXES,
-    REQUIRED_COLUMNS,
-    normalize_bars,
-)
+from mlops.features.validation import normalize_bars
 from mlops.names import TICKER
 
 __all__ = ["ColumnPlan", "LoadedBars", "load_source", "plan_columns", "resolve_files"]
 
-_GLOB_CHARACTERS = re.compile(r"[*?\[]")
-_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
-_MAX_NAMED = 5
 _ALIASES = {
     "ticker": ("ticker", "symbol", "sym", "code", "instrument"),
     "date": ("date", "timestamp", "datetime", "time", "day"),
@@ -76,77 +68,6 @@ class ColumnPlan:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def resolve_files(paths: Sequence[str]) -> list[Path]:
-    """The files of ``paths``: files as given, the CSV/parquet files of a directory (not
-    its subdirectories), the files a glob matches (``**`` descends), in name order.
-
-    Raises:
-        NotFoundError: a path does not exist, a glob matches nothing, a directory has no
-            CSV or parquet file.
-        InvalidInputError: a file is not CSV/parquet, or CSV and parquet are mixed.
-    """
-    files: dict[Path, None] = {}
-    for entry in paths:
-        files.update(dict.fromkeys(_files_of(entry)))
-    found = list(files)
-    kinds = [_kind(path) for path in found]
-    if len(set(kinds)) > 1:
-        csv = [p.name for p, kind in zip(found, kinds, strict=True) if kind == "csv"]
-        parquet = [p.name for p, kind in zip(found, kinds, strict=True) if kind == "parquet"]
-        raise InvalidInputError(
-            "One batch is either CSV or parquet files, not both: "
-            f"CSV {_listed(csv)}; parquet {_listed(parquet)}."
-        )
-    return found
-
-
-def _files_of(entry: str) -> list[Path]:
-    path = Path(entry).expanduser()
-    if path.is_dir():
-        with os.scandir(path) as entries:  # file types come with the listing: no stat each
-            names = sorted(e.name for e in entries if e.is_file() and _supported(e.name))
-        if not names:
-            raise NotFoundError(
-                f"{entry} holds no CSV or parquet file ({', '.join(_SUFFIXES)}).",
-                {"path": entry},
-            )
-        return [path / name for name in names]
-    if path.exists() or not _GLOB_CHARACTERS.search(entry):
-        _check_file(path)
-        return [path]
-    found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if os.path.isfile(p))
-    if not found:
-        raise NotFoundError(f"{entry} matches no file.", {"path": entry})
-    for match in found:
-        _kind(match)
-    return found
-
-
-def _supported(name: str) -> bool:
-    return name.lower().endswith(_SUFFIXES)
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise NotFoundError(f"bars file not found: {path}", details={"path": str(path)})
-    if not path.is_file():
-        raise InvalidInputError(f"{path} is not a regular file", details={"path": str(path)})
-    _kind(path)
-
-
-def _kind(path: Path) -> str:
-    """``csv`` or ``parquet``, from the file's suffix."""
-    name = path.name.lower()
-    if name.endswith(CSV_SUFFIXES):
-        return "csv"
-    if name.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    raise InvalidInputError(
-        f"unsupported file type for {path.name}: expected one of {', '.join(_SUFFIXES)}",
-        details={"path": str(path)},
-    )
 
 
 def _check_sizes(files: list[Path], max_bytes: int) -> None:
@@ -285,7 +206,7 @@ def file_tickers(files: list[Path], source: BarsSource) -> list[str] | None:
     """
     if source.ticker is not None and len(files) > 1:
         raise InvalidInputError(
-            f"--ticker is the ticker of one file, and {_listed([p.name for p in files])} are "
+            f"--ticker is the ticker of one file, and {listed([p.name for p in files])} are "
             f"{len(files)}: use --ticker-from filename.",
             {"files": len(files)},
         )
@@ -330,7 +251,7 @@ def _ticker_of(path: Path, pattern: str | None) -> str:
 
 def _stem(path: Path) -> str:
     name = path.name
-    suffix = next(s for s in sorted(_SUFFIXES, key=len, reverse=True) if name.lower().endswith(s))
+    suffix = next(s for s in sorted(SUFFIXES, key=len, reverse=True) if name.lower().endswith(s))
     return name[: -len(suffix)]
 
 
@@ -350,14 +271,14 @@ def load_source(
     files = resolve_files(source.paths)
     _check_sizes(files, max_bytes)
     tickers = file_tickers(files, source)
-    if _kind(files[0]) == "csv":
+    if file_kind(files[0]) == "csv":
         frame, rows, plan, describe = _read_csv(files, source, layouts)
     else:
         frame, rows, plan, describe = _read_parquet(files, source, layouts)
     empty = [path.name for path, count in zip(files, rows, strict=True) if count == 0]
     if empty:
         raise DataValidationError(
-            f"{_listed(empty)} {'has' if len(empty) == 1 else 'have'} no data rows (header only)",
+            f"{listed(empty)} {'has' if len(empty) == 1 else 'have'} no data rows (header only)",
             {"files": empty},
         )
     if tickers is not None:
@@ -433,18 +354,13 @@ def _refuse_mixed_headers(files: list[Path], headers: list[list[str]]) -> None:
     if len(groups) == 1:
         return
     parts = [
-        f"{_listed(names)} {'has' if len(names) == 1 else 'have'} {', '.join(header) or 'none'}"
+        f"{listed(names)} {'has' if len(names) == 1 else 'have'} {', '.join(header) or 'none'}"
         for header, names in sorted(groups.items(), key=lambda g: -len(g[1]))
     ]
     raise DataValidationError(
         f"The files of one batch must share one header: {'; '.join(parts)}.",
         {"headers": {", ".join(h): names for h, names in groups.items()}},
     )
-
-
-def _listed(names: list[str]) -> str:
-    shown = ", ".join(names[:_MAX_NAMED])
-    return shown + (f" and {len(names) - _MAX_NAMED} more" if len(names) > _MAX_NAMED else "")
 
 
 def _with_tickers(frame: pd.DataFrame, tickers: list[str], rows: list[int]) -> pd.DataFrame:
@@ -469,7 +385,7 @@ class _RowNames:
         index = int(np.searchsorted(self._starts, position, side="right")) - 1
         offset = position - int(self._starts[index])
         path = self._files[index]
-        if _kind(path) == "parquet":
+        if file_kind(path) == "parquet":
             where = f"row {offset + 1}"
         else:
             if index not in self._lines:

@@ -1,0 +1,75 @@
+"""Finding the API that serves this state folder, for commands that hand work to it.
+
+`mlops up` names its API in ``run/services.json``; `mlops api` writes ``run/api.json``
+while it serves. Either counts only while the process that wrote it is alive, and only
+when the API answers with this folder's token (an older API without the route, or another
+folder's, is not used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from mlops.runs import current_owner, owner_alive
+from mlops.settings import Settings
+
+__all__ = ["API_FILE", "registered", "running_api"]
+
+API_FILE = "api.json"
+SERVICES_FILE = "services.json"
+PROBE_PATH = "/api/v1/ingests?limit=1"
+
+
+@contextlib.contextmanager
+def registered(settings: Settings, url: str) -> Iterator[None]:
+    """Name this process's API in ``run/api.json`` while the block serves it."""
+    settings.ensure_dirs()
+    path = settings.run_dir / API_FILE
+    tmp = path.with_name(f".{API_FILE}.{os.getpid()}")
+    tmp.write_text(json.dumps({"url": url, "owner": current_owner()}))
+    tmp.replace(path)
+    try:
+        yield
+    finally:
+        if _read(path).get("owner") == current_owner():
+            path.unlink(missing_ok=True)
+
+
+def running_api(settings: Settings) -> str | None:
+    """The URL of the live API of this state folder, or None."""
+    services = _read(settings.run_dir / SERVICES_FILE)
+    children = services.get("children")
+    alone = _read(settings.run_dir / API_FILE)
+    candidates = [
+        (services.get("api"), children.get("api") if isinstance(children, dict) else None),
+        (alone.get("url"), alone.get("owner")),
+    ]
+    for url, owner in candidates:
+        live = isinstance(url, str) and isinstance(owner, str) and owner_alive(owner)
+        if live and _answers(settings, str(url)):
+            return str(url)
+    return None
+
+
+def _answers(settings: Settings, url: str) -> bool:
+    try:
+        response = httpx.get(
+            url + PROBE_PATH, headers={"Authorization": f"Bearer {settings.token}"}, timeout=2.0
+        )
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def _read(path: Path) -> dict[str, object]:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
