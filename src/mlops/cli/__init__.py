@@ -145,7 +145,14 @@ def ingest_through_api(
         with console.status(f"Uploading to the platform's API at {url}..."):
             run = client.submit(bars, message)
         console.print(f"Ingest run {run['id']} runs in the API's ingest process ({url}).")
-        show_steps(client.steps, succeeded=lambda: client.run.get("status") == "completed")
+        try:
+            show_steps(client.steps, succeeded=lambda: client.run.get("status") == "completed")
+        except KeyboardInterrupt:
+            failed(
+                f"Stopped following ingest run {run['id']}; it goes on in the API: "
+                f"GET {url}{run['status_url']}",
+                130,
+            )
         return client.result()
 
 

@@ -9,6 +9,7 @@ reads the run's record until it ends.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -31,11 +32,11 @@ OPEN_STATUSES = ("pending", "running")
 def upload_names(files: list[Path]) -> list[str]:
     """Each file's name in the upload: relative to the files' common folder, so that two
     files of one name in two folders stay apart and a name-derived ticker is unchanged."""
-    folders = [file.resolve().parent for file in files]
-    common = folders[0]
-    while not all(folder.is_relative_to(common) for folder in folders):
+    absolute = [Path(os.path.abspath(file)) for file in files]  # links keep their names
+    common = absolute[0].parent
+    while not all(file.parent.is_relative_to(common) for file in absolute):
         common = common.parent
-    return [file.resolve().relative_to(common).as_posix() for file in files]
+    return [file.relative_to(common).as_posix() for file in absolute]
 
 
 class IngestClient:
