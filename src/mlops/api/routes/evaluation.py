@@ -3,6 +3,7 @@ pass/fail per test, model comparison, SHAP explanations and the runs' plots."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -12,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from mlops.api.deps import Caller, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
+from mlops.api.started import answer_started
 from mlops.errors import NotFoundError, UnsafePathError
 from mlops.evaluation import records
 from mlops.evaluation.comparison import SuiteComparison
@@ -108,11 +110,7 @@ async def run(
     drawn after the results are recorded: `plots` says when they are in."""
     started = await run_in_threadpool(evaluate, settings, caller, body)
     # `wait`: until the results are recorded; the plots follow (`plots` in the answer)
-    info = await run_in_threadpool(started.wait if wait else started.record)
-    response.status_code = 200 if wait else 202
-    answer = _run_of(request, info)
-    response.headers["Location"] = answer.status_url
-    return answer
+    return await answer_started(started, wait, response, partial(_run_of, request))
 
 
 @router.get("/results", response_model=list[records.EvaluationSummary])

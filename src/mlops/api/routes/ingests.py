@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
@@ -11,6 +12,7 @@ from pydantic import Field, ValidationError
 from mlops.api.deps import Caller, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.api.gate import body_limit
+from mlops.api.started import answer_started
 from mlops.errors import InvalidInputError, problems
 from mlops.features.ingest import IngestRunInfo
 from mlops.fields import RecordNumber
@@ -72,11 +74,7 @@ async def submit_ingest(
     started: Started[IngestRunInfo] = await run_in_threadpool(
         use.submit, settings, caller, uploads, parsed
     )
-    info = await run_in_threadpool(started.wait if wait else started.record)
-    response.status_code = 200 if wait else 202
-    answer = _run_of(request, info)
-    response.headers["Location"] = answer.status_url
-    return answer
+    return await answer_started(started, wait, response, partial(_run_of, request))
 
 
 @router.get("", response_model=list[IngestRun])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -10,6 +11,7 @@ from pydantic import Field
 
 from mlops.api.deps import Caller, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
+from mlops.api.started import answer_started
 from mlops.features.serving import answers_inline
 from mlops.fields import Offset
 from mlops.lifecycle import deployments, registry, serving
@@ -51,11 +53,7 @@ async def _answer(
     started: Started[deployments.DeploymentInfo], wait: bool, request: Request, response: Response
 ) -> DeploymentRun:
     """202 with the record and its status URL, or 200 once the deployment has finished."""
-    info = await run_in_threadpool(started.wait if wait else started.record)
-    response.status_code = 200 if wait else 202
-    answer = _run_of(request, info)
-    response.headers["Location"] = answer.status_url
-    return answer
+    return await answer_started(started, wait, response, partial(_run_of, request))
 
 
 @router.post(
