@@ -126,12 +126,13 @@ def ingest_flow(
             run_id,
             "rejected",
             error=exc.message,
+            error_code=exc.code,
             report_path=exc.details.get("report_path"),
         )
         logger.error("Batch rejected: %s", exc.message)
         raise
     except MlopsError as exc:
-        steps.finish_run(settings, run_id, "failed", error=exc.message)
+        steps.finish_run(settings, run_id, "failed", error=exc.message, error_code=exc.code)
         raise
     except Exception as exc:
         steps.finish_run(settings, run_id, "failed", error=f"{type(exc).__name__}: {exc}")

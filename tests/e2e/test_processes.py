@@ -199,6 +199,11 @@ def test_mlops_ingest_hands_its_files_to_the_running_api_and_reports_as_a_local_
         assert "stopped at validate" in output and "close > 0" in output
         assert str(bad) in output and "uploads" not in output
 
+        unmapped = ingest(str(bad), "--map", "Day=date")
+        output = unmapped.stdout + unmapped.stderr
+        assert unmapped.returncode == 2, output  # invalid input, as a local run exits
+        assert "'Day'" in output and "uploads" not in output
+
         local = ingest(str(tmp_path / "april.csv"), "--local", "--json")
         assert local.returncode == 0, local.stdout + local.stderr
         assert "runs in the API's ingest process" not in local.stdout
@@ -209,10 +214,11 @@ def test_mlops_ingest_hands_its_files_to_the_running_api_and_reports_as_a_local_
         ).json()
         assert [(r["source"], r["status"]) for r in runs] == [
             (str(tmp_path / "april.csv"), "completed"),
+            (str(bad), "failed"),
             (str(bad), "rejected"),
             (str(tmp_path / "march" / "bars.csv"), "completed"),
         ]
-        assert runs[2]["summary"]["rows"] == len(history)
+        assert runs[3]["summary"]["rows"] == len(history)
     finally:
         api.terminate()
         api.wait(timeout=60)

@@ -121,6 +121,26 @@ def test_a_refused_batch_ends_rejected_naming_its_file_and_leaves_the_store_as_i
     _uploads_removed(home)
 
 
+def test_a_file_that_cannot_be_read_ends_failed_with_the_code_of_its_error(
+    client: TestClient, home: Settings
+) -> None:
+    """A load error (here a column map naming a column the file lacks) is the error of a
+    local run: its code goes with the record, so `mlops ingest` exits as it would here."""
+    options = '{"source": {"columns": {"Day": "date"}}}'
+    answer = client.post(
+        API,
+        params={"wait": True},
+        files=[("files", ("vendor.csv", BAD_CSV))],
+        data={"options": options},
+    )
+    run = answer.json()
+    assert run["status"] == "failed" and run["error_code"] == "invalid_input", run
+    assert "vendor.csv" in run["error"] and "'Day'" in run["error"]
+    assert "uploads" not in run["error"]
+    assert _stored(home) == {}
+    _uploads_removed(home)
+
+
 @pytest.mark.parametrize(
     ("files", "options", "message"),
     [

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from mlops.features.catalog import feature_detail
-from mlops.features.offline import partition_summaries
 from mlops.features.offline_state import open_snapshot
 from mlops.features.statistics import HISTOGRAM_BINS, QUANTILES, sample_rows
 from mlops.features.summaries import merge, summaries_by_column
+from mlops.features.summary_files import partition_summaries
 from mlops.settings import Settings
 
 

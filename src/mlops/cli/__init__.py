@@ -234,8 +234,9 @@ def ingest(
     Shows the flow's steps as a progress bar and, on failure, the reason in one line.
     All files of one ingest share one header; nothing is written unless every file
     passes. When `mlops up` or `mlops api` serves this state folder, the files are
-    uploaded to it and ingested by its warm ingest process (a one-day batch in about
-    2 s instead of the imports of a fresh process); `--local` runs it here. Examples:
+    uploaded to it and ingested by its warm ingest process (a one-day batch of 1,150
+    tickers in about 2.5 s, against 7-8 s in a fresh process that imports Prefect, GX
+    and Feast first); `--local` runs it here. Examples:
 
         mlops ingest bars.csv
 

@@ -89,7 +89,8 @@ class IngestClient:
             return {**self.run["summary"], "run_id": self.run["id"]}
         if status == "rejected":
             raise DataValidationError(error, {"report_path": self.run.get("report_path")})
-        raise MlopsError(error or f"The ingest run {self.run['id']} ended {status}.")
+        message = error or f"The ingest run {self.run['id']} ended {status}."
+        raise error_from(self.run.get("error_code") or MlopsError.code, message)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

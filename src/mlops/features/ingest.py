@@ -464,14 +464,16 @@ def finish_run(
     *,
     rows: int | None = None,
     error: str | None = None,
+    error_code: str | None = None,
     report_path: str | None = None,
     summary: IngestSummary | None = None,
 ) -> None:
-    """Close the run as `status` (completed, rejected or failed); a run the reaper closed
-    meanwhile is left as it is."""
+    """Close the run as `status` (completed, rejected or failed), with the error's message
+    and code (`MlopsError.code`); a run the reaper closed meanwhile is left as it is."""
 
     def close(run: IngestRun) -> str:
         run.rows, run.error, run.report_path = rows, error, report_path
+        run.error_code = error_code
         if summary is not None:
             run.summary = summary.model_dump(exclude={"run_id"})
         started = aware(run.started_at)
@@ -530,6 +532,9 @@ class IngestRunInfo(BaseModel):
     rows: int | None
     steps: list[IngestStep]
     error: str | None
+    error_code: str | None = Field(
+        None, description="The error's code, as the API's error answers name it (invalid_input)."
+    )
     report_path: str | None = Field(description="The validation report of a rejected batch.")
     started_at: UtcDatetime
     finished_at: UtcDatetime | None

@@ -6,14 +6,15 @@
       snapshots/000042/daily_features.parquet/month=2024-01/part.parquet
       snapshots/000042/labels.parquet/month=2024-01/part.parquet
       snapshots/000042/tickers.parquet            (per ticker: first and last date, bars)
-      snapshots/000042/_summaries/daily_features.parquet  (per partition and column)
+      snapshots/000042/_summaries/years/daily_features.parquet   (per closed year, column)
+      snapshots/000042/_summaries/months/daily_features.parquet  (per month of the open year)
 
 Each dataset is hive-partitioned parquet, so DuckDB (Feast's offline store), pyarrow, Spark
 and Ray read `current/<dataset>` as one table (with a `month` column from the folder
 names). `bars.parquet` is the source of truth; features and labels are computed from it.
-Each partition of features and labels has a summary of its numeric columns (`summaries.py`,
-one file per dataset and snapshot: the previous snapshot's rows of the partitions kept plus
-the changed partitions' new ones): the feature statistics are merged from them.
+The numeric columns of features and labels have summaries (`summaries.py`): one per closed
+year and one per month of the newest year (`summary_files.py`). The feature statistics are
+merged from them; a daily batch rewrites only the months' file.
 
 A write builds a new snapshot folder: the partitions it changes are new files, every other
 partition is a hard link to the previous snapshot's file (no copy). The snapshot becomes
@@ -36,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -44,11 +45,11 @@ from typing import TYPE_CHECKING, TypeAlias
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mlops.features.compute import FEATURE_COLUMNS, LABEL_COLUMN, STATE_COLUMNS
-from mlops.features.summaries import SUMMARY_SCHEMA, summarize_table
+from mlops.features.summaries import summarize_table
+from mlops.features.summary_files import open_year, stage_summaries
 from mlops.runs import current_owner, owner_alive
 from mlops.settings import Settings
 
@@ -83,7 +84,6 @@ SCHEMAS = {
 PARTITION_KEY = "month"
 PART_FILE = "part.parquet"
 TICKERS_FILE = "tickers.parquet"
-SUMMARIES = "_summaries"
 SUMMARIZED = (FEATURES_FILE, LABELS_FILE)
 """The datasets whose partitions get summaries: those feature views read."""
 CURRENT = "current"
@@ -100,6 +100,10 @@ class Snapshot:
     """One committed state of the offline store (a folder that never changes)."""
 
     root: Path
+    _listed: dict[str, dict[str, Path]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """dataset -> its partitions, listed once (the folder never changes once committed)."""
 
     @property
     def id(self) -> str:
@@ -110,23 +114,23 @@ class Snapshot:
 
     def partitions(self, dataset: str) -> dict[str, Path]:
         """Month ('2024-01') -> partition file, oldest first."""
-        folder = self.dataset_dir(dataset)
-        if not folder.is_dir():
-            return {}
-        found = {
-            part.name.partition("=")[2]: part / PART_FILE
-            for part in folder.iterdir()
-            if part.name.startswith(f"{PARTITION_KEY}=")
-        }
-        return dict(sorted(found.items()))
+        if dataset not in self._listed:
+            folder = self.dataset_dir(dataset)
+            prefix = f"{PARTITION_KEY}="
+            found = {}
+            if folder.is_dir():
+                with os.scandir(folder) as entries:
+                    found = {
+                        e.name[len(prefix) :]: Path(e.path, PART_FILE)
+                        for e in entries
+                        if e.name.startswith(prefix)
+                    }
+            self._listed[dataset] = dict(sorted(found.items()))
+        return dict(self._listed[dataset])
 
     def files(self, dataset: str, months: set[str] | None = None) -> list[Path]:
         parts = self.partitions(dataset)
         return [path for month, path in parts.items() if months is None or month in months]
-
-    def summary_path(self, dataset: str) -> Path:
-        """The summaries of a dataset's partitions (absent in an older release's snapshot)."""
-        return self.root / SUMMARIES / dataset
 
     def has(self, dataset: str) -> bool:
         return bool(self.partitions(dataset))
@@ -308,14 +312,19 @@ def _stage_dataset(
     """Write the changed partitions, a few at a time in `pool` (each is built only when
     written, so a full ingest never holds every partition at once), and link the others."""
     old = base.partitions(dataset) if base is not None else {}
+    months = sorted(set(old) | set(changed))
+    newest = open_year(months)  # a closed year's months are summarized as a whole year
     written = []
-    for month in sorted(set(old) | set(changed)):
-        folder = staging / dataset / f"{PARTITION_KEY}={month}"
+    (staging / dataset).mkdir()
+    for month in months:
+        folder = os.path.join(staging, dataset, f"{PARTITION_KEY}={month}")
         if month in changed:
-            written.append(pool.submit(_write_partition, folder, dataset, month, changed[month]))
-        else:
-            folder.mkdir(parents=True)
-            os.link(old[month], folder / PART_FILE)
+            summarize = dataset in SUMMARIZED and month[:4] == newest
+            task = pool.submit(_write_partition, Path(folder), month, changed[month], summarize)
+            written.append(task)
+        else:  # strings, not Paths: a long history links hundreds of files
+            os.mkdir(folder)
+            os.link(old[month], os.path.join(folder, PART_FILE))
     try:
         fresh = [summary for summary in (w.result() for w in written) if summary is not None]
     except BaseException:
@@ -323,11 +332,13 @@ def _stage_dataset(
             waiting.cancel()
         raise
     if dataset in SUMMARIZED:
-        _stage_summaries(Snapshot(staging), base, dataset, list(changed), fresh)
+        stage_summaries(Snapshot(staging), base, dataset, changed, fresh, pool)
 
 
-def _write_partition(folder: Path, dataset: str, month: str, content: Partition) -> pa.Table | None:
-    """Build and write one partition; its summary rows if `dataset` has summaries.
+def _write_partition(
+    folder: Path, month: str, content: Partition, summarize: bool
+) -> pa.Table | None:
+    """Build and write one partition; its summary rows if `summarize`.
 
     Only the columns that repeat (ticker, time, label) are dictionary-encoded: a
     dictionary of every distinct float made a float column slower to write and larger."""
@@ -337,43 +348,7 @@ def _write_partition(folder: Path, dataset: str, month: str, content: Partition)
     folder.mkdir(parents=True)
     repeating = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
     pq.write_table(table, folder / PART_FILE, use_dictionary=repeating)
-    return summarize_table(table, month) if dataset in SUMMARIZED else None
-
-
-def _stage_summaries(
-    new: Snapshot,
-    base: Snapshot | None,
-    dataset: str,
-    changed: list[str],
-    fresh: list[pa.Table],
-) -> None:
-    """The new snapshot's summaries of `dataset`: linked when no partition changed, else
-    the base's rows of the partitions kept plus those of the changed ones."""
-    target = new.summary_path(dataset)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if base is not None and not changed and base.summary_path(dataset).exists():
-        os.link(base.summary_path(dataset), target)
-        return
-    kept = partition_summaries(base, dataset) if base is not None else SUMMARY_SCHEMA.empty_table()
-    kept = kept.filter(
-        pc.invert(pc.is_in(kept.column("month"), pa.array(list(changed), pa.string())))
-    )
-    rows = pa.concat_tables([kept, *fresh]).sort_by([("month", "ascending")])
-    pq.write_table(rows, target)
-
-
-def partition_summaries(snapshot: Snapshot, dataset: str) -> pa.Table:
-    """The summary rows of every partition of `dataset`; those a snapshot of an older
-    release lacks are computed from its partitions."""
-    path = snapshot.summary_path(dataset)
-    stored = pq.read_table(path) if path.exists() else SUMMARY_SCHEMA.empty_table()
-    have = set(stored.column("month").to_pylist())
-    missing = [
-        summarize_table(pq.read_table(part), month)
-        for month, part in snapshot.partitions(dataset).items()
-        if month not in have
-    ]
-    return pa.concat_tables([stored, *missing])
+    return summarize_table(table, month) if summarize else None
 
 
 def _stage_tickers(staging: Path, base: Snapshot | None, tickers: pd.DataFrame | None) -> None:

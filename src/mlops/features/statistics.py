@@ -23,8 +23,9 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from mlops.db import FeatureStatistics, FeatureViewVersion
-from mlops.features.offline import TIME_COLUMN, Snapshot, partition_summaries
+from mlops.features.offline import TIME_COLUMN, Snapshot
 from mlops.features.summaries import MergedColumn, merge, summaries_by_column, summarize_values
+from mlops.features.summary_files import partition_summaries
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HISTOGRAM_BINS = 20

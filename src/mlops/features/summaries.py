@@ -1,7 +1,8 @@
 """Mergeable summaries of the numeric columns of one partition, and their merge.
 
-A summary of one column of one month partition holds what the statistics of the whole
-column can be merged from without reading its rows again:
+A summary of one column of one period (a month partition, or a closed year of twelve:
+`summary_files.py`; "partition" below means either) holds what the statistics of the
+whole column can be merged from without reading its rows again:
 
 - `rows`, `nulls` (NaN), `finite` (the values that are neither NaN nor infinite): counts,
   merged by adding them (exact).
@@ -46,7 +47,7 @@ SKETCH_SIZE = 1024
 """Points kept per partition and column (the error bound above is in units of it)."""
 SUMMARY_SCHEMA = pa.schema(
     [
-        ("month", pa.string()),
+        ("period", pa.string()),
         ("column", pa.string()),
         ("rows", pa.int64()),
         ("nulls", pa.int64()),
@@ -58,8 +59,8 @@ SUMMARY_SCHEMA = pa.schema(
         ("sketch", pa.list_(pa.float64())),
     ]
 )
-"""One row per partition and column, as stored with the snapshot (the sketch's weights
-follow from `finite` and the sketch's length: `block_sizes`)."""
+"""One row per period ('2024-01' or '2024') and column, as stored with the snapshot (the
+sketch's weights follow from `finite` and the sketch's length: `block_sizes`)."""
 
 
 @dataclass(frozen=True)
@@ -131,18 +132,19 @@ def _block_middles(ordered: np.ndarray) -> np.ndarray:
     return ordered[(bounds[:-1] + bounds[1:] - 1 + upper) // 2]
 
 
-def summarize_table(table: pa.Table, month: str) -> pa.Table:
-    """The summary rows (`SUMMARY_SCHEMA`) of every numeric column of a partition."""
+def summarize_table(table: pa.Table, period: str) -> pa.Table:
+    """The summary rows (`SUMMARY_SCHEMA`) of every numeric column of the rows of one
+    `period`: a month partition ('2024-01') or a whole year ('2024')."""
     rows = []
     for field in table.schema:
-        if not _is_numeric(field.type):
+        if not is_numeric(field.type):
             continue
         column = table.column(field.name).to_numpy(zero_copy_only=False)
-        rows.append({"month": month, "column": field.name, **_as_row(summarize_values(column))})
+        rows.append({"period": period, "column": field.name, **_as_row(summarize_values(column))})
     return pa.Table.from_pylist(rows, SUMMARY_SCHEMA)
 
 
-def _is_numeric(kind: pa.DataType) -> bool:
+def is_numeric(kind: pa.DataType) -> bool:
     return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind))
 
 

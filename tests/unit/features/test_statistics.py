@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from tests.support.settings import make_settings
 from tests.support.statistics_reference import assert_matches_full_recomputation
 
-from mlops.features import ingest, offline, offline_changes, summaries
+from mlops.features import ingest, offline, offline_changes, summaries, summary_files
 from mlops.features.compute import FEATURE_COLUMNS, LABEL_COLUMN
 from mlops.features.demo_data import generate_ohlcv
 from mlops.features.offline import FEATURES_FILE, LABELS_FILE
@@ -69,8 +71,11 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return make_settings(tmp_path / "home")
 
 
-def _bars(n_tickers: int = 6, end: date = date(2024, 9, 30)) -> pd.DataFrame:
-    return generate_ohlcv(n_tickers=n_tickers, start=date(2024, 1, 2), end=end, seed=11)
+def _bars(
+    n_tickers: int = 6, end: date = date(2024, 9, 30), start: date = date(2022, 9, 1)
+) -> pd.DataFrame:
+    """Bars over two closed years (2022, 2023) and the open one (2024)."""
+    return generate_ohlcv(n_tickers=n_tickers, start=start, end=end, seed=11)
 
 
 def _write(settings: Settings, batch: pd.DataFrame) -> offline.Snapshot:
@@ -78,19 +83,32 @@ def _write(settings: Settings, batch: pd.DataFrame) -> offline.Snapshot:
         return ingest.write_offline(settings, ingest.plan_change(settings, batch))
 
 
+def _periods(snapshot: offline.Snapshot, dataset: str, kind: str) -> list[str]:
+    stored = pq.read_table(summary_files.summary_file(snapshot, dataset, kind))
+    return sorted(set(stored.column("period").to_pylist()))
+
+
 def _assert_summaries_stored(snapshot: offline.Snapshot) -> None:
-    """The snapshot holds a summary of every partition (nothing is left to a fallback)."""
+    """The snapshot holds a summary of every closed year and of every month of the open
+    year (nothing is left to a fallback)."""
     for dataset in DATASETS:
-        stored = pq.read_table(snapshot.summary_path(dataset))
-        assert sorted(set(stored.column("month").to_pylist())) == list(snapshot.partitions(dataset))
+        months = list(snapshot.partitions(dataset))
+        newest = months[-1][:4]
+        closed = sorted({m[:4] for m in months if m[:4] < newest})
+        assert _periods(snapshot, dataset, summary_files.YEARS) == closed
+        assert _periods(snapshot, dataset, summary_files.MONTHS) == [
+            m for m in months if m.startswith(newest)
+        ]
 
 
 def _assert_equal_to_full_recomputation(snapshot: offline.Snapshot) -> None:
     for dataset, columns in DATASETS.items():
         stored = snapshot_statistics(snapshot, dataset, columns)
-        summaries_of = summaries_by_column(offline.partition_summaries(snapshot, dataset))
+        rows = summary_files.partition_summaries(snapshot, dataset)
+        summaries_of = summaries_by_column(rows)
         full = snapshot.read(dataset)
         for column in columns:
+            assert sum(s.rows for s in summaries_of[column]) == len(full)  # each row once
             rank_error = merge(summaries_of[column]).rank_error
             if dataset == FEATURES_FILE:
                 assert rank_error > 0, "the partitions should be summarized in blocks"
@@ -105,7 +123,7 @@ def test_statistics_after_a_full_rebuild_equal_a_full_recomputation(settings: Se
     _assert_equal_to_full_recomputation(snapshot)
 
 
-def test_statistics_stay_equal_through_daily_batches_a_correction_and_a_new_ticker(
+def test_statistics_stay_equal_through_daily_batches_corrections_and_a_new_ticker(
     settings: Settings,
 ) -> None:
     bars = _bars(end=date(2024, 10, 8))
@@ -115,36 +133,80 @@ def test_statistics_stay_equal_through_daily_batches_a_correction_and_a_new_tick
     for _, day in list(later.groupby("date"))[:2]:
         _assert_equal_to_full_recomputation(_write(settings, day))
     ticker = history["ticker"].iloc[0]
-    may = history[
-        (history["ticker"] == ticker) & history["date"].between("2024-05-06", "2024-05-10")
-    ]
-    correction = may.assign(close=may["close"] * 1.5, high=may["high"] * 1.5)
-    _assert_equal_to_full_recomputation(_write(settings, correction))
+    for start, end in (("2024-05-06", "2024-05-10"), ("2023-03-06", "2023-03-10")):
+        week = history[(history["ticker"] == ticker) & history["date"].between(start, end)]
+        correction = week.assign(close=week["close"] * 1.5, high=week["high"] * 1.5)
+        _assert_equal_to_full_recomputation(_write(settings, correction))
     newcomer = _bars(n_tickers=1, end=date(2024, 10, 8)).assign(ticker="ZZNEW")
     snapshot = _write(settings, newcomer)
     _assert_summaries_stored(snapshot)
     _assert_equal_to_full_recomputation(snapshot)
 
 
+@pytest.fixture
+def summarized(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The periods summarized from rows (partitions or years) from now on."""
+    periods: list[str] = []
+    real = summaries.summarize_table
+
+    def counted(table: pa.Table, period: str) -> pa.Table:
+        periods.append(period)
+        return real(table, period)
+
+    for module in (offline, summary_files):
+        monkeypatch.setattr(module, "summarize_table", counted)
+    return periods
+
+
 def test_a_daily_batch_summarizes_only_the_partitions_it_writes(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, summarized: list[str]
 ) -> None:
     bars = _bars(end=date(2024, 10, 2))
     with offline.exclusive_write(settings):
         before = offline_changes.full_rebuild(settings, bars[bars["date"] < "2024-10-02"])
-    summarized: list[str] = []
-    real = offline.summarize_table
-    monkeypatch.setattr(
-        offline,
-        "summarize_table",
-        lambda table, month: summarized.append(month) or real(table, month),
-    )
+    summarized.clear()
     after = _write(settings, bars[bars["date"] == "2024-10-02"])
     assert summarized == ["2024-10", "2024-10"]  # the features' and the labels' partition
     for dataset in DATASETS:
-        old = offline.partition_summaries(before, dataset).filter(pc.field("month") < "2024-10")
-        new = offline.partition_summaries(after, dataset).filter(pc.field("month") < "2024-10")
+        years = [
+            summary_files.summary_file(s, dataset, summary_files.YEARS) for s in (before, after)
+        ]
+        assert os.path.samefile(*years)  # the closed years' file is linked, not rewritten
+        old, new = (
+            summary_files.partition_summaries(s, dataset).filter(pc.field("period") < "2024-10")
+            for s in (before, after)
+        )
         assert new.equals(old)
+
+
+def test_the_first_batch_of_a_year_closes_the_year_before(
+    settings: Settings, summarized: list[str]
+) -> None:
+    bars = _bars(end=date(2024, 1, 5), start=date(2023, 6, 1))
+    with offline.exclusive_write(settings):
+        offline_changes.full_rebuild(settings, bars[bars["date"] < "2024-01-01"])
+    summarized.clear()
+    snapshot = _write(settings, bars[bars["date"] == bars["date"].max()])
+    # the features close 2023 and start 2024-01; a label needs the next bar, so the labels
+    # have no row of the new day yet: they rewrite December, of their still open 2023
+    assert sorted(summarized) == ["2023", "2023-12", "2024-01"]
+    _assert_summaries_stored(snapshot)
+    _assert_equal_to_full_recomputation(snapshot)
+
+
+def test_a_correction_in_a_closed_year_summarizes_that_year_again(
+    settings: Settings, summarized: list[str]
+) -> None:
+    bars = _bars()
+    with offline.exclusive_write(settings):
+        offline_changes.full_rebuild(settings, bars)
+    summarized.clear()
+    late = bars[(bars["ticker"] == bars["ticker"].iloc[0]) & (bars["date"] == "2023-12-29")]
+    snapshot = _write(settings, late.assign(close=late["close"] * 1.1))
+    # the bar's month and the features after it, up to the open year's months
+    assert {p for p in summarized if len(p) == 4} == {"2023"}
+    _assert_summaries_stored(snapshot)
+    _assert_equal_to_full_recomputation(snapshot)
 
 
 def test_a_snapshot_without_summaries_falls_back_and_the_next_commit_stores_them(
@@ -154,7 +216,32 @@ def test_a_snapshot_without_summaries_falls_back_and_the_next_commit_stores_them
     bars = _bars(end=date(2024, 10, 2))
     with offline.exclusive_write(settings):
         old = offline_changes.full_rebuild(settings, bars[bars["date"] < "2024-10-02"])
-    shutil.rmtree(old.root / offline.SUMMARIES)
+    shutil.rmtree(old.root / summary_files.SUMMARIES)
+    _assert_equal_to_full_recomputation(old)
+    new = _write(settings, bars[bars["date"] == "2024-10-02"])
+    _assert_summaries_stored(new)
+    _assert_equal_to_full_recomputation(new)
+
+
+def test_a_snapshot_with_a_summary_per_month_is_read_and_the_next_commit_folds_its_years(
+    settings: Settings,
+) -> None:
+    """The previous release kept one file of month rows per dataset, the period column
+    named `month`."""
+    bars = _bars(end=date(2024, 10, 2))
+    with offline.exclusive_write(settings):
+        old = offline_changes.full_rebuild(settings, bars[bars["date"] < "2024-10-02"])
+    shutil.rmtree(old.root / summary_files.SUMMARIES)
+    (old.root / summary_files.SUMMARIES).mkdir()
+    for dataset in DATASETS:
+        rows = [
+            summaries.summarize_table(pq.read_table(p), m)
+            for m, p in old.partitions(dataset).items()
+        ]
+        legacy = pa.concat_tables(rows).rename_columns(
+            ["month", *summaries.SUMMARY_SCHEMA.names[1:]]
+        )
+        pq.write_table(legacy, old.root / summary_files.SUMMARIES / dataset)
     _assert_equal_to_full_recomputation(old)
     new = _write(settings, bars[bars["date"] == "2024-10-02"])
     _assert_summaries_stored(new)
