@@ -70,6 +70,15 @@ class AuthError(MlopsError):
     exit_code = 6
 
 
+class ForbiddenError(MlopsError):
+    """The caller is known but its role does not allow the action (the message names the
+    role needed)."""
+
+    code = "forbidden"
+    http_status = 403
+    exit_code = 13
+
+
 class ConfigError(MlopsError):
     code = "configuration_error"
     http_status = 500

@@ -116,6 +116,11 @@ EXPERIMENT_NAME = NameRule(
     r"[A-Za-z0-9][A-Za-z0-9 _.\-/]{0,199}",
     "1 to 200 letters, digits, spaces, '_', '.', '-' or '/', starting with a letter or digit",
 )
+USER_NAME = NameRule(
+    "user name",
+    r"[a-z0-9][a-z0-9._-]{0,63}",
+    "1 to 64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit",
+)
 
 Ticker = Annotated[str, AfterValidator(TICKER.validate)]
 """A ticker in a request model."""

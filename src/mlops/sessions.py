@@ -1,33 +1,49 @@
 """The console's sign-in session, which the API also honours (a signed-in console may call
 the API from the same origin): the cookie's name, what it keeps of the token, and the check.
-Shared by `api/` and `web/`, so neither imports the other."""
+Shared by `api/` and `web/`, so neither imports the other.
+
+A session keeps the SHA-256 of the token it was signed in with (the store's key of the
+token, never the token): it is signed in as long as that token resolves to an enabled
+user (`mlops.users`), so revoking the token or disabling the user signs it out.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 
 from starlette.requests import Request
 
+from mlops.errors import AuthError
+from mlops.roles import Principal
 from mlops.settings import Settings
+from mlops.users import resolve, resolve_hash, token_hash
 
 SESSION_COOKIE = "mlops_console"
-
-
-def fingerprint(token: str) -> str:
-    """What the session keeps of the token it was signed in with."""
-    return hashlib.sha256(f"console:{token}".encode()).hexdigest()
+_KEY = "token"
 
 
 def session_secret(settings: Settings) -> str:
-    """The key the session cookie is signed with (changes with the token)."""
+    """The key the session cookie is signed with (changes with the state folder's token)."""
     return hashlib.sha256(f"console-session:{settings.token}".encode()).hexdigest()
 
 
-def signed_in(request: Request) -> bool:
-    """Whether the session was signed in with the current API token."""
+def sign_in(request: Request, token: str) -> Principal:
+    """Sign the session in as the token's user (`AuthError` when the token does not
+    resolve); a new session, so nothing of a previous one is kept."""
     settings: Settings = request.app.state.settings
-    mark = request.session.get("auth")
-    return isinstance(mark, str) and secrets.compare_digest(
-        mark.encode(), fingerprint(settings.token).encode()
-    )
+    principal = resolve(settings, token)
+    request.session.clear()
+    request.session[_KEY] = token_hash(token)
+    return principal
+
+
+def signed_in(request: Request) -> Principal | None:
+    """The user the session is signed in as, while its token is valid."""
+    settings: Settings = request.app.state.settings
+    digest = request.session.get(_KEY)
+    if not isinstance(digest, str):
+        return None
+    try:
+        return resolve_hash(settings, digest)
+    except AuthError:
+        return None

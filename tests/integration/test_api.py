@@ -139,7 +139,7 @@ def test_dataset_create_list_and_download(client: TestClient, auth: dict[str, st
         "risk_momentum": 1,
         "training_labels": 1,
     }
-    assert info["tickers"] == ["BUCI", "HEX"] and info["created_by"] == "api-token"
+    assert info["tickers"] == ["BUCI", "HEX"] and info["created_by"] == "admin"
     assert any(d["name"] == "api-ds" for d in client.get(f"{API}/datasets").json())
     parquet = client.get(f"{API}/datasets/api-ds/download")
     frame = pd.read_parquet(io.BytesIO(parquet.content))

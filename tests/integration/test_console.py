@@ -77,10 +77,10 @@ def test_changes_need_a_signed_in_session_and_its_csrf_token(
     token = _csrf(client)
     body = {"csrf": token, "suite": ["smoke"], "model": ["lifecycle-model:1"]}
     refused = client.post("/evaluation/run", data=body, follow_redirects=False)
-    assert refused.status_code == 401 and "Sign in with the API token" in refused.text
+    assert refused.status_code == 401 and "Sign in with your API token" in refused.text
 
     wrong = client.post("/signin", data={"token": "nope", "next": "/"}, follow_redirects=False)
-    assert wrong.status_code == 401 and "Invalid token" in wrong.text
+    assert wrong.status_code == 401 and "Invalid bearer token" in wrong.text
     _sign_in(client, settings)
     assert 'type="submit">Run' in client.get("/evaluation").text
     forged = client.post("/evaluation/run", data={**body, "csrf": "forged"}, follow_redirects=False)

@@ -206,7 +206,7 @@ def test_timeline_diff_and_confirmed_rollback(fresh: Settings, tmp_path: Path) -
         token = csrf(client, "/datasets")
         body = {"csrf": token, "version": "1", "confirm": "yes"}
         anonymous = client.post(f"{view}/rollback", data=body, follow_redirects=False)
-        assert anonymous.status_code == 401 and "Sign in with the API token" in anonymous.text
+        assert anonymous.status_code == 401 and "Sign in with your API token" in anonymous.text
         sign_in(client, fresh, view)
         token = csrf(client, view)
         assert "Roll back to v1…" in client.get(view).text

@@ -133,7 +133,7 @@ def test_create_experiment_and_inline_errors(client: TestClient, settings: Setti
     refused = client.post(
         "/experiments", data={"csrf": _csrf(client), "name": name}, follow_redirects=False
     )
-    assert refused.status_code == 401 and "Sign in with the API token" in refused.text
+    assert refused.status_code == 401 and "Sign in with your API token" in refused.text
 
     _sign_in(client, settings)
     token = _csrf(client)
@@ -307,7 +307,7 @@ def test_deploy_refusals_change_nothing(client: TestClient, settings: Settings) 
     token = _csrf(client, f"/models/{name}")
     body = {"csrf": token, "version": "1", "target_stage": "production"}
     refused = client.post(f"/models/{name}/deploy", data=body, follow_redirects=False)
-    assert refused.status_code == 401 and "Sign in with the API token" in refused.text
+    assert refused.status_code == 401 and "Sign in with your API token" in refused.text
     assert deployments.list_deployments(settings, name) == []
 
     _sign_in(client, settings)

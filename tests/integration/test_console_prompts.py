@@ -182,12 +182,12 @@ def test_an_edit_creates_a_version_in_the_history_and_a_diff(
     versions = store.history("greet")
     assert [(v.version, v.author, v.committer, v.message) for v in versions] == [
         (1, "alice", "tests", "first"),
-        (2, "bob", "console", "welcome line"),
+        (2, "bob", "admin", "welcome line"),  # committed by the signed-in user
     ]
     history = client.get("/prompts/greet/history").text
     rows = re.findall(r"<tr>\s*<td><input type=\"radio\".*?</tr>", history, re.S)
     assert [re.findall(r">v(\d+)</a>", r)[0] for r in rows] == ["2", "1"]
-    assert "bob" in rows[0] and "console" in rows[0] and "welcome line" in rows[0]
+    assert "bob" in rows[0] and "admin" in rows[0] and "welcome line" in rows[0]
     assert 'href="/prompts/greet/diff?from=1&amp;to=2"' in history
     diff = client.get("/prompts/greet/diff", params={"from": 1, "to": 2}).text
     added = re.findall(r'<tr class="add">(.*?)</tr>', diff, re.S)
@@ -301,7 +301,7 @@ def test_changes_and_previews_need_sign_in_and_the_csrf_token(
     ]
     for path, data in attempts:
         refused = client.post(path, data=data, follow_redirects=False)
-        assert refused.status_code == 401 and "Sign in with the API token" in refused.text, path
+        assert refused.status_code == 401 and "Sign in with your API token" in refused.text, path
     _sign_in(client, settings)
     for path, data in attempts:
         forged = client.post(path, data={**data, "csrf": "forged"}, follow_redirects=False)

@@ -97,7 +97,7 @@ def test_deploy_to_production_runs_every_gate_and_moves_aliases(
     assert accuracy["operator"] == ">=" and accuracy["threshold"] == 0.45
     assert 0.0 <= accuracy["value"] <= 1.0
     assert all(s["seconds"] is not None and s["started_at"] for s in record["stages"])
-    assert record["flow_run_id"] and record["requested_by"] == "api-token"
+    assert record["flow_run_id"] and record["requested_by"] == "admin"
     assert _aliases(settings, name) == {"production": "1"}  # staging moved on to production
     model = registry.get_model(settings, name)
     assert model.production_version == "1" and model.versions[0].stage == "Production"

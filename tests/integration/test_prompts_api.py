@@ -60,8 +60,8 @@ def test_lifecycle_create_edit_diff_publish_render_rollback(
     assert stale.status_code == 409 and _error(stale)["details"]["current_version"] == 2
     versions = client.get(f"{API}/templates/greet/versions").json()
     assert [(v["version"], v["author"], v["committer"]) for v in versions] == [
-        (1, "api-token", "api-token"),
-        (2, "bob", "api-token"),
+        (1, "admin", "admin"),  # the bootstrap token is the admin's
+        (2, "bob", "admin"),
     ]
     diff = client.get(f"{API}/templates/greet/diff", params={"from": 1, "to": 2}).json()
     assert "+Hi {{ who }}!" in diff["template_diff"]

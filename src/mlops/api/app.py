@@ -29,6 +29,7 @@ from mlops.api.routes import (
     ingests,
     models,
     prompts,
+    users,
 )
 from mlops.errors import MlopsError
 from mlops.health import Health, check_health
@@ -45,6 +46,7 @@ API_ROUTERS = (
     models.router,
     prompts.router,
     evaluation.router,
+    users.router,
 )
 log = logging.getLogger("mlops.api")
 

@@ -1,4 +1,4 @@
-"""Request dependencies: the settings of the app and bearer-token checks.
+"""Request dependencies: the settings of the app, and who the caller is and may do.
 
 They are `async def` because they never wait on anything: FastAPI runs a plain `def`
 dependency in its thread pool, and those hand-offs between threads cost more than a
@@ -7,13 +7,16 @@ one-ticker online lookup."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from mlops.errors import AuthError
+from mlops.errors import AuthError, StoreUnavailableError
+from mlops.roles import Principal, Role
 from mlops.settings import Settings
+from mlops.users import resolve
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -26,20 +29,37 @@ async def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def _check_token(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> str:
+def principal_of(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """The user of a bearer token (`mlops.users`); `AuthError` (401) naming why not."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthError("This call needs a bearer token: send 'Authorization: Bearer <token>'.")
-    if not secrets.compare_digest(credentials.credentials.encode(), settings.token.encode()):
-        raise AuthError("Invalid bearer token.")
-    return "api-token"
+    return resolve(settings, credentials.credentials)
 
 
-async def require_token(
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """Mutating calls: a valid bearer token is required; returns the caller's name."""
-    return _check_token(settings, credentials)
+_ROLE = "__mlops_role__"
+
+
+def require_role(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: a valid bearer token whose user has at least `role` (401, 403); the
+    caller. The request gate reads the role to refuse before the body is read."""
+
+    async def dependency(
+        request: Request,
+        settings: SettingsDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        principal = principal_of(settings, credentials)
+        principal.require(role, f"{request.method} {request.url.path}")
+        return principal
+
+    setattr(dependency, _ROLE, role)
+    dependency.__name__ = f"require_{role.value}"
+    return dependency
+
+
+def role_of(call: object) -> Role | None:
+    """The role a dependency made by `require_role` asks for (None for any other)."""
+    return getattr(call, _ROLE, None)
 
 
 async def read_access(
@@ -47,10 +67,10 @@ async def read_access(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Reads: open unless the profile says reads need the token too. A console session
-    signed in with the token counts (its pages link to plots and downloads of the API)."""
+    """Reads: open unless the profile says reads need a token too (any user's). A console
+    session signed in counts (its pages link to plots and downloads of the API)."""
     if settings.reads_require_auth and not (credentials is None and _console_session(request)):
-        _check_token(settings, credentials)
+        principal_of(settings, credentials)
 
 
 def sees_store_details(
@@ -63,17 +83,23 @@ def sees_store_details(
     if credentials is None:
         return _console_session(request)
     try:
-        _check_token(settings, credentials)
+        principal_of(settings, credentials)
     except AuthError:
         return False
+    except StoreUnavailableError:  # the users are in the metadata database, which is down:
+        # the state folder's own token still sees what is down, where and why
+        return secrets.compare_digest(credentials.credentials.encode(), settings.token.encode())
     return True
 
 
 def _console_session(request: Request) -> bool:
     from mlops.sessions import signed_in
 
-    return "session" in request.scope and signed_in(request)
+    return "session" in request.scope and signed_in(request) is not None
 
 
-Caller = Annotated[str, Depends(require_token)]
+Researcher = Annotated[Principal, Depends(require_role(Role.RESEARCHER))]
+"""The caller of a route that researchers may call (and approvers, admins)."""
+Approver = Annotated[Principal, Depends(require_role(Role.APPROVER))]
+Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

@@ -47,5 +47,5 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 READ_ERRORS = responses(400, 401, 404, 422, 503)
 """Any route: unsafe names, a token when the profile requires it for reads, unknown names,
 bad input, and a store that is down or being written."""
-WRITE_ERRORS = responses(401, 409, 413)
-"""Routes with a request body or a side effect: token, conflicts, body too large."""
+WRITE_ERRORS = responses(401, 403, 409, 413)
+"""Routes with a request body or a side effect: token, role, conflicts, body too large."""

@@ -1,18 +1,18 @@
-"""The first line of the API: token and body size are checked before a body is read.
+"""The first line of the API: token, role and body size are checked before a body is read.
 
 FastAPI resolves a route's body before its dependencies, so without this gate an
 anonymous client could make the server buffer any amount of data only to be told 401.
 The gate is pure ASGI and outermost: it finds the route a request is for, answers 401
-when that route needs a token that is missing or wrong, and answers 413 when the body is
-larger than the route allows: at once from `Content-Length`, or, for a chunked body, after
-reading at most the limit. The routes' own dependencies still check the token; the gate
-only makes the cheap refusals happen first.
+when that route needs a token that is missing, wrong, revoked or expired, 403 when the
+token's user lacks the route's role, and 413 when the body is larger than the route
+allows: at once from `Content-Length`, or, for a chunked body, after reading at most the
+limit. The routes' own dependencies still check token and role; the gate only makes the
+cheap refusals happen first.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,17 +23,25 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlops.api.deps import read_access, require_token
+from mlops.api.deps import read_access, role_of
 from mlops.api.errors import error_response
+from mlops.errors import AuthError, ForbiddenError
+from mlops.roles import Role
 from mlops.sessions import SESSION_COOKIE
 from mlops.settings import Settings
+from mlops.users import resolve
 
 
 @dataclass(frozen=True)
 class RoutePolicy:
-    needs_token: bool
+    role: Role | None
+    """The role the route needs (its `require_role` dependency); None: no token needed."""
     is_read: bool
     max_body_bytes: int
+
+    @property
+    def needs_token(self) -> bool:
+        return self.role is not None
 
 
 def _calls(dependant: Dependant) -> Iterable[object]:
@@ -57,8 +65,9 @@ def body_limit(limit: Callable[[Settings], int]) -> Callable[[Endpoint], Endpoin
 
 
 def route_policy(route: APIRoute, settings: Settings) -> RoutePolicy:
-    """What a route needs, read from its dependencies: `require_token` or `read_access`."""
+    """What a route needs, read from its dependencies: `require_role` or `read_access`."""
     calls = set(_calls(route.dependant))
+    roles = [role for role in map(role_of, calls) if role is not None]
     # Console pages are not in the schema; their forms (prompt templates) are the largest.
     limit = (
         settings.api_max_body_bytes if route.include_in_schema else settings.console_max_form_bytes
@@ -67,7 +76,9 @@ def route_policy(route: APIRoute, settings: Settings) -> RoutePolicy:
     if own is not None:
         limit = own(settings)
     return RoutePolicy(
-        needs_token=require_token in calls, is_read=read_access in calls, max_body_bytes=limit
+        role=max(roles, key=lambda r: r.rank, default=None),
+        is_read=read_access in calls,
+        max_body_bytes=limit,
     )
 
 
@@ -81,7 +92,7 @@ class RouteTable:
     def __init__(
         self, routers: Iterable[tuple[str, Iterable[BaseRoute]]], settings: Settings
     ) -> None:
-        self.default = RoutePolicy(False, False, settings.api_max_body_bytes)
+        self.default = RoutePolicy(None, False, settings.api_max_body_bytes)
         self.entries: list[tuple[re.Pattern[str], set[str], RoutePolicy]] = []
         for prefix, routes in routers:
             for route in routes:
@@ -106,7 +117,8 @@ class RouteTable:
 
 
 class RequestGate:
-    """ASGI middleware: 401 before the body for token routes, 413 for bodies over the limit."""
+    """ASGI middleware: 401/403 before the body for token routes, 413 for bodies over the
+    limit."""
 
     def __init__(self, app: ASGIApp, settings: Settings, table: RouteTable) -> None:
         self.app = app
@@ -119,8 +131,10 @@ class RequestGate:
             return
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
         policy = self.table.policy(scope["method"], scope["path"])
-        if refusal := self._auth_refusal(policy, headers):
-            await _reject(scope, receive, send, headers, 401, "unauthorized", refusal)
+        if refusal := self._auth_refusal(policy, headers, scope):
+            await _reject(
+                scope, receive, send, headers, refusal.http_status, refusal.code, refusal.message
+            )
             return
         limit = policy.max_body_bytes
         length = headers.get("content-length")
@@ -142,7 +156,9 @@ class RequestGate:
             return
         await self.app(scope, receive, send)
 
-    def _auth_refusal(self, policy: RoutePolicy, headers: dict[str, bytes]) -> str | None:
+    def _auth_refusal(
+        self, policy: RoutePolicy, headers: dict[str, bytes], scope: Scope
+    ) -> AuthError | ForbiddenError | None:
         must_check = policy.needs_token or (policy.is_read and self.settings.reads_require_auth)
         if not must_check:
             return None
@@ -150,13 +166,20 @@ class RequestGate:
         if authorization is None:
             if policy.is_read and not policy.needs_token and _has_session(headers):
                 return None  # the console session is verified by `read_access`
-            return "This call needs a bearer token: send 'Authorization: Bearer <token>'."
+            return AuthError(_NEEDS_TOKEN)
         scheme, _, token = authorization.partition(b" ")
         if scheme.lower() != b"bearer":
-            return "This call needs a bearer token: send 'Authorization: Bearer <token>'."
-        if not secrets.compare_digest(token.strip(), self.settings.token.encode()):
-            return "Invalid bearer token."
+            return AuthError(_NEEDS_TOKEN)
+        try:
+            principal = resolve(self.settings, token.strip().decode("latin-1"))
+            if policy.role is not None:
+                principal.require(policy.role, f"{scope['method']} {scope['path']}")
+        except (AuthError, ForbiddenError) as refusal:
+            return refusal
         return None
+
+
+_NEEDS_TOKEN = "This call needs a bearer token: send 'Authorization: Bearer <token>'."
 
 
 def _has_session(headers: dict[str, bytes]) -> bool:

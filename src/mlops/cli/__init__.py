@@ -12,7 +12,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
-from mlops.cli import datasets, db, evaluation, experiments, features, models, prompts, stores
+from mlops.cli import (
+    datasets,
+    db,
+    evaluation,
+    experiments,
+    features,
+    models,
+    prompts,
+    stores,
+    users,
+)
 from mlops.cli.common import (
     DEPLOYMENT_FAILED_EXIT,
     VerboseOpt,
@@ -61,6 +71,8 @@ app.add_typer(prompts.app, name="prompts")
 app.add_typer(evaluation.app, name="eval")
 app.add_typer(stores.app, name="stores")
 app.add_typer(db.app, name="db")
+app.add_typer(users.users_app, name="users")
+app.add_typer(users.tokens_app, name="tokens")
 
 
 def start_prefect(config: Settings) -> None:

@@ -173,13 +173,14 @@ def deploy_cmd(
     from mlops.errors import checked
     from mlops.orchestration import configure_prefect
     from mlops.usecases import deployments as use
+    from mlops.users import local_principal
 
     config = settings(reap=True)
     body = checked(
         use.DeployRequest, {"version": version, "target_stage": target, "reason": reason}
     )
     configure_prefect(config, wait=False)  # starts while the request is checked
-    _finish(_follow(use.deploy(config, config.author, name, body)), json)
+    _finish(_follow(use.deploy(config, local_principal(config), name, body)), json)
 
 
 @app.command("rollback")

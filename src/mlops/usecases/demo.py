@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
+from mlops.roles import Principal, Role
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -69,6 +70,6 @@ def seed_demo(settings: Settings, caller: str, view: DemoView | None = None) -> 
         target_stage="production",
         reason=f"demo: best {SELECTION_METRIC} of the demo models",
     )
-    started = use.deploy(settings, caller, best.model_name, request)
+    started = use.deploy(settings, Principal(caller, Role.ADMIN), best.model_name, request)
     deployed = view.deploy(best.model_uri, started.wait)
     return DemoResult(ingest=summary, trained=trained, deployment=deployed)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from mlops.errors import ConflictError
 from mlops.lifecycle import deployments
 from mlops.lifecycle.deployments import DeploymentInfo
+from mlops.roles import Principal, Role
 from mlops.settings import Settings
 from mlops.usecases.started import Started
 
@@ -47,11 +48,14 @@ def _start(settings: Settings, info: DeploymentInfo) -> Started[DeploymentInfo]:
 
 
 def deploy(
-    settings: Settings, caller: str, model: str, request: DeployRequest
+    settings: Settings, caller: Principal, model: str, request: DeployRequest
 ) -> Started[DeploymentInfo]:
-    """Record a deployment of `model` and start it."""
+    """Record a deployment of `model` and start it. Researchers deploy to staging; only
+    approvers (and admins) to production (403)."""
+    if request.target_stage == "production":
+        caller.require(Role.APPROVER, "Deploying to production")
     info = deployments.request_deployment(
-        settings, model, request.version, request.target_stage, caller, request.reason
+        settings, model, request.version, request.target_stage, caller.name, request.reason
     )
     return _start(settings, info)
 

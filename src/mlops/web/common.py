@@ -1,8 +1,10 @@
 """What every console page shares: settings, sign-in state, CSRF, rendering and errors.
 
 Reads follow the API's rule (open in the local profile, token in production). Mutating
-actions need the session to be signed in with the API token and carry the session's CSRF
-token in the form (`checked_form`); the session cookie is signed and SameSite=strict.
+actions need the session to be signed in with a user's API token whose role allows the
+action, and carry the session's CSRF token in the form (`checked_form`); the session
+cookie is signed and SameSite=strict. The action is recorded under the user's name
+(`caller_of`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from mlops.errors import AuthError, MlopsError
+from mlops.errors import AuthError, ForbiddenError, MlopsError
+from mlops.roles import Principal, Role
 from mlops.sessions import signed_in
 from mlops.settings import Settings
 
@@ -45,7 +48,7 @@ def page(request: Request, name: str, status: int = 200, **context: Any) -> HTML
         request,
         name,
         {
-            "signed_in": signed_in(request),
+            "signed_in": signed_in(request),  # the Principal, or None
             "csrf": csrf_token(request),
             "mlflow_url": settings.mlflow_url,
             "prefect_url": settings.prefect_url.removesuffix("/api"),  # the UI, not the API
@@ -57,13 +60,14 @@ def page(request: Request, name: str, status: int = 200, **context: Any) -> HTML
 
 def needs_reading(request: Request) -> RedirectResponse | None:
     """In profiles where reads need the token, an anonymous visitor goes to sign in."""
-    if settings_of(request).reads_require_auth and not signed_in(request):
+    if settings_of(request).reads_require_auth and signed_in(request) is None:
         return RedirectResponse(f"/signin?next={quote(request.url.path)}", status_code=303)
     return None
 
 
-async def checked_form(request: Request) -> dict[str, Any]:
-    """The posted form of a mutating action: signed in, with the session's CSRF token."""
+async def checked_form(request: Request, role: Role, action: str) -> dict[str, Any]:
+    """The posted form of a mutating action: signed in as a user with `role` (at least),
+    with the session's CSRF token. `action` names it in a refusal ("Deploying")."""
     form = await request.form()
     sent = form.get("csrf")
     expected = request.session.get("csrf")
@@ -72,9 +76,22 @@ async def checked_form(request: Request) -> dict[str, Any]:
     # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not a 403).
     if not secrets.compare_digest(sent.encode(), expected.encode()):
         raise AuthError("The form has expired: reload the page and try again.")
-    if not signed_in(request):
-        raise AuthError("Sign in with the API token to do this.")
+    principal = signed_in(request)
+    if principal is None:
+        raise AuthError("Sign in with your API token to do this.")
+    principal.require(role, action)
+    request.state.principal = principal
     return {key: form.getlist(key) for key in form}
+
+
+REFUSED = (AuthError, ForbiddenError)
+"""What `checked_form` raises: a page of its own, not a message on the form."""
+
+
+def caller_of(request: Request) -> str:
+    """The name of the user whose form `checked_form` accepted."""
+    principal: Principal = request.state.principal
+    return principal.name
 
 
 def error_page(request: Request, exc: MlopsError) -> HTMLResponse:

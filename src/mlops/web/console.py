@@ -4,7 +4,6 @@ a module per page group (`models`, `prompts`), all built on `common`."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +12,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from mlops.sessions import SESSION_COOKIE, fingerprint, session_secret
+from mlops.errors import AuthError
+from mlops.sessions import SESSION_COOKIE, session_secret, sign_in
 from mlops.settings import Settings
 from mlops.web import evaluation, features, models, prompts
 from mlops.web.common import HERE, needs_reading, page, quiet, settings_of
@@ -49,10 +49,10 @@ async def signin(request: Request) -> Response:
     form = await request.form()
     token, target = str(form.get("token", "")), str(form.get("next", "/"))
     target = target if target.startswith("/") and not target.startswith("//") else "/"
-    if not secrets.compare_digest(token.encode(), settings_of(request).token.encode()):
-        return page(request, "signin.html", status=401, next=target, error="Invalid token.")
-    request.session.clear()
-    request.session["auth"] = fingerprint(token)
+    try:
+        sign_in(request, token.strip())
+    except AuthError as exc:
+        return page(request, "signin.html", status=401, next=target, error=exc.message)
     return RedirectResponse(target, status_code=303)
 
 

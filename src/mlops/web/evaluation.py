@@ -8,10 +8,20 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from mlops.errors import AuthError, InvalidInputError, MlopsError, checked
+from mlops.errors import InvalidInputError, MlopsError, checked
+from mlops.roles import Role
 from mlops.settings import Settings
 from mlops.web import charts
-from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
+from mlops.web.common import (
+    REFUSED,
+    caller_of,
+    checked_form,
+    error_page,
+    needs_reading,
+    page,
+    quiet,
+    settings_of,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -51,7 +61,7 @@ async def evaluation_run(request: Request) -> Response:
     from mlops.usecases.evaluations import EvaluationRequest, evaluate
 
     try:
-        form = await checked_form(request)
+        form = await checked_form(request, Role.RESEARCHER, "Running an evaluation")
         suites, versions = form.get("suite", []), form.get("model", [])
         if not suites or not versions:
             raise InvalidInputError("Tick at least one suite and one model version.")
@@ -63,9 +73,9 @@ async def evaluation_run(request: Request) -> Response:
             EvaluationRequest,
             {"suites": [str(s) for s in suites], "models": models, "explain": "explain" in form},
         )
-        started = await run_in_threadpool(evaluate, settings_of(request), "console", body)
+        started = await run_in_threadpool(evaluate, settings_of(request), caller_of(request), body)
     except MlopsError as exc:
-        if isinstance(exc, AuthError):
+        if isinstance(exc, REFUSED):
             return error_page(request, exc)
         return _evaluation_page(request, status=exc.http_status, form_error=exc.message)
     return RedirectResponse(f"/evaluation/results/{started.id}", status_code=303)

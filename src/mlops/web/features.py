@@ -14,10 +14,20 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from mlops.errors import AuthError, InvalidInputError, MlopsError, NotFoundError, checked
+from mlops.errors import InvalidInputError, MlopsError, NotFoundError, checked
+from mlops.roles import Role
 from mlops.settings import Settings
 from mlops.web import charts
-from mlops.web.common import checked_form, error_page, needs_reading, page, quiet, settings_of
+from mlops.web.common import (
+    REFUSED,
+    caller_of,
+    checked_form,
+    error_page,
+    needs_reading,
+    page,
+    quiet,
+    settings_of,
+)
 
 if TYPE_CHECKING:
     from mlops.features.versions import VersionInfo
@@ -265,8 +275,8 @@ async def view_rollback(request: Request, view: str) -> Response:
     from mlops.features import versions
 
     try:
-        form = await checked_form(request)
-    except AuthError as exc:
+        form = await checked_form(request, Role.APPROVER, "Rolling back a feature view")
+    except REFUSED as exc:
         return error_page(request, exc)
     settings = settings_of(request)
     message = str((form.get("message") or [""])[0]).strip()[:2000]
@@ -289,7 +299,9 @@ async def view_rollback(request: Request, view: str) -> Response:
             )
         from mlops.features.rollback import rollback_view
 
-        info = await run_in_threadpool(rollback_view, settings, view, target, "console", message)
+        info = await run_in_threadpool(
+            rollback_view, settings, view, target, caller_of(request), message
+        )
     except MlopsError as exc:
         return _view_error(request, view, exc)
     return RedirectResponse(f"/features/views/{quote(view)}?rolled={info.version}", status_code=303)
@@ -409,8 +421,8 @@ async def datasets_create(request: Request) -> Response:
     from mlops.features.datasets import DatasetRequest, create_dataset
 
     try:
-        form = await checked_form(request)
-    except AuthError as exc:
+        form = await checked_form(request, Role.RESEARCHER, "Creating a dataset")
+    except REFUSED as exc:
         return error_page(request, exc)
     chosen: dict[str, Any] = {
         "name": str((form.get("name") or [""])[0]).strip(),
@@ -436,7 +448,9 @@ async def datasets_create(request: Request) -> Response:
                 "include_label": chosen["include_label"],
             },
         )
-        info = await run_in_threadpool(create_dataset, settings_of(request), body, "console")
+        info = await run_in_threadpool(
+            create_dataset, settings_of(request), body, caller_of(request)
+        )
     except MlopsError as exc:
         return _datasets_page(request, status=exc.http_status, error=exc.message, chosen=chosen)
     return RedirectResponse(f"/datasets/{quote(info.name)}?created=1", status_code=303)

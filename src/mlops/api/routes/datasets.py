@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
-from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.deps import Researcher, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.features import datasets
 
@@ -24,10 +24,10 @@ def list_datasets(settings: SettingsDep) -> list[datasets.DatasetInfo]:
     "/datasets", responses=WRITE_ERRORS, response_model=datasets.DatasetInfo, status_code=201
 )
 async def create_dataset(
-    body: datasets.DatasetRequest, settings: SettingsDep, caller: Caller
+    body: datasets.DatasetRequest, settings: SettingsDep, caller: Researcher
 ) -> datasets.DatasetInfo:
     """Build a point-in-time correct training dataset from features, tickers and a range."""
-    return await run_in_threadpool(datasets.create_dataset, settings, body, caller)
+    return await run_in_threadpool(datasets.create_dataset, settings, body, caller.name)
 
 
 @router.get("/datasets/{name}", response_model=datasets.DatasetInfo)

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.deps import Researcher, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.api.started import answer_started
 from mlops.errors import NotFoundError, UnsafePathError
@@ -100,7 +100,7 @@ def _run_of(request: Request, info: records.EvaluationInfo) -> EvaluationRun:
 async def run(
     body: EvaluationRequest,
     settings: SettingsDep,
-    caller: Caller,
+    caller: Researcher,
     request: Request,
     response: Response,
     wait: Annotated[bool, Query(description="Answer when the run has finished.")] = False,
@@ -108,7 +108,7 @@ async def run(
     """Start the Prefect flow `evaluate` for suites x versions; answers 202 with the run's id
     and status URL at once, or 200 with the results when `wait` (for small runs). Plots are
     drawn after the results are recorded: `plots` says when they are in."""
-    started = await run_in_threadpool(evaluate, settings, caller, body)
+    started = await run_in_threadpool(evaluate, settings, caller.name, body)
     # `wait`: until the results are recorded; the plots follow (`plots` in the answer)
     return await answer_started(started, wait, response, partial(_run_of, request))
 

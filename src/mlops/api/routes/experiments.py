@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.deps import Researcher, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.lifecycle import comparison, experiments
 
@@ -34,7 +34,7 @@ def list_experiments(
     status_code=201,
 )
 def create_experiment(
-    body: experiments.ExperimentCreate, settings: SettingsDep, caller: Caller
+    body: experiments.ExperimentCreate, settings: SettingsDep, caller: Researcher
 ) -> experiments.ExperimentSummary:
     """Create an experiment (409 if the name is taken, 422 if it is invalid)."""
     return experiments.create_experiment(settings, body)

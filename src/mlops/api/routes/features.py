@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.deps import Approver, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.features import catalog, versions
 from mlops.features.rollback import rollback_view
@@ -92,11 +92,11 @@ def view_diff(
     "/feature-views/{view}/rollback", responses=WRITE_ERRORS, response_model=versions.VersionInfo
 )
 async def view_rollback(
-    view: str, body: RollbackRequest, settings: SettingsDep, caller: Caller
+    view: str, body: RollbackRequest, settings: SettingsDep, caller: Approver
 ) -> versions.VersionInfo:
     """Make an older definition active again (recorded as a new version), re-materialized."""
     return await run_in_threadpool(
-        rollback_view, settings, view, body.version, caller, body.message
+        rollback_view, settings, view, body.version, caller.name, body.message
     )
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, Up
 from fastapi.concurrency import run_in_threadpool
 from pydantic import Field, ValidationError
 
-from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.deps import Researcher, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.api.gate import body_limit
 from mlops.api.started import answer_started
@@ -47,7 +47,7 @@ def _upload_limit(settings: Settings) -> int:
 @body_limit(_upload_limit)
 async def submit_ingest(
     settings: SettingsDep,
-    caller: Caller,
+    caller: Researcher,
     request: Request,
     response: Response,
     files: Annotated[
@@ -72,7 +72,7 @@ async def submit_ingest(
         ) from exc
     uploads = [(upload.filename, upload.file) for upload in files]
     started: Started[IngestRunInfo] = await run_in_threadpool(
-        use.submit, settings, caller, uploads, parsed
+        use.submit, settings, caller.name, uploads, parsed
     )
     return await answer_started(started, wait, response, partial(_run_of, request))
 

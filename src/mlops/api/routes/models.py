@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import Field
 
-from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.deps import Approver, Researcher, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.api.started import answer_started
 from mlops.features.serving import answers_inline
@@ -66,7 +66,7 @@ async def deploy(
     name: str,
     body: DeployRequest,
     settings: SettingsDep,
-    caller: Caller,
+    caller: Researcher,
     request: Request,
     response: Response,
     wait: Annotated[bool, Query(description="Answer when the deployment has finished.")] = False,
@@ -86,7 +86,7 @@ async def deploy(
 async def rollback(
     name: str,
     settings: SettingsDep,
-    caller: Caller,
+    caller: Approver,
     request: Request,
     response: Response,
     body: RollbackRequest | None = None,
@@ -94,7 +94,7 @@ async def rollback(
 ) -> DeploymentRun:
     """Restore the production version before the current one (a recorded deployment)."""
     started = await run_in_threadpool(
-        use.roll_back, settings, caller, name, body or RollbackRequest()
+        use.roll_back, settings, caller.name, name, body or RollbackRequest()
     )
     return await _answer(started, wait, request, response)
 
@@ -142,7 +142,7 @@ def get_deployment(deployment_id: str, settings: SettingsDep, request: Request) 
 async def rollback_deployment(
     deployment_id: str,
     settings: SettingsDep,
-    caller: Caller,
+    caller: Approver,
     request: Request,
     response: Response,
     body: RollbackRequest | None = None,
@@ -151,6 +151,6 @@ async def rollback_deployment(
     """Roll back the production version this deployment put in place (409 if it is not
     the one in production any more, or if it did not reach production)."""
     started = await run_in_threadpool(
-        use.roll_back_deployment, settings, caller, deployment_id, body or RollbackRequest()
+        use.roll_back_deployment, settings, caller.name, deployment_id, body or RollbackRequest()
     )
     return await _answer(started, wait, request, response)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from mlops.api.deps import Caller, SettingsDep, read_access
+from mlops.api.deps import Approver, Researcher, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.errors import InvalidInputError, MlopsError
 from mlops.fields import TimeInRange, VersionNumber
@@ -165,7 +165,7 @@ def list_templates(
     status_code=status.HTTP_201_CREATED,
 )
 def create_template(
-    body: CreateTemplateRequest, settings: SettingsDep, caller: Caller
+    body: CreateTemplateRequest, settings: SettingsDep, caller: Researcher
 ) -> TemplateDetail:
     """Create a template (version 1, one commit)."""
     metadata = body.metadata_input()
@@ -173,8 +173,8 @@ def create_template(
         body.name,
         body.template,
         metadata if metadata is not None else PromptMetadata(),
-        body.author or caller,
-        caller,
+        body.author or caller.name,
+        caller.name,
         body.message,
     )
 
@@ -189,7 +189,7 @@ def get_template(
 
 @router.put("/templates/{name}", responses=WRITE_ERRORS, response_model=TemplateDetail)
 def update_template(
-    name: str, body: UpdateTemplateRequest, settings: SettingsDep, caller: Caller
+    name: str, body: UpdateTemplateRequest, settings: SettingsDep, caller: Researcher
 ) -> TemplateDetail:
     """Commit a new version; 409 with the current version when `base_version` is stale."""
     return _store(settings).update(
@@ -197,8 +197,8 @@ def update_template(
         body.base_version,
         body.template,
         body.metadata_input(),
-        body.author or caller,
-        caller,
+        body.author or caller.name,
+        caller.name,
         body.message,
     )
 
@@ -222,42 +222,42 @@ def template_diff(
 
 @router.post("/templates/{name}/publish", responses=WRITE_ERRORS, response_model=PublishResult)
 def publish_template(
-    name: str, body: ReleaseRequest, settings: SettingsDep, caller: Caller
+    name: str, body: ReleaseRequest, settings: SettingsDep, caller: Approver
 ) -> PublishResult:
     """Make a version live (its examples must pass): tag, label, push, MLflow."""
-    return publishing.publish(_store(settings), name, body.version, caller, body.message)
+    return publishing.publish(_store(settings), name, body.version, caller.name, body.message)
 
 
 @router.post("/templates/{name}/rollback", responses=WRITE_ERRORS, response_model=PublishResult)
 def rollback_template(
-    name: str, body: ReleaseRequest, settings: SettingsDep, caller: Caller
+    name: str, body: ReleaseRequest, settings: SettingsDep, caller: Approver
 ) -> PublishResult:
     """Publish an older version again, as a new recorded event."""
-    return publishing.rollback(_store(settings), name, body.version, caller, body.message)
+    return publishing.rollback(_store(settings), name, body.version, caller.name, body.message)
 
 
 @router.post("/templates/{name}/archive", responses=WRITE_ERRORS, response_model=TemplateDetail)
 def archive_template(
-    name: str, body: ArchiveRequest, settings: SettingsDep, caller: Caller
+    name: str, body: ArchiveRequest, settings: SettingsDep, caller: Approver
 ) -> TemplateDetail:
     """Hide a template from listings; its history stays."""
-    return publishing.set_archived(_store(settings), name, True, caller, body.message)
+    return publishing.set_archived(_store(settings), name, True, caller.name, body.message)
 
 
 @router.post("/templates/{name}/restore", responses=WRITE_ERRORS, response_model=TemplateDetail)
 def restore_template(
-    name: str, body: ArchiveRequest, settings: SettingsDep, caller: Caller
+    name: str, body: ArchiveRequest, settings: SettingsDep, caller: Approver
 ) -> TemplateDetail:
     """Bring an archived template back."""
-    return publishing.set_archived(_store(settings), name, False, caller, body.message)
+    return publishing.set_archived(_store(settings), name, False, caller.name, body.message)
 
 
 @router.post("/templates/{name}/render", responses=WRITE_ERRORS, response_model=RenderResult)
 def render_template(
-    name: str, body: RenderRequest, settings: SettingsDep, caller: Caller
+    name: str, body: RenderRequest, settings: SettingsDep, caller: Researcher
 ) -> RenderResult:
     """Render in the sandbox; records a usage event whose id is `render_id`."""
-    return _store(settings).render(name, body.variables, caller, body.version, body.label)
+    return _store(settings).render(name, body.variables, caller.name, body.version, body.label)
 
 
 @router.post("/preview", responses=WRITE_ERRORS, response_model=PreviewResult)
@@ -282,7 +282,7 @@ def test_template(
 
 @router.post("/renders/{render_id}/outcome", responses=WRITE_ERRORS, response_model=OutcomeResponse)
 def report_outcome(
-    render_id: str, body: OutcomeRequest, settings: SettingsDep, caller: Caller
+    render_id: str, body: OutcomeRequest, settings: SettingsDep, caller: Researcher
 ) -> OutcomeResponse:
     """Report whether the downstream call that used a render succeeded (once per render)."""
     usage.report_outcome(settings.metadata_url, render_id, body.success, body.detail)

@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
     from mlops.usecases.deployments import RollbackPlan, RollbackRequest
 
-CALLER = "console"
-
 
 def invalid_input(exc: ValidationError, hint: str = "") -> InvalidInputError:
     """A pydantic validation error as the platform's 422, in words."""

@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from mlops.errors import AuthError, MlopsError, checked
+from mlops.errors import MlopsError, checked
+from mlops.roles import Role
 from mlops.web.common import (
+    REFUSED,
     bounded_int,
+    caller_of,
     checked_form,
     error_page,
     linker,
@@ -19,7 +22,7 @@ from mlops.web.common import (
     quiet,
     settings_of,
 )
-from mlops.web.models.common import CALLER, confirm_page, first_value, stepper
+from mlops.web.models.common import confirm_page, first_value, stepper
 
 if TYPE_CHECKING:
     from mlops.settings import Settings
@@ -118,17 +121,17 @@ async def deployment_rollback(request: Request, deployment_id: str) -> Response:
 
     settings = settings_of(request)
     try:
-        form = await checked_form(request)
+        form = await checked_form(request, Role.APPROVER, "Rolling back a deployment")
         body = checked(use.RollbackRequest, {"reason": first_value(form, "reason")})
         if first_value(form, "confirm") != "yes":
             plan = await run_in_threadpool(use.rollback_plan_of, settings, deployment_id)
             here = f"/deployments/{deployment_id}"
             return confirm_page(request, plan, body, f"{here}/rollback", here)
         started = await run_in_threadpool(
-            use.roll_back_deployment, settings, CALLER, deployment_id, body
+            use.roll_back_deployment, settings, caller_of(request), deployment_id, body
         )
     except MlopsError as exc:
-        if isinstance(exc, AuthError):
+        if isinstance(exc, REFUSED):
             return error_page(request, exc)
         return _deployment_page(request, deployment_id, status=exc.http_status, form_error=exc)
     return stepper(started.id)

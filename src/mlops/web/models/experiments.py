@@ -9,9 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from mlops.errors import AuthError, InvalidInputError, MlopsError
+from mlops.errors import InvalidInputError, MlopsError
+from mlops.roles import Role
 from mlops.web import charts
 from mlops.web.common import (
+    REFUSED,
     bounded_int,
     checked_form,
     error_page,
@@ -129,7 +131,7 @@ async def experiment_create(request: Request) -> Response:
 
     values: dict[str, str] = {}
     try:
-        form = await checked_form(request)
+        form = await checked_form(request, Role.RESEARCHER, "Creating an experiment")
         values = {k: first_value(form, k) for k in ("name", "description", "tags")}
         tags = {}
         for line in values["tags"].splitlines():
@@ -147,7 +149,7 @@ async def experiment_create(request: Request) -> Response:
             raise invalid_input(exc, hint) from exc
         created = await run_in_threadpool(experiments.create_experiment, settings_of(request), body)
     except MlopsError as exc:
-        if isinstance(exc, AuthError):
+        if isinstance(exc, REFUSED):
             return error_page(request, exc)
         return _experiments_page(request, status=exc.http_status, form_error=exc, form=values)
     return RedirectResponse(f"/experiments/{created.id}", status_code=303)

@@ -9,9 +9,12 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from mlops.errors import AuthError, InvalidInputError, MlopsError, checked
+from mlops.errors import InvalidInputError, MlopsError, checked
+from mlops.roles import Role
 from mlops.web.common import (
+    REFUSED,
     bounded_int,
+    caller_of,
     checked_form,
     error_page,
     linker,
@@ -20,7 +23,7 @@ from mlops.web.common import (
     quiet,
     settings_of,
 )
-from mlops.web.models.common import CALLER, confirm_page, first_value, invalid_input, stepper
+from mlops.web.models.common import confirm_page, first_value, invalid_input, stepper
 
 if TYPE_CHECKING:
     from mlops.lifecycle.deployments import DeploymentInfo
@@ -107,7 +110,7 @@ async def model_deploy(request: Request, name: str) -> Response:
     from mlops.usecases import deployments as use
 
     try:
-        form = await checked_form(request)
+        form = await checked_form(request, Role.RESEARCHER, "Deploying")
         if not first_value(form, "version"):
             raise InvalidInputError("Choose the version to deploy.")
         body = checked(
@@ -118,9 +121,11 @@ async def model_deploy(request: Request, name: str) -> Response:
                 "reason": first_value(form, "reason"),
             },
         )
-        started = await run_in_threadpool(use.deploy, settings_of(request), CALLER, name, body)
+        started = await run_in_threadpool(
+            use.deploy, settings_of(request), request.state.principal, name, body
+        )
     except MlopsError as exc:
-        if isinstance(exc, AuthError):
+        if isinstance(exc, REFUSED):
             return error_page(request, exc)
         return _model_page(request, name, status=exc.http_status, form_error=exc)
     return stepper(started.id)
@@ -136,16 +141,16 @@ async def model_rollback(request: Request, name: str) -> Response:
 
     settings = settings_of(request)
     try:
-        form = await checked_form(request)
+        form = await checked_form(request, Role.APPROVER, "Rolling back")
         body = checked(use.RollbackRequest, {"reason": first_value(form, "reason")})
         if first_value(form, "confirm") != "yes":
             plan = await run_in_threadpool(use.rollback_plan, settings, name)
             return confirm_page(
                 request, plan, body, f"/models/{quote(name)}/rollback", f"/models/{quote(name)}"
             )
-        started = await run_in_threadpool(use.roll_back, settings, CALLER, name, body)
+        started = await run_in_threadpool(use.roll_back, settings, caller_of(request), name, body)
     except MlopsError as exc:
-        if isinstance(exc, AuthError):
+        if isinstance(exc, REFUSED):
             return error_page(request, exc)
         return _model_page(request, name, status=exc.http_status, form_error=exc)
     return stepper(started.id)

@@ -13,7 +13,6 @@ from mlops.web.common import settings_of
 if TYPE_CHECKING:
     from mlops.prompts.store import PromptStore
 
-CALLER = "console"
 NOTICE = "prompts_notice"
 
 

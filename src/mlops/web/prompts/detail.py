@@ -11,10 +11,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
-from mlops.errors import AuthError, MlopsError
+from mlops.errors import MlopsError
+from mlops.roles import Role
 from mlops.web import charts
 from mlops.web.common import (
+    REFUSED,
     bounded_int,
+    caller_of,
     checked_form,
     error_page,
     linker,
@@ -24,7 +27,6 @@ from mlops.web.common import (
     settings_of,
 )
 from mlops.web.prompts.common import (
-    CALLER,
     NOTICE,
     form_text,
     highlight_source,
@@ -159,15 +161,19 @@ async def _release(request: Request, name: str, event: str) -> Response:
     from mlops.prompts import publishing
 
     try:
-        form = await checked_form(request)
-    except AuthError as exc:
+        form = await checked_form(
+            request,
+            Role.APPROVER,
+            "Rolling back a template" if event == "rollback" else "Publishing a template",
+        )
+    except REFUSED as exc:
         return error_page(request, exc)
     message = form_text(form, "message").strip()
     try:
         version = int(form_text(form, "version"))
         store = await run_in_threadpool(store_of, request)
         act = publishing.rollback if event == "rollback" else publishing.publish
-        result = await run_in_threadpool(act, store, name, version, CALLER, message)
+        result = await run_in_threadpool(act, store, name, version, caller_of(request), message)
     except ValueError:
         return await run_in_threadpool(_detail, request, name, 422, "Choose a version.")
     except MlopsError as exc:

@@ -12,9 +12,19 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from mlops.errors import AuthError, MlopsError
-from mlops.web.common import bounded_int, checked_form, error_page, needs_reading, page, quiet
-from mlops.web.prompts.common import CALLER, NOTICE, form_text, store_of
+from mlops.errors import MlopsError
+from mlops.roles import Role
+from mlops.web.common import (
+    REFUSED,
+    bounded_int,
+    caller_of,
+    checked_form,
+    error_page,
+    needs_reading,
+    page,
+    quiet,
+)
+from mlops.web.prompts.common import NOTICE, form_text, store_of
 from mlops.web.prompts.preview import Preview, Problem, error_line, render_preview, variable_fields
 
 router = APIRouter(include_in_schema=False)
@@ -137,8 +147,8 @@ async def _save(request: Request, name: str | None) -> Response:
 
     creating = name is None
     try:
-        form = await checked_form(request)
-    except AuthError as exc:
+        form = await checked_form(request, Role.RESEARCHER, "Saving a template")
+    except REFUSED as exc:
         return error_page(request, exc)
     target = form_text(form, "name").strip() if creating else str(name)
     source, metadata_text = form_text(form, "template"), form_text(form, "metadata")
@@ -187,8 +197,8 @@ async def _save(request: Request, name: str | None) -> Response:
                 target,
                 source,
                 metadata_text,
-                author or CALLER,
-                CALLER,
+                author or caller_of(request),
+                caller_of(request),
                 message,
             )
         else:
@@ -198,8 +208,8 @@ async def _save(request: Request, name: str | None) -> Response:
                 base_version or 0,
                 source,
                 metadata_text,
-                author or CALLER,
-                CALLER,
+                author or caller_of(request),
+                caller_of(request),
                 message,
             )
     except MlopsError as exc:
@@ -216,8 +226,8 @@ async def prompts_preview_fragment(request: Request) -> Response:
     from fastapi.concurrency import run_in_threadpool
 
     try:
-        form = await checked_form(request)
-    except AuthError as exc:
+        form = await checked_form(request, Role.VIEWER, "Previewing a template")
+    except REFUSED as exc:
         return page(request, "prompts/_preview.html", status=exc.http_status, auth_error=exc)
     name = form_text(form, "name").strip()
     store = await run_in_threadpool(store_of, request)
