@@ -92,8 +92,11 @@ def token_hash(token: str) -> str:
 
 # --------------------------------------------------------------------------- resolving
 
-_cache: dict[tuple[str, str], tuple[float, Principal | AuthError]] = {}
+_cache: dict[tuple[str, str], tuple[float, Principal | str]] = {}
+"""(database, token hash) -> (until when, the user or why the token is refused)."""
 _cache_lock = threading.Lock()
+_CACHE_LIMIT = 4096
+"""Beyond this many entries the expired ones go (wrong tokens must not fill memory)."""
 
 
 def forget_cached() -> None:
@@ -120,17 +123,21 @@ def resolve_hash(settings: Settings, digest: str, token: str | None = None) -> P
         ensure_bootstrap(settings)
     found = _lookup(settings, digest)
     with _cache_lock:
+        if len(_cache) >= _CACHE_LIMIT:
+            for stale in [k for k, (until, _) in _cache.items() if until <= now]:
+                del _cache[stale]
         _cache[key] = (now + CACHE_SECONDS, found)
     return _answer(found)
 
 
-def _answer(found: Principal | AuthError) -> Principal:
-    if isinstance(found, AuthError):
-        raise found
+def _answer(found: Principal | str) -> Principal:
+    if isinstance(found, str):
+        raise AuthError(found)
     return found
 
 
-def _lookup(settings: Settings, digest: str) -> Principal | AuthError:
+def _lookup(settings: Settings, digest: str) -> Principal | str:
+    """The token's user, or why it is refused."""
     with session_scope(settings.metadata_url) as session:
         row = session.execute(
             select(ApiToken, User)
@@ -138,17 +145,17 @@ def _lookup(settings: Settings, digest: str) -> Principal | AuthError:
             .where(ApiToken.token_hash == digest)
         ).first()
         if row is None:
-            return AuthError("Invalid bearer token.")
+            return "Invalid bearer token."
         token, user = row
         if token.revoked_at is not None:
-            return AuthError(f"The token {token.name!r} of {user.name} was revoked.")
+            return f"The token {token.name!r} of {user.name} was revoked."
         expires = aware(token.expires_at)
         if expires is not None and expires <= utcnow():
-            return AuthError(
+            return (
                 f"The token {token.name!r} of {user.name} expired at {expires:%Y-%m-%d %H:%M} UTC."
             )
         if user.disabled_at is not None:
-            return AuthError(f"The user {user.name} is disabled.")
+            return f"The user {user.name} is disabled."
         return Principal(user.name, Role(user.role), token.id)
 
 

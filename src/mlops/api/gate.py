@@ -16,7 +16,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlops.api.deps import read_access, role_of
 from mlops.api.errors import error_response
-from mlops.errors import AuthError, ForbiddenError
+from mlops.errors import AuthError, MlopsError
 from mlops.roles import Role
 from mlops.sessions import SESSION_COOKIE
 from mlops.settings import Settings
@@ -133,7 +133,14 @@ class RequestGate:
         policy = self.table.policy(scope["method"], scope["path"])
         if refusal := self._auth_refusal(policy, headers, scope):
             await _reject(
-                scope, receive, send, headers, refusal.http_status, refusal.code, refusal.message
+                scope,
+                receive,
+                send,
+                headers,
+                refusal.http_status,
+                refusal.code,
+                refusal.message,
+                refusal.details,
             )
             return
         limit = policy.max_body_bytes
@@ -158,7 +165,7 @@ class RequestGate:
 
     def _auth_refusal(
         self, policy: RoutePolicy, headers: dict[str, bytes], scope: Scope
-    ) -> AuthError | ForbiddenError | None:
+    ) -> MlopsError | None:
         must_check = policy.needs_token or (policy.is_read and self.settings.reads_require_auth)
         if not must_check:
             return None
@@ -174,7 +181,7 @@ class RequestGate:
             principal = resolve(self.settings, token.strip().decode("latin-1"))
             if policy.role is not None:
                 principal.require(policy.role, f"{scope['method']} {scope['path']}")
-        except (AuthError, ForbiddenError) as refusal:
+        except MlopsError as refusal:  # 401, 403, or 503 when the users' database is down
             return refusal
         return None
 
@@ -229,10 +236,11 @@ async def _reject(
     status: int,
     code: str,
     message: str,
+    details: dict[str, Any] | None = None,
 ) -> None:
     request_id = headers.get("x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
     extra = {"X-Request-ID": request_id, "Connection": "close"}
     if status == 401:
         extra["WWW-Authenticate"] = "Bearer"
-    response = error_response(status, code, message, {}, request_id, extra)
+    response = error_response(status, code, message, details or {}, request_id, extra)
     await response(scope, receive, send)
