@@ -1,8 +1,9 @@
 """Request dependencies: the settings of the app, and who the caller is and may do.
 
-They are `async def` because they never wait on anything: FastAPI runs a plain `def`
-dependency in its thread pool, and those hand-offs between threads cost more than a
-one-ticker online lookup."""
+They are `async def` because they hardly ever wait: FastAPI runs a plain `def` dependency
+in its thread pool, and those hand-offs between threads cost more than a one-ticker online
+lookup. A token's user is read from the database at most once per `users.CACHE_SECONDS`
+per process (one indexed read, on the event loop); every other call finds it in memory."""
 
 from __future__ import annotations
 
