@@ -1,6 +1,6 @@
 """The platform's metadata store (SQLAlchemy): feature view versions, statistics,
-datasets, ingest runs, model deployments, alias moves, users and their API tokens. SQLite
-in the local profile, PostgreSQL in production."""
+datasets, ingest runs, model deployments, alias moves and the ledger of alias changes,
+users and their API tokens. SQLite in the local profile, PostgreSQL in production."""
 
 from __future__ import annotations
 
@@ -223,6 +223,25 @@ class AliasMoves(Base):
     moved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class AliasChange(Base):
+    """One move of a registered model's `production` or `staging` alias, append-only
+    (`lifecycle/ledger.py`): who moved it from which version to which, when, why, and the
+    deployment it belongs to."""
+
+    __tablename__ = "alias_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(250), index=True)
+    alias: Mapped[str] = mapped_column(String(20))
+    from_version: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    to_version: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    """None: the alias was removed."""
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    changed_by: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    deployment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class User(Base):
     """A person (or a service) using the platform, with one role (`mlops.users`)."""
 
@@ -294,7 +313,7 @@ def _new_engine(url: str) -> Engine:
     return engine
 
 
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 """The newest migration in src/mlops/migrations/versions (test_migrations checks that it is
 Alembic's head). A database already there opens without importing Alembic, which is about
 1 s of every `mlops` command and flow run on the 2-core test machine."""

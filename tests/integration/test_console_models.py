@@ -279,6 +279,12 @@ def test_deploy_to_production_then_roll_back(client: TestClient, settings: Setti
     card = client.get(f"/models/{name}").text
     assert "Production: v1" in card and _chips(card)[2:] == ["archived", "production"]
     assert card.count("/deployments/") >= 3  # the history lists all three
+    ledger = card[card.index('id="ledger"') :]
+    rows = re.findall(r"<tr>\s*<td><time.*?</tr>", ledger, re.S)
+    assert len(rows) == 7  # staging, production, staging cleared; twice; the rollback
+    newest = re.sub(r"<[^>]+>", " ", rows[0])
+    assert "production" in newest and f"v{second}" in newest and "v1" in newest
+    assert "admin" in newest and "bad numbers" in newest
 
     model_confirm = client.post(f"/models/{name}/rollback", data={"csrf": token})
     assert model_confirm.status_code == 409  # v1 is the first production: nothing before

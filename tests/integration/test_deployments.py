@@ -10,6 +10,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,46 @@ def test_second_version_is_compared_with_production_then_rolled_back(
         ]["versions"][0]["version"]
         == second
     )
+
+
+def test_the_ledger_answers_which_version_was_in_production_when(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    name = copy_version(settings, "1")
+    before = datetime.now(UTC)
+    first = _deploy(client, auth, name)
+    after_first = datetime.now(UTC)
+    second_version = add_version(settings, name, "2")
+    second = _deploy(client, auth, name, second_version)
+    after_second = datetime.now(UTC)
+    rolled = client.post(f"{API}/models/{name}/rollback", params={"wait": True}, headers=auth)
+    assert rolled.json()["status"] == "succeeded"
+
+    def at(moment: datetime) -> dict[str, Any]:
+        answer = client.get(f"{API}/models/{name}/history", params={"at": moment.isoformat()})
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    assert at(before)["production_at"] is None
+    assert at(after_first)["production_at"] == "1"
+    assert at(after_second)["production_at"] == second_version
+    now = at(datetime.now(UTC))
+    assert now["production_at"] == "1" and now["staging_at"] is None
+    moves = [
+        (c["alias"], c["from_version"], c["to_version"], c["deployment_id"])
+        for c in reversed(now["changes"])
+    ]
+    assert moves == [
+        ("staging", None, "1", first["id"]),
+        ("production", None, "1", first["id"]),
+        ("staging", "1", None, first["id"]),  # staging moved on to production
+        ("staging", None, second_version, second["id"]),
+        ("production", "1", second_version, second["id"]),
+        ("staging", second_version, None, second["id"]),
+        ("production", second_version, "1", rolled.json()["id"]),
+    ]
+    assert {c["changed_by"] for c in now["changes"]} == {"admin"}
+    assert client.get(f"{API}/models/no-such-model/history").status_code == 404
 
 
 def test_deploy_answers_at_once_and_the_status_url_shows_progress(

@@ -176,8 +176,8 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
 
     current = runner.invoke(app, ["db", "current"])
     assert current.exit_code == 0, current.output
-    assert "at 0003, 5 migrations behind 0008" in current.output
-    for revision in ("0004", "0005", "0006", "0007", "0008"):
+    assert "at 0003, 6 migrations behind 0009" in current.output
+    for revision in ("0004", "0005", "0006", "0007", "0008", "0009"):
         assert f"would apply {revision}" in current.output
     assert _rows(url) == before  # looking changes nothing
 
@@ -187,7 +187,7 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
         "url": url,
         "from": "0003",
         "to": SCHEMA_HEAD,
-        "applied": ["0004", "0005", "0006", "0007", "0008"],
+        "applied": ["0004", "0005", "0006", "0007", "0008", "0009"],
     }
     after = _rows(url)
     assert _kept(before, after) == {t: r for t, r in before.items() if t != VERSION_TABLE}
@@ -195,7 +195,7 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
     assert "alias_moves" in after
 
     again = runner.invoke(app, ["db", "upgrade"])
-    assert again.exit_code == 0 and "already at 0008, the newest migration" in again.output
+    assert again.exit_code == 0 and "already at 0009, the newest migration" in again.output
     history = json.loads(runner.invoke(app, ["db", "history", "--json"]).output)
     assert [(m["revision"], m["applied"]) for m in history] == [
         ("0001", True),
@@ -206,6 +206,7 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
         ("0006", True),
         ("0007", True),
         ("0008", True),
+        ("0009", True),
     ]
 
 
@@ -216,7 +217,7 @@ def test_mlops_db_current_does_not_create_a_missing_database(
     monkeypatch.setenv("MLOPS_PROFILE", "local")
     result = runner.invoke(app, ["db", "current"])
     assert result.exit_code == 0, result.output
-    assert "empty (no migration applied; the newest is 0008)" in result.output
+    assert "empty (no migration applied; the newest is 0009)" in result.output
     assert not (tmp_path / "mlops.db").exists()
 
 

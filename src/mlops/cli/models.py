@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -99,6 +100,63 @@ def show_cmd(name: str, json: JsonOpt = False) -> None:
         console.print(f"  v{v.version} [{v.stage}] {v.description}", highlight=False)
     if history:
         _print_history(history)
+
+
+@app.command("history")
+@handle_errors
+def history_cmd(
+    name: Annotated[str, typer.Argument(help="Registered model.")],
+    at: Annotated[
+        Optional[datetime],
+        typer.Option(help="A moment (UTC unless it has an offset): what served then."),
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """The ledger of production and staging changes: who moved which alias, from which
+    version to which, when and why; with --at, the versions the aliases pointed at then."""
+    from mlops.lifecycle import ledger
+    from mlops.lifecycle.registry import get_model
+
+    config = settings()
+    changes = ledger.history(config, name)
+    if not changes:
+        get_model(config, name)  # exit 4 for a model that does not exist
+    pointed: dict[str, str | None] = {"production": None, "staging": None}
+    if at is not None:
+        for alias in pointed:
+            change = ledger.serving_at(config, name, alias, at)
+            pointed[alias] = change.to_version if change else None
+    if json:
+        print_json(
+            {
+                "model_name": name,
+                "changes": changes,
+                "at": at,
+                "production_at": pointed["production"],
+                "staging_at": pointed["staging"],
+            }
+        )
+        return
+    if at is not None:
+        console.print(
+            f"At {at:%Y-%m-%d %H:%M:%S}: production v{pointed['production'] or '-'}, "
+            f"staging v{pointed['staging'] or '-'}",
+            highlight=False,
+        )
+    table = Table(title=f"Alias changes of {name}, newest first")
+    for column in ("when", "alias", "from", "to", "by", "why", "deployment"):
+        table.add_column(column, overflow="fold")
+    for c in changes:
+        table.add_row(
+            f"{c.changed_at:%Y-%m-%d %H:%M:%S}",
+            c.alias,
+            f"v{c.from_version}" if c.from_version else "-",
+            f"v{c.to_version}" if c.to_version else "-",
+            c.changed_by,
+            c.reason,
+            (c.deployment_id or "")[:8],
+        )
+    console.print(table)
 
 
 def _print_history(history: list[DeploymentInfo]) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from mlops.errors import ConflictError, MlopsError
-from mlops.lifecycle import alias_moves, deployments, gates, holdout, mlflow_backend, registry
+from mlops.lifecycle import deployments, gates, holdout, ledger, mlflow_backend, registry
 from mlops.lifecycle.metrics import classification_metrics, finite_or_none
 from mlops.lifecycle.registry import (
     ARCHIVED_TAG,
@@ -261,7 +261,7 @@ def promote_to_staging(
     mlflow_backend.client(settings).set_registered_model_alias(
         info.model_name, STAGING_ALIAS, info.version
     )
-    alias_moves.record_move(settings, info.model_name)
+    _record(settings, info, STAGING_ALIAS, before, info.version)
     message = f"staging: {'v' + before if before else 'none'} -> v{info.version}"
     return StageOutcome(
         [gates.GateResult(name="alias:staging", passed=True, message=message)], message
@@ -287,8 +287,8 @@ def promote_to_production(
     if ARCHIVED_TAG in client.get_model_version(name, version).tags:
         client.delete_model_version_tag(name, version, ARCHIVED_TAG)
     client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
-    alias_moves.record_move(settings, name)
-    warnings = _after_production_move(settings, name, version, previous)
+    _record(settings, info, PRODUCTION_ALIAS, previous, version)
+    warnings = _after_production_move(settings, info, previous)
     message = f"production: {'v' + previous if previous else 'none'} -> v{version}"
     result = gates.GateResult(
         name="alias:production",
@@ -298,9 +298,26 @@ def promote_to_production(
     return StageOutcome([result], message)
 
 
+def _record(
+    settings: Settings, info: DeploymentInfo, alias: str, before: str | None, after: str | None
+) -> None:
+    """The move in the ledger (`ledger.py`), under the deployment's requester and reason."""
+    ledger.record(
+        settings,
+        info.model_name,
+        alias,
+        before,
+        after,
+        by=info.requested_by,
+        reason=info.reason,
+        deployment_id=info.id,
+    )
+
+
 def _after_production_move(
-    settings: Settings, name: str, version: str, previous: str | None
+    settings: Settings, info: DeploymentInfo, previous: str | None
 ) -> list[str]:
+    name, version = info.model_name, info.version
     client = mlflow_backend.client(settings)
     warnings = []
     try:
@@ -311,7 +328,7 @@ def _after_production_move(
     try:
         if alias_version(settings, name, STAGING_ALIAS) == version:
             client.delete_registered_model_alias(name, STAGING_ALIAS)
-            alias_moves.record_move(settings, name)
+            _record(settings, info, STAGING_ALIAS, version, None)
     except Exception as exc:
         warnings.append(f"staging alias not cleared ({exc})")
     return warnings

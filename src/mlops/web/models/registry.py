@@ -73,8 +73,8 @@ def models_index(request: Request) -> Response:
 
 
 def _model_page(request: Request, name: str, status: int = 200, **extra: Any) -> HTMLResponse:
-    """One registered model's card and its deployment history."""
-    from mlops.lifecycle import deployments, registry
+    """One registered model's card, its deployment history and its ledger of changes."""
+    from mlops.lifecycle import deployments, ledger, registry
 
     settings = settings_of(request)
     try:
@@ -84,12 +84,14 @@ def _model_page(request: Request, name: str, status: int = 200, **extra: Any) ->
     history: list[DeploymentInfo] = quiet(
         lambda: deployments.list_deployments(settings, name, 20, 0), []
     )
+    no_changes: list[ledger.AliasChangeInfo] = []
     return page(
         request,
         "models/model.html",
         status=status,
         model=model,
         history=history,
+        changes=quiet(lambda: ledger.history(settings, name, 50), no_changes),
         running=next((d for d in history if d.status in ("pending", "running")), None),
         **extra,
     )

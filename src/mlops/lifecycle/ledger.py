@@ -1,0 +1,96 @@
+"""The ledger of production and staging changes: every move of a model's `production` or
+`staging` alias that the platform makes, append-only, in the platform's database.
+
+Each change says who moved the alias, from which version to which (None: no version),
+when, why, and the deployment or rollback it belongs to. `serving_at` answers which
+version an alias pointed at, at any moment since the ledger began: the `to_version` of the
+last change at or before it.
+
+A change is recorded right after MLflow moved the alias (the two stores cannot share a
+transaction); the alias-move counter of `alias_moves.py`, which serving processes watch,
+is bumped with it. A move made outside the platform (the MLflow UI) is not in the ledger.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+
+from mlops.db import AliasChange, session_scope, utcnow
+from mlops.fields import UtcDatetime
+from mlops.lifecycle import alias_moves
+from mlops.settings import Settings
+
+
+class AliasChangeInfo(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    model_name: str
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    changed_at: UtcDatetime
+    changed_by: str
+    reason: str
+    deployment_id: str | None
+
+
+def record(
+    settings: Settings,
+    model: str,
+    alias: str,
+    before: str | None,
+    after: str | None,
+    *,
+    by: str,
+    reason: str = "",
+    deployment_id: str | None = None,
+) -> None:
+    """Record one move of `alias` (call it after MLflow moved it) and count it for the
+    serving processes."""
+    with session_scope(settings.metadata_url) as session:
+        session.add(
+            AliasChange(
+                model_name=model,
+                alias=alias,
+                from_version=before,
+                to_version=after,
+                changed_at=utcnow(),
+                changed_by=by,
+                reason=reason,
+                deployment_id=deployment_id,
+            )
+        )
+    alias_moves.record_move(settings, model)
+
+
+def history(settings: Settings, model: str, limit: int = 200) -> list[AliasChangeInfo]:
+    """The changes of `model`'s aliases, newest first."""
+    with session_scope(settings.metadata_url) as session:
+        rows = session.scalars(
+            select(AliasChange)
+            .where(AliasChange.model_name == model)
+            .order_by(AliasChange.changed_at.desc(), AliasChange.id.desc())
+            .limit(limit)
+        )
+        return [AliasChangeInfo.model_validate(row) for row in rows]
+
+
+def serving_at(settings: Settings, model: str, alias: str, at: datetime) -> AliasChangeInfo | None:
+    """The change that set what `alias` pointed at, at moment `at` (None: the ledger has
+    no change of it before then). A naive `at` is UTC."""
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)  # as stored
+    with session_scope(settings.metadata_url) as session:
+        row = session.scalars(
+            select(AliasChange)
+            .where(
+                AliasChange.model_name == model,
+                AliasChange.alias == alias,
+                AliasChange.changed_at <= at,
+            )
+            .order_by(AliasChange.changed_at.desc(), AliasChange.id.desc())
+            .limit(1)
+        ).first()
+        return None if row is None else AliasChangeInfo.model_validate(row)
