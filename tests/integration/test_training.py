@@ -59,6 +59,9 @@ def test_run_has_metrics_params_and_lineage(
     assert params["train_start"] == result.train_start.isoformat()[:10]
     tags = run.data.tags
     assert tags["dataset"] == result.dataset and tags["mlops.author"] == "tester"
+    assert tags["mlflow.user"] == "tester"  # the MLflow UI's user column
+    model_version = _client(ingested).get_model_version(result.model_name, result.model_version)
+    assert model_version.tags["mlops.author"] == "tester"
     views = json.loads(tags["feature_views"])
     assert {"price_returns", "risk_momentum", "volume_signals", "training_labels"} <= set(views)
     assert all(version >= 1 for version in views.values())

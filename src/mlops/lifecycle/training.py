@@ -323,7 +323,9 @@ def train_model(
     run_id = ""
     try:
         with mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"{config.kind}-{info.name}"
+            experiment_id=experiment_id,
+            run_name=f"{config.kind}-{info.name}",
+            tags={"mlflow.user": author},  # MLflow's user column: the platform's user
         ) as run:
             run_id = run.info.run_id
             mlflow.set_tags(
@@ -368,7 +370,7 @@ def train_model(
                 pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
             )
             version = str(model_info.registered_model_version)
-            _describe_version(MlflowClient(), config, info, version, metrics, span)
+            _describe_version(MlflowClient(), config, info, version, metrics, span, author)
     except MlopsError:
         raise
     except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError is both
@@ -431,6 +433,7 @@ def _describe_version(
     version: str,
     metrics: dict[str, float],
     span: dict[str, datetime],
+    author: str,
 ) -> None:
     name = config.registered_model
     client.update_model_version(
@@ -442,7 +445,7 @@ def _describe_version(
             f"tested {span['test_start'].date()}..{span['test_end'].date()}."
         ),
     )
-    tags = {"model_kind": config.kind, "dataset": info.name}
+    tags = {"model_kind": config.kind, "dataset": info.name, "mlops.author": author}
     for metric in ("accuracy", "roc_auc"):
         if metric in metrics:
             tags[metric] = f"{metrics[metric]:.4f}"
