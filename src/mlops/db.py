@@ -237,7 +237,7 @@ class AliasChange(Base):
     to_version: Mapped[str | None] = mapped_column(String(20), nullable=True)
     """None: the alias was removed."""
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    changed_by: Mapped[str] = mapped_column(String(100))
+    changed_by: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text, default="")
     deployment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
@@ -253,7 +253,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_by: Mapped[str] = mapped_column(String(200), default="")
 
 
 class ApiToken(Base):

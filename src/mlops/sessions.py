@@ -4,7 +4,8 @@ Shared by `api/` and `web/`, so neither imports the other.
 
 A session keeps the SHA-256 of the token it was signed in with (the store's key of the
 token, never the token): it is signed in as long as that token resolves to an enabled
-user (`mlops.users`), so revoking the token or disabling the user signs it out.
+user (`mlops.users`), so revoking the token or disabling the user signs it out. While the
+metadata database is down, pages render as signed out (and changes are refused).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 
 from starlette.requests import Request
 
-from mlops.errors import AuthError
+from mlops.errors import AuthError, StoreUnavailableError
 from mlops.roles import Principal
 from mlops.settings import Settings
 from mlops.users import resolve, resolve_hash, token_hash
@@ -45,5 +46,8 @@ def signed_in(request: Request) -> Principal | None:
         return None
     try:
         return resolve_hash(settings, digest)
-    except AuthError:
+    except (
+        AuthError,
+        StoreUnavailableError,
+    ):  # pages still render while the users' database is down
         return None

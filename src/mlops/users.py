@@ -39,7 +39,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mlops.db import ApiToken, User, locked_scope, session_scope, utcnow
-from mlops.errors import AuthError, ConflictError, InvalidInputError, NotFoundError
+from mlops.errors import (
+    AuthError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    StoreUnavailableError,
+)
 from mlops.fields import UtcDatetime
 from mlops.names import USER_NAME, check_name
 from mlops.roles import Principal, Role
@@ -95,6 +101,10 @@ def token_hash(token: str) -> str:
 _cache: dict[tuple[str, str], tuple[float, Principal | str]] = {}
 """(database, token hash) -> (until when, the user or why the token is refused)."""
 _cache_lock = threading.Lock()
+_down: dict[str, tuple[float, StoreUnavailableError]] = {}
+"""database -> (until when, the outage): a database that did not answer is not asked again
+for `OUTAGE_SECONDS`, so calls with tokens fail fast instead of each waiting for it."""
+OUTAGE_SECONDS = 1.0
 _CACHE_LIMIT = 4096
 """Beyond this many entries the expired ones go (wrong tokens must not fill memory)."""
 
@@ -119,9 +129,16 @@ def resolve_hash(settings: Settings, digest: str, token: str | None = None) -> P
         hit = _cache.get(key)
     if hit is not None and hit[0] > now:
         return _answer(hit[1])
-    if token is not None and secrets.compare_digest(token.encode(), settings.token.encode()):
-        ensure_bootstrap(settings)
-    found = _lookup(settings, digest)
+    down = _down.get(settings.metadata_url)
+    if down is not None and down[0] > now:
+        raise down[1].with_traceback(None)
+    try:
+        if token is not None and secrets.compare_digest(token.encode(), settings.token.encode()):
+            ensure_bootstrap(settings)
+        found = _lookup(settings, digest)
+    except StoreUnavailableError as exc:
+        _down[settings.metadata_url] = (time.monotonic() + OUTAGE_SECONDS, exc)
+        raise
     with _cache_lock:
         if len(_cache) >= _CACHE_LIMIT:
             for stale in [k for k, (until, _) in _cache.items() if until <= now]:
@@ -179,7 +196,9 @@ def ensure_bootstrap(settings: Settings) -> None:
             # a new state-folder token replaces the one before (`MLOPS_API_TOKEN` rotated)
             for previous in session.scalars(
                 select(ApiToken).where(
-                    ApiToken.name == BOOTSTRAP_TOKEN, ApiToken.revoked_at.is_(None)
+                    ApiToken.user_id == admin.id,
+                    ApiToken.name == BOOTSTRAP_TOKEN,
+                    ApiToken.revoked_at.is_(None),
                 )
             ):
                 previous.revoked_at = utcnow()
@@ -204,8 +223,11 @@ def add_user(
     USER_NAME.check(name)
     if email is not None:
         check_name(email, "email")
-        if "@" not in email:
-            raise InvalidInputError(f"Invalid email {email!r}: it has no '@'.", {"email": email})
+        if "@" not in email or len(email) > 320:
+            raise InvalidInputError(
+                f"Invalid email {email!r}: an address with '@', at most 320 characters.",
+                {"email": email},
+            )
     try:
         with locked_scope(settings.metadata_url) as session:
             if session.scalar(select(User.id).where(User.name == name)) is not None:
@@ -255,6 +277,9 @@ def set_disabled(settings: Settings, name: str, disabled: bool) -> UserInfo:
 
 
 def _keep_an_admin(session: Session, user: User) -> None:
+    # lock the admins' rows first (PostgreSQL; SQLite's writers are serialized anyway), so
+    # two admins demoting each other at once cannot both see the other one still there
+    session.scalars(select(User.id).where(User.role == Role.ADMIN.value).with_for_update()).all()
     others = session.scalar(
         select(func.count(User.id)).where(
             User.role == Role.ADMIN.value, User.disabled_at.is_(None), User.id != user.id
@@ -293,6 +318,12 @@ def create_token(
 ) -> NewToken:
     """A new token for `user` (shown once in the answer)."""
     check_name(name, "token name")
+    if len(name) > 100 or name == BOOTSTRAP_TOKEN:
+        raise InvalidInputError(
+            f"Invalid token name {name!r}: at most 100 characters, and not "
+            f"'{BOOTSTRAP_TOKEN}' (the name of the state folder's token).",
+            {"token name": name},
+        )
     if expires_in_days is not None and not 0 < expires_in_days <= MAX_EXPIRY_DAYS:
         raise InvalidInputError(
             f"A token expires in more than 0 and at most {MAX_EXPIRY_DAYS} days "

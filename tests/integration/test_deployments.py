@@ -180,6 +180,29 @@ def test_the_ledger_answers_which_version_was_in_production_when(
     ]
     assert {c["changed_by"] for c in now["changes"]} == {"admin"}
     assert client.get(f"{API}/models/no-such-model/history").status_code == 404
+    out_of_range = {"at": "0001-01-01T00:00:00+01:00"}
+    assert client.get(f"{API}/models/{name}/history", params=out_of_range).status_code == 422
+
+
+def test_a_move_the_ledger_could_not_record_still_stands_with_a_warning(
+    client: TestClient, auth: dict[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops.lifecycle import alias_moves, ledger
+
+    name = copy_version(settings, "1")
+    counted = alias_moves.moves(settings, name)
+
+    def fails(*args: Any, **kwargs: Any) -> None:
+        alias_moves.record_move(settings, name)  # as ledger.record does first
+        raise RuntimeError("ledger table is read-only")
+
+    monkeypatch.setattr(ledger, "record", fails)
+    record = _deploy(client, auth, name)
+    assert record["status"] == "succeeded", record["error"]
+    production = next(g for g in record["stages"][2]["gates"] if g["name"] == "alias:production")
+    assert "warning: the production move is not in the ledger" in production["message"]
+    assert _aliases(settings, name) == {"production": "1"}
+    assert alias_moves.moves(settings, name) > counted  # serving sees the move
 
 
 def test_deploy_answers_at_once_and_the_status_url_shows_progress(

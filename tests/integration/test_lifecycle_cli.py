@@ -101,7 +101,7 @@ def test_models_deploy_status_rollback_and_predict(cli_env: Settings) -> None:
     missing = runner.invoke(app, ["models", "deploy", name, "7"])
     assert missing.exit_code == 4
 
-    ledger = _json(["models", "history", name, "--at", "2999-01-01T00:00:00", "--json"])
+    ledger = _json(["models", "history", name, "--at", "2999-01-01T00:00:00Z", "--json"])
     assert ledger["production_at"] == "1" and ledger["staging_at"] is None
     assert [(c["alias"], c["to_version"]) for c in ledger["changes"]] == [
         ("staging", None),
@@ -111,6 +111,7 @@ def test_models_deploy_status_rollback_and_predict(cli_env: Settings) -> None:
     shown = runner.invoke(app, ["models", "history", name])
     assert "Alias changes of" in shown.output and "production" in shown.output
     assert runner.invoke(app, ["models", "history", "no-such-model"]).exit_code == 4
+    assert runner.invoke(app, ["models", "history", name, "--at", "soon"]).exit_code == 2
 
 
 def test_models_status_first_closes_the_deployment_of_a_dead_process(cli_env: Settings) -> None:

@@ -3,6 +3,8 @@ reports it, the CLI exits with the store exit code and one line, and nothing is 
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import sqlite3
@@ -18,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from itsdangerous import TimestampSigner
 from tests.support.postgres import postgres_databases
 from tests.support.settings import make_settings, production_settings
 from typer.testing import CliRunner, Result
@@ -26,8 +29,10 @@ from mlops.app import create_app
 from mlops.cli import app as cli_app
 from mlops.errors import StoreUnavailableError
 from mlops.lifecycle import mlflow_backend
+from mlops.sessions import SESSION_COOKIE, session_secret
 from mlops.settings import Settings
 from mlops.stores import FEATURE_REGISTRY, MLFLOW_STORE, ONLINE_STORE, PLATFORM_DB
+from mlops.users import token_hash
 
 API = "/api/v1"
 EXPERIMENTS = f"{API}/ml/experiments"
@@ -251,6 +256,15 @@ def test_unreachable_postgres_hides_its_address_from_anonymous_callers(
         detailed = assert_health_down(client, "metadata_db", PLATFORM_DB, headers=auth)
         assert f"127.0.0.1:{port}" in detailed["detail"]
         assert "s3cret" not in client.get("/healthz", headers=auth).text
+        # a signed-in console session is read from the same database: the pages still
+        # render, as signed out (they cannot say who is signed in)
+        session = base64.b64encode(json.dumps({"token": token_hash("prod-token")}).encode())
+        signed = TimestampSigner(session_secret(settings)).sign(session).decode()
+        client.cookies.set(SESSION_COOKIE, signed)  # as SessionMiddleware writes it
+        home = client.get("/", follow_redirects=False)
+        assert home.status_code == 303 and home.headers["location"].startswith("/signin")
+        signin = client.get("/signin")
+        assert signin.status_code == 200 and "Sign in" in signin.text
     result = runner.invoke(cli_app, ["models", "status"], env=cli_env(settings))
     assert "s3cret" not in assert_cli_outage(result, PLATFORM_DB)
 

@@ -284,3 +284,6 @@ def test_mlops_users_and_tokens_commands(tmp_path: Path, monkeypatch: pytest.Mon
     assert unknown.exit_code == 4
     bad_role = runner.invoke(cli, ["users", "add", "gina", "boss"])
     assert bad_role.exit_code == 2
+    for name in ("bootstrap", "x" * 101):  # the state folder's token's name; too long
+        refused = runner.invoke(cli, ["tokens", "create", "frank", "--name", name])
+        assert refused.exit_code == 2 and "Invalid token name" in refused.output

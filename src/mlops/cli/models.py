@@ -107,39 +107,49 @@ def show_cmd(name: str, json: JsonOpt = False) -> None:
 def history_cmd(
     name: Annotated[str, typer.Argument(help="Registered model.")],
     at: Annotated[
-        Optional[datetime],
-        typer.Option(help="A moment (UTC unless it has an offset): what served then."),
+        Optional[str],
+        typer.Option(
+            help="A moment, ISO 8601 (2026-12-01T14:30, UTC unless it has an offset such as "
+            "Z or +02:00): which versions the aliases pointed at then."
+        ),
     ] = None,
     json: JsonOpt = False,
 ) -> None:
     """The ledger of production and staging changes: who moved which alias, from which
     version to which, when and why; with --at, the versions the aliases pointed at then."""
+    from mlops.errors import InvalidInputError
     from mlops.lifecycle import ledger
     from mlops.lifecycle.registry import get_model
 
+    moment = None
+    if at is not None:
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError as exc:
+            raise InvalidInputError(f"--at {at!r} is not an ISO 8601 moment ({exc}).") from exc
     config = settings()
     changes = ledger.history(config, name)
     if not changes:
         get_model(config, name)  # exit 4 for a model that does not exist
     pointed: dict[str, str | None] = {"production": None, "staging": None}
-    if at is not None:
+    if moment is not None:
         for alias in pointed:
-            change = ledger.serving_at(config, name, alias, at)
+            change = ledger.serving_at(config, name, alias, moment)
             pointed[alias] = change.to_version if change else None
     if json:
         print_json(
             {
                 "model_name": name,
                 "changes": changes,
-                "at": at,
+                "at": moment,
                 "production_at": pointed["production"],
                 "staging_at": pointed["staging"],
             }
         )
         return
-    if at is not None:
+    if moment is not None:
         console.print(
-            f"At {at:%Y-%m-%d %H:%M:%S}: production v{pointed['production'] or '-'}, "
+            f"At {moment:%Y-%m-%d %H:%M:%S}: production v{pointed['production'] or '-'}, "
             f"staging v{pointed['staging'] or '-'}",
             highlight=False,
         )

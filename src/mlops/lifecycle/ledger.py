@@ -7,8 +7,9 @@ version an alias pointed at, at any moment since the ledger began: the `to_versi
 last change at or before it.
 
 A change is recorded right after MLflow moved the alias (the two stores cannot share a
-transaction); the alias-move counter of `alias_moves.py`, which serving processes watch,
-is bumped with it. A move made outside the platform (the MLflow UI) is not in the ledger.
+transaction), after the alias-move counter of `alias_moves.py` that serving processes
+watch. If recording fails, the deployment still succeeds and its stage says so (the move
+happened). A move made outside the platform (the MLflow UI) is not in the ledger.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
 from mlops.db import AliasChange, session_scope, utcnow
+from mlops.errors import InvalidInputError
 from mlops.fields import UtcDatetime
 from mlops.lifecycle import alias_moves
 from mlops.settings import Settings
@@ -48,8 +50,10 @@ def record(
     reason: str = "",
     deployment_id: str | None = None,
 ) -> None:
-    """Record one move of `alias` (call it after MLflow moved it) and count it for the
-    serving processes."""
+    """Count one move of `alias` for the serving processes, then record it (call it after
+    MLflow moved it: the count first, so a failed record never leaves serving on the old
+    version)."""
+    alias_moves.record_move(settings, model)
     with session_scope(settings.metadata_url) as session:
         session.add(
             AliasChange(
@@ -63,11 +67,10 @@ def record(
                 deployment_id=deployment_id,
             )
         )
-    alias_moves.record_move(settings, model)
 
 
 def history(settings: Settings, model: str, limit: int = 200) -> list[AliasChangeInfo]:
-    """The changes of `model`'s aliases, newest first."""
+    """The `limit` newest changes of `model`'s aliases, newest first."""
     with session_scope(settings.metadata_url) as session:
         rows = session.scalars(
             select(AliasChange)
@@ -81,7 +84,10 @@ def history(settings: Settings, model: str, limit: int = 200) -> list[AliasChang
 def serving_at(settings: Settings, model: str, alias: str, at: datetime) -> AliasChangeInfo | None:
     """The change that set what `alias` pointed at, at moment `at` (None: the ledger has
     no change of it before then). A naive `at` is UTC."""
-    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)  # as stored
+    try:
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)  # as stored
+    except OverflowError as exc:  # year 1 with a positive offset, year 9999 with a negative
+        raise InvalidInputError(f"{at.isoformat()} is out of range.", {"at": str(at)}) from exc
     with session_scope(settings.metadata_url) as session:
         row = session.scalars(
             select(AliasChange)

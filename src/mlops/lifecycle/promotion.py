@@ -261,11 +261,14 @@ def promote_to_staging(
     mlflow_backend.client(settings).set_registered_model_alias(
         info.model_name, STAGING_ALIAS, info.version
     )
-    _record(settings, info, STAGING_ALIAS, before, info.version)
+    warnings = _record(settings, info, STAGING_ALIAS, before, info.version)
     message = f"staging: {'v' + before if before else 'none'} -> v{info.version}"
-    return StageOutcome(
-        [gates.GateResult(name="alias:staging", passed=True, message=message)], message
+    result = gates.GateResult(
+        name="alias:staging",
+        passed=True,
+        message=message + "".join(f"; warning: {w}" for w in warnings),
     )
+    return StageOutcome([result], message)
 
 
 def promote_to_production(
@@ -287,8 +290,8 @@ def promote_to_production(
     if ARCHIVED_TAG in client.get_model_version(name, version).tags:
         client.delete_model_version_tag(name, version, ARCHIVED_TAG)
     client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
-    _record(settings, info, PRODUCTION_ALIAS, previous, version)
-    warnings = _after_production_move(settings, info, previous)
+    warnings = _record(settings, info, PRODUCTION_ALIAS, previous, version)
+    warnings += _after_production_move(settings, info, previous)
     message = f"production: {'v' + previous if previous else 'none'} -> v{version}"
     result = gates.GateResult(
         name="alias:production",
@@ -300,18 +303,23 @@ def promote_to_production(
 
 def _record(
     settings: Settings, info: DeploymentInfo, alias: str, before: str | None, after: str | None
-) -> None:
-    """The move in the ledger (`ledger.py`), under the deployment's requester and reason."""
-    ledger.record(
-        settings,
-        info.model_name,
-        alias,
-        before,
-        after,
-        by=info.requested_by,
-        reason=info.reason,
-        deployment_id=info.id,
-    )
+) -> list[str]:
+    """The move in the ledger (`ledger.py`), under the deployment's requester and reason;
+    a warning if it could not be recorded (the alias has moved: the stage stands)."""
+    try:
+        ledger.record(
+            settings,
+            info.model_name,
+            alias,
+            before,
+            after,
+            by=info.requested_by,
+            reason=info.reason,
+            deployment_id=info.id,
+        )
+    except Exception as exc:  # bookkeeping after the decisive step
+        return [f"the {alias} move is not in the ledger ({exc})"]
+    return []
 
 
 def _after_production_move(
@@ -328,7 +336,7 @@ def _after_production_move(
     try:
         if alias_version(settings, name, STAGING_ALIAS) == version:
             client.delete_registered_model_alias(name, STAGING_ALIAS)
-            _record(settings, info, STAGING_ALIAS, version, None)
+            warnings += _record(settings, info, STAGING_ALIAS, version, None)
     except Exception as exc:
         warnings.append(f"staging alias not cleared ({exc})")
     return warnings

@@ -42,7 +42,7 @@ def get_model(name: str, settings: SettingsDep) -> registry.RegisteredModelInfo:
 class ModelHistory(BaseModel):
     model_name: str
     changes: list[ledger.AliasChangeInfo] = Field(
-        description="Every move of production and staging, newest first."
+        description="The 200 newest moves of production and staging, newest first."
     )
     at: UtcDatetime | None = Field(description="The moment asked about, if any.")
     production_at: str | None = Field(

@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("role", sa.String(20), nullable=False),
         sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("created_by", sa.String(100), nullable=False),
+        sa.Column("created_by", sa.String(200), nullable=False),
     )
     op.create_table(
         "api_tokens",

@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("from_version", sa.String(20), nullable=True),
         sa.Column("to_version", sa.String(20), nullable=True),
         sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("changed_by", sa.String(100), nullable=False),
+        sa.Column("changed_by", sa.String(200), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("deployment_id", sa.String(64), nullable=True),
     )
