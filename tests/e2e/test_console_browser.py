@@ -268,8 +268,15 @@ def test_a_rejected_template_shows_its_error_inline(
     "path", ["/", "/features", "/experiments", "/models", "/evaluation", "/prompts"]
 )
 def test_pages_fit_a_narrow_screen(browser: Any, served: tuple[str, Settings], path: str) -> None:
-    """At phone width the page does not scroll sideways: wide tables scroll in their box."""
-    base, _ = served
+    """At phone width the page does not scroll sideways: wide tables scroll in their box,
+    long names (an ingest's source path) break."""
+    base, settings = served
+    if path == "/":
+        from mlops.features import ingest
+
+        long_source = "/data/" + "a_vendor_folder_with_a_long_name/" * 4 + "bars.csv"
+        run_id = ingest.start_run(settings, long_source)
+        ingest.finish_run(settings, run_id, "failed", error="a long source in the list")
     context = browser.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()
     page.goto(base + path)
