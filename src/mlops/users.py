@@ -33,7 +33,7 @@ import threading
 import time
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -66,8 +66,6 @@ def local_principal(settings: Settings) -> Principal:
 
 
 class UserInfo(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     name: str
     email: str | None
     role: Role
@@ -133,9 +131,10 @@ def resolve_hash(settings: Settings, digest: str, token: str | None = None) -> P
     if down is not None and down[0] > now:
         raise down[1].with_traceback(None)
     try:
-        if token is not None and secrets.compare_digest(token.encode(), settings.token.encode()):
-            ensure_bootstrap(settings)
         found = _lookup(settings, digest)
+        if found == _UNKNOWN and token is not None and _is_state_folder_token(settings, token):
+            ensure_bootstrap(settings)  # its first use
+            found = _lookup(settings, digest)
     except StoreUnavailableError as exc:
         _down[settings.metadata_url] = (time.monotonic() + OUTAGE_SECONDS, exc)
         raise
@@ -147,10 +146,17 @@ def resolve_hash(settings: Settings, digest: str, token: str | None = None) -> P
     return _answer(found)
 
 
+def _is_state_folder_token(settings: Settings, token: str) -> bool:
+    return secrets.compare_digest(token.encode(), settings.token.encode())
+
+
 def _answer(found: Principal | str) -> Principal:
     if isinstance(found, str):
         raise AuthError(found)
     return found
+
+
+_UNKNOWN = "Invalid bearer token."
 
 
 def _lookup(settings: Settings, digest: str) -> Principal | str:
@@ -162,14 +168,15 @@ def _lookup(settings: Settings, digest: str) -> Principal | str:
             .where(ApiToken.token_hash == digest)
         ).first()
         if row is None:
-            return "Invalid bearer token."
+            return _UNKNOWN
         token, user = row
-        if token.revoked_at is not None:
+        state = _state(token)
+        if state == "revoked":
             return f"The token {token.name!r} of {user.name} was revoked."
-        expires = aware(token.expires_at)
-        if expires is not None and expires <= utcnow():
+        if state == "expired":
             return (
-                f"The token {token.name!r} of {user.name} expired at {expires:%Y-%m-%d %H:%M} UTC."
+                f"The token {token.name!r} of {user.name} expired at "
+                f"{aware(token.expires_at):%Y-%m-%d %H:%M} UTC."
             )
         if user.disabled_at is not None:
             return f"The user {user.name} is disabled."
@@ -181,9 +188,6 @@ def ensure_bootstrap(settings: Settings) -> None:
     it was revoked: its row stays). A new one (the token was rotated) revokes the one
     before, as replacing the token always did."""
     digest = token_hash(settings.token)
-    with session_scope(settings.metadata_url) as session:
-        if session.scalar(select(ApiToken.id).where(ApiToken.token_hash == digest)) is not None:
-            return
     try:
         with locked_scope(settings.metadata_url) as session:
             if session.scalar(select(ApiToken.id).where(ApiToken.token_hash == digest)):
@@ -373,20 +377,22 @@ def revoke_token(settings: Settings, token_id: int) -> TokenInfo:
     return info
 
 
+def _state(token: ApiToken) -> str:
+    """active, expired or revoked."""
+    if token.revoked_at is not None:
+        return "revoked"
+    expires = aware(token.expires_at)
+    return "expired" if expires is not None and expires <= utcnow() else "active"
+
+
 def _token_info(token: ApiToken, owner: str) -> TokenInfo:
-    expires, revoked = aware(token.expires_at), aware(token.revoked_at)
-    state = "active"
-    if revoked is not None:
-        state = "revoked"
-    elif expires is not None and expires <= utcnow():
-        state = "expired"
     return TokenInfo(
         id=token.id,
         user=owner,
         name=token.name,
         hint=token.hint,
         created_at=token.created_at,
-        expires_at=expires,
-        revoked_at=revoked,
-        state=state,
+        expires_at=aware(token.expires_at),
+        revoked_at=aware(token.revoked_at),
+        state=_state(token),
     )

@@ -119,7 +119,6 @@ def history_cmd(
     version to which, when and why; with --at, the versions the aliases pointed at then."""
     from mlops.errors import InvalidInputError
     from mlops.lifecycle import ledger
-    from mlops.lifecycle.registry import get_model
 
     moment = None
     if at is not None:
@@ -127,36 +126,20 @@ def history_cmd(
             moment = datetime.fromisoformat(at)
         except ValueError as exc:
             raise InvalidInputError(f"--at {at!r} is not an ISO 8601 moment ({exc}).") from exc
-    config = settings()
-    changes = ledger.history(config, name)
-    if not changes:
-        get_model(config, name)  # exit 4 for a model that does not exist
-    pointed: dict[str, str | None] = {"production": None, "staging": None}
-    if moment is not None:
-        for alias in pointed:
-            change = ledger.serving_at(config, name, alias, moment)
-            pointed[alias] = change.to_version if change else None
+    found = ledger.model_history(settings(), name, moment)
     if json:
-        print_json(
-            {
-                "model_name": name,
-                "changes": changes,
-                "at": moment,
-                "production_at": pointed["production"],
-                "staging_at": pointed["staging"],
-            }
-        )
+        print_json(found)
         return
     if moment is not None:
         console.print(
-            f"At {moment:%Y-%m-%d %H:%M:%S}: production v{pointed['production'] or '-'}, "
-            f"staging v{pointed['staging'] or '-'}",
+            f"At {moment:%Y-%m-%d %H:%M:%S}: production v{found.production_at or '-'}, "
+            f"staging v{found.staging_at or '-'}",
             highlight=False,
         )
     table = Table(title=f"Alias changes of {name}, newest first")
     for column in ("when", "alias", "from", "to", "by", "why", "deployment"):
         table.add_column(column, overflow="fold")
-    for c in changes:
+    for c in found.changes:
         table.add_row(
             f"{c.changed_at:%Y-%m-%d %H:%M:%S}",
             c.alias,

@@ -67,9 +67,7 @@ def partition_summaries(snapshot: Snapshot, dataset: str) -> pa.Table:
     parts = snapshot.partitions(dataset)
     years = _read(summary_file(snapshot, dataset, YEARS))
     covered = set(years.column("period").to_pylist())
-    months = pa.concat_tables(
-        [_read(summary_file(snapshot, dataset, MONTHS)), _read(_legacy_file(snapshot, dataset))]
-    )
+    months = _month_rows(snapshot, dataset)
     months = months.filter(pc.invert(pc.is_in(_year_of(months), _strings(covered))))
     have = set(months.column("period").to_pylist())
     missing = [
@@ -127,15 +125,21 @@ def _stage_months(
     months = [m for m in parts if m[:4] == newest]
     rows = pa.concat_tables([*fresh, SUMMARY_SCHEMA.empty_table()])
     if base is not None:
-        old = pa.concat_tables(
-            [_read(summary_file(base, dataset, MONTHS)), _read(_legacy_file(base, dataset))]
-        )
+        old = _month_rows(base, dataset)
         unchanged = old.filter(pc.invert(pc.is_in(old.column("period"), _strings(changed))))
         rows = pa.concat_tables([rows, unchanged])
     rows = rows.filter(pc.is_in(rows.column("period"), _strings(months)))
     have = set(rows.column("period").to_pylist())
     missing = [summarize_table(pq.read_table(parts[m]), m) for m in months if m not in have]
     _write(summary_file(new, dataset, MONTHS), pa.concat_tables([rows, *missing]))
+
+
+def _month_rows(snapshot: Snapshot, dataset: str) -> pa.Table:
+    """The month rows a snapshot stores: of the open year, or of every month in a snapshot
+    of an earlier release."""
+    return pa.concat_tables(
+        [_read(summary_file(snapshot, dataset, MONTHS)), _read(_legacy_file(snapshot, dataset))]
+    )
 
 
 def _summarize_year(parts: Mapping[str, Path], year: str) -> pa.Table:

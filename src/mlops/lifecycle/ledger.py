@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from mlops.db import AliasChange, session_scope, utcnow
@@ -100,3 +100,37 @@ def serving_at(settings: Settings, model: str, alias: str, at: datetime) -> Alia
             .limit(1)
         ).first()
         return None if row is None else AliasChangeInfo.model_validate(row)
+
+
+class ModelHistory(BaseModel):
+    model_name: str
+    changes: list[AliasChangeInfo] = Field(
+        description="The 200 newest moves of production and staging, newest first."
+    )
+    at: UtcDatetime | None = Field(description="The moment asked about, if any.")
+    production_at: str | None = Field(
+        description="The version production pointed at, at `at` (null: none)."
+    )
+    staging_at: str | None
+
+
+def model_history(settings: Settings, model: str, at: datetime | None = None) -> ModelHistory:
+    """The newest changes of `model`'s aliases and, with `at`, the versions production and
+    staging pointed at then (`NotFoundError` for a model that does not exist)."""
+    from mlops.lifecycle.registry import get_model
+
+    changes = history(settings, model)
+    if not changes:
+        get_model(settings, model)  # 404 for a model that does not exist
+
+    def pointed(alias: str) -> str | None:
+        change = serving_at(settings, model, alias, at) if at is not None else None
+        return None if change is None else change.to_version
+
+    return ModelHistory(
+        model_name=model,
+        changes=changes,
+        at=at,
+        production_at=pointed("production"),
+        staging_at=pointed("staging"),
+    )

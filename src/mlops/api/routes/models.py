@@ -8,13 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from mlops.api.deps import Approver, Researcher, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.api.started import answer_started
 from mlops.features.serving import answers_inline
-from mlops.fields import Offset, UtcDatetime
+from mlops.fields import Offset
 from mlops.lifecycle import deployments, ledger, registry, serving
 from mlops.usecases import deployments as use
 from mlops.usecases.deployments import DeployRequest, RollbackRequest
@@ -39,19 +39,7 @@ def get_model(name: str, settings: SettingsDep) -> registry.RegisteredModelInfo:
     return registry.get_model(settings, name)
 
 
-class ModelHistory(BaseModel):
-    model_name: str
-    changes: list[ledger.AliasChangeInfo] = Field(
-        description="The 200 newest moves of production and staging, newest first."
-    )
-    at: UtcDatetime | None = Field(description="The moment asked about, if any.")
-    production_at: str | None = Field(
-        description="The version production pointed at, at `at` (null: none)."
-    )
-    staging_at: str | None
-
-
-@router.get("/models/{name}/history", response_model=ModelHistory)
+@router.get("/models/{name}/history", response_model=ledger.ModelHistory)
 def model_history(
     name: str,
     settings: SettingsDep,
@@ -59,24 +47,10 @@ def model_history(
         datetime | None,
         Query(description="A moment (ISO 8601; UTC if no offset): which version served then."),
     ] = None,
-) -> ModelHistory:
+) -> ledger.ModelHistory:
     """Who moved production and staging, when, from which version to which, why, in
     which deployment; with `at`, the versions the aliases pointed at then."""
-    changes = ledger.history(settings, name)
-    if not changes:
-        registry.get_model(settings, name)  # 404 for a model that does not exist
-
-    def pointed(alias: str) -> str | None:
-        change = ledger.serving_at(settings, name, alias, at) if at is not None else None
-        return None if change is None else change.to_version
-
-    return ModelHistory(
-        model_name=name,
-        changes=changes,
-        at=at,
-        production_at=pointed("production"),
-        staging_at=pointed("staging"),
-    )
+    return ledger.model_history(settings, name, at)
 
 
 class DeploymentRun(deployments.DeploymentInfo):
