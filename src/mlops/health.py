@@ -98,7 +98,7 @@ def _offline(settings: Settings) -> str:
 
 
 def _online(settings: Settings) -> str:
-    if settings.profile == "production":
+    if settings.shared:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -144,7 +144,7 @@ def check_health(settings: Settings, services: bool = False, show_details: bool 
         "feast_registry": (FEATURE_REGISTRY, lambda: _registry(settings)),
         "offline_store": ("offline store", lambda: _offline(settings)),
         "online_store": (
-            ONLINE_STORE if settings.profile == "production" else "online store (sqlite)",
+            ONLINE_STORE if settings.shared else "online store (sqlite)",
             lambda: _online(settings),
         ),
     }

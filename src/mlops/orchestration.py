@@ -10,16 +10,19 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from mlops.errors import ServiceError
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
     from mlops.features.ingest import IngestSummary
     from mlops.features.sources import BarsSource
     from mlops.lifecycle.training import TrainResult
+    from mlops.run_records import RunKind
 
 
 def prefect_server_running(settings: Settings) -> bool:
@@ -44,7 +47,11 @@ def configure_prefect(
     from mlops import prefect_server
 
     if use_server is None:
-        use_server = settings.prefect_api_url is not None or prefect_server_running(settings)
+        use_server = (
+            settings.uses_work_pool  # the pool's server: an outage is an error, not a reason
+            or settings.prefect_api_url is not None  # to run flows on a server of one's own
+            or prefect_server_running(settings)
+        )
     if "prefect.settings" in sys.modules:
         # Prefect read its settings when it was imported (by an embedding program, a test
         # harness): changing the environment now would not reach it, so it keeps them.
@@ -124,8 +131,21 @@ def run_deployment(settings: Settings, deployment_id: str) -> None:
             deployments.finish(settings, deployment_id, error)
 
 
-def start_deployment(settings: Settings, deployment_id: str) -> threading.Thread:
-    """Run the deployment in a background thread of this process (the API's, the CLI's)."""
+def start_deployment(settings: Settings, deployment_id: str) -> threading.Thread | None:
+    """Run the deployment in a background thread of this process (the API's, the CLI's),
+    or submit it to the work pool (cluster profile: None, a worker runs it)."""
+    if settings.uses_work_pool:
+        from mlops.lifecycle import deployments
+
+        _submit(
+            settings,
+            "deploy",
+            {"deployment_id": deployment_id},
+            deployments.DEPLOYMENTS,
+            deployment_id,
+            lambda error: deployments.finish(settings, deployment_id, error),
+        )
+        return None
     thread = threading.Thread(
         target=run_deployment, args=(settings, deployment_id), name=f"deploy-{deployment_id[:8]}"
     )
@@ -141,10 +161,47 @@ def run_evaluation(settings: Settings, evaluation_id: str) -> None:
     run_recorded(settings, evaluation_id)
 
 
-def start_evaluation(settings: Settings, evaluation_id: str) -> threading.Thread:
-    """Run the evaluation in a background thread of this process (the API's, the CLI's)."""
+def start_evaluation(settings: Settings, evaluation_id: str) -> threading.Thread | None:
+    """Run the evaluation in a background thread of this process (the API's, the CLI's),
+    or submit it to the work pool (cluster profile: None, a worker runs it)."""
+    if settings.uses_work_pool:
+        from mlops.evaluation import records, service
+
+        service.discard_plan(evaluation_id)  # the worker plans it again from the record
+        service.mark_finished(evaluation_id)
+        _submit(
+            settings,
+            "evaluate",
+            {"evaluation_id": evaluation_id},
+            records.EVALUATIONS,
+            evaluation_id,
+            lambda error: records.finish(settings, evaluation_id, error),
+        )
+        return None
     thread = threading.Thread(
         target=run_evaluation, args=(settings, evaluation_id), name=f"eval-{evaluation_id[:8]}"
     )
     thread.start()
     return thread
+
+
+def _submit(
+    settings: Settings,
+    flow_name: str,
+    parameters: dict[str, Any],
+    kind: RunKind[Any],
+    run_id: Any,
+    fail: Callable[[str], object],
+) -> None:
+    """Submit the flow run of a pending record to the work pool and hand the record over
+    to it. When Prefect refuses, the record ends with the reason and the error is raised
+    (503): nothing waits for a run that was never created."""
+    from mlops import work_pool
+    from mlops.run_records import hand_over
+
+    try:
+        flow_run_id = work_pool.submit(settings, flow_name, parameters)
+    except ServiceError as exc:
+        fail(exc.message)
+        raise
+    hand_over(settings, kind, run_id, flow_run_id)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from mlops.db import locked_scope, session_scope, utcnow
 from mlops.errors import ConflictError, NotFoundError
-from mlops.runs import current_owner, heartbeat, runner_gone
+from mlops.runs import current_owner, heartbeat, queued_flow_run, queued_owner, runner_gone
 from mlops.settings import Settings
 
 
@@ -166,6 +166,22 @@ def finish(
         return view(row)
 
 
+def hand_over(settings: Settings, kind: RunKind[Row], run_id: Any, flow_run_id: str) -> None:
+    """Give a pending record this process owns to the flow run submitted for it (on a work
+    pool's worker, which begins it): until then the reaper asks Prefect about that run.
+    A worker that began it already owns it, and keeps it."""
+    with session_scope(settings.metadata_url) as session:
+        session.execute(
+            update(kind.table)
+            .where(
+                kind.column("id") == run_id,
+                kind.column("status") == kind.statuses.open[0],
+                kind.column("owner") == current_owner(),
+            )
+            .values({"owner": queued_owner(flow_run_id), kind.heartbeat_column: utcnow()})
+        )
+
+
 def beat(settings: Settings, kind: RunKind[Row], run_id: Any) -> None:
     """Renew the heartbeat of an open record this process owns (one UPDATE, nothing read)."""
     with session_scope(settings.metadata_url) as session:
@@ -212,6 +228,7 @@ def reap(
     its record. The ids of the runs it ended."""
     now = utcnow()
     ended = []
+    crashed: list[tuple[str, str]] = []
     for run_id in _gone(settings, kind, where, now):
         # Not `locked_scope`: a kind's hook may read slow stores (a deployment asks the
         # model registry), and SQLite's write lock would hold every other writer that
@@ -222,13 +239,20 @@ def reap(
                 .where(kind.column("id") == run_id, kind.open_records())
                 .with_for_update()
             ).first()
-            if row is None or not runner_gone(row.owner, _beat_of(kind, row), now):
+            if row is None or not _runner_gone(settings, row.owner, _beat_of(kind, row), now):
                 continue
             before = row.status
             if kind.close_interrupted(settings, row, now):
                 ended.append(run_id)
+                flow_run_id = getattr(row, "flow_run_id", None) or queued_flow_run(row.owner)
+                if settings.uses_work_pool and flow_run_id:
+                    crashed.append((flow_run_id, str(getattr(row, "error", "") or "")))
             if row.status != before:
                 _check(kind, run_id, before, row.status)
+    for flow_run_id, message in crashed:  # its worker, killed with it, cannot say so
+        from mlops import pool_runs
+
+        pool_runs.mark_crashed(settings, flow_run_id, message or f"{kind.label} interrupted")
     if ended and kind.after_reap is not None:
         kind.after_reap(settings, ended)
     return ended
@@ -246,7 +270,22 @@ def _gone(
         statement = statement.where(where)
     with session_scope(settings.metadata_url) as session:
         rows = session.execute(statement).all()
-    return [run_id for run_id, owner, beat_at in rows if runner_gone(owner, beat_at, now)]
+    return [
+        run_id for run_id, owner, beat_at in rows if _runner_gone(settings, owner, beat_at, now)
+    ]
+
+
+def _runner_gone(
+    settings: Settings, owner: str | None, beat_at: datetime | None, now: datetime
+) -> bool:
+    """`runs.runner_gone`, except for a record waiting for its flow run on a work pool:
+    Prefect says whether that run can still begin it (waiting for a worker is no outage)."""
+    flow_run_id = queued_flow_run(owner)
+    if flow_run_id is None:
+        return runner_gone(owner, beat_at, now)
+    from mlops import pool_runs
+
+    return pool_runs.queued_run_gone(settings, flow_run_id)
 
 
 def _beat_of(kind: RunKind[Row], row: Row) -> datetime | None:

@@ -32,6 +32,21 @@ def _process_start(pid: int) -> int | None:
         return None
 
 
+QUEUED_PREFIX = "prefect-flow-run:"
+"""The owner of a record submitted to a work pool until a worker's process begins it."""
+
+
+def queued_owner(flow_run_id: str) -> str:
+    return f"{QUEUED_PREFIX}{flow_run_id}"
+
+
+def queued_flow_run(owner: str | None) -> str | None:
+    """The flow run a queued record waits for, if `owner` is one (see `work_pool.py`)."""
+    if owner and owner.startswith(QUEUED_PREFIX):
+        return owner.removeprefix(QUEUED_PREFIX)
+    return None
+
+
 def current_owner() -> str:
     """This process: host, pid and start time."""
     return owner_of(os.getpid())

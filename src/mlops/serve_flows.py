@@ -47,8 +47,9 @@ def flow_by_name(name: str) -> Any:
     raise ConfigError(f"Unknown flow '{name}' in schedules.yaml.")
 
 
-def deployments(settings: Settings) -> list[Any]:
-    """Prefect deployments (with cron schedules) of every scheduled flow."""
+def deployments(settings: Settings, **options: Any) -> list[Any]:
+    """Prefect deployments (with cron schedules) of every scheduled flow; `options` go to
+    `to_deployment` (the work pool's deployments name their flows by module path)."""
     from prefect.schedules import Cron
 
     return [
@@ -57,6 +58,7 @@ def deployments(settings: Settings) -> list[Any]:
             schedule=Cron(item.cron, timezone=item.timezone),
             description=item.description,
             parameters=item.parameters,
+            **options,
         )
         for item in load_schedules(settings)
     ]

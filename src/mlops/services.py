@@ -84,11 +84,14 @@ def _die_with_parent() -> None:
 def _start(settings: Settings, name: str, args: list[str], health_url: str) -> Child:
     log_path = settings.run_dir / f"{name}.log"
     log = open(log_path, "ab")  # noqa: SIM115  (closed in stop_children)
+    env = child_environment(settings)
+    if name == "prefect":
+        env.update(settings.prefect_server_environment())
     process = subprocess.Popen(
         args,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=child_environment(settings),
+        env=env,
         start_new_session=True,  # Ctrl-C in the terminal reaches `mlops up` only
         preexec_fn=_die_with_parent,
         cwd=settings.home,
@@ -135,8 +138,9 @@ def stop_children(children: list[Child]) -> None:
 
 
 def _commands(settings: Settings) -> dict[str, tuple[list[str], str]]:
+    from mlops.work_pool import worker_command
+
     python = sys.executable
-    artifacts = settings.home / "mlartifacts"
     return {
         "prefect": (
             [
@@ -163,15 +167,16 @@ def _commands(settings: Settings) -> dict[str, tuple[list[str], str]]:
                 "--port",
                 str(settings.mlflow_port),
                 "--backend-store-uri",
-                settings.tracking_uri,
+                settings.tracking_database_url,
                 "--artifacts-destination",
-                str(artifacts),
+                settings.artifacts_destination,
                 "--workers",
                 "1",
             ],
             f"{settings.mlflow_url}/health",
         ),
         "flows": ([python, "-m", "mlops.serve_flows"], ""),
+        "worker": (worker_command(settings, f"{socket.gethostname()}-up"), ""),
         "api": (
             [
                 python,
@@ -333,10 +338,18 @@ def run_platform(settings: Settings, seed: Callable[[Settings], object]) -> None
         from mlops.orchestration import configure_prefect
 
         configure_prefect(settings, use_server=True)
+        # Cluster: the flows are deployments of the work pool, run by a worker (more on
+        # other hosts: `mlops worker`); else served by a process of their own.
+        flows = "worker" if settings.uses_work_pool else "flows"
+        if settings.uses_work_pool:
+            from mlops.work_pool import register
+
+            register(settings)
+            children.append(_start(settings, flows, *commands[flows]))
         _close_interrupted_runs(settings)
         _first_ingest(settings, seed)
         with console.status("Serving the scheduled flows and starting the API..."):
-            for name in ("flows", "api"):
+            for name in (() if settings.uses_work_pool else ("flows",)) + ("api",):
                 children.append(_start(settings, name, *commands[name]))
             for child in children[2:]:
                 wait_healthy(child)
@@ -365,3 +378,37 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
     reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     with registered(settings, f"http://{reachable}:{port}"):
         uvicorn.run(create_app(settings), host=host, port=port)
+
+
+def run_worker(settings: Settings, name: str | None = None) -> None:
+    """Become a worker of the cluster profile's work pool (this process is replaced by
+    `prefect worker start`): the pool and its deployments are registered first, and the
+    flow runs it starts get this process's settings through the environment."""
+    from mlops.orchestration import configure_prefect
+    from mlops.work_pool import register, worker_command
+
+    if not settings.uses_work_pool:
+        raise ServiceError(
+            f"`mlops worker` runs flows of the cluster profile's work pool; this is the "
+            f"{settings.profile} profile, where flows run in the process that starts them. "
+            "Set MLOPS_PROFILE=cluster (see docs/cluster.md).",
+            {"profile": settings.profile},
+        )
+    configure_prefect(settings, use_server=True)
+    try:
+        registered = register(settings)
+    except Exception as exc:
+        raise ServiceError(
+            f"The Prefect server at {settings.prefect_url} could not register the work pool "
+            f"'{settings.work_pool}': {type(exc).__name__}: {exc}",
+            {"work_pool": settings.work_pool},
+        ) from exc
+    console.print(
+        f"Worker of pool '{settings.work_pool}' at {settings.prefect_url}; deployments: "
+        f"{', '.join(registered)}",
+        highlight=False,
+    )
+    command = worker_command(settings, name)
+    env = child_environment(settings)
+    sys.stdout.flush()
+    os.execve(command[0], command, env)

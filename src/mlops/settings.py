@@ -24,12 +24,15 @@ from pydantic_settings import (
 
 from mlops.errors import ConfigError
 
-Profile = Literal["local", "production"]
+Profile = Literal["local", "production", "cluster"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The source checkout (the package is installed in editable mode from it)."""
 
 _PRODUCTION_REQUIRED = ("metadata_db_url", "feast_registry_url", "redis_url", "mlflow_tracking_uri")
+_CLUSTER_REQUIRED = (*_PRODUCTION_REQUIRED, "mlflow_database_url")
+SERVER_PROFILES = ("production", "cluster")
+"""Profiles of a shared platform: tokens required, PostgreSQL and Redis, no secrets shown."""
 
 
 class _ProfileChoice(BaseSettings):
@@ -80,6 +83,34 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     mlflow_tracking_uri: str | None = None
     prefect_api_url: str | None = None
+    prefect_database_url: str | None = Field(
+        default=None,
+        description="Database of the Prefect server `mlops up` starts (cluster profile: "
+        "PostgreSQL, postgresql+asyncpg://...); None: Prefect's SQLite under the home folder.",
+    )
+    prefect_redis_db: int = Field(
+        default=0,
+        ge=0,
+        description="Redis database of the Prefect server's messaging (cluster profile); "
+        "the server's events, caches and leases are on the `redis_url` host.",
+    )
+    work_pool: str = Field(
+        default="mlops",
+        min_length=1,
+        description="Prefect work pool whose workers run the flows (cluster profile).",
+    )
+    mlflow_database_url: str | None = Field(
+        default=None,
+        description="MLflow's database, when the tracking URI is its server (cluster "
+        "profile): the server's backend store, and where the platform reads the experiment "
+        "and registry summaries the REST API cannot answer in one call. None: the tracking "
+        "URI itself (a database).",
+    )
+    mlflow_artifacts_destination: str | None = Field(
+        default=None,
+        description="Where the MLflow server `mlops up` starts keeps artifacts (a folder or "
+        "s3://bucket/prefix); clients reach them through the server. None: HOME/mlartifacts.",
+    )
     mlflow_http_timeout_s: int = Field(
         default=5, gt=0, description="Timeout of each request to an MLflow tracking server."
     )
@@ -147,6 +178,8 @@ class Settings(BaseSettings):
         "redis_url",
         "mlflow_tracking_uri",
         "prefect_api_url",
+        "prefect_database_url",
+        "mlflow_database_url",
         "prompts_remote",
         when_used="json",
     )
@@ -158,12 +191,29 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_profile(self) -> Settings:
         self.home = self.home.expanduser().resolve()
-        if self.profile == "production":
-            missing = [name for name in _PRODUCTION_REQUIRED if not getattr(self, name)]
-            if missing:
-                names = ", ".join(f"MLOPS_{name.upper()}" for name in missing)
-                raise ConfigError(f"The production profile needs {names} to be set.")
+        required = {"production": _PRODUCTION_REQUIRED, "cluster": _CLUSTER_REQUIRED}
+        missing = [name for name in required.get(self.profile, ()) if not getattr(self, name)]
+        if missing:
+            names = ", ".join(f"MLOPS_{name.upper()}" for name in missing)
+            raise ConfigError(f"The {self.profile} profile needs {names} to be set.")
+        if self.profile == "cluster" and not self.tracking_uri.startswith("http"):
+            raise ConfigError(
+                "The cluster profile talks to MLflow through its tracking server: set "
+                "MLOPS_MLFLOW_TRACKING_URI to its http(s):// URL and MLOPS_MLFLOW_DATABASE_URL "
+                f"to its database (the tracking URI is {without_password(self.tracking_uri)})."
+            )
         return self
+
+    @property
+    def shared(self) -> bool:
+        """A platform shared by a team (production, cluster): tokens required, secrets not
+        shown, PostgreSQL and Redis stores."""
+        return self.profile in SERVER_PROFILES
+
+    @property
+    def uses_work_pool(self) -> bool:
+        """Flows run on the workers of a Prefect work pool (cluster), not in this process."""
+        return self.profile == "cluster"
 
     @property
     def data_dir(self) -> Path:
@@ -200,6 +250,15 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
 
     @property
+    def tracking_database_url(self) -> str:
+        """MLflow's database (its server's backend store when clients talk to a server)."""
+        return self.mlflow_database_url or self.tracking_uri
+
+    @property
+    def artifacts_destination(self) -> str:
+        return self.mlflow_artifacts_destination or str(self.home / "mlartifacts")
+
+    @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
 
@@ -216,8 +275,8 @@ class Settings(BaseSettings):
         """The API bearer token; the local profile makes one on first use and keeps it."""
         if self.api_token is not None:
             return self.api_token.get_secret_value()
-        if self.profile == "production":
-            raise ConfigError("The production profile needs MLOPS_API_TOKEN to be set.")
+        if self.shared:
+            raise ConfigError(f"The {self.profile} profile needs MLOPS_API_TOKEN to be set.")
         path = self.home / "api_token"
         if not path.exists():
             self.home.mkdir(parents=True, exist_ok=True)
@@ -242,7 +301,7 @@ class Settings(BaseSettings):
     def token_hint(self) -> str:
         """How to get the API token, for printing: the token itself only in the local
         profile (a file of this user's); never in production, where output goes to logs."""
-        if self.profile == "production" or self.api_token is not None:
+        if self.shared or self.api_token is not None:
             return "the value of MLOPS_API_TOKEN (not shown)"
         return f"{self.token} (in {self.home / 'api_token'})"
 
@@ -281,6 +340,28 @@ class Settings(BaseSettings):
         }
         if use_server:
             env["PREFECT_API_URL"] = self.prefect_url
+        return env
+
+    def prefect_server_environment(self) -> dict[str, str]:
+        """What the Prefect server `mlops up` starts needs on top: its database and, in the
+        cluster profile, messaging on Redis (Prefect's self-hosted set-up for more than one
+        server or API), with prefect-redis's messaging, ordering and lease storage."""
+        env: dict[str, str] = {}
+        if self.prefect_database_url:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.prefect_database_url
+        if self.profile == "cluster" and self.redis_url:
+            host, _, port = self.redis_url.removeprefix("redis://").partition(":")
+            env.update(
+                {
+                    "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+                    "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+                    "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+                    "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+                    "PREFECT_REDIS_MESSAGING_HOST": host,
+                    "PREFECT_REDIS_MESSAGING_PORT": port.split("/")[0] or "6379",
+                    "PREFECT_REDIS_MESSAGING_DB": str(self.prefect_redis_db),
+                }
+            )
         return env
 
     def ensure_dirs(self) -> None:

@@ -79,7 +79,7 @@ def sees_store_details(
 ) -> bool:
     """/healthz is open to all: where reads are protected (production), only a caller with
     read access sees hosts, ports, database names and paths of the stores."""
-    if settings.profile != "production" and not settings.reads_require_auth:
+    if not settings.shared and not settings.reads_require_auth:
         return True
     if credentials is None:
         return _console_session(request)

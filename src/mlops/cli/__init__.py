@@ -462,5 +462,20 @@ def up(
     run_platform(settings().model_copy(update=overrides), seed_demo)
 
 
+@app.command()
+@handle_errors
+def worker(
+    name: Annotated[
+        Optional[str], typer.Option(help="Worker name in the Prefect UI (default: Prefect's).")
+    ] = None,
+) -> None:
+    """Run the platform's flows on this host as a worker of the cluster profile's Prefect
+    work pool (`prefect worker start --pool ...`), until Ctrl-C. Start as many as you like,
+    on any host with the package, the settings and access to the stores."""
+    from mlops.services import run_worker
+
+    run_worker(settings(), name)
+
+
 def main() -> None:
     app()

@@ -152,7 +152,7 @@ def _follow(started: Started[EvaluationInfo], quiet: bool) -> EvaluationInfo:
     ) as progress:
         task = progress.add_task(started.id[:8], total=info.progress.total)
         while started.running:
-            started.thread.join(timeout=0.25)
+            started.join(0.25)
             info = started.record()
             latest = info.results[-1].label + " " + info.results[-1].suite if info.results else ""
             if info.status in ("succeeded", "failed"):

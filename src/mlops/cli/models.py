@@ -194,7 +194,7 @@ def _follow(started: Started[DeploymentInfo]) -> DeploymentInfo:
 
     with Live(stage_table(started.record()), console=console) as live:
         while started.running:
-            started.thread.join(timeout=0.25)
+            started.join(0.25)
             live.update(stage_table(started.record()))
     return started.record()
 

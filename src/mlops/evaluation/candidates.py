@@ -122,9 +122,10 @@ def _load(settings: Settings, registered: Any) -> Candidate:
     from mlflow.exceptions import MlflowException
 
     name, version = registered.name, str(registered.version)
-    client = mlflow_backend.client(settings)
     try:
-        model = mlflow.pyfunc.load_model(client.get_model_version_download_uri(name, version))
+        model = mlflow.pyfunc.load_model(
+            mlflow_backend.model_version_location(settings, name, version)
+        )
     except Exception as exc:  # missing or corrupt artifact, unloadable flavour
         raise InvalidInputError(
             f"Version {version} of '{name}' could not be loaded: {type(exc).__name__}: {exc}",
@@ -139,7 +140,7 @@ def _load(settings: Settings, registered: Any) -> Candidate:
     params: dict[str, str] = {}
     if registered.run_id:
         try:
-            params = client.get_run(registered.run_id).data.params
+            params = mlflow_backend.client(settings).get_run(registered.run_id).data.params
         except MlflowException:  # the source run was deleted: no training window
             params = {}
     try:

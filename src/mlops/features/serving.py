@@ -124,7 +124,7 @@ def answers_inline(settings: Settings, n_tickers: int) -> bool:
     a slow or unreachable store never holds the event loop; so is the first lookup of the
     process, which opens the store (imports Feast, reads the registry)."""
     database = settings.metadata_db_url or "sqlite"  # `metadata_url` without formatting a path
-    local = settings.profile != "production" and database.startswith("sqlite")
+    local = not settings.shared and database.startswith("sqlite")
     return local and n_tickers <= INLINE_MAX_TICKERS and store_is_open(settings)
 
 

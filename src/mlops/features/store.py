@@ -60,7 +60,7 @@ def feature_store_config(settings: Settings, secrets_as_references: bool = False
         "offline_store": {"type": OFFLINE_STORE_TYPE},
         "entity_key_serialization_version": 3,
     }
-    if settings.profile == "production":
+    if settings.shared:
         config["registry"] = {
             "registry_type": "sql",
             "path": registry_url,

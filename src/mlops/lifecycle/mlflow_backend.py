@@ -196,6 +196,18 @@ class _OutagesAsStoreErrors:
         return call
 
 
+def model_version_location(settings: Settings, name: str, version: str) -> str:
+    """Where a registered version's files are, as a URI that needs no process-wide MLflow
+    setting: a tracking server's `mlflow-artifacts:` location becomes the server's HTTP
+    address of it (so a worker with several settings loads from the right server)."""
+    uri = str(client(settings).get_model_version_download_uri(name, version))
+    if uri.startswith("mlflow-artifacts:") and not is_database(settings.tracking_uri):
+        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+        return str(MlflowArtifactsRepository.resolve_uri(uri, settings.tracking_uri))
+    return uri
+
+
 def forget_clients() -> None:
     """Drop the cached clients and engines (tests that drop their databases call this)."""
     _client.cache_clear()
@@ -204,12 +216,14 @@ def forget_clients() -> None:
 
 
 def tracking_engine(settings: Settings) -> Engine:
-    """A SQLAlchemy engine on MLflow's tracking database (SQLite or PostgreSQL)."""
-    uri = settings.tracking_uri
+    """A SQLAlchemy engine on MLflow's tracking database (SQLite or PostgreSQL): the
+    tracking URI, or the database behind the tracking server (`mlflow_database_url`)."""
+    uri = settings.tracking_database_url
     if not is_database(uri):
         raise ConfigError(
             f"The tracking URI {uri} is not a database: the platform reads experiment "
-            "summaries from MLflow's database, so set MLOPS_MLFLOW_TRACKING_URI to its URL.",
+            "summaries from MLflow's database, so set MLOPS_MLFLOW_DATABASE_URL to the "
+            "database of the tracking server.",
             {"tracking_uri": uri},
         )
     client(settings)  # creates or migrates MLflow's schema before the first query
@@ -228,17 +242,19 @@ def safe_dir_name(name: str) -> str:
 def create_experiment(
     settings: Settings, name: str, description: str = "", tags: dict[str, str] | None = None
 ) -> str:
-    """Create an experiment whose artifacts live under MLOPS_HOME/mlartifacts; 409 if taken."""
+    """Create an experiment whose artifacts live under MLOPS_HOME/mlartifacts (through a
+    tracking server: where the server keeps them); 409 if taken."""
     from mlflow.exceptions import MlflowException
 
     location = (settings.home / ARTIFACTS_DIR / safe_dir_name(name)).resolve()
+    served = not is_database(settings.tracking_uri)  # the server proxies the artifacts
     all_tags: dict[str, Any] = dict(tags or {})
     if description:
         all_tags[DESCRIPTION_TAG] = description
     mlflow_client = client(settings)
     try:
         experiment_id = mlflow_client.create_experiment(
-            name, artifact_location=location.as_uri(), tags=all_tags or None
+            name, artifact_location=None if served else location.as_uri(), tags=all_tags or None
         )
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_ALREADY_EXISTS":
@@ -252,7 +268,8 @@ def create_experiment(
         if exc.error_code == "INVALID_PARAMETER_VALUE":
             raise InvalidInputError(f"Invalid experiment: {exc.message}", {"name": name}) from exc
         raise
-    location.mkdir(parents=True, exist_ok=True)
+    if not served:
+        location.mkdir(parents=True, exist_ok=True)
     return str(experiment_id)
 
 

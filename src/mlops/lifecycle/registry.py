@@ -244,8 +244,7 @@ def load_version(settings: Settings, name: str, version: str) -> PyFuncModel:
     """
     import mlflow.pyfunc
 
-    location = mlflow_backend.client(settings).get_model_version_download_uri(name, version)
-    return mlflow.pyfunc.load_model(location)
+    return mlflow.pyfunc.load_model(mlflow_backend.model_version_location(settings, name, version))
 
 
 def get_model(settings: Settings, name: str) -> RegisteredModelInfo:

@@ -1,7 +1,8 @@
 """Deploy a model version through validate -> staging (-> production), and roll back.
 
 Each use case records the deployment (refused with 404/409/422 before anything is written
-or started) and starts the `deploy` flow for it in a background thread of this process.
+or started) and starts the `deploy` flow for it in a background thread of this process, or
+(cluster profile) submits it to the work pool.
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ def _start(settings: Settings, info: DeploymentInfo) -> Started[DeploymentInfo]:
     from mlops.orchestration import start_deployment
 
     thread = start_deployment(settings, info.id)
-    return Started(info.id, thread, partial(deployments.get_deployment, settings))
+    return Started(info.id, thread, partial(deployments.get_deployment, settings), done=_ended)
+
+
+def _ended(info: DeploymentInfo) -> bool:
+    return info.status in deployments.DEPLOYMENTS.statuses.ends
 
 
 def deploy(

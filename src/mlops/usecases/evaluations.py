@@ -1,6 +1,7 @@
 """Run benchmark suites on model versions: the request is checked completely (unknown suites
 or versions are refused before anything is recorded), recorded, and run as the `evaluate`
-flow in a background thread of this process."""
+flow in a background thread of this process, or (cluster profile) on a worker of the work
+pool."""
 
 from __future__ import annotations
 
@@ -50,4 +51,10 @@ def evaluate(
         thread,
         partial(records.get, settings),
         finished=lambda timeout: service.wait_finished(evaluation_id, timeout),
+        done=_ended,
     )
+
+
+def _ended(info: EvaluationInfo) -> bool:
+    """Results and plots are in (work on a worker is followed through its record)."""
+    return info.status in records.EVALUATIONS.statuses.ends and info.plots != "pending"

@@ -31,7 +31,7 @@ def mount_console(app: FastAPI, settings: Settings) -> Sequence[APIRouter]:
         secret_key=secret,
         session_cookie=SESSION_COOKIE,
         same_site="strict",
-        https_only=settings.profile == "production",
+        https_only=settings.shared,
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for section in SECTIONS:
