@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -87,6 +88,7 @@ def ingest_flow(
     settings: Settings | None = None,
     date_format: str | None = None,
     run_id: int | None = None,
+    upload_dir: str | None = None,
 ) -> steps.IngestSummary:
     """Ingest a file of daily bars, vendor files (a ``BarsSource``: files, directories or
     globs with a column map and where tickers come from) or the demo data.
@@ -94,8 +96,24 @@ def ingest_flow(
     ``date_format`` (strftime syntax, e.g. ``%d/%m/%Y``) is how the file writes its dates;
     by default the one format that fits every date of the file is used. ``run_id`` is a
     pending ingest run recorded by the caller (the API, which answered with its id); by
-    default the flow records a run of its own.
+    default the flow records a run of its own. ``upload_dir``, the API's copy of uploaded
+    files (a run on a work pool's worker), is removed when the flow ends.
     """
+    try:
+        return _ingest(source, author, message, settings, date_format, run_id)
+    finally:
+        if upload_dir is not None:
+            shutil.rmtree(upload_dir, ignore_errors=True)
+
+
+def _ingest(
+    source: str | BarsSource,
+    author: str | None,
+    message: str,
+    settings: Settings | None,
+    date_format: str | None,
+    run_id: int | None,
+) -> steps.IngestSummary:
     settings = settings or load_settings()
     logger = get_run_logger()
     if run_id is None:

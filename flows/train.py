@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from mlops.features.datasets import DatasetInfo
 from mlops.lifecycle import training
@@ -33,7 +34,10 @@ def build_dataset(settings: Settings, config: training.TrainConfig, author: str)
 def fit_and_log(
     settings: Settings, config: training.TrainConfig, author: str, dataset: DatasetInfo
 ) -> training.TrainResult:
-    return training.train_model(settings, config, author, dataset=dataset)
+    run_id = flow_run.get_id()
+    return training.train_model(
+        settings, config, author, dataset=dataset, flow_run_id=str(run_id) if run_id else None
+    )
 
 
 @flow(name="train")

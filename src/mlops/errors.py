@@ -129,6 +129,18 @@ def error_from(code: str, message: str, details: dict[str, Any] | None = None) -
     return MlopsError(message, details)
 
 
+def error_named(name: str, message: str) -> MlopsError:
+    """The platform's error whose class is called `name` (a failure another process
+    reported by its class name, e.g. a flow run's failure message), else MlopsError."""
+    kinds: list[type[MlopsError]] = [MlopsError]
+    while kinds:
+        kind = kinds.pop()
+        if kind.__name__ == name:
+            return kind(message)
+        kinds.extend(kind.__subclasses__())
+    return MlopsError(f"{name}: {message}" if name else message)
+
+
 def field_of(error: ErrorDetails, within: tuple[str, ...] = ()) -> str:
     """Where a pydantic error is, as a dotted path (`models.ridge.params`); '' for the whole."""
     return ".".join(str(part) for part in (*within, *error["loc"]))

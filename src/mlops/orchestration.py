@@ -8,9 +8,11 @@ when it is running) into `os.environ` before Prefect is imported.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -80,7 +82,10 @@ def run_ingest(
     message: str,
     date_format: str | None = None,
 ) -> IngestSummary:
-    """Run the `ingest` flow in this process (reported to Prefect) and return its summary."""
+    """Run the `ingest` flow in this process (reported to Prefect) and return its summary;
+    in the cluster profile, on a worker of the work pool (this process waits for it)."""
+    if settings.uses_work_pool:
+        return _ingest_on_pool(settings, source, author, message, date_format)
     _wait_for_prefect()
     from flows.ingest import ingest_flow
 
@@ -100,7 +105,11 @@ def run_train(
     hyperparameters: dict[str, Any] | None = None,
     dataset: str | None = None,
 ) -> TrainResult:
-    """Run the `train` flow in this process (reported to Prefect) and return its summary."""
+    """Run the `train` flow in this process (reported to Prefect) and return its summary;
+    in the cluster profile, on a worker of the work pool: this process waits for the flow
+    run and reads the result from its MLflow run, or raises the error it failed with."""
+    if settings.uses_work_pool:
+        return _train_on_pool(settings, model, author, hyperparameters, dataset)
     _wait_for_prefect()
     from flows.train import train_flow
 
@@ -111,6 +120,86 @@ def run_train(
         hyperparameters=hyperparameters,
         dataset=dataset,
     )
+
+
+def _train_on_pool(
+    settings: Settings,
+    model: str,
+    author: str,
+    hyperparameters: dict[str, Any] | None,
+    dataset: str | None,
+) -> TrainResult:
+    from mlops import pool_runs, work_pool
+    from mlops.lifecycle import training
+
+    config = training.get_model_config(settings, model, hyperparameters)  # 404/422 here
+    parameters: dict[str, Any] = {"model": model, "author": author, "dataset": dataset}
+    if hyperparameters:
+        parameters["hyperparameters"] = hyperparameters
+    flow_run_id = work_pool.submit(settings, "train", parameters)
+    state, message = pool_runs.wait_ended(settings, flow_run_id)
+    if state != "COMPLETED":
+        raise pool_runs.failure_of(state, message)
+    return training.result_of_flow_run(settings, config.experiment, flow_run_id)
+
+
+def start_ingest(
+    settings: Settings,
+    run_id: int,
+    source: BarsSource | str,
+    author: str,
+    message: str,
+    date_format: str | None = None,
+    upload_dir: Path | None = None,
+) -> None:
+    """Submit the pending ingest run `run_id` to the work pool (cluster profile); the flow
+    removes `upload_dir` (the API's copy of the uploaded files) when it ends. A refused
+    submission ends the record and removes the folder (503)."""
+    from mlops.features import ingest
+
+    parameters: dict[str, Any] = {
+        "source": source if isinstance(source, str) else source.model_dump(mode="json"),
+        "author": author,
+        "message": message,
+        "date_format": date_format,
+        "run_id": run_id,
+        "upload_dir": str(upload_dir) if upload_dir else None,
+    }
+    try:
+        _submit(
+            settings,
+            "ingest",
+            parameters,
+            ingest.RUNS,
+            run_id,
+            lambda error: ingest.finish_run(settings, run_id, "failed", error=error),
+        )
+    except ServiceError:
+        if upload_dir is not None:
+            shutil.rmtree(upload_dir, ignore_errors=True)
+        raise
+
+
+def _ingest_on_pool(
+    settings: Settings,
+    source: str | BarsSource,
+    author: str,
+    message: str,
+    date_format: str | None,
+) -> IngestSummary:
+    from mlops.features import ingest
+    from mlops.features.ingest_names import run_outcome
+    from mlops.usecases.started import Started
+
+    run_id = ingest.start_run(settings, ingest.source_label(source), pending=True)
+    start_ingest(settings, run_id, source, author, message, date_format)
+    run = Started(
+        str(run_id),
+        None,
+        lambda run: ingest.run_info(settings, int(run)),
+        done=lambda info: info.status not in ingest.RUNS.statuses.open,
+    ).wait()
+    return ingest.IngestSummary.model_validate(run_outcome(run.model_dump(mode="json")))
 
 
 def run_deployment(settings: Settings, deployment_id: str) -> None:

@@ -264,15 +264,23 @@ def _start_servers(cluster: Cluster) -> None:
     cluster.start("mlflow", *mlflow_args, health=mlflow_health)
 
 
-def test_demo_deployment_and_evaluation_run_on_the_worker(cluster: Cluster) -> None:
-    demo = cluster.mlops("demo")
+def test_ingest_training_deployment_and_evaluation_run_on_the_worker(cluster: Cluster) -> None:
+    demo = cluster.mlops("demo")  # ingest, train the three models, deploy the best
     assert demo.returncode == 0, demo.stdout + demo.stderr
+    runs = cluster.http.post(f"{cluster.prefect}/flow_runs/filter", json={}).json()
+    ran = [r for r in runs if r["deployment_id"] and r["state"]["type"] != "SCHEDULED"]
+    assert sorted(cluster.deployment_name(r) for r in ran) == [
+        "deploy/platform",
+        "ingest/platform",
+        *["train/platform"] * 3,
+    ], "the demo's flows ran from their pool deployments (scheduled ones wait for their time)"
+    assert {r["work_pool_name"] for r in ran} == {cluster.env["MLOPS_WORK_POOL"]}
+    assert all(r["state"]["type"] == "COMPLETED" for r in ran)
     (deployment,) = cluster.get("/api/v1/ml/deployments")
     assert deployment["status"] == "succeeded", deployment["error"]
-    run = cluster.flow_run(deployment["flow_run_id"])
-    assert run["state"]["type"] == "COMPLETED"
-    assert cluster.deployment_name(run) == "deploy/platform", "submitted to the work pool"
-    assert run["work_pool_name"] == cluster.env["MLOPS_WORK_POOL"]
+    (ingest,) = cluster.get("/api/v1/ingests")
+    assert ingest["status"] == "completed" and ingest["rows"] > 0
+    assert cluster.deployment_name(cluster.flow_run(ingest["flow_run_id"])) == "ingest/platform"
 
     from mlflow.tracking import MlflowClient
 
@@ -351,3 +359,22 @@ def test_a_run_goes_on_while_the_api_restarts(cluster: Cluster) -> None:
     record = cluster.wait_record(status_url)
     assert record["status"] == "succeeded", record["error"]
     assert cluster.wait_flow_run(record["flow_run_id"])["state"]["type"] == "COMPLETED"
+
+
+def test_an_upload_is_ingested_on_the_worker_and_its_files_removed(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from datetime import date
+
+    from mlops.features.demo_data import generate_ohlcv
+
+    bars = generate_ohlcv(n_tickers=3, start=date(2025, 6, 2), end=date(2025, 11, 14), seed=7)
+    day_batch = tmp_path / "bars.csv"
+    bars[bars["date"] > "2025-10-31"].to_csv(day_batch, index=False)
+    ingested = cluster.mlops("ingest", str(day_batch), "--message", "two weeks more")
+    assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+    assert "Ingested 30 rows" in ingested.stdout, ingested.stdout
+    latest = cluster.get("/api/v1/ingests")[0]
+    assert latest["status"] == "completed" and latest["source"] == str(day_batch)
+    assert cluster.deployment_name(cluster.flow_run(latest["flow_run_id"])) == "ingest/platform"
+    assert not list((cluster.home / "uploads").iterdir()), "the worker removed the upload"

@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-from mlops.errors import DataValidationError, MlopsError, ServiceError, error_from
+from mlops.errors import ServiceError, error_from
+from mlops.features.ingest_names import OPEN_STATUSES, run_outcome
 from mlops.features.source_files import resolve_files
 from mlops.features.sources import BarsSource
 from mlops.settings import Settings
@@ -26,7 +27,6 @@ from mlops.settings import Settings
 __all__ = ["IngestClient", "upload_names"]
 
 POLL_SECONDS = 0.2
-OPEN_STATUSES = ("pending", "running")
 
 
 def upload_names(files: list[Path]) -> list[str]:
@@ -84,13 +84,7 @@ class IngestClient:
     def result(self) -> dict[str, Any]:
         """What the completed run did (as `IngestSummary`), or its error raised as the
         local run would have raised it."""
-        status, error = self.run["status"], self.run.get("error") or ""
-        if status == "completed":
-            return {**self.run["summary"], "run_id": self.run["id"]}
-        if status == "rejected":
-            raise DataValidationError(error, {"report_path": self.run.get("report_path")})
-        message = error or f"The ingest run {self.run['id']} ended {status}."
-        raise error_from(self.run.get("error_code") or MlopsError.code, message)
+        return run_outcome(self.run)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -536,6 +536,7 @@ class IngestRunInfo(BaseModel):
         None, description="The error's code, as the API's error answers name it (invalid_input)."
     )
     report_path: str | None = Field(description="The validation report of a rejected batch.")
+    flow_run_id: str | None = Field(None, description="The Prefect flow run that ran it.")
     started_at: UtcDatetime
     finished_at: UtcDatetime | None
     wall_seconds: float | None

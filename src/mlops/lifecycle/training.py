@@ -32,6 +32,7 @@ from mlops.features.datasets import DEFAULT_SERVICE, DatasetInfo, DatasetRequest
 from mlops.features.datasets import create_dataset as _create_dataset
 from mlops.features.datasets import get_dataset as _get_dataset
 from mlops.fields import UtcDatetime
+from mlops.lifecycle import mlflow_backend
 from mlops.lifecycle.metrics import classification_metrics
 from mlops.lifecycle.mlflow_backend import configure_mlflow, experiment_id_for
 from mlops.settings import Settings
@@ -46,6 +47,10 @@ LABEL = "label_next_day_up"
 KEY_COLUMNS = ("ticker", "event_timestamp")
 MAX_HISTORY_POINTS = 50
 SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
+FLOW_RUN_TAG = "mlops.flow_run_id"
+"""MLflow run tag: the Prefect flow run that trained it."""
+RESULT_TAG = "mlops.train_result"
+"""MLflow run tag: the training's `TrainResult` as JSON (what a submitter reads back)."""
 """Types the models we fit ourselves contain that skops does not trust by default."""
 
 
@@ -296,8 +301,13 @@ def train_model(
     config: TrainConfig,
     author: str,
     dataset: DatasetInfo | None = None,
+    flow_run_id: str | None = None,
 ) -> TrainResult:
-    """Fit, evaluate, log and register one model; the MLflow run ends FAILED on any error."""
+    """Fit, evaluate, log and register one model; the MLflow run ends FAILED on any error.
+
+    The run is tagged with the Prefect flow run that trained it (`FLOW_RUN_TAG`) and, once
+    registered, with its result (`RESULT_TAG`): a caller that submitted the training to a
+    work pool finds the result there (`result_of_flow_run`)."""
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
@@ -325,7 +335,10 @@ def train_model(
         with mlflow.start_run(
             experiment_id=experiment_id,
             run_name=f"{config.kind}-{info.name}",
-            tags={"mlflow.user": author},  # MLflow's user column: the platform's user
+            tags={  # mlflow.user: MLflow's user column, the platform's user
+                "mlflow.user": author,
+                **({FLOW_RUN_TAG: flow_run_id} if flow_run_id else {}),
+            },
         ) as run:
             run_id = run.info.run_id
             mlflow.set_tags(
@@ -378,7 +391,7 @@ def train_model(
             f"Training {config.kind} failed (MLflow run {run_id or 'not started'}): {exc}",
             {"run_id": run_id, "kind": config.kind, "dataset": info.name},
         ) from exc
-    return TrainResult(
+    result = TrainResult(
         run_id=run_id,
         experiment_id=experiment_id,
         kind=config.kind,
@@ -391,6 +404,29 @@ def train_model(
         train_rows=len(train),
         test_rows=len(test),
         **span,
+    )
+    mlflow_backend.client(settings).set_tag(run_id, RESULT_TAG, result.model_dump_json())
+    return result
+
+
+def result_of_flow_run(settings: Settings, experiment: str, flow_run_id: str) -> TrainResult:
+    """What the training of Prefect flow run `flow_run_id` produced, from its MLflow run
+    (404 when no run of `experiment` carries that flow run's result)."""
+    mlflow_client = mlflow_backend.client(settings)
+    found = mlflow_client.get_experiment_by_name(experiment)
+    runs = (
+        mlflow_client.search_runs(
+            [found.experiment_id], filter_string=f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}'"
+        )
+        if found is not None
+        else []
+    )
+    for run in runs:
+        if RESULT_TAG in run.data.tags:
+            return TrainResult.model_validate_json(run.data.tags[RESULT_TAG])
+    raise NotFoundError(
+        f"No MLflow run of experiment '{experiment}' holds the result of flow run {flow_run_id}.",
+        {"flow_run_id": flow_run_id},
     )
 
 

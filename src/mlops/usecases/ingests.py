@@ -3,9 +3,10 @@
 The upload is refused (422) before anything is stored when a file name is unsafe or the
 source's options are invalid. Otherwise the files are kept in a folder of their own under
 the state folder, a pending ingest run is recorded, and the `ingest` flow runs for it in a
-warm child process (`ingest_jobs`); the run's record tells its steps and outcome, and the
-folder is removed when the child ends. The flow validates before it writes, so a refused
-batch leaves the stores as they were, as an ingest of the CLI's own does.
+warm child process (`ingest_jobs`), or (cluster profile) on a worker of the work pool; the
+run's record tells its steps and outcome, and the folder is removed when the run ends.
+The flow validates before it writes, so a refused batch leaves the stores as they were, as
+an ingest of the CLI's own does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import secrets
 import shutil
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -21,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from mlops.errors import InvalidInputError, problems
 from mlops.features import ingest, ingest_jobs
 from mlops.features.ingest import IngestRunInfo
+from mlops.features.ingest_names import OPEN_STATUSES
 from mlops.features.source_files import file_kind
 from mlops.features.sources import BarsSource
 from mlops.settings import Settings
@@ -86,8 +89,22 @@ def submit(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     message = options.message or f"ingest {label}"
+    read = partial(_read, settings)
+    if settings.uses_work_pool:  # on a worker; the home folder (uploads too) is shared
+        from mlops.orchestration import start_ingest
+
+        start_ingest(settings, run_id, source, caller, message, upload_dir=folder)
+        return Started(str(run_id), None, read, done=_ended)
     thread = ingest_jobs.start(settings, run_id, source, caller, message, folder)
-    return Started(str(run_id), thread, lambda run: ingest.run_info(settings, int(run)))
+    return Started(str(run_id), thread, read)
+
+
+def _read(settings: Settings, run_id: str) -> IngestRunInfo:
+    return ingest.run_info(settings, int(run_id))
+
+
+def _ended(info: IngestRunInfo) -> bool:
+    return info.status not in OPEN_STATUSES
 
 
 def get(settings: Settings, run_id: int) -> IngestRunInfo:
