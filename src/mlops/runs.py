@@ -47,6 +47,15 @@ def queued_flow_run(owner: str | None) -> str | None:
     return None
 
 
+def runner_of(owner: str | None, process: str = "the process running it") -> str:
+    """Who runs a record, for messages: a process (`process` names its part), or the flow
+    run on the work pool it waits for."""
+    flow_run_id = queued_flow_run(owner)
+    if flow_run_id is not None:
+        return f"its flow run {flow_run_id} on the work pool"
+    return f"{process} ({owner or 'unknown'})"
+
+
 def current_owner() -> str:
     """This process: host, pid and start time."""
     return owner_of(os.getpid())

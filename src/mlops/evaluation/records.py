@@ -24,6 +24,7 @@ from mlops.evaluation.results import SuiteResult
 from mlops.evaluation.runner import Plan
 from mlops.fields import UtcDatetime
 from mlops.run_records import RunKind, Statuses
+from mlops.runs import runner_of
 from mlops.settings import Settings
 
 Status = Literal["pending", "running", "succeeded", "failed"]
@@ -336,7 +337,7 @@ def _close_interrupted(_settings: Settings, row: Evaluation, now: datetime) -> b
     if row.status not in EVALUATIONS.statuses.open:
         return False
     row.status, row.finished_at = "failed", now
-    row.error = f"Interrupted: the process running it ({row.owner}) stopped."
+    row.error = f"Interrupted: {runner_of(row.owner)} stopped."
     return True
 
 

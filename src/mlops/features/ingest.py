@@ -71,7 +71,7 @@ from mlops.features.versions import (
 )
 from mlops.fields import UtcDatetime
 from mlops.run_records import RunKind, Statuses
-from mlops.runs import aware
+from mlops.runs import aware, runner_of
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -490,16 +490,14 @@ def _close_interrupted(_settings: Settings, run: IngestRun, now: datetime) -> bo
     run.status, run.finished_at = "interrupted", now
     if pending:
         run.error = (
-            f"The process that accepted it ({run.owner or 'unknown'}) stopped before the "
-            "ingest began. Nothing was written."
+            f"Interrupted: {runner_of(run.owner, 'the process that accepted it')} stopped "
+            "before the ingest began. Nothing was written."
         )
         return True
     done = [s["step"] for s in run.steps if s.get("status") == "completed"]
     stopped_in = next((s for s in INGEST_STEPS if s not in done), INGEST_STEPS[-1])
-    run.error = (
-        f"The process running it ({run.owner or 'unknown'}) stopped during the "
-        f"{stopped_in} step."
-        + (" The stores hold what the steps before it wrote." if done else " Nothing was written.")
+    run.error = f"Interrupted: {runner_of(run.owner)} stopped during the {stopped_in} step." + (
+        " The stores hold what the steps before it wrote." if done else " Nothing was written."
     )
     return True
 

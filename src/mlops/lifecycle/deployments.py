@@ -32,6 +32,7 @@ from mlops.lifecycle import registry
 from mlops.lifecycle.gates import GateResult
 from mlops.lifecycle.stage_records import StageRecord
 from mlops.run_records import RunKind, Statuses
+from mlops.runs import runner_of
 from mlops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -282,7 +283,7 @@ def _close_interrupted(settings: Settings, row: Deployment, now: datetime) -> bo
     row.error = (
         None
         if succeeded
-        else f"Interrupted: the process running it ({row.owner}) stopped {when}. "
+        else f"Interrupted: {runner_of(row.owner)} stopped {when}. "
         f"{row.target_stage.capitalize()} was not moved by it; deploy again to retry."
     )
     row.active_model = None
