@@ -188,6 +188,8 @@ def _commands(settings: Settings) -> dict[str, tuple[list[str], str]]:
                 settings.api_host,
                 "--port",
                 str(settings.api_port),
+                "--workers",
+                str(settings.api_workers),
             ],
             f"{settings.api_url}/healthz",
         ),
@@ -377,7 +379,16 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
 
     reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     with registered(settings, f"http://{reachable}:{port}"):
-        uvicorn.run(create_app(settings), host=host, port=port)
+        if settings.api_workers == 1:
+            uvicorn.run(create_app(settings), host=host, port=port)
+        else:  # each worker process builds the app from the same environment
+            uvicorn.run(
+                "mlops.app:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=settings.api_workers,
+            )
 
 
 def run_worker(settings: Settings, name: str | None = None) -> None:

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API server processes (uvicorn --workers). More than one only where "
+        "flows run on a work pool (cluster profile): in the other profiles a deployment runs "
+        "in a thread of the process that accepted it.",
+    )
     prefect_port: int = 4200
     mlflow_port: int = 5000
 
@@ -196,6 +204,11 @@ class Settings(BaseSettings):
         if missing:
             names = ", ".join(f"MLOPS_{name.upper()}" for name in missing)
             raise ConfigError(f"The {self.profile} profile needs {names} to be set.")
+        if self.api_workers > 1 and not self.uses_work_pool:
+            raise ConfigError(
+                f"MLOPS_API_WORKERS={self.api_workers} needs the cluster profile: in the "
+                f"{self.profile} profile runs live in the API process that started them."
+            )
         if self.profile == "cluster" and not self.tracking_uri.startswith("http"):
             raise ConfigError(
                 "The cluster profile talks to MLflow through its tracking server: set "

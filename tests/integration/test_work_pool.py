@@ -144,9 +144,7 @@ def test_a_refused_submission_ends_the_record_and_removes_the_upload(
     ):
         start_ingest(settings, run_id, "demo", "ana", "refused", upload_dir=upload)
     record = _status(settings, run_id)
-    assert record.status == "failed" and "Could not submit the ingest flow" in (
-        record.error or ""
-    )
+    assert record.status == "failed" and "Could not submit the ingest flow" in (record.error or "")
     assert not upload.exists()
 
 

@@ -161,9 +161,12 @@ def _warm_feast(settings: Settings) -> None:
 
 
 def _serves_flows(settings: Settings) -> bool:
-    """Prefect was set up by `mlops api` / `mlops up`, not left to an embedding program."""
+    """This API runs flows itself (not the cluster profile's workers), and Prefect was set
+    up by `mlops api` / `mlops up`, not left to an embedding program."""
     from mlops import prefect_server
 
+    if settings.uses_work_pool:  # the pool's workers run them
+        return False
     url = os.environ.get("PREFECT_API_URL")
     shared = url is not None and url in (settings.prefect_url, settings.prefect_api_url)
     return prefect_server.current() is not None or shared

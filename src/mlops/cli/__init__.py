@@ -424,12 +424,17 @@ def health(json: Annotated[bool, typer.Option("--json")] = False) -> None:
 def api(
     host: Annotated[Optional[str], typer.Option(help="Bind address.")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port.")] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(help="Server processes (cluster profile only; default MLOPS_API_WORKERS)."),
+    ] = None,
 ) -> None:
     """Serve the REST API (and its OpenAPI docs at /docs)."""
     from mlops.orchestration import configure_prefect
     from mlops.services import ensure_port_free, serve_api
+    from mlops.settings import load_settings
 
-    config = settings()
+    config = settings() if workers is None else load_settings(api_workers=workers)
     # Deployments run as flows of the API process; its own Prefect server (when no shared
     # one runs) starts in the background so the API answers at once.
     configure_prefect(config, wait=False)
