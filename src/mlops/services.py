@@ -26,6 +26,7 @@ from mlops.runs import current_owner, owner_alive, owner_of
 from mlops.settings import Settings, process_environment
 
 console = Console()
+SERVER_NAMES = {"prefect": "Prefect", "mlflow": "MLflow"}
 STARTUP_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0
 
@@ -201,7 +202,8 @@ def _print_summary(settings: Settings) -> None:
     table.add_row("Platform API", f"{settings.api_url}/api/v1")
     table.add_row("API docs", f"{settings.api_url}/docs")
     table.add_row("Prefect UI", settings.prefect_url.removesuffix("/api"))
-    table.add_row("MLflow UI", settings.mlflow_url)
+    tracking = settings.tracking_uri
+    table.add_row("MLflow UI", tracking if tracking.startswith("http") else settings.mlflow_url)
     table.add_row("State folder", str(settings.home))
     table.add_row("API token", settings.token_hint)
     console.print(table)
@@ -288,7 +290,9 @@ def _first_ingest(settings: Settings, seed: Callable[[Settings], object]) -> Non
         seed(settings)
 
 
-def _supervise(children: list[Child]) -> int:
+def _supervise(children: list[Child], ready: Callable[[], object]) -> int:
+    """Watch the children until Ctrl-C or SIGTERM (0) or one exits (1). `ready` runs once
+    those signals mean "stop" rather than "interrupt the start" (it announces the start)."""
     stop = {"signal": 0}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -296,6 +300,7 @@ def _supervise(children: list[Child]) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    ready()
     while not stop["signal"]:
         for child in children:
             if child.process.poll() is not None:
@@ -312,6 +317,21 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def own_servers(settings: Settings) -> tuple[str, ...]:
+    """The servers `mlops up` starts: Prefect unless MLOPS_PREFECT_API_URL names another
+    one, MLflow unless the tracking URI is another server (cluster profile pointed at real
+    clusters: then `mlops up` starts only the worker and the API)."""
+    from mlops.lifecycle.mlflow_backend import is_database
+
+    servers = []
+    if settings.prefect_api_url in (None, f"http://127.0.0.1:{settings.prefect_port}/api"):
+        servers.append("prefect")
+    tracking = settings.tracking_uri
+    if is_database(tracking) or tracking.rstrip("/") == settings.mlflow_url:
+        servers.append("mlflow")
+    return tuple(servers)
+
+
 def run_platform(settings: Settings, seed: Callable[[Settings], object]) -> None:
     """Start everything, print URLs and the token, and wait for Ctrl-C. On a first start
     (an empty feature store) ``seed`` fills it, once Prefect and MLflow are up."""
@@ -319,47 +339,51 @@ def run_platform(settings: Settings, seed: Callable[[Settings], object]) -> None
     stale = stop_stale_services(settings)
     if stale:
         console.print(f"Stopped {', '.join(stale)}, left running by a killed `mlops up`.")
-    for what, host, port in (
-        ("API", settings.api_host, settings.api_port),
-        ("Prefect server", "127.0.0.1", settings.prefect_port),
-        ("MLflow server", "127.0.0.1", settings.mlflow_port),
-    ):
-        ensure_port_free(host, port, what)
+    servers = own_servers(settings)
+    ports = {"prefect": settings.prefect_port, "mlflow": settings.mlflow_port}
+    ensure_port_free(settings.api_host, settings.api_port, "API")
+    for name in servers:
+        ensure_port_free("127.0.0.1", ports[name], f"{SERVER_NAMES[name]} server")
     # SIGTERM while starting: unwind like Ctrl-C so the children are stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     commands = _commands(settings)
     children: list[Child] = []
     code = 1
     try:
-        with console.status("Starting the Prefect server and the MLflow server..."):
-            for name in ("prefect", "mlflow"):
+        with console.status(f"Starting {' and '.join(SERVER_NAMES[n] for n in servers)}..."):
+            for name in servers:
                 children.append(_start(settings, name, *commands[name]))
             for child in children:
                 wait_healthy(child)
-        console.print("[green]Prefect and MLflow are up.[/]")
+        if servers:
+            verb = "is" if len(servers) == 1 else "are"
+            console.print(f"[green]{' and '.join(SERVER_NAMES[n] for n in servers)} {verb} up.[/]")
         from mlops.orchestration import configure_prefect
 
         configure_prefect(settings, use_server=True)
         # Cluster: the flows are deployments of the work pool, run by a worker (more on
         # other hosts: `mlops worker`); else served by a process of their own.
-        flows = "worker" if settings.uses_work_pool else "flows"
+        started = len(children)
         if settings.uses_work_pool:
             from mlops.work_pool import register
 
             register(settings)
-            children.append(_start(settings, flows, *commands[flows]))
+            children.append(_start(settings, "worker", *commands["worker"]))
         _close_interrupted_runs(settings)
         _first_ingest(settings, seed)
         with console.status("Serving the scheduled flows and starting the API..."):
             for name in (() if settings.uses_work_pool else ("flows",)) + ("api",):
                 children.append(_start(settings, name, *commands[name]))
-            for child in children[2:]:
+            for child in children[started:]:
                 wait_healthy(child)
-        _write_services_file(settings, children)
         _print_summary(settings)
         _print_health(settings)
-        console.print("Press Ctrl-C to stop.")
-        code = _supervise(children)
+
+        def ready() -> None:  # the services file tells others that the platform is up
+            _write_services_file(settings, children)
+            console.print("Press Ctrl-C to stop.")
+
+        code = _supervise(children, ready)
     finally:
         (settings.run_dir / "services.json").unlink(missing_ok=True)
         with console.status("Stopping..."):

@@ -7,11 +7,16 @@ mid-deployment and an API killed mid-run leave the stores consistent."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.cluster import ENDS, Cluster, running_cluster
+from tests.support.cluster import ENDS, Cluster, cluster_environment, running_cluster
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.production, pytest.mark.cluster]
@@ -140,3 +145,46 @@ def test_an_upload_is_ingested_on_the_worker_and_its_files_removed(
     assert latest["status"] == "completed" and latest["source"] == str(day_batch)
     assert cluster.deployment_name(cluster.flow_run(latest["flow_run_id"])) == "ingest/platform"
     assert not list((cluster.home / "uploads").iterdir()), "the worker removed the upload"
+
+
+def test_up_runs_the_cluster_profile_on_one_machine(tmp_path: Path) -> None:
+    """What docs/cluster.md tells a new user: with the profile's environment, `mlops up`
+    starts Prefect (PostgreSQL, Redis), MLflow, a worker of the pool and the API, and the
+    first start's demo deployment runs on that worker; Ctrl-C stops all."""
+    with cluster_environment(tmp_path) as (env, ports):
+        home = Path(env["MLOPS_HOME"])
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlops", "up"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            cwd=home,
+        )
+        services = home / "run" / "services.json"
+        try:
+            wait_for(
+                lambda: services.exists() or process.poll() is not None,
+                600,
+                "mlops up",
+                interval=0.5,
+            )
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert set(json.loads(services.read_text())["pids"]) == {
+                "prefect",
+                "mlflow",
+                "worker",
+                "api",
+            }
+            cluster = Cluster(home=home, env=env, ports=ports)
+            (deployment,) = cluster.get("/api/v1/ml/deployments")
+            assert deployment["status"] == "succeeded", deployment["error"]
+            run = cluster.flow_run(deployment["flow_run_id"])
+            assert cluster.deployment_name(run) == "deploy/platform"
+            assert run["work_pool_name"] == env["MLOPS_WORK_POOL"]
+        finally:
+            os.killpg(process.pid, signal.SIGINT)
+            output, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, output
+        assert "Stopped." in output and "Prefect and MLflow are up." in output

@@ -187,16 +187,17 @@ class Cluster:
 
 
 @contextmanager
-def running_cluster(tmp: Path, **extra: str) -> Iterator[Cluster]:
-    """The cluster profile's servers on loopback (`extra` adds MLOPS_* settings), its own
-    databases, Redis database, ports and work pool; everything stopped and dropped after."""
+def cluster_environment(tmp: Path, **extra: str) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
+    """The environment of a cluster-profile platform of its own (`extra` adds MLOPS_*
+    settings): PostgreSQL databases, a Redis database, ports and a work pool; (environment,
+    ports). The databases and Redis keys are dropped after."""
     import redis
 
     home, config = tmp / "home", tmp / "config"
     (home / "run").mkdir(parents=True)
     shutil.copytree(ROOT / "config", config)
     # On 3 tickers over five months the demo models' scores are noise: gates without
-    # metric thresholds, since this test is about where the work runs.
+    # metric thresholds, since these tests are about where the work runs.
     (config / "gates.yaml").write_text("default: {holdout_days: 20}\n")
     name = f"mlops_cluster_{uuid.uuid4().hex[:8]}"
     redis_db = _empty_redis_db()
@@ -204,7 +205,7 @@ def running_cluster(tmp: Path, **extra: str) -> Iterator[Cluster]:
     with postgres_databases(name, f"{name}_mlflow", f"{name}_prefect") as urls:
         metadata, mlflow_db, prefect_db = urls
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
             "MLOPS_PROFILE": "cluster",
             "MLOPS_HOME": str(home),
             "MLOPS_CONFIG_DIR": str(config),
@@ -218,18 +219,32 @@ def running_cluster(tmp: Path, **extra: str) -> Iterator[Cluster]:
             "MLOPS_PREFECT_REDIS_DB": str(redis_db),
             "MLOPS_PREFECT_API_URL": f"http://127.0.0.1:{ports['prefect']}/api",
             "MLOPS_API_PORT": str(ports["api"]),
+            "MLOPS_PREFECT_PORT": str(ports["prefect"]),
+            "MLOPS_MLFLOW_PORT": str(ports["mlflow"]),
             "MLOPS_API_TOKEN": TOKEN,
             "MLOPS_WORK_POOL": f"pool-{name}",
             "MLOPS_REAP_EVERY_S": "1",
             "MLOPS_DEMO_TICKERS": "3",
             "MLOPS_DEMO_START": "2025-06-02",
             "MLOPS_DEMO_END": "2025-10-31",
-            "PREFECT_HOME": str(home / "prefect"),
+            "PREFECT_HOME": str(home / "prefect"),  # not the test session's Prefect
             **extra,
         }
-        for key in [k for k in env if k.startswith("PREFECT_") and k != "PREFECT_HOME"]:
-            env.pop(key)  # the test session's own Prefect settings
-        cluster = Cluster(home=home, env=env, ports=ports)
+        try:
+            yield env, ports
+        finally:
+            redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
+            client = redis.Redis(host="127.0.0.1", port=6379)
+            for key in client.scan_iter(match=f"*{name}*".encode()):
+                client.delete(key)
+
+
+@contextmanager
+def running_cluster(tmp: Path, **extra: str) -> Iterator[Cluster]:
+    """The cluster profile's servers, a worker and the API on loopback, in an environment
+    of their own (`cluster_environment`); everything stopped and dropped after."""
+    with cluster_environment(tmp, **extra) as (env, ports):
+        cluster = Cluster(home=Path(env["MLOPS_HOME"]), env=env, ports=ports)
         try:
             _start_servers(cluster)
             cluster.start_worker()
@@ -237,10 +252,6 @@ def running_cluster(tmp: Path, **extra: str) -> Iterator[Cluster]:
             yield cluster
         finally:
             cluster.stop()
-            redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
-            client = redis.Redis(host="127.0.0.1", port=6379)
-            for key in client.scan_iter(match=f"*{name}*".encode()):
-                client.delete(key)
 
 
 def _start_servers(cluster: Cluster) -> None:
@@ -252,9 +263,7 @@ def _start_servers(cluster: Cluster) -> None:
     os.environ.clear()
     os.environ.update(cluster.env)
     try:
-        settings = Settings(
-            prefect_port=cluster.ports["prefect"], mlflow_port=cluster.ports["mlflow"]
-        )
+        settings = Settings()
         commands = _commands(settings)
         server_env = settings.prefect_server_environment()
     finally:
