@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger, task
@@ -99,11 +100,21 @@ def ingest_flow(
     default the flow records a run of its own. ``upload_dir``, the API's copy of uploaded
     files (a run on a work pool's worker), is removed when the flow ends.
     """
+    settings = settings or load_settings()
     try:
         return _ingest(source, author, message, settings, date_format, run_id)
     finally:
         if upload_dir is not None:
-            shutil.rmtree(upload_dir, ignore_errors=True)
+            _remove_upload(settings, Path(upload_dir))
+
+
+def _remove_upload(settings: Settings, folder: Path) -> None:
+    """Remove an upload folder of the API's, and nothing else: the parameter comes from
+    whoever starts the flow run (the Prefect UI too)."""
+    uploads = (settings.home / "uploads").resolve()
+    folder = folder.resolve()
+    if folder.parent == uploads:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _ingest(

@@ -124,9 +124,24 @@ def error_from(code: str, message: str, details: dict[str, Any] | None = None) -
     while kinds:
         kind = kinds.pop()
         if kind.code == code:
-            return kind(message, details)
+            return _made(kind, message, details)
         kinds.extend(kind.__subclasses__())
     return MlopsError(message, details)
+
+
+def _made(kind: type[MlopsError], message: str, details: dict[str, Any] | None) -> MlopsError:
+    """An error of `kind` with `message`; a kind whose constructor takes other arguments
+    (StoreUnavailableError) becomes an MlopsError with its code, status and exit code."""
+    try:
+        return kind(message, details)
+    except TypeError:
+        error = MlopsError(message, details)
+        error.code, error.http_status, error.exit_code = (
+            kind.code,
+            kind.http_status,
+            kind.exit_code,
+        )
+        return error
 
 
 def error_named(name: str, message: str) -> MlopsError:
@@ -136,7 +151,7 @@ def error_named(name: str, message: str) -> MlopsError:
     while kinds:
         kind = kinds.pop()
         if kind.__name__ == name:
-            return kind(message)
+            return _made(kind, message, None)
         kinds.extend(kind.__subclasses__())
     return MlopsError(f"{name}: {message}" if name else message)
 

@@ -103,10 +103,11 @@ def _online(settings: Settings) -> str:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        host, _, port = (settings.redis_url or "").split(",")[0].partition(":")
+        host, port, password = settings.redis_address
         redis.Redis(
             host=host,
-            port=int(port or 6379),
+            port=port,
+            password=password,
             socket_timeout=2,
             socket_connect_timeout=2,
             retry=Retry(NoBackoff(), 0),  # the default retries take 7-11 s to say "down"

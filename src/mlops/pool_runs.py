@@ -5,6 +5,8 @@ Prefect that a run whose process the reaper found gone crashed."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from typing import Any
 
 from mlops.errors import MlopsError, ServiceError, error_named
 from mlops.settings import Settings
@@ -13,11 +15,12 @@ log = logging.getLogger(__name__)
 
 WAITING_STATES = frozenset({"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"})
 """Prefect state types of a flow run that may still run (a Late run is SCHEDULED)."""
+MISSING = object()
 
 
-def flow_run_state(settings: Settings, flow_run_id: str) -> tuple[str, str] | None:
-    """(state type, state message or name) of a flow run; ("MISSING", ...) when Prefect
-    has no such run; None when Prefect cannot be asked (then nothing is decided from it)."""
+def _read(flow_run_id: str) -> Any:
+    """Prefect's flow run; MISSING when Prefect has no such run; None when Prefect cannot
+    be asked (then nothing is decided from it)."""
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
@@ -25,23 +28,43 @@ def flow_run_state(settings: Settings, flow_run_id: str) -> tuple[str, str] | No
 
     try:
         with get_client(sync_client=True) as client:
-            run = client.read_flow_run(UUID(flow_run_id))
+            return client.read_flow_run(UUID(flow_run_id))
     except ObjectNotFound:
-        return ("MISSING", f"Prefect has no flow run {flow_run_id}")
+        return MISSING
     except Exception as exc:
         log.warning("Prefect could not be asked about flow run %s: %s", flow_run_id, exc)
         return None
+
+
+def flow_run_state(settings: Settings, flow_run_id: str) -> tuple[str, str] | None:
+    """(state type, state message or name) of a flow run; ("MISSING", ...) when Prefect
+    has no such run; None when Prefect cannot be asked."""
+    run = _read(flow_run_id)
+    if run is None:
+        return None
+    if run is MISSING:
+        return ("MISSING", f"Prefect has no flow run {flow_run_id}")
     if run.state is None:
         return ("SCHEDULED", "Scheduled")
     return (run.state.type.value, run.state.message or run.state.name or run.state.type.value)
 
 
-def queued_run_gone(settings: Settings, flow_run_id: str) -> bool:
+def queued_run_gone(settings: Settings, flow_run_id: str, now: datetime) -> bool:
     """Whether a submitted flow run that has not begun its record can no longer do so:
-    Prefect shows it ended (completed, failed, crashed, cancelled) or does not know it.
-    Unknown while Prefect is down: then it is kept."""
-    state = flow_run_state(settings, flow_run_id)
-    return state is not None and state[0] not in WAITING_STATES
+    Prefect shows it ended (completed, failed, crashed, cancelled) or does not know it, or
+    shows it running for longer than a heartbeat's grace (a flow begins its record first
+    thing: its process died before it could). Unknown while Prefect is down: kept."""
+    from mlops.runs import STALE_AFTER, aware
+
+    run = _read(flow_run_id)
+    if run is None:
+        return False
+    if run is MISSING or run.state is None:
+        return run is MISSING
+    state = run.state.type.value
+    started = aware(run.start_time)
+    stuck = state == "RUNNING" and started is not None and now - started > STALE_AFTER
+    return state not in WAITING_STATES or stuck
 
 
 def mark_crashed(settings: Settings, flow_run_id: str, message: str) -> None:

@@ -245,7 +245,8 @@ def reap(
             if kind.close_interrupted(settings, row, now):
                 ended.append(run_id)
                 flow_run_id = getattr(row, "flow_run_id", None) or queued_flow_run(row.owner)
-                if settings.uses_work_pool and flow_run_id:
+                succeeded = row.status in ("succeeded", "completed")  # what its stores show
+                if settings.uses_work_pool and flow_run_id and not succeeded:
                     crashed.append((flow_run_id, str(getattr(row, "error", "") or "")))
             if row.status != before:
                 _check(kind, run_id, before, row.status)
@@ -285,7 +286,7 @@ def _runner_gone(
         return runner_gone(owner, beat_at, now)
     from mlops import pool_runs
 
-    return pool_runs.queued_run_gone(settings, flow_run_id)
+    return pool_runs.queued_run_gone(settings, flow_run_id, now)
 
 
 def _beat_of(kind: RunKind[Row], row: Row) -> datetime | None:

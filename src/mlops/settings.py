@@ -363,7 +363,7 @@ class Settings(BaseSettings):
         if self.prefect_database_url:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.prefect_database_url
         if self.profile == "cluster" and self.redis_url:
-            host, _, port = self.redis_url.removeprefix("redis://").partition(":")
+            host, port, password = self.redis_address
             env.update(
                 {
                     "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
@@ -371,11 +371,29 @@ class Settings(BaseSettings):
                     "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
                     "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
                     "PREFECT_REDIS_MESSAGING_HOST": host,
-                    "PREFECT_REDIS_MESSAGING_PORT": port.split("/")[0] or "6379",
+                    "PREFECT_REDIS_MESSAGING_PORT": str(port),
                     "PREFECT_REDIS_MESSAGING_DB": str(self.prefect_redis_db),
+                    # the background services' task queue (docket) on the same Redis
+                    "PREFECT_SERVER_DOCKET_URL": f"redis://{host}:{port}/{self.prefect_redis_db}",
                 }
             )
+            if password:
+                env["PREFECT_REDIS_MESSAGING_PASSWORD"] = password
+                env["PREFECT_SERVER_DOCKET_URL"] = (
+                    f"redis://:{password}@{host}:{port}/{self.prefect_redis_db}"
+                )
         return env
+
+    @property
+    def redis_address(self) -> tuple[str, int, str | None]:
+        """(host, port, password) of `redis_url`, written as Feast writes its Redis
+        connection string: `host:port[,password=...][,ssl=true]`."""
+        first, *options = (self.redis_url or "").removeprefix("redis://").split(",")
+        host, _, port = first.partition(":")
+        password = next(
+            (o.split("=", 1)[1] for o in options if o.strip().startswith("password=")), None
+        )
+        return host or "127.0.0.1", int(port.split("/")[0] or 6379), password
 
     def ensure_dirs(self) -> None:
         for path in (

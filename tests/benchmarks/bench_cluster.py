@@ -4,7 +4,7 @@ processes, and how long a deployment takes through the work pool.
 The servers are the cluster tests' (`tests/support/cluster.py`: Prefect on PostgreSQL
 with Redis messaging, the MLflow tracking server on PostgreSQL, one `mlops worker`), seeded
 by `mlops demo`. The load is wrk (Debian's `wrk` package): 50 connections for 60 s (15 s
-with --quick) on a read mix of the API's list and detail pages, with a user's token. wrk
+with --quick) on a read mix of the API's list and detail pages, with the bootstrap admin's token. wrk
 runs on the same 2 cores as the API, as the design's 245 req/s figure was measured.
 
     .venv/bin/python tests/benchmarks/bench_cluster.py [--quick]

@@ -16,7 +16,13 @@ import pytest
 from prefect import flow
 from tests.support.settings import make_settings
 
-from mlops.errors import ConfigError, InvalidInputError, NotFoundError, ServiceError
+from mlops.errors import (
+    ConfigError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceError,
+    StoreUnavailableError,
+)
 from mlops.features import ingest
 from mlops.pool_runs import failure_of, flow_run_state
 from mlops.run_records import hand_over, reap
@@ -154,6 +160,10 @@ def test_a_failed_flow_run_raises_the_error_it_failed_with() -> None:
     )
     assert isinstance(error, InvalidInputError) and error.message == "Unknown hyperparameter"
     assert isinstance(failure_of("FAILED", "NotFoundError: no such dataset"), NotFoundError)
+    outage = failure_of(
+        "FAILED", "Flow run encountered an exception: StoreUnavailableError: mlflow is down"
+    )
+    assert outage.code == StoreUnavailableError.code and outage.exit_code == 12
     crashed = failure_of("CRASHED", "Execution was interrupted by an unexpected exception")
     assert isinstance(crashed, ServiceError) and "ended crashed" in crashed.message
 
@@ -173,3 +183,28 @@ def test_the_cluster_profile_needs_its_servers(tmp_path: Path) -> None:
     settings = _cluster_settings(tmp_path / "home")
     assert settings.uses_work_pool and settings.shared
     assert settings.tracking_database_url != settings.tracking_uri
+
+
+def test_the_ingest_flow_removes_only_an_upload_folder(tmp_path: Path) -> None:
+    """`upload_dir` is a flow parameter anyone starting a run may set: only a folder of
+    the API's uploads is removed."""
+    from flows.ingest import _remove_upload
+
+    settings = make_settings(tmp_path / "home")
+    upload = settings.home / "uploads" / "abc"
+    upload.mkdir(parents=True)
+    elsewhere = tmp_path / "precious"
+    elsewhere.mkdir()
+    _remove_upload(settings, elsewhere)
+    _remove_upload(settings, settings.home / "uploads")
+    assert elsewhere.exists() and (settings.home / "uploads").exists()
+    _remove_upload(settings, upload)
+    assert not upload.exists()
+
+
+def test_the_redis_address_reads_feast_connection_strings(tmp_path: Path) -> None:
+    settings = _cluster_settings(tmp_path / "home", redis_url="cache:6380,password=s3cret")
+    assert settings.redis_address == ("cache", 6380, "s3cret")
+    env = settings.prefect_server_environment()
+    assert env["PREFECT_REDIS_MESSAGING_PASSWORD"] == "s3cret"
+    assert env["PREFECT_SERVER_DOCKET_URL"] == "redis://:s3cret@cache:6380/0"

@@ -36,11 +36,13 @@ def _free_port() -> int:
 
 
 def _empty_redis_db() -> int:
-    """A Redis database (1-15) nothing uses, for the Prefect server's messaging."""
+    """A Redis database (1-15) nothing uses, reserved for the Prefect server's messaging
+    (a key set only if absent, so two runs at once never share one)."""
     import redis
 
     for db in range(1, 16):
-        if redis.Redis(host="127.0.0.1", port=6379, db=db).dbsize() == 0:
+        client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+        if client.dbsize() == 0 and client.set("mlops-test-reserved", "1", nx=True):
             return db
     pytest.fail("no empty Redis database (1-15) for the Prefect server's messaging")
 

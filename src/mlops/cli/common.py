@@ -47,6 +47,10 @@ def settings(*, reap: bool = False) -> Settings:
         from mlops.reaper import reap_interrupted
 
         config.ensure_dirs()  # the metadata database lives in the state folder
+        if config.uses_work_pool:  # the reaper asks the pool's Prefect server: Prefect
+            from mlops.orchestration import configure_prefect  # reads where on import
+
+            configure_prefect(config)
         reap_interrupted(config)
     return config
 

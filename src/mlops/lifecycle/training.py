@@ -46,11 +46,11 @@ MODELS_FILE = "models.yaml"
 LABEL = "label_next_day_up"
 KEY_COLUMNS = ("ticker", "event_timestamp")
 MAX_HISTORY_POINTS = 50
-SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 FLOW_RUN_TAG = "mlops.flow_run_id"
 """MLflow run tag: the Prefect flow run that trained it."""
 RESULT_TAG = "mlops.train_result"
 """MLflow run tag: the training's `TrainResult` as JSON (what a submitter reads back)."""
+SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 """Types the models we fit ourselves contain that skops does not trust by default."""
 
 
