@@ -114,7 +114,14 @@ def test_up_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
 def _run_deployment(prefect: str, deployment_id: str) -> str:
     """Start a served deployment through the Prefect API and wait for its final state."""
-    run = _http.post(f"{prefect}/deployments/{deployment_id}/create_flow_run", json={}).json()
+
+    def create() -> dict[str, Any] | None:
+        """A server under load may answer 5xx (SQLite busy) once: ask until it creates."""
+        answer = _http.post(f"{prefect}/deployments/{deployment_id}/create_flow_run", json={})
+        assert answer.status_code in (201, 500, 503), answer.text
+        return dict(answer.json()) if answer.status_code == 201 else None
+
+    run = wait_for(create, 60, f"a flow run of deployment {deployment_id}", interval=1)
 
     def finished() -> str | None:
         state = _http.get(f"{prefect}/flow_runs/{run['id']}").json()["state"]["type"]
