@@ -121,11 +121,10 @@ def _ingest(
     source: str | BarsSource,
     author: str | None,
     message: str,
-    settings: Settings | None,
+    settings: Settings,
     date_format: str | None,
     run_id: int | None,
 ) -> steps.IngestSummary:
-    settings = settings or load_settings()
     logger = get_run_logger()
     if run_id is None:
         label = steps.source_label(source)

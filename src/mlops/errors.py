@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -120,13 +120,19 @@ class StoreUnavailableError(MlopsError):
 def error_from(code: str, message: str, details: dict[str, Any] | None = None) -> MlopsError:
     """The error an API answer names by its code (a client re-raises what the server said,
     with the same exit code as if it had happened here)."""
-    kinds = [MlopsError]
+    kind = _kind_where(lambda kind: kind.code == code)
+    return MlopsError(message, details) if kind is None else _made(kind, message, details)
+
+
+def _kind_where(match: Callable[[type[MlopsError]], bool]) -> type[MlopsError] | None:
+    """The first of the platform's error classes `match` accepts."""
+    kinds: list[type[MlopsError]] = [MlopsError]
     while kinds:
         kind = kinds.pop()
-        if kind.code == code:
-            return _made(kind, message, details)
+        if match(kind):
+            return kind
         kinds.extend(kind.__subclasses__())
-    return MlopsError(message, details)
+    return None
 
 
 def _made(kind: type[MlopsError], message: str, details: dict[str, Any] | None) -> MlopsError:
@@ -147,13 +153,10 @@ def _made(kind: type[MlopsError], message: str, details: dict[str, Any] | None) 
 def error_named(name: str, message: str) -> MlopsError:
     """The platform's error whose class is called `name` (a failure another process
     reported by its class name, e.g. a flow run's failure message), else MlopsError."""
-    kinds: list[type[MlopsError]] = [MlopsError]
-    while kinds:
-        kind = kinds.pop()
-        if kind.__name__ == name:
-            return _made(kind, message, None)
-        kinds.extend(kind.__subclasses__())
-    return MlopsError(f"{name}: {message}" if name else message)
+    kind = _kind_where(lambda kind: kind.__name__ == name)
+    if kind is None:
+        return MlopsError(f"{name}: {message}" if name else message)
+    return _made(kind, message, None)
 
 
 def field_of(error: ErrorDetails, within: tuple[str, ...] = ()) -> str:

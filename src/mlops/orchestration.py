@@ -197,7 +197,7 @@ def _ingest_on_pool(
         str(run_id),
         None,
         lambda run: ingest.run_info(settings, int(run)),
-        done=lambda info: info.status not in ingest.RUNS.statuses.open,
+        done=lambda info: info.ended,
     ).wait()
     return ingest.IngestSummary.model_validate(run_outcome(run.model_dump(mode="json")))
 

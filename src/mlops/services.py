@@ -324,7 +324,7 @@ def own_servers(settings: Settings) -> tuple[str, ...]:
     from mlops.lifecycle.mlflow_backend import is_database
 
     servers = []
-    if settings.prefect_api_url in (None, f"http://127.0.0.1:{settings.prefect_port}/api"):
+    if settings.prefect_api_url in (None, settings.own_prefect_url):
         servers.append("prefect")
     tracking = settings.tracking_uri
     if is_database(tracking) or tracking.rstrip("/") == settings.mlflow_url:

@@ -277,7 +277,12 @@ class Settings(BaseSettings):
 
     @property
     def prefect_url(self) -> str:
-        return self.prefect_api_url or f"http://127.0.0.1:{self.prefect_port}/api"
+        return self.prefect_api_url or self.own_prefect_url
+
+    @property
+    def own_prefect_url(self) -> str:
+        """The API of the Prefect server `mlops up` starts (on `prefect_port`)."""
+        return f"http://127.0.0.1:{self.prefect_port}/api"
 
     @property
     def mlflow_url(self) -> str:
@@ -364,6 +369,7 @@ class Settings(BaseSettings):
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.prefect_database_url
         if self.profile == "cluster" and self.redis_url:
             host, port, password = self.redis_address
+            auth = f":{password}@" if password else ""
             env.update(
                 {
                     "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
@@ -374,14 +380,12 @@ class Settings(BaseSettings):
                     "PREFECT_REDIS_MESSAGING_PORT": str(port),
                     "PREFECT_REDIS_MESSAGING_DB": str(self.prefect_redis_db),
                     # the background services' task queue (docket) on the same Redis
-                    "PREFECT_SERVER_DOCKET_URL": f"redis://{host}:{port}/{self.prefect_redis_db}",
+                    "PREFECT_SERVER_DOCKET_URL": f"redis://{auth}{host}:{port}/"
+                    f"{self.prefect_redis_db}",
                 }
             )
             if password:
                 env["PREFECT_REDIS_MESSAGING_PASSWORD"] = password
-                env["PREFECT_SERVER_DOCKET_URL"] = (
-                    f"redis://:{password}@{host}:{port}/{self.prefect_redis_db}"
-                )
         return env
 
     @property

@@ -34,7 +34,7 @@ from mlops.features.compute import (
     compute_frames,
 )
 from mlops.features.demo_data import generate_ohlcv
-from mlops.features.ingest_names import INGEST_STEPS
+from mlops.features.ingest_names import INGEST_STEPS, OPEN_STATUSES
 from mlops.features.offline import (
     BARS_FILE,
     FEATURES_FILE,
@@ -505,9 +505,7 @@ def _close_interrupted(_settings: Settings, run: IngestRun, now: datetime) -> bo
 RUNS = RunKind(
     label="ingest run",
     table=IngestRun,
-    statuses=Statuses(
-        open=("pending", "running"), ends=("completed", "failed", "rejected", "interrupted")
-    ),
+    statuses=Statuses(open=OPEN_STATUSES, ends=("completed", "failed", "rejected", "interrupted")),
     close_interrupted=_close_interrupted,
 )
 
@@ -539,6 +537,10 @@ class IngestRunInfo(BaseModel):
     finished_at: UtcDatetime | None
     wall_seconds: float | None
     summary: IngestResult | None = Field(description="What a completed run did.")
+
+    @property
+    def ended(self) -> bool:
+        return self.status not in OPEN_STATUSES
 
 
 def run_info(settings: Settings, run_id: int) -> IngestRunInfo:

@@ -24,6 +24,7 @@ INGEST_STEPS = (
 """The steps the `ingest` flow records, in order (progress bars count them)."""
 
 OPEN_STATUSES = ("pending", "running")
+"""The statuses of an ingest run that has not ended (its record may still change)."""
 
 
 def run_outcome(run: Mapping[str, Any]) -> dict[str, Any]:

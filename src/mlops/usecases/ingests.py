@@ -23,7 +23,6 @@ from pydantic import BaseModel, Field, ValidationError
 from mlops.errors import InvalidInputError, problems
 from mlops.features import ingest, ingest_jobs
 from mlops.features.ingest import IngestRunInfo
-from mlops.features.ingest_names import OPEN_STATUSES
 from mlops.features.source_files import file_kind
 from mlops.features.sources import BarsSource
 from mlops.settings import Settings
@@ -94,17 +93,13 @@ def submit(
         from mlops.orchestration import start_ingest
 
         start_ingest(settings, run_id, source, caller, message, upload_dir=folder)
-        return Started(str(run_id), None, read, done=_ended)
+        return Started(str(run_id), None, read, done=lambda info: info.ended)
     thread = ingest_jobs.start(settings, run_id, source, caller, message, folder)
     return Started(str(run_id), thread, read)
 
 
 def _read(settings: Settings, run_id: str) -> IngestRunInfo:
     return ingest.run_info(settings, int(run_id))
-
-
-def _ended(info: IngestRunInfo) -> bool:
-    return info.status not in OPEN_STATUSES
 
 
 def get(settings: Settings, run_id: int) -> IngestRunInfo:
