@@ -107,6 +107,17 @@ class Settings(BaseSettings):
         min_length=1,
         description="Prefect work pool whose workers run the flows (cluster profile).",
     )
+    dataset_engine: Literal["duckdb", "ray"] = Field(
+        default="duckdb",
+        description="Feast offline store of point-in-time datasets: `duckdb`, the platform's "
+        "ASOF JOINs on this host; `ray`, Feast's Ray offline store and Ray compute engine "
+        "(on `ray_address`), for offline data larger than one host.",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster of the `ray` dataset engine (host:port of its head, or "
+        "ray://host:10001); None: a Ray instance started inside the process that needs it.",
+    )
     mlflow_database_url: str | None = Field(
         default=None,
         description="MLflow's database, when the tracking URI is its server (cluster "

@@ -215,7 +215,12 @@ def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> 
     store = open_store(settings)
     all_refs = [*refs, LABEL_REF] if request.include_label else refs
     _refuse_duplicates(all_refs)
-    job = store.get_historical_features(entity_df=entities.query, features=all_refs)
+    if settings.dataset_engine == "ray":  # Feast's Ray store takes entity rows as a frame
+        with utc_connection() as connection:
+            entity_df: pd.DataFrame | str = connection.execute(entities.query).df()
+    else:
+        entity_df = entities.query
+    job = store.get_historical_features(entity_df=entity_df, features=all_refs)
     # The file gets its final name only once the record is committed, so a concurrent
     # request for the same name can never overwrite or delete the winner's file.
     remove_dead_temp_files(path.parent)  # what a killed earlier request left
@@ -250,11 +255,21 @@ def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> 
 
 
 def _write_join(job: object, path: Path) -> int:
-    """Stream the join into `path`, sorted by ticker and time; the number of rows."""
+    """Stream the join into `path`, sorted by ticker and time; the number of rows.
+
+    Our ASOF store has DuckDB write the file; any other store's result (Feast's Ray store)
+    is written from its Arrow table."""
+    from feast.infra.offline_stores.offline_store import RetrievalJob
+
     from mlops.features.offline_store import AsofRetrievalJob
 
-    assert isinstance(job, AsofRetrievalJob)  # entity rows as a query are always ours
-    return job.write_parquet(path, order_by=["ticker", "event_timestamp"])
+    order_by = ["ticker", "event_timestamp"]
+    if isinstance(job, AsofRetrievalJob):
+        return job.write_parquet(path, order_by=order_by)
+    assert isinstance(job, RetrievalJob)
+    table = job.to_arrow().sort_by([(column, "ascending") for column in order_by])
+    pq.write_table(table, path)
+    return table.num_rows
 
 
 def list_datasets(settings: Settings) -> list[DatasetInfo]:

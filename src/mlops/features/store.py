@@ -25,6 +25,8 @@ FEATURE_REPO_MODULE = "features.py"
 OFFLINE_STORE_TYPE = "mlops.features.offline_store.SnapshotOfflineStore"
 """Feast's DuckDB offline store with ASOF JOINs for datasets (`offline_store.py`); named
 by its module path so that the `feast` command line imports it too."""
+RAY_OFFLINE_STORE_TYPE = "mlops.features.offline_store_ray.SnapshotRayOfflineStore"
+"""Feast's Ray offline store over the same snapshots (`dataset_engine: ray`)."""
 ENGINES = ("write_engine", "read_engine")
 """The SQLAlchemy engines of Feast's SQL registry (production profile)."""
 
@@ -60,6 +62,8 @@ def feature_store_config(settings: Settings, secrets_as_references: bool = False
         "offline_store": {"type": OFFLINE_STORE_TYPE},
         "entity_key_serialization_version": 3,
     }
+    if settings.dataset_engine == "ray":
+        config |= _ray_engine_config(settings)
     if settings.shared:
         config["registry"] = {
             "registry_type": "sql",
@@ -79,6 +83,19 @@ def feature_store_config(settings: Settings, secrets_as_references: bool = False
         }
         config["online_store"] = {"type": "sqlite", "path": str(settings.feast_dir / "online.db")}
     return config
+
+
+def _ray_engine_config(settings: Settings) -> dict[str, Any]:
+    """Feast's Ray offline store (on the platform's snapshots) and Ray compute engine."""
+    ray = {"ray_address": settings.ray_address, "enable_ray_logging": False}
+    return {
+        "offline_store": {
+            "type": RAY_OFFLINE_STORE_TYPE,
+            "storage_path": str(settings.home / "ray_storage"),
+            **ray,
+        },
+        "batch_engine": {"type": "ray.engine", **ray},
+    }
 
 
 def _registry_engine_options(url: str | None) -> dict[str, Any]:

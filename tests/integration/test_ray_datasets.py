@@ -1,0 +1,146 @@
+"""The `ray` dataset engine: Feast's Ray offline store, on a Ray head of its own, builds the
+same dataset file as the platform's DuckDB store from the same snapshot."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tests.support.settings import make_settings
+
+from mlops.features import ingest, offline_changes
+from mlops.features.datasets import DatasetRequest, create_dataset, dataset_path, list_datasets
+from mlops.features.demo_data import generate_ohlcv
+from mlops.features.offline import CURRENT, exclusive_write
+from mlops.features.offline_store_ray import ray_readable
+from mlops.features.store import feature_store_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+RAY_TOKEN = secrets.token_hex(16)
+RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": RAY_TOKEN}
+"""Ray's token authentication (on by default), with a token of this test's own rather than
+the one `ray start` would save in ~/.ray for every later cluster."""
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`ray start --head` on loopback with ports and a temp folder of its own."""
+    ray = str(Path(sys.executable).with_name("ray"))
+    gcs, manager, objects, client, agent, runtime_env, metrics = _free_ports(7)
+    temp = tmp_path_factory.mktemp("ray")
+    # Ray's socket paths must stay under 107 bytes: a short folder of its own under /tmp.
+    session = Path(f"/tmp/ray-{os.getpid()}-{gcs}")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **RAY_AUTH}
+    command = [
+        ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+        f"--node-manager-port={manager}", f"--object-manager-port={objects}",
+        f"--ray-client-server-port={client}", f"--dashboard-agent-grpc-port={agent}",
+        f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
+        "--include-dashboard=false", "--num-cpus=2", f"--temp-dir={session}",
+        "--disable-usage-stats",
+    ]  # fmt: skip
+    started = subprocess.run(command, env=env, capture_output=True, text=True, cwd=temp)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield f"127.0.0.1:{gcs}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, check=False)
+        shutil.rmtree(session, ignore_errors=True)
+
+
+def test_a_platform_source_is_read_from_the_pinned_snapshot_folder(tmp_path: Path) -> None:
+    snapshot = tmp_path / "offline" / "snapshots" / "000007"
+    (snapshot / "daily_features.parquet").mkdir(parents=True)
+    (tmp_path / "offline" / CURRENT).symlink_to(Path("snapshots") / "000007")
+    glob = str(
+        tmp_path / "offline" / CURRENT / "daily_features.parquet" / "month=*" / "part.parquet"
+    )
+    assert ray_readable(glob, {}) == str(snapshot / "daily_features.parquet")
+    assert ray_readable("/data/other.parquet", {}) == "/data/other.parquet"
+
+
+def test_the_ray_engine_builds_the_same_dataset_as_duckdb(tmp_path: Path, ray_head: str) -> None:
+    duck = make_settings(tmp_path / "home")
+    bars = generate_ohlcv(n_tickers=4, start=date(2024, 1, 2), end=date(2024, 3, 29), seed=5)
+    with exclusive_write(duck):
+        offline_changes.full_rebuild(duck, bars)
+    ingest.apply_definitions(duck, "tester", "views")
+    by_duckdb = create_dataset(duck, DatasetRequest(name="by-duckdb", end=date(2024, 3, 15)), "t")
+    ray = duck.model_copy(update={"dataset_engine": "ray", "ray_address": ray_head})
+    config = feature_store_config(ray)
+    assert config["offline_store"]["ray_address"] == ray_head
+    assert config["batch_engine"] == {
+        "type": "ray.engine", "ray_address": ray_head, "enable_ray_logging": False,
+    }  # fmt: skip
+
+    # A Ray client reads its token from the environment it starts with: a process of its own.
+    env = {
+        **os.environ,
+        **RAY_AUTH,
+        "MLOPS_HOME": str(duck.home),
+        "MLOPS_PROFILE": "local",
+        "MLOPS_DATASET_ENGINE": "ray",
+        "MLOPS_RAY_ADDRESS": ray_head,
+    }
+    mlops = str(Path(sys.executable).with_name("mlops"))
+    command = [mlops, "datasets", "create", "by-ray", "--end", "2024-03-15", "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    by_ray = json.loads(done.stdout)
+
+    assert (by_ray["rows"], by_ray["tickers"], by_ray["features"]) == (
+        by_duckdb.rows, by_duckdb.tickers, by_duckdb.features,
+    )  # fmt: skip
+    expected = pd.read_parquet(dataset_path(duck, "by-duckdb"))
+    got = pd.read_parquet(dataset_path(duck, "by-ray"))[list(expected.columns)]
+    assert len(expected) == by_duckdb.rows > 100
+    assert expected[["ret_20d", "rsi_14"]].notna().any().all()  # the windows filled in
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+
+def test_an_unreachable_ray_cluster_fails_the_dataset_and_records_nothing(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home")
+    bars = generate_ohlcv(n_tickers=2, start=date(2024, 1, 2), end=date(2024, 2, 29), seed=5)
+    with exclusive_write(settings):
+        offline_changes.full_rebuild(settings, bars)
+    ingest.apply_definitions(settings, "tester", "views")
+    (port,) = _free_ports(1)
+    env = {
+        **os.environ,
+        "MLOPS_HOME": str(settings.home),
+        "MLOPS_PROFILE": "local",
+        "MLOPS_DATASET_ENGINE": "ray",
+        "MLOPS_RAY_ADDRESS": f"127.0.0.1:{port}",
+    }
+    mlops = str(Path(sys.executable).with_name("mlops"))
+    done = subprocess.run(
+        [mlops, "datasets", "create", "nowhere"], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 12, done.stdout + done.stderr[-3000:]
+    assert f"Ray cluster at 127.0.0.1:{port}" in done.stderr
+    assert list_datasets(settings) == []
+    assert not dataset_path(settings, "nowhere").exists()
