@@ -205,7 +205,8 @@ def create_dataset(settings: Settings, request: DatasetRequest, author: str) -> 
 
     Feast plans the point-in-time join (our offline store, `offline_store.py`) and DuckDB
     writes its result straight into the dataset's file: the rows never pass through this
-    process, so a large dataset leaves the API's memory as it found it."""
+    process, so a large dataset leaves the API's memory as it found it. With the `ray`
+    engine (Feast's Ray store) the entity rows and the result do pass through it."""
     path = dataset_path(settings, request.name)
     with session_scope(settings.metadata_url) as session:
         if session.scalar(select(Dataset.id).where(Dataset.name == request.name)) is not None:
