@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from tests.support.ports import free_port
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_for
 
@@ -31,12 +32,6 @@ MLOPS = [sys.executable, "-m", "mlops"]
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLOPS_"))}
     return {**env, "MLOPS_HOME": str(home), "MLOPS_DEMO_TICKERS": "3"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _own_servers(home: Path) -> list[psutil.Process]:
@@ -57,7 +52,7 @@ def _gone(process: psutil.Process) -> bool:
 
 
 def _start_api(home: Path) -> tuple[subprocess.Popen[bytes], psutil.Process]:
-    port = _free_port()
+    port = free_port()
     api = subprocess.Popen(
         [*MLOPS, "api", "--port", str(port)],
         env=_env(home),

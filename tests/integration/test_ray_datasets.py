@@ -3,19 +3,22 @@ same dataset file as the platform's DuckDB store from the same snapshot."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
+from tests.support.ports import free_ports
 from tests.support.settings import make_settings
 
 from mlops.features import ingest, offline_changes
@@ -28,17 +31,6 @@ from mlops.features.store import feature_store_config
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 RAY_TOKEN = secrets.token_hex(16)
 RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": RAY_TOKEN}
 """Ray's token authentication (on by default), with a token of this test's own rather than
@@ -49,10 +41,10 @@ the one `ray start` would save in ~/.ray for every later cluster."""
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`ray start --head` on loopback with ports and a temp folder of its own."""
     ray = str(Path(sys.executable).with_name("ray"))
-    gcs, manager, objects, client, agent, runtime_env, metrics = _free_ports(7)
+    gcs, manager, objects, client, agent, runtime_env, metrics = free_ports(7)
     temp = tmp_path_factory.mktemp("ray")
-    # Ray's socket paths must stay under 107 bytes: a short folder of its own under /tmp.
-    session = Path(f"/tmp/ray-{os.getpid()}-{gcs}")
+    # Ray's socket paths must stay under 107 bytes: a short folder of the system's temp dir.
+    session = Path(tempfile.mkdtemp(prefix="ray-"))
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **RAY_AUTH}
     command = [
         ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
@@ -67,8 +59,29 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield f"127.0.0.1:{gcs}"
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, check=False)
+        _stop_head(session, gcs)
         shutil.rmtree(session, ignore_errors=True)
+
+
+def _stop_head(session: Path, gcs: int) -> None:
+    """Stop this head's processes only (`ray stop` would stop every Ray of the user): those
+    naming its folder or its GCS port, and their children."""
+    marks = (str(session), f":{gcs} ")
+    named = [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if any(mark in " ".join(process.info["cmdline"] or []) + " " for mark in marks)
+    ]
+    family = {p.pid: p for p in named} | {
+        child.pid: child for p in named for child in p.children(recursive=True)
+    }
+    for process in family.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(list(family.values()), timeout=15)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 def test_a_platform_source_is_read_from_the_pinned_snapshot_folder(tmp_path: Path) -> None:
@@ -127,7 +140,7 @@ def test_an_unreachable_ray_cluster_fails_the_dataset_and_records_nothing(tmp_pa
     with exclusive_write(settings):
         offline_changes.full_rebuild(settings, bars)
     ingest.apply_definitions(settings, "tester", "views")
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     env = {
         **os.environ,
         "MLOPS_HOME": str(settings.home),

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -21,18 +20,13 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from tests.support.ports import free_port
 from tests.support.postgres import postgres_databases
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "cluster-test-token"
 ENDS = ("succeeded", "failed")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _empty_redis_db() -> int:
@@ -203,7 +197,7 @@ def cluster_environment(tmp: Path, **extra: str) -> Iterator[tuple[dict[str, str
     (config / "gates.yaml").write_text("default: {holdout_days: 20}\n")
     name = f"mlops_cluster_{uuid.uuid4().hex[:8]}"
     redis_db = _empty_redis_db()
-    ports = {"api": _free_port(), "prefect": _free_port(), "mlflow": _free_port()}
+    ports = {"api": free_port(), "prefect": free_port(), "mlflow": free_port()}
     with postgres_databases(name, f"{name}_mlflow", f"{name}_prefect") as urls:
         metadata, mlflow_db, prefect_db = urls
         env = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import socket
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -122,10 +123,10 @@ class SnapshotRayOfflineStore(RayOfflineStore):
         start_date: datetime,
         end_date: datetime,
     ) -> RetrievalJob:
-        ensure_reachable(config.offline_store.ray_address)
-        return RayOfflineStore.pull_latest_from_table_or_query(
+        return _pulled(
+            RayOfflineStore.pull_latest_from_table_or_query,
             config,
-            _readable_source(data_source, {}),
+            data_source,
             join_key_columns,
             feature_name_columns,
             timestamp_field,
@@ -145,10 +146,10 @@ class SnapshotRayOfflineStore(RayOfflineStore):
         start_date: datetime | None = None,
         end_date: datetime | None = None,
     ) -> RetrievalJob:
-        ensure_reachable(config.offline_store.ray_address)
-        return RayOfflineStore.pull_all_from_table_or_query(
+        return _pulled(
+            RayOfflineStore.pull_all_from_table_or_query,
             config,
-            _readable_source(data_source, {}),
+            data_source,
             join_key_columns,
             feature_name_columns,
             timestamp_field,
@@ -156,3 +157,11 @@ class SnapshotRayOfflineStore(RayOfflineStore):
             start_date,
             end_date,
         )
+
+
+def _pulled(
+    pull: Callable[..., RetrievalJob], config: RepoConfig, source: DataSource, *args: Any
+) -> RetrievalJob:
+    """Feast's `pull` (latest or all rows of a source) on the readable folder of `source`."""
+    ensure_reachable(config.offline_store.ray_address)
+    return pull(config, _readable_source(source, {}), *args)
