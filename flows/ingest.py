@@ -22,14 +22,16 @@ from mlops.settings import Settings, load_settings
 T = TypeVar("T")
 
 
-def _timed(settings: Settings, run_id: int, name: str, work: Callable[[], T]) -> T:
+def _timed(
+    settings: Settings, run_id: int, name: str, work: Callable[[], T], where: str | None = None
+) -> T:
     started = time.perf_counter()
     try:
         result = work()
     except Exception:
-        steps.record_step(settings, run_id, name, time.perf_counter() - started, "failed")
+        steps.record_step(settings, run_id, name, time.perf_counter() - started, "failed", where)
         raise
-    steps.record_step(settings, run_id, name, time.perf_counter() - started, "completed")
+    steps.record_step(settings, run_id, name, time.perf_counter() - started, "completed", where)
     return result
 
 
@@ -47,7 +49,13 @@ def validate(settings: Settings, run_id: int, bars: Any, source: str) -> Any:
 
 @task(name="compute-features", cache_policy=NO_CACHE)
 def compute(settings: Settings, run_id: int, bars: Any) -> steps.OfflineChange:
-    return _timed(settings, run_id, "compute", lambda: steps.compute_offline_frames(settings, bars))
+    return _timed(
+        settings,
+        run_id,
+        "compute",
+        lambda: steps.compute_offline_frames(settings, bars),
+        steps.compute_location(settings),
+    )
 
 
 @task(name="write-offline", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,11 +23,12 @@ from rich.console import Console
 from rich.table import Table
 
 from mlops.errors import ServiceError
+from mlops.ray_cluster import head_environment
 from mlops.runs import current_owner, owner_alive, owner_of
 from mlops.settings import Settings, process_environment
 
 console = Console()
-SERVER_NAMES = {"prefect": "Prefect", "mlflow": "MLflow"}
+SERVER_NAMES = {"prefect": "Prefect", "mlflow": "MLflow", "ray": "Ray"}
 STARTUP_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0
 
@@ -69,7 +71,16 @@ def child_environment(settings: Settings) -> dict[str, str]:
         }
     )
     env.update(settings.prefect_environment(use_server=True))
+    if "ray" in own_servers(settings):  # the head `mlops up` starts, and its token
+        env.update(head_environment(settings, own_ray_address(settings)))
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
     return env
+
+
+def own_ray_address(settings: Settings) -> str:
+    """The address of the Ray head `mlops up` starts (when an engine is `ray` and no
+    `ray_address` is given)."""
+    return f"127.0.0.1:{settings.ray_port}"
 
 
 def _die_with_parent() -> None:
@@ -110,6 +121,12 @@ def wait_healthy(child: Child, timeout: float = STARTUP_TIMEOUT) -> None:
             )
         if not child.health_url:
             return
+        if child.health_url.startswith("tcp://"):  # a port that accepts connections
+            host, _, port = child.health_url.removeprefix("tcp://").rpartition(":")
+            with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 1):
+                return
+            time.sleep(0.25)
+            continue
         try:
             if httpx.get(child.health_url, timeout=1).status_code < 500:
                 return
@@ -121,12 +138,22 @@ def wait_healthy(child: Child, timeout: float = STARTUP_TIMEOUT) -> None:
     )
 
 
+def _terminate(name: str, pid: int) -> None:
+    """SIGTERM a child: its process group, except the Ray head, whose `ray start --block`
+    stops its own processes at once (with the whole group at once, it waits 40 s for its
+    lost GCS first)."""
+    with contextlib.suppress(ProcessLookupError):
+        if name == "ray":
+            os.kill(pid, signal.SIGTERM)
+        else:
+            os.killpg(pid, signal.SIGTERM)
+
+
 def stop_children(children: list[Child]) -> None:
     """SIGTERM each child's process group, then SIGKILL what is left after a grace period."""
     for child in reversed(children):
         if child.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.process.pid, signal.SIGTERM)
+            _terminate(child.name, child.process.pid)
     deadline = time.monotonic() + STOP_TIMEOUT
     for child in reversed(children):
         try:
@@ -176,6 +203,22 @@ def _commands(settings: Settings) -> dict[str, tuple[list[str], str]]:
             ],
             f"{settings.mlflow_url}/health",
         ),
+        "ray": (
+            [
+                str(Path(python).with_name("ray")),
+                "start",
+                "--head",
+                "--block",  # in the foreground: stopped (with its processes) by SIGTERM
+                "--node-ip-address=127.0.0.1",
+                f"--port={settings.ray_port}",
+                f"--ray-client-server-port={settings.ray_client_port}",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                # Ray's socket paths must stay short: not under a deep state folder.
+                f"--temp-dir={Path(tempfile.gettempdir()) / f'mlops-ray-{settings.ray_port}'}",
+            ],
+            f"tcp://{own_ray_address(settings)}",
+        ),
         "flows": ([python, "-m", "mlops.serve_flows"], ""),
         "worker": (worker_command(settings, f"{socket.gethostname()}-up"), ""),
         "api": (
@@ -204,6 +247,8 @@ def _print_summary(settings: Settings) -> None:
     table.add_row("Prefect UI", settings.prefect_url.removesuffix("/api"))
     tracking = settings.tracking_uri
     table.add_row("MLflow UI", tracking if tracking.startswith("http") else settings.mlflow_url)
+    if "ray" in own_servers(settings):
+        table.add_row("Ray head", own_ray_address(settings))
     table.add_row("State folder", str(settings.home))
     table.add_row("API token", settings.token_hint)
     console.print(table)
@@ -224,6 +269,7 @@ def _write_services_file(settings: Settings, children: list[Child]) -> Path:
                 "api": settings.api_url,
                 "prefect": settings.prefect_url,
                 "mlflow": settings.mlflow_url,
+                **({"ray": own_ray_address(settings)} if "ray" in own_servers(settings) else {}),
                 "pids": {c.name: c.process.pid for c in children},
                 "children": {c.name: owner_of(c.process.pid) for c in children},
                 "supervisor": current_owner(),
@@ -248,8 +294,7 @@ def stop_stale_services(settings: Settings) -> list[str]:
     for name, owner in recorded.get("children", {}).items():
         if owner_alive(owner):
             pid = int(owner.split(":")[1])
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)  # each child leads its own session
+            _terminate(name, pid)  # each child leads its own session
             stopped.append((name, pid))
     deadline = time.monotonic() + STOP_TIMEOUT
     for _, pid in stopped:
@@ -319,8 +364,9 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 def own_servers(settings: Settings) -> tuple[str, ...]:
     """The servers `mlops up` starts: Prefect unless MLOPS_PREFECT_API_URL names another
-    one, MLflow unless the tracking URI is another server (cluster profile pointed at real
-    clusters: then `mlops up` starts only the worker and the API)."""
+    one, MLflow unless the tracking URI is another server, and a Ray head when an engine is
+    `ray` and MLOPS_RAY_ADDRESS names none (cluster profile pointed at real clusters: then
+    `mlops up` starts only the worker and the API)."""
     from mlops.lifecycle.mlflow_backend import is_database
 
     servers = []
@@ -329,6 +375,8 @@ def own_servers(settings: Settings) -> tuple[str, ...]:
     tracking = settings.tracking_uri
     if is_database(tracking) or tracking.rstrip("/") == settings.mlflow_url:
         servers.append("mlflow")
+    if settings.uses_ray and not settings.ray_address:
+        servers.append("ray")
     return tuple(servers)
 
 
@@ -340,10 +388,16 @@ def run_platform(settings: Settings, seed: Callable[[Settings], object]) -> None
     if stale:
         console.print(f"Stopped {', '.join(stale)}, left running by a killed `mlops up`.")
     servers = own_servers(settings)
-    ports = {"prefect": settings.prefect_port, "mlflow": settings.mlflow_port}
+    ports = {
+        "prefect": settings.prefect_port,
+        "mlflow": settings.mlflow_port,
+        "ray": settings.ray_port,
+    }
     ensure_port_free(settings.api_host, settings.api_port, "API")
     for name in servers:
         ensure_port_free("127.0.0.1", ports[name], f"{SERVER_NAMES[name]} server")
+    if "ray" in servers:
+        ensure_port_free("127.0.0.1", settings.ray_client_port, "Ray Client server")
     # SIGTERM while starting: unwind like Ctrl-C so the children are stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     commands = _commands(settings)

@@ -113,10 +113,30 @@ class Settings(BaseSettings):
         "ASOF JOINs on this host; `ray`, Feast's Ray offline store and Ray compute engine "
         "(on `ray_address`), for offline data larger than one host.",
     )
+    compute_engine: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where the ingest computes features: `local`, in the ingest's process; "
+        "`ray`, as Ray tasks on `ray_address`, one per group of whole tickers (the same "
+        "values bit for bit).",
+    )
     ray_address: str | None = Field(
         default=None,
-        description="Ray cluster of the `ray` dataset engine (host:port of its head, or "
-        "ray://host:10001); None: a Ray instance started inside the process that needs it.",
+        description="Ray cluster of the `ray` engines (host:port of its head, or "
+        "ray://host:10001). None: the head `mlops up` started for this state folder when "
+        "an engine is `ray`, else a Ray instance inside the process that needs it.",
+    )
+    ray_port: int = Field(
+        default=6390,
+        ge=1,
+        le=65535,
+        description="Port of the Ray head `mlops up` starts when an engine is `ray` and no "
+        "`ray_address` is given (Redis holds Ray's usual 6379).",
+    )
+    ray_client_port: int = Field(
+        default=10001,
+        ge=1,
+        le=65535,
+        description="Ray Client port of the head `mlops up` starts (ray://127.0.0.1:PORT).",
     )
     mlflow_database_url: str | None = Field(
         default=None,
@@ -233,6 +253,11 @@ class Settings(BaseSettings):
         """A platform shared by a team (production, cluster): tokens required, secrets not
         shown, PostgreSQL and Redis stores."""
         return self.profile in SERVER_PROFILES
+
+    @property
+    def uses_ray(self) -> bool:
+        """An engine of this profile runs on Ray (the ingest's features or datasets)."""
+        return "ray" in (self.compute_engine, self.dataset_engine)
 
     @property
     def uses_work_pool(self) -> bool:
@@ -366,6 +391,8 @@ class Settings(BaseSettings):
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
             "PREFECT_UI_ENABLED": "true",
+            # The ingest's own messages (its Ray tasks' progress) in the flow run's log.
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "mlops.ingest",
         }
         if use_server:
             env["PREFECT_API_URL"] = self.prefect_url

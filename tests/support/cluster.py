@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,8 @@ import pytest
 from tests.support.ports import free_port
 from tests.support.postgres import postgres_databases
 from tests.support.waiting import wait_for
+
+from mlops.services import _terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "cluster-test-token"
@@ -126,9 +130,9 @@ class Cluster:
         process.wait(timeout=60)
 
     def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+        for name, process in reversed(self.processes.items()):
+            if process.poll() is None:  # as `mlops up` stops them (`services._terminate`)
+                _terminate(name, process.pid)
         for process in self.processes.values():
             try:
                 process.wait(timeout=30)
@@ -197,7 +201,7 @@ def cluster_environment(tmp: Path, **extra: str) -> Iterator[tuple[dict[str, str
     (config / "gates.yaml").write_text("default: {holdout_days: 20}\n")
     name = f"mlops_cluster_{uuid.uuid4().hex[:8]}"
     redis_db = _empty_redis_db()
-    ports = {"api": free_port(), "prefect": free_port(), "mlflow": free_port()}
+    ports = {name: free_port() for name in ("api", "prefect", "mlflow", "ray", "ray_client")}
     with postgres_databases(name, f"{name}_mlflow", f"{name}_prefect") as urls:
         metadata, mlflow_db, prefect_db = urls
         env = {
@@ -217,6 +221,9 @@ def cluster_environment(tmp: Path, **extra: str) -> Iterator[tuple[dict[str, str
             "MLOPS_API_PORT": str(ports["api"]),
             "MLOPS_PREFECT_PORT": str(ports["prefect"]),
             "MLOPS_MLFLOW_PORT": str(ports["mlflow"]),
+            "MLOPS_RAY_PORT": str(ports["ray"]),
+            "MLOPS_RAY_CLIENT_PORT": str(ports["ray_client"]),
+            "RAY_USAGE_STATS_ENABLED": "0",
             "MLOPS_API_TOKEN": TOKEN,
             "MLOPS_WORK_POOL": f"pool-{name}",
             "MLOPS_REAP_EVERY_S": "1",
@@ -248,11 +255,15 @@ def running_cluster(tmp: Path, **extra: str) -> Iterator[Cluster]:
             yield cluster
         finally:
             cluster.stop()
+            shutil.rmtree(Path(tempfile.gettempdir()) / f"mlops-ray-{ports['ray']}", True)
 
 
 def _start_servers(cluster: Cluster) -> None:
-    """The Prefect and MLflow servers as `mlops up` starts them in this profile."""
-    from mlops.services import _commands
+    """The Prefect and MLflow servers and the Ray head as `mlops up` starts them in this
+    profile; the worker and the API get the head's address and token as `mlops up`'s
+    children do."""
+    from mlops.ray_cluster import head_environment
+    from mlops.services import _commands, own_ray_address
     from mlops.settings import Settings
 
     saved = dict(os.environ)
@@ -262,6 +273,7 @@ def _start_servers(cluster: Cluster) -> None:
         settings = Settings()
         commands = _commands(settings)
         server_env = settings.prefect_server_environment()
+        ray_env = head_environment(settings, own_ray_address(settings))
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -272,3 +284,17 @@ def _start_servers(cluster: Cluster) -> None:
         cluster.env.pop(key)
     mlflow_args, mlflow_health = commands["mlflow"]
     cluster.start("mlflow", *mlflow_args, health=mlflow_health)
+    cluster.env.update(ray_env)
+    ray_args, _ = commands["ray"]
+    cluster.start("ray", *ray_args)
+    wait_for(lambda: _answers(cluster, cluster.ports["ray"]), 120, "the Ray head to answer")
+
+
+def _answers(cluster: Cluster, port: int) -> bool:
+    if cluster.processes["ray"].poll() is not None:
+        raise AssertionError(f"the Ray head exited: {cluster.log('ray')}")
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True

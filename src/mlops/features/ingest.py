@@ -28,11 +28,7 @@ from sqlalchemy import select
 from mlops import run_records
 from mlops.db import IngestRun, session_scope
 from mlops.errors import NotFoundError
-from mlops.features.compute import (
-    LOOKBACK,
-    STATE_COLUMNS,
-    compute_frames,
-)
+from mlops.features.compute import LOOKBACK, STATE_COLUMNS
 from mlops.features.demo_data import generate_ohlcv
 from mlops.features.ingest_names import INGEST_STEPS, OPEN_STATUSES
 from mlops.features.offline import (
@@ -48,6 +44,7 @@ from mlops.features.offline_changes import (
     BAR_COLUMNS,
     OfflineChange,
     as_bars,
+    computed_frames,
     full_rebuild,
     sorted_bars,
     starts_of,
@@ -247,7 +244,7 @@ def plan_change(settings: Settings, batch: pd.DataFrame) -> OfflineChange:
     merged = sorted_bars(
         pd.concat([stored_from, bars], ignore_index=True) if len(stored_from) else bars
     )
-    features, labels = compute_frames(merged, context if len(context) else None)
+    features, labels = computed_frames(settings, merged, context if len(context) else None)
     last_context = context.groupby("ticker")["date"].max()
     label_starts = last_context.reindex(starts.index).fillna(starts)
     return OfflineChange(
@@ -264,6 +261,15 @@ def plan_change(settings: Settings, batch: pd.DataFrame) -> OfflineChange:
 def compute_offline_frames(settings: Settings, batch: pd.DataFrame) -> OfflineChange:
     """The compute step: the change the batch makes to the offline store."""
     return plan_change(settings, batch)
+
+
+def compute_location(settings: Settings) -> str | None:
+    """Where the compute step runs when not in the ingest's process: its Ray cluster."""
+    if settings.compute_engine != "ray":
+        return None
+    from mlops.ray_cluster import head_address
+
+    return f"Ray cluster at {head_address(settings) or 'a Ray instance of the ingest process'}"
 
 
 def apply_definitions(settings: Settings, author: str, message: str) -> list[VersionInfo]:
@@ -443,11 +449,22 @@ def begin_run(settings: Settings, run_id: int, flow_run_id: str | None) -> str:
     return run_records.begin(settings, RUNS, run_id, start)
 
 
-def record_step(settings: Settings, run_id: int, name: str, seconds: float, status: str) -> None:
-    """Add a step's outcome and wall time to the run."""
+def record_step(
+    settings: Settings,
+    run_id: int,
+    name: str,
+    seconds: float,
+    status: str,
+    where: str | None = None,
+) -> None:
+    """Add a step's outcome and wall time to the run (and where it ran, if elsewhere than
+    in the ingest's process)."""
+    step: dict[str, Any] = {"step": name, "seconds": round(seconds, 4), "status": status}
+    if where:
+        step["where"] = where
 
     def add(run: IngestRun) -> None:
-        run.steps = [*run.steps, {"step": name, "seconds": round(seconds, 4), "status": status}]
+        run.steps = [*run.steps, step]
 
     run_records.change(settings, RUNS, run_id, add)
 
@@ -514,6 +531,9 @@ class IngestStep(BaseModel):
     step: str
     seconds: float
     status: str
+    where: str | None = Field(
+        None, description="Where the step ran, if not in the ingest's process (a Ray cluster)."
+    )
 
 
 class IngestRunInfo(BaseModel):

@@ -178,11 +178,23 @@ def write_offline(settings: Settings, change: OfflineChange) -> Snapshot:
     return commit(settings, change.base, _ChangesByDataset(change), change.tickers)
 
 
+def computed_frames(
+    settings: Settings, bars: pd.DataFrame, context: pd.DataFrame | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`compute_frames` of bars sorted by ticker and date, on this host or as Ray tasks
+    (`settings.compute_engine`)."""
+    if settings.compute_engine == "ray":
+        from mlops.features.compute_ray import compute_frames_on_ray
+
+        return compute_frames_on_ray(settings, bars, context)
+    return compute_frames(bars, context)
+
+
 def full_rebuild(settings: Settings, bars: pd.DataFrame) -> Snapshot:
     """A new snapshot holding `bars` and the features and labels recomputed from them
     (a migrated store, `mlops features repair`). Call it holding `exclusive_write`."""
     merged = sorted_bars(as_bars(bars))
-    features, labels = compute_frames(merged)
+    features, labels = computed_frames(settings, merged, None)
     starts = starts_of(merged)
     change = OfflineChange(
         base=None,

@@ -14,7 +14,6 @@ compute engine (`batch_engine: ray.engine`), both on `settings.ray_address`.
 from __future__ import annotations
 
 import copy
-import socket
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -31,34 +30,16 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import RepoConfig
 from pydantic import StrictStr
 
-from mlops.errors import StoreUnavailableError
 from mlops.features.offline import PARTITION_KEY
 from mlops.features.offline_store import pinned_path
 from mlops.features.store import RAY_OFFLINE_STORE_TYPE
-from mlops.stores import CONNECT_TIMEOUT_S
+from mlops.ray_cluster import ensure_reachable
 
 
 class SnapshotRayOfflineStoreConfig(RayOfflineStoreConfig):
     """Feast's Ray offline store settings; only the `type` differs."""
 
     type: StrictStr = RAY_OFFLINE_STORE_TYPE  # type: ignore[assignment]
-
-
-def ensure_reachable(address: str | None) -> None:
-    """Refuse at once when nothing answers at the Ray head's address: `ray.init` would
-    retry for minutes. None (a Ray instance inside this process) is always reachable."""
-    if not address:
-        return
-    host, _, port = address.split("://", 1)[-1].rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except (OSError, ValueError) as exc:
-        raise StoreUnavailableError(
-            f"Ray cluster at {address}",
-            f"nothing answers there ({exc})",
-            "Start its head (`ray start --head --port ...`) or correct MLOPS_RAY_ADDRESS; "
-            "MLOPS_DATASET_ENGINE=duckdb builds datasets on this host instead.",
-        ) from exc
 
 
 def ray_readable(path: str, snapshots: dict[Path, Path]) -> str:

@@ -87,7 +87,9 @@ def feature_store_config(settings: Settings, secrets_as_references: bool = False
 
 def _ray_engine_config(settings: Settings) -> dict[str, Any]:
     """Feast's Ray offline store (on the platform's snapshots) and Ray compute engine."""
-    ray = {"ray_address": settings.ray_address, "enable_ray_logging": False}
+    from mlops.ray_cluster import head_address
+
+    ray = {"ray_address": head_address(settings), "enable_ray_logging": False}
     return {
         "offline_store": {
             "type": RAY_OFFLINE_STORE_TYPE,

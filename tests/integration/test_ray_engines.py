@@ -1,5 +1,7 @@
-"""The `ray` dataset engine: Feast's Ray offline store, on a Ray head of its own, builds the
-same dataset file as the platform's DuckDB store from the same snapshot."""
+"""The `ray` engines on a Ray head of their own: Feast's Ray offline store builds the same
+dataset file as the platform's DuckDB store from the same snapshot, and an ingest whose
+features are computed as Ray tasks writes the same offline data as one computed here. A
+head that stops during an ingest fails it clearly and leaves the store as it was."""
 
 from __future__ import annotations
 
@@ -20,13 +22,16 @@ import psutil
 import pytest
 from tests.support.ports import free_ports
 from tests.support.settings import make_settings
+from tests.support.waiting import wait_for
 
 from mlops.features import ingest, offline_changes
 from mlops.features.datasets import DatasetRequest, create_dataset, dataset_path, list_datasets
 from mlops.features.demo_data import generate_ohlcv
-from mlops.features.offline import CURRENT, exclusive_write
+from mlops.features.offline import CURRENT, FEATURES_FILE, LABELS_FILE, exclusive_write
+from mlops.features.offline_state import open_snapshot
 from mlops.features.offline_store_ray import ray_readable
 from mlops.features.store import feature_store_config
+from mlops.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -37,12 +42,12 @@ RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": RAY_TOKEN}
 the one `ray start` would save in ~/.ray for every later cluster."""
 
 
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`ray start --head` on loopback with ports and a temp folder of its own."""
+@contextlib.contextmanager
+def started_head(cpus: int) -> Iterator[str]:
+    """`ray start --head` on loopback with ports and a temp folder of its own (its
+    address); stopped after."""
     ray = str(Path(sys.executable).with_name("ray"))
     gcs, manager, objects, client, agent, runtime_env, metrics = free_ports(7)
-    temp = tmp_path_factory.mktemp("ray")
     # Ray's socket paths must stay under 107 bytes: a short folder of the system's temp dir.
     session = Path(tempfile.mkdtemp(prefix="ray-"))
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **RAY_AUTH}
@@ -51,16 +56,23 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         f"--node-manager-port={manager}", f"--object-manager-port={objects}",
         f"--ray-client-server-port={client}", f"--dashboard-agent-grpc-port={agent}",
         f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
-        "--include-dashboard=false", "--num-cpus=2", f"--temp-dir={session}",
+        "--include-dashboard=false", f"--num-cpus={cpus}", f"--temp-dir={session}",
         "--disable-usage-stats",
     ]  # fmt: skip
-    started = subprocess.run(command, env=env, capture_output=True, text=True, cwd=temp)
+    started = subprocess.run(command, env=env, capture_output=True, text=True, cwd=session)
     assert started.returncode == 0, started.stdout + started.stderr
     try:
         yield f"127.0.0.1:{gcs}"
     finally:
         _stop_head(session, gcs)
         shutil.rmtree(session, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[str]:
+    """A Ray head with 2 CPUs for the module's tests."""
+    with started_head(cpus=2) as address:
+        yield address
 
 
 def _stop_head(session: Path, gcs: int) -> None:
@@ -157,3 +169,109 @@ def test_an_unreachable_ray_cluster_fails_the_dataset_and_records_nothing(tmp_pa
     assert f"Ray cluster at 127.0.0.1:{port}" in done.stderr
     assert list_datasets(settings) == []
     assert not dataset_path(settings, "nowhere").exists()
+
+
+def _mlops(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    mlops = str(Path(sys.executable).with_name("mlops"))
+    return subprocess.Popen(
+        [mlops, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _ray_env(home: Path, address: str) -> dict[str, str]:
+    """A process of the local profile whose ingest computes features on the Ray head (a
+    Ray client reads its token from the environment it starts with)."""
+    return {
+        **os.environ,
+        **RAY_AUTH,
+        "MLOPS_HOME": str(home),
+        "MLOPS_PROFILE": "local",
+        "MLOPS_COMPUTE_ENGINE": "ray",
+        "MLOPS_RAY_ADDRESS": address,
+    }
+
+
+def _offline(settings: Settings) -> dict[str, pd.DataFrame]:
+    snapshot = open_snapshot(settings)
+    assert snapshot is not None
+    return {name: snapshot.read(name) for name in (FEATURES_FILE, LABELS_FILE)}
+
+
+def _two_batches(tmp_path: Path) -> tuple[pd.DataFrame, Path, Path]:
+    """Five months of bars, and CSV files of its first four months and of the last one."""
+    bars = generate_ohlcv(n_tickers=5, start=date(2024, 1, 2), end=date(2024, 5, 31), seed=9)
+    history, later = tmp_path / "history.csv", tmp_path / "may.csv"
+    cut = pd.Timestamp("2024-05-01")
+    bars[pd.to_datetime(bars["date"]) < cut].to_csv(history, index=False)
+    bars[pd.to_datetime(bars["date"]) >= cut].to_csv(later, index=False)
+    return bars, history, later
+
+
+def test_an_ingest_computed_on_ray_writes_what_one_computed_here_writes(
+    tmp_path: Path, ray_head: str
+) -> None:
+    bars, history, later = _two_batches(tmp_path)
+    here, on_ray = make_settings(tmp_path / "here"), make_settings(tmp_path / "ray")
+    for settings in (here, on_ray):
+        env = {**os.environ, "MLOPS_HOME": str(settings.home), "MLOPS_PROFILE": "local"}
+        if settings is on_ray:
+            env = _ray_env(settings.home, ray_head)
+        for batch in (history, later):  # a full ingest, then one on top (with context)
+            done = _mlops(env, "ingest", str(batch), "--local")
+            out, err = done.communicate(timeout=600)
+            assert done.returncode == 0, out + err[-3000:]
+    # The run's compute step names where it ran.
+    (run, _) = ingest.latest_runs(on_ray, limit=2)
+    (compute,) = [step for step in run.steps if step["step"] == "compute"]
+    assert compute["where"] == f"Ray cluster at {ray_head}"
+
+    expected, got = _offline(here), _offline(on_ray)
+    assert len(expected[FEATURES_FILE]) == len(bars) > 500
+    for name, frame in expected.items():
+        pd.testing.assert_frame_equal(got[name], frame, check_exact=True)
+
+
+def _files(settings: Settings) -> dict[str, tuple[int, int]]:
+    """Every file of the offline store with its size and modification time."""
+    root = settings.data_dir
+    return {
+        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.name.endswith(".lock")
+    }
+
+
+def _has_pending_tasks(address: str) -> bool:
+    ray = str(Path(sys.executable).with_name("ray"))
+    env = {**os.environ, **RAY_AUTH}
+    status = subprocess.run(
+        [ray, "status", f"--address={address}"], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    return "pending tasks" in status.stdout
+
+
+def test_a_ray_head_that_stops_during_an_ingest_fails_it_and_leaves_the_store(
+    tmp_path: Path,
+) -> None:
+    bars, _, later = _two_batches(tmp_path)
+    settings = make_settings(tmp_path / "home")
+    with exclusive_write(settings):
+        offline_changes.full_rebuild(settings, bars[pd.to_datetime(bars["date"]) < "2024-05-01"])
+    ingest.apply_definitions(settings, "tester", "views")
+    before, current = _files(settings), (settings.data_dir / CURRENT).resolve()
+
+    # A head without CPUs holds the ingest's tasks pending: it stops while they wait.
+    with started_head(cpus=0) as address:
+        running = _mlops(_ray_env(settings.home, address), "ingest", str(later), "--local")
+        wait_for(lambda: _has_pending_tasks(address), 300, "the ingest's tasks on the head")
+    out, err = running.communicate(timeout=300)
+
+    assert running.returncode == 12, out + err[-3000:]
+    assert f"The Ray cluster at {address} is unavailable" in err
+    assert (settings.data_dir / CURRENT).resolve() == current
+    assert _files(settings) == before
+    (run,) = ingest.latest_runs(settings, limit=1)
+    assert run.status == "failed"
+    assert f"Ray cluster at {address}" in (run.error or "")
+    assert [(step["step"], step["status"]) for step in run.steps][-1] == ("compute", "failed")
