@@ -7,9 +7,10 @@ Started by the API and the CLI for a recorded run (`evaluation_id`), or by a sch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
@@ -20,26 +21,34 @@ from mlops.evaluation.candidates import Candidate
 from mlops.evaluation.records import EvaluationInfo
 from mlops.evaluation.results import ModelRef
 from mlops.evaluation.runner import Plan
+from mlops.evaluation.tracking import PlotJob
 from mlops.settings import Settings, load_settings
+
+PlotJobs = list[tuple[str, PlotJob]]
+"""The plots a task leaves to draw once the results are recorded (see `plots_task`)."""
 
 
 @task(name="suite", cache_policy=NO_CACHE)
 def suite_task(
     settings: Settings, evaluation_id: str, plan: Plan, candidate: Candidate, suite: str
-) -> str:
-    result = runner.run_suite(settings, evaluation_id, plan, candidate, suite)
+) -> PlotJobs:
+    own = plan.for_task()
+    result = runner.run_suite(settings, evaluation_id, own, candidate, suite)
     records.add_result(settings, evaluation_id, result)
     get_run_logger().info("%s on %s: %s %s", suite, candidate.label, result.status, result.counts)
-    return result.status
+    return own.plot_jobs
 
 
 @task(name="explain", cache_policy=NO_CACHE)
-def explain_task(settings: Settings, evaluation_id: str, plan: Plan, candidate: Candidate) -> bool:
-    payload = runner.run_explanation(settings, evaluation_id, plan, candidate, plan.explain_rows)
+def explain_task(
+    settings: Settings, evaluation_id: str, plan: Plan, candidate: Candidate
+) -> PlotJobs:
+    own = plan.for_task()
+    payload = runner.run_explanation(settings, evaluation_id, own, candidate, plan.explain_rows)
     records.add_explanation(settings, evaluation_id, candidate.name, candidate.version, payload)
     if "importance" not in payload:
         get_run_logger().warning("%s: %s", candidate.label, payload.get("error"))
-    return "importance" in payload
+    return own.plot_jobs
 
 
 @task(name="plots", cache_policy=NO_CACHE)
@@ -88,23 +97,13 @@ def _run_plan(settings: Settings, evaluation_id: str) -> None:
     explain = records.request_of(settings, evaluation_id).explain
     error = None
     try:
-        futures: list[PrefectFuture[Any]] = [
-            suite_task.with_options(task_run_name=f"{suite} · {candidate.label}").submit(
-                settings, evaluation_id, plan, candidate, suite
-            )
-            for candidate in plan.candidates
-            for suite in plan.suites
-        ]
-        if explain:
-            futures += [
-                explain_task.with_options(task_run_name=f"explain · {candidate.label}").submit(
-                    settings, evaluation_id, plan, candidate
-                )
-                for candidate in plan.candidates
-            ]
-        wait(futures)
-        for future in futures:
-            future.result()
+        if settings.compute_engine == "ray":  # the same tasks, on the Ray cluster's workers
+            from mlops.ray_cluster import task_runner
+
+            with task_runner(settings) as on_ray:
+                _run_tasks(settings, evaluation_id, plan, explain, on_ray.submit)
+        else:
+            _run_tasks(settings, evaluation_id, plan, explain, _submit_here)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
@@ -112,6 +111,45 @@ def _run_plan(settings: Settings, evaluation_id: str) -> None:
         records.finish(settings, evaluation_id, error)
         service.mark_finished(evaluation_id)  # callers waiting for the results may go on
     plots_task(settings, evaluation_id, plan)
+
+
+Submit = Callable[[Task[..., Any], dict[str, Any]], PrefectFuture[Any]]
+
+
+def _submit_here(task: Task[..., Any], parameters: dict[str, Any]) -> PrefectFuture[Any]:
+    """On the flow's own task runner (threads of this process)."""
+    return task.submit(**parameters)
+
+
+def _run_tasks(
+    settings: Settings, evaluation_id: str, plan: Plan, explain: bool, submit: Submit
+) -> None:
+    """One task per (model version, suite) and, if asked, one `explain` per version, each
+    a task run of this flow run wherever `submit` runs it (here, or Prefect's
+    `RayTaskRunner` on the Ray cluster with `compute_engine: ray`); raises the first task's
+    error once all have ended. Each task works on its own copy of the plan's plot jobs and
+    hands them back, so that plots of tasks run elsewhere are drawn too."""
+    futures = [
+        submit(
+            suite_task.with_options(task_run_name=f"{suite} · {candidate.label}"),
+            {"settings": settings, "evaluation_id": evaluation_id, "plan": plan,
+             "candidate": candidate, "suite": suite},
+        )
+        for candidate in plan.candidates
+        for suite in plan.suites
+    ]  # fmt: skip
+    if explain:
+        futures += [
+            submit(
+                explain_task.with_options(task_run_name=f"explain · {candidate.label}"),
+                {"settings": settings, "evaluation_id": evaluation_id, "plan": plan,
+                 "candidate": candidate},
+            )
+            for candidate in plan.candidates
+        ]  # fmt: skip
+    wait(futures)
+    for future in futures:  # the plots each task left, drawn after the results
+        plan.plot_jobs.extend(future.result())
 
 
 def run_recorded(settings: Settings, evaluation_id: str) -> None:

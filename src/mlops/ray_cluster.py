@@ -1,10 +1,10 @@
-"""The platform's use of a Ray cluster: which head, its token, connecting, and waiting on
-tasks with a clear error when the cluster goes away.
+"""The platform's use of a Ray cluster: which head, its token, connecting, waiting on tasks
+with a clear error when the cluster goes away, and Prefect's task runner on it.
 
 The head is `settings.ray_address`, else the one `mlops up` started for this state folder
 (named in ``run/services.json`` with its token file while it runs), else none: `ray.init()`
-then starts a Ray instance inside the process. Ray is imported only here and in the Ray
-offline store, so that the platform's other paths never load it.
+then starts a Ray instance inside the process. Ray is imported only here, in the Ray
+offline store and by `prefect_ray`, so that the platform's other paths never load it.
 """
 
 from __future__ import annotations
@@ -18,21 +18,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.errors import StoreUnavailableError
+from mlops.errors import ConfigError, StoreUnavailableError
 from mlops.runs import owner_alive
 from mlops.settings import Settings
 from mlops.stores import CONNECT_TIMEOUT_S
 
 if TYPE_CHECKING:
+    from prefect.task_runners import TaskRunner
     from ray import ObjectRef
 
 __all__ = [
     "AUTH_ENVIRONMENT",
     "connect",
+    "ensure_installed",
     "ensure_reachable",
     "gather",
     "head_address",
     "head_token_path",
+    "task_runner",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,7 +81,8 @@ def head_address(settings: Settings) -> str | None:
     if not (isinstance(address, str) and isinstance(owner, str) and owner_alive(owner)):
         return None
     if not any(name in os.environ for name in AUTH_ENVIRONMENT):
-        os.environ.update({k: v for k, v in head_environment(settings, address).items()})
+        token = head_environment(settings, address)
+        os.environ.update({name: token[name] for name in AUTH_ENVIRONMENT if name in token})
     return address
 
 
@@ -104,16 +108,44 @@ def _unavailable(address: str | None, problem: str) -> StoreUnavailableError:
     )
 
 
+MISSING_RAY = (
+    "An engine of these settings is `ray` (MLOPS_COMPUTE_ENGINE or MLOPS_DATASET_ENGINE), "
+    "but Ray is not installed: pip install 'mlops[cluster]' (it pins ray and prefect-ray)."
+)
+
+
+def ensure_installed() -> None:
+    """A clear error when the `ray` engines are chosen without Ray installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("prefect_ray") is None:
+        raise ConfigError(MISSING_RAY)
+
+
 def connect(settings: Settings) -> str | None:
     """Connect this process to its Ray head (once; later calls reuse the connection) and
     return the head's address."""
     address = head_address(settings)
     ensure_reachable(address)
+    ensure_installed()
     import ray
 
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     return address
+
+
+def task_runner(settings: Settings) -> TaskRunner[Any]:
+    """Prefect's `RayTaskRunner` on this process's Ray head (refused at once when it does
+    not answer). Its tasks run in the cluster's workers, which reach the Prefect API, the
+    metadata database and MLflow with the flow's settings (both travel with each task)."""
+    address = head_address(settings)
+    ensure_reachable(address)
+    ensure_installed()
+    from prefect_ray import RayTaskRunner
+
+    options = {"log_to_driver": False, "logging_level": logging.WARNING}
+    return RayTaskRunner(address=address, init_kwargs=options)
 
 
 def gather(

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlops.errors import ServiceError
-from mlops.ray_cluster import head_environment
+from mlops.ray_cluster import ensure_installed, head_environment
 from mlops.runs import current_owner, owner_alive, owner_of
 from mlops.settings import Settings, process_environment
 
@@ -362,6 +362,12 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _listed(servers: tuple[str, ...]) -> str:
+    """ "Prefect, MLflow and Ray"."""
+    names = [SERVER_NAMES[name] for name in servers]
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else ""
+
+
 def own_servers(settings: Settings) -> tuple[str, ...]:
     """The servers `mlops up` starts: Prefect unless MLOPS_PREFECT_API_URL names another
     one, MLflow unless the tracking URI is another server, and a Ray head when an engine is
@@ -397,6 +403,7 @@ def run_platform(settings: Settings, seed: Callable[[Settings], object]) -> None
     for name in servers:
         ensure_port_free("127.0.0.1", ports[name], f"{SERVER_NAMES[name]} server")
     if "ray" in servers:
+        ensure_installed()
         ensure_port_free("127.0.0.1", settings.ray_client_port, "Ray Client server")
     # SIGTERM while starting: unwind like Ctrl-C so the children are stopped.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -404,14 +411,14 @@ def run_platform(settings: Settings, seed: Callable[[Settings], object]) -> None
     children: list[Child] = []
     code = 1
     try:
-        with console.status(f"Starting {' and '.join(SERVER_NAMES[n] for n in servers)}..."):
+        with console.status(f"Starting {_listed(servers)}..."):
             for name in servers:
                 children.append(_start(settings, name, *commands[name]))
             for child in children:
                 wait_healthy(child)
         if servers:
             verb = "is" if len(servers) == 1 else "are"
-            console.print(f"[green]{' and '.join(SERVER_NAMES[n] for n in servers)} {verb} up.[/]")
+            console.print(f"[green]{_listed(servers)} {verb} up.[/]")
         from mlops.orchestration import configure_prefect
 
         configure_prefect(settings, use_server=True)

@@ -115,9 +115,10 @@ class Settings(BaseSettings):
     )
     compute_engine: Literal["local", "ray"] = Field(
         default="local",
-        description="Where the ingest computes features: `local`, in the ingest's process; "
-        "`ray`, as Ray tasks on `ray_address`, one per group of whole tickers (the same "
-        "values bit for bit).",
+        description="Where the fanned-out work runs: `local`, in the process that runs the "
+        "flow; `ray`, on the Ray cluster at `ray_address`: the ingest's features as Ray "
+        "tasks (one per group of whole tickers, the same values bit for bit) and an "
+        "evaluation's suite and explain tasks through Prefect's RayTaskRunner.",
     )
     ray_address: str | None = Field(
         default=None,

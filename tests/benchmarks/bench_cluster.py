@@ -1,5 +1,6 @@
 """The cluster profile on this machine: API read throughput with one and two API worker
-processes, and how long a deployment takes through the work pool.
+processes, and how long a deployment takes through the work pool; with --ray-compute, the
+ingest's feature computation as Ray tasks against the same computation in one process.
 
 The servers are the cluster tests' (`tests/support/cluster.py`: Prefect on PostgreSQL
 with Redis messaging, the MLflow tracking server on PostgreSQL, one `mlops worker`), seeded
@@ -8,6 +9,7 @@ with --quick) on a read mix of the API's list and detail pages, with the bootstr
 runs on the same 2 cores as the API, as the design's 245 req/s figure was measured.
 
     .venv/bin/python tests/benchmarks/bench_cluster.py [--quick]
+    .venv/bin/python tests/benchmarks/bench_cluster.py --ray-compute [--quick]
 """
 
 from __future__ import annotations
@@ -116,10 +118,94 @@ def _deploy_seconds(cluster: Cluster, runs: int) -> list[float]:
     return seconds
 
 
+def _timed(work: Any, reps: int) -> tuple[float, Any]:
+    """The median wall time of `reps` runs of `work`, and its last result."""
+    times, result = [], None
+    for _ in range(reps):
+        started = time.perf_counter()
+        result = work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def ray_compute(quick: bool) -> int:
+    """The compute step of a full ingest (1,150 tickers, ~2M bars) and of a one-day batch
+    (one new bar per ticker on top of its 20 stored ones), in this process
+    (`compute_frames`, the floor) and as Ray tasks on a head started as `mlops up` starts
+    it (`compute_frames_on_ray`, one task per CPU); the results are checked equal."""
+    import os
+
+    import pandas as pd
+    from tests.support.ports import free_ports
+
+    from mlops import services
+    from mlops.features.compute import LOOKBACK, STATE_COLUMNS, compute_frames
+    from mlops.features.compute_ray import compute_frames_on_ray
+    from mlops.features.demo_data import generate_ohlcv
+    from mlops.features.offline_changes import as_bars, sorted_bars
+    from mlops.ray_cluster import head_environment
+    from mlops.settings import Settings
+
+    years, reps = (2, 1) if quick else (7, 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        port, client = free_ports(2)
+        settings = Settings(
+            home=Path(tmp), profile="local", compute_engine="ray", ray_port=port,
+            ray_client_port=client,
+        )  # fmt: skip
+        settings.ensure_dirs()
+        os.environ.update(head_environment(settings, services.own_ray_address(settings)))
+        head = services._start(settings, "ray", *services._commands(settings)["ray"])
+        try:
+            services.wait_healthy(head)
+            start = pd.Timestamp("2018-01-02")
+            end = start + pd.DateOffset(years=years)
+            raw = generate_ohlcv(n_tickers=1150, start=start.date(), end=end.date(), seed=11)
+            bars = sorted_bars(as_bars(raw))
+            compute_frames_on_ray(settings, bars.iloc[:1000], None)  # connect, warm workers
+            rows = []
+            local, expected = _timed(lambda: compute_frames(bars), reps)
+            on_ray, got = _timed(lambda: compute_frames_on_ray(settings, bars, None), reps)
+            pd.testing.assert_frame_equal(got[0], expected[0], check_exact=True)
+            rows.append(("full ingest", len(bars), local, on_ray))
+
+            last_day = bars["date"].max()
+            day = bars[bars["date"] == last_day]
+            history = bars[(bars["date"] < last_day) & bars["ticker"].isin(day["ticker"])]
+            features, _ = expected
+            stored = features[
+                (features["event_timestamp"].dt.tz_localize(None) < last_day)
+                & features["ticker"].isin(day["ticker"])
+            ]
+            context = history.groupby("ticker").tail(LOOKBACK).reset_index(drop=True)
+            state = stored.groupby("ticker").tail(LOOKBACK).reset_index(drop=True)
+            context[list(STATE_COLUMNS)] = state[list(STATE_COLUMNS)].to_numpy()
+            day_reps = max(reps, 5)
+            local, expected = _timed(lambda: compute_frames(day, context), day_reps)
+            on_ray, got = _timed(lambda: compute_frames_on_ray(settings, day, context), day_reps)
+            pd.testing.assert_frame_equal(got[0], expected[0], check_exact=True)
+            rows.append(("one-day batch", len(day) + len(context), local, on_ray))
+        finally:
+            services.stop_children([head])
+            shutil.rmtree(Path(tempfile.gettempdir()) / f"mlops-ray-{port}", True)
+
+    print(f"\nFeature computation of an ingest, median of {reps}+ runs (2 cores, 2 Ray tasks)")
+    print("| batch | bars in | one process s | Ray tasks s | Ray / one process |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, count, local_s, ray_s in rows:
+        print(f"| {name} | {count:,} | {local_s:.2f} | {ray_s:.2f} | {ray_s / local_s:.1f}x |")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="15 s of load instead of 60 s")
+    parser.add_argument(
+        "--ray-compute", action="store_true", help="the ingest's features on Ray vs here"
+    )
     args = parser.parse_args()
+    if args.ray_compute:
+        return ray_compute(args.quick)
     if shutil.which("wrk") is None:
         print("bench_cluster needs wrk: apt-get install wrk", file=sys.stderr)
         return 2

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from tests.support.cluster import ENDS, Cluster, cluster_environment, running_cluster
 from tests.support.waiting import wait_for
@@ -45,6 +48,8 @@ def test_ingest_training_deployment_and_evaluation_run_on_the_worker(cluster: Cl
     (ingest,) = cluster.get("/api/v1/ingests")
     assert ingest["status"] == "completed" and ingest["rows"] > 0
     assert cluster.deployment_name(cluster.flow_run(ingest["flow_run_id"])) == "ingest/platform"
+    (compute,) = [step for step in ingest["steps"] if step["step"] == "compute"]
+    assert compute["where"] == f"Ray cluster at 127.0.0.1:{cluster.ports['ray']}"
 
     from mlflow.tracking import MlflowClient
 
@@ -170,15 +175,15 @@ def test_up_runs_the_cluster_profile_on_one_machine(tmp_path: Path) -> None:
                 interval=0.5,
             )
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            assert set(json.loads(services.read_text())["pids"]) == {
-                "prefect",
-                "mlflow",
-                "worker",
-                "api",
-            }
+            recorded = json.loads(services.read_text())
+            assert set(recorded["pids"]) == {"prefect", "mlflow", "ray", "worker", "api"}
+            assert recorded["ray"] == f"127.0.0.1:{ports['ray']}"
             cluster = Cluster(home=home, env=env, ports=ports)
             (deployment,) = cluster.get("/api/v1/ml/deployments")
             assert deployment["status"] == "succeeded", deployment["error"]
+            (ingest,) = cluster.get("/api/v1/ingests")  # the features computed on its head
+            (compute,) = [step for step in ingest["steps"] if step["step"] == "compute"]
+            assert compute["where"] == f"Ray cluster at {recorded['ray']}"
             run = cluster.flow_run(deployment["flow_run_id"])
             assert cluster.deployment_name(run) == "deploy/platform"
             assert run["work_pool_name"] == env["MLOPS_WORK_POOL"]
@@ -186,4 +191,12 @@ def test_up_runs_the_cluster_profile_on_one_machine(tmp_path: Path) -> None:
             os.killpg(process.pid, signal.SIGINT)
             output, _ = process.communicate(timeout=120)
         assert process.returncode == 0, output
-        assert "Stopped." in output and "Prefect and MLflow are up." in output
+        assert "Stopped." in output and "Prefect, MLflow and Ray are up." in output
+        ray_temp = Path(tempfile.gettempdir()) / f"mlops-ray-{ports['ray']}"
+
+        def head_stopped() -> bool:  # its processes all name its temp folder
+            named = (" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+            return not any(str(ray_temp) in line for line in named)
+
+        wait_for(head_stopped, 60, "the Ray head to stop with `mlops up`")
+        shutil.rmtree(ray_temp, ignore_errors=True)

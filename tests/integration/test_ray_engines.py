@@ -16,12 +16,14 @@ import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import psutil
 import pytest
 from tests.support.ports import free_ports
-from tests.support.settings import make_settings
+from tests.support.registered_models import LIFECYCLE_MODEL
+from tests.support.settings import DEMO, make_settings
 from tests.support.waiting import wait_for
 
 from mlops.features import ingest, offline_changes
@@ -40,6 +42,10 @@ RAY_TOKEN = secrets.token_hex(16)
 RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": RAY_TOKEN}
 """Ray's token authentication (on by default), with a token of this test's own rather than
 the one `ray start` would save in ~/.ray for every later cluster."""
+
+
+SESSIONS: dict[str, Path] = {}
+"""The temp folder of each head the tests started, by address."""
 
 
 @contextlib.contextmanager
@@ -61,6 +67,7 @@ def started_head(cpus: int) -> Iterator[str]:
     ]  # fmt: skip
     started = subprocess.run(command, env=env, capture_output=True, text=True, cwd=session)
     assert started.returncode == 0, started.stdout + started.stderr
+    SESSIONS[f"127.0.0.1:{gcs}"] = session
     try:
         yield f"127.0.0.1:{gcs}"
     finally:
@@ -73,6 +80,12 @@ def ray_head() -> Iterator[str]:
     """A Ray head with 2 CPUs for the module's tests."""
     with started_head(cpus=2) as address:
         yield address
+
+
+def _worker_logs(address: str) -> str:
+    """What the head's Ray workers printed (Ray keeps it in its session's log folder)."""
+    logs = SESSIONS[address].glob("session_*/logs/worker-*.out")
+    return "".join(log.read_text(errors="replace") for log in logs)
 
 
 def _stop_head(session: Path, gcs: int) -> None:
@@ -275,3 +288,46 @@ def test_a_ray_head_that_stops_during_an_ingest_fails_it_and_leaves_the_store(
     assert run.status == "failed"
     assert f"Ray cluster at {address}" in (run.error or "")
     assert [(step["step"], step["status"]) for step in run.steps][-1] == ("compute", "failed")
+
+
+def test_an_evaluation_on_ray_gives_the_results_of_one_run_here(
+    tmp_path: Path, lifecycle: dict[str, Any], ray_head: str
+) -> None:
+    """The suite and explain tasks through Prefect's RayTaskRunner: the same record."""
+    home = tmp_path / "home"  # a copy: the records it adds stay out of the shared one
+    shutil.copytree(lifecycle["settings"].home, home, symlinks=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLOPS_"))},
+        "MLOPS_HOME": str(home),
+        "MLOPS_PROFILE": "local",
+        **{f"MLOPS_{key.upper()}": str(value) for key, value in DEMO.items()},
+    }
+    command = [
+        "eval", "run", "-s", "smoke", "-m", f"{LIFECYCLE_MODEL}:1", "-m", f"{LIFECYCLE_MODEL}:2",
+        "--rows", "40", "--json",
+    ]  # fmt: skip
+    records = []
+    for run_env in (env, {**env, **_ray_env(home, ray_head)}):
+        done = _mlops(run_env, *command)
+        out, err = done.communicate(timeout=600)
+        assert done.returncode == 0, out + err[-3000:]
+        records.append(json.loads(out))
+    here, on_ray = records
+
+    def outcome(record: dict[str, Any]) -> Any:
+        """Verdicts, metrics and test outcomes (not the latency test's measured time)."""
+        results = sorted(record["results"], key=lambda r: (r["version"], r["suite"]))
+        return record["verdict"], [
+            (r["version"], r["suite"], r["status"], r["metrics"], [
+                (t["name"], t["status"], t["value"] if t["kind"] == "metric" else None)
+                for t in r["tests"]
+            ])
+            for r in results
+        ]  # fmt: skip
+
+    assert outcome(on_ray) == outcome(here)
+    assert outcome(here)[0] == "passed" and len(outcome(here)[1]) == 2
+    assert sorted(on_ray["explained"]) == sorted(here["explained"]) != []
+    # The tasks ran in the head's workers (Ray names each task it ran in their logs).
+    logs = _worker_logs(ray_head)
+    assert ":task_name:suite\n" in logs and ":task_name:explain\n" in logs

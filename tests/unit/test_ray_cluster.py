@@ -105,3 +105,37 @@ def test_ticker_parts_hold_whole_tickers_and_cover_every_row_once(parts: int) ->
 def test_ticker_parts_of_no_rows_and_of_one_ticker() -> None:
     assert ticker_parts(np.array([], dtype=object), 4) == []
     assert ticker_parts(np.array(["A"] * 9, dtype=object), 4) == [slice(0, 9)]
+
+
+def test_the_kuberay_manifest_runs_the_ray_the_platform_pins() -> None:
+    import tomllib
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    pinned = next(r for r in extras["optional-dependencies"]["cluster"] if r.startswith("ray["))
+    manifests = list(yaml.safe_load_all((root / "deploy/kubernetes/raycluster.yaml").read_text()))
+    (cluster,) = [m for m in manifests if m["kind"] == "RayCluster"]
+    assert pinned.endswith(f"=={cluster['spec']['rayVersion']}")
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {e["name"] for e in head["env"]} == {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}
+    mlflow = list(yaml.safe_load_all((root / "deploy/kubernetes/mlflow.yaml").read_text()))
+    (server,) = [m for m in mlflow if m["kind"] == "Deployment"]
+    args = server["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert any(a.startswith("--artifacts-destination=s3://") for a in args)
+
+
+def test_a_ray_engine_without_ray_installed_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from mlops.errors import ConfigError
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else found(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'mlops\[cluster\]'"):
+        ray_cluster.ensure_installed()

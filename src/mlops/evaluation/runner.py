@@ -5,6 +5,7 @@ The Prefect flow `evaluate` (flows/evaluate.py) fans these out as tasks."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
@@ -53,6 +54,17 @@ class Plan:
     def add_plots(self, run_id: str, job: tracking.PlotJob) -> None:
         with self._lock:
             self.plot_jobs.append((run_id, job))
+
+    def for_task(self) -> Plan:
+        """The plan for one task: the same versions and rows, with plot jobs of its own
+        (the task hands them back, wherever it ran)."""
+        return dataclasses.replace(self, plot_jobs=[], _lock=threading.Lock())
+
+    def __getstate__(self) -> dict[str, Any]:  # a task on another process (Ray) gets a copy
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def describe(self) -> dict[str, Any]:
         return {
