@@ -3,8 +3,9 @@ with a clear error when the cluster goes away, and Prefect's task runner on it.
 
 The head is `settings.ray_address`, else the one `mlops up` started for this state folder
 (named in ``run/services.json`` with its token file while it runs), else none: `ray.init()`
-then starts a Ray instance inside the process. Ray is imported only here, in the Ray
-offline store and by `prefect_ray`, so that the platform's other paths never load it.
+then starts a Ray instance inside the process. Ray is imported only inside the functions
+that use it (here, `features.compute_ray`, the Ray offline store, `prefect_ray`), so that
+the platform's other paths never load it.
 """
 
 from __future__ import annotations
