@@ -17,4 +17,4 @@ echo "== mypy"; .venv/bin/mypy
 echo "== pytest"
 # Two workers (the test machine has 2 cores); a file's tests stay on one worker, so its
 # module fixtures are built once. Pass `-n 0` to run in one process.
-.venv/bin/pytest -n 2 --dist loadfile --cov=mlops --cov-report=term --cov-report=xml "$@"
+.venv/bin/pytest -n 2 --dist loadfile --durations=30 --cov=mlops --cov-report=term --cov-report=xml "$@"
