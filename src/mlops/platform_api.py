@@ -24,6 +24,10 @@ __all__ = ["API_FILE", "registered", "running_api"]
 API_FILE = "api.json"
 SERVICES_FILE = "services.json"
 PROBE_PATH = "/api/v1/ingests?limit=1"
+PROBE_TIMEOUT_S = 10.0
+"""How long a live API's answer is awaited: a busy one (a loaded host, a heavy ingest) still
+gets the files; a dead owner, a refused connection or another folder's token fall back at
+once."""
 
 
 @contextlib.contextmanager
@@ -60,7 +64,9 @@ def running_api(settings: Settings) -> str | None:
 def _answers(settings: Settings, url: str) -> bool:
     try:
         response = httpx.get(
-            url + PROBE_PATH, headers={"Authorization": f"Bearer {settings.token}"}, timeout=2.0
+            url + PROBE_PATH,
+            headers={"Authorization": f"Bearer {settings.token}"},
+            timeout=PROBE_TIMEOUT_S,
         )
     except httpx.HTTPError:
         return False
