@@ -19,7 +19,7 @@ import httpx
 from mlops.runs import current_owner, owner_alive
 from mlops.settings import Settings
 
-__all__ = ["API_FILE", "registered", "running_api"]
+__all__ = ["API_FILE", "SERVICES_FILE", "registered", "running_api", "services_record"]
 
 API_FILE = "api.json"
 SERVICES_FILE = "services.json"
@@ -45,9 +45,15 @@ def registered(settings: Settings, url: str) -> Iterator[None]:
             path.unlink(missing_ok=True)
 
 
+def services_record(settings: Settings) -> dict[str, object]:
+    """What the running (or a killed) `mlops up` of this state folder wrote of its services;
+    empty when there is none."""
+    return _read(settings.run_dir / SERVICES_FILE)
+
+
 def running_api(settings: Settings) -> str | None:
     """The URL of the live API of this state folder, or None."""
-    services = _read(settings.run_dir / SERVICES_FILE)
+    services = services_record(settings)
     children = services.get("children")
     alone = _read(settings.run_dir / API_FILE)
     candidates = [

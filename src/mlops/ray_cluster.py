@@ -10,7 +10,6 @@ the platform's other paths never load it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.errors import ConfigError, StoreUnavailableError
+from mlops.platform_api import services_record
 from mlops.runs import owner_alive
 from mlops.settings import Settings
 from mlops.stores import CONNECT_TIMEOUT_S
@@ -39,13 +39,10 @@ __all__ = [
     "task_runner",
 ]
 
-log = logging.getLogger(__name__)
-
 AUTH_ENVIRONMENT = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 """How a Ray process finds the cluster's token (Ray's token authentication)."""
 POLL_S = 1.0
 """How often a wait on tasks checks that the head still answers."""
-SERVICES_FILE = "services.json"
 
 
 def head_token_path(settings: Settings) -> Path:
@@ -74,10 +71,7 @@ def head_address(settings: Settings) -> str | None:
     gets `head_environment` unless it names a token of its own."""
     if settings.ray_address:
         return settings.ray_address
-    try:
-        services = json.loads((settings.run_dir / SERVICES_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    services = services_record(settings)
     address, owner = services.get("ray"), services.get("supervisor")
     if not (isinstance(address, str) and isinstance(owner, str) and owner_alive(owner)):
         return None
@@ -123,12 +117,18 @@ def ensure_installed() -> None:
         raise ConfigError(MISSING_RAY)
 
 
-def connect(settings: Settings) -> str | None:
-    """Connect this process to its Ray head (once; later calls reuse the connection) and
-    return the head's address."""
+def _usable_head(settings: Settings) -> str | None:
+    """This process's head, once it answers and Ray is installed."""
     address = head_address(settings)
     ensure_reachable(address)
     ensure_installed()
+    return address
+
+
+def connect(settings: Settings) -> str | None:
+    """Connect this process to its Ray head (once; later calls reuse the connection) and
+    return the head's address."""
+    address = _usable_head(settings)
     import ray
 
     if not ray.is_initialized():
@@ -140,9 +140,7 @@ def task_runner(settings: Settings) -> TaskRunner[Any]:
     """Prefect's `RayTaskRunner` on this process's Ray head (refused at once when it does
     not answer). Its tasks run in the cluster's workers, which reach the Prefect API, the
     metadata database and MLflow with the flow's settings (both travel with each task)."""
-    address = head_address(settings)
-    ensure_reachable(address)
-    ensure_installed()
+    address = _usable_head(settings)
     from prefect_ray import RayTaskRunner
 
     options = {"log_to_driver": False, "logging_level": logging.WARNING}

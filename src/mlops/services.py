@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlops.errors import ServiceError
+from mlops.platform_api import SERVICES_FILE
 from mlops.ray_cluster import ensure_installed, head_environment
 from mlops.runs import current_owner, owner_alive, owner_of
 from mlops.settings import Settings, process_environment
@@ -262,7 +263,7 @@ def _print_health(settings: Settings) -> None:
 
 
 def _write_services_file(settings: Settings, children: list[Child]) -> Path:
-    path = settings.run_dir / "services.json"
+    path = settings.run_dir / SERVICES_FILE
     path.write_text(
         json.dumps(
             {
@@ -283,7 +284,7 @@ def _write_services_file(settings: Settings, children: list[Child]) -> Path:
 def stop_stale_services(settings: Settings) -> list[str]:
     """Stop the services a killed `mlops up` of this state folder left running (its
     services file names them); the names of those stopped."""
-    path = settings.run_dir / "services.json"
+    path = settings.run_dir / SERVICES_FILE
     try:
         recorded = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -446,7 +447,7 @@ def run_platform(settings: Settings, seed: Callable[[Settings], object]) -> None
 
         code = _supervise(children, ready)
     finally:
-        (settings.run_dir / "services.json").unlink(missing_ok=True)
+        (settings.run_dir / SERVICES_FILE).unlink(missing_ok=True)
         with console.status("Stopping..."):
             stop_children(children)
         console.print("Stopped.")
