@@ -7,15 +7,15 @@ Started by the API and the CLI for a recorded run (`evaluation_id`), or by a sch
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from prefect import Task, flow, get_run_logger, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture, wait
+from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
+from flows.fan_out import Submit, task_submitter
 from mlops.evaluation import records, runner, service
 from mlops.evaluation.candidates import Candidate
 from mlops.evaluation.records import EvaluationInfo
@@ -97,13 +97,8 @@ def _run_plan(settings: Settings, evaluation_id: str) -> None:
     explain = records.request_of(settings, evaluation_id).explain
     error = None
     try:
-        if settings.compute_engine == "ray":  # the same tasks, on the Ray cluster's workers
-            from mlops.ray_cluster import task_runner
-
-            with task_runner(settings) as on_ray:
-                _run_tasks(settings, evaluation_id, plan, explain, on_ray.submit)
-        else:
-            _run_tasks(settings, evaluation_id, plan, explain, _submit_here)
+        with task_submitter(settings) as submit:  # here, or on the Ray cluster's workers
+            _run_tasks(settings, evaluation_id, plan, explain, submit)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
@@ -111,14 +106,6 @@ def _run_plan(settings: Settings, evaluation_id: str) -> None:
         records.finish(settings, evaluation_id, error)
         service.mark_finished(evaluation_id)  # callers waiting for the results may go on
     plots_task(settings, evaluation_id, plan)
-
-
-Submit = Callable[[Task[..., Any], dict[str, Any]], PrefectFuture[Any]]
-
-
-def _submit_here(task: Task[..., Any], parameters: dict[str, Any]) -> PrefectFuture[Any]:
-    """On the flow's own task runner (threads of this process)."""
-    return task.submit(**parameters)
 
 
 def _run_tasks(

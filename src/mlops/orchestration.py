@@ -143,6 +143,33 @@ def _train_on_pool(
     return training.result_of_flow_run(settings, config.experiment, flow_run_id)
 
 
+def run_train_many(
+    settings: Settings, models: list[str], author: str, dataset: str | None = None
+) -> list[TrainResult]:
+    """Run the `train-many` flow (several configurations side by side, see flows/train.py)
+    in this process, or on a worker of the pool in the cluster profile; the results in the
+    order named, or the first training's error (the others are registered all the same)."""
+    from mlops.lifecycle import training
+
+    configs = {name: training.get_model_config(settings, name) for name in models}  # 404 here
+    if not settings.uses_work_pool:
+        _wait_for_prefect()
+        from flows.train import train_many_flow
+
+        return train_many_flow(models=models, settings=settings, author=author, dataset=dataset)
+    from mlops import pool_runs, work_pool
+
+    parameters = {"models": models, "author": author, "dataset": dataset}
+    flow_run_id = work_pool.submit(settings, "train-many", parameters)
+    state, message = pool_runs.wait_ended(settings, flow_run_id)
+    if state != "COMPLETED":
+        raise pool_runs.failure_of(state, message)
+    return [
+        training.result_of_flow_run(settings, config.experiment, flow_run_id, name)
+        for name, config in configs.items()
+    ]
+
+
 def start_ingest(
     settings: Settings,
     run_id: int,

@@ -40,6 +40,10 @@ def flow_by_name(name: str) -> Any:
         from flows.train import train_flow
 
         return train_flow
+    if name == "train-many":
+        from flows.train import train_many_flow
+
+        return train_many_flow
     if name == "evaluate":
         from flows.evaluate import evaluate_flow
 

@@ -1,11 +1,11 @@
 """Flows on a Prefect work pool (the cluster profile): deployments, submission, and what
 Prefect knows of a submitted run.
 
-In the cluster profile the platform's flows (`deploy`, `evaluate`, `train`, `ingest`) are
-Prefect deployments on a work pool of type `process` (`settings.work_pool`). Workers
-(`mlops worker`, which runs `prefect worker start --pool ...` with the platform's settings)
-poll the pool and run each flow run in a process of their own, on any host that has the
-package and reaches the stores. The API, the console and the CLI record the run (a
+In the cluster profile the platform's flows (`deploy`, `evaluate`, `train`, `train-many`,
+`ingest`) are Prefect deployments on a work pool of type `process` (`settings.work_pool`).
+Workers (`mlops worker`, which runs `prefect worker start --pool ...` with the platform's
+settings) poll the pool and run each flow run in a process of their own, on any host that
+has the package and reaches the stores. The API, the console and the CLI record the run (a
 deployment, an evaluation...) and submit a flow run for it with `run_deployment`; they do
 not run it. So a run survives a restart of the API, and more workers run more at once.
 
@@ -38,6 +38,7 @@ FLOW_ENTRYPOINTS = {
     "deploy": ("flows.deploy", "deploy_flow"),
     "evaluate": ("flows.evaluate", "evaluate_flow"),
     "train": ("flows.train", "train_flow"),
+    "train-many": ("flows.train", "train_many_flow"),
     "ingest": ("flows.ingest", "ingest_flow"),
 }
 

@@ -39,10 +39,20 @@ def test_ingest_training_deployment_and_evaluation_run_on_the_worker(cluster: Cl
     assert sorted(cluster.deployment_name(r) for r in ran) == [
         "deploy/platform",
         "ingest/platform",
-        *["train/platform"] * 3,
+        "train-many/platform",
     ], "the demo's flows ran from their pool deployments (scheduled ones wait for their time)"
     assert {r["work_pool_name"] for r in ran} == {cluster.env["MLOPS_WORK_POOL"]}
     assert all(r["state"]["type"] == "COMPLETED" for r in ran)
+    (trainings,) = [r for r in ran if cluster.deployment_name(r) == "train-many/platform"]
+    fits = cluster.http.post(
+        f"{cluster.prefect}/task_runs/filter",
+        json={"flow_runs": {"id": {"any_": [trainings["id"]]}}},
+    ).json()  # the three fits, as task runs of the flow run (on the Ray head's workers)
+    assert sorted(t["name"] for t in fits if t["name"].startswith("fit-and-log")) == [
+        f"fit-and-log · {name}"
+        for name in ("gradient_boosting", "logistic_regression", "random_forest")
+    ]
+    assert all(t["state"]["type"] == "COMPLETED" for t in fits)
     (deployment,) = cluster.get("/api/v1/ml/deployments")
     assert deployment["status"] == "succeeded", deployment["error"]
     (ingest,) = cluster.get("/api/v1/ingests")

@@ -127,8 +127,23 @@ def test_train_registers_a_model_version(cli_env: Settings) -> None:
     assert set(trained["metrics"]) >= {"accuracy", "roc_auc", "log_loss", "brier"}
 
 
+def test_train_several_models_registers_each_in_the_order_given(cli_env: Settings) -> None:
+    result = runner.invoke(app, ["train", "random_forest", "logistic_regression", "--json"])
+    assert result.exit_code == 0, result.output
+    trained, _ = json.JSONDecoder().raw_decode(result.stdout)
+    assert [t["kind"] for t in trained] == ["random_forest", "logistic_regression"]
+    first, second = (int(t["model_version"]) for t in trained)
+    assert second == first + 1
+    assert trained[0]["dataset"] == trained[1]["dataset"]  # built once, shared
+
+
 def test_train_bad_input_exit_codes(cli_env: Settings) -> None:
     assert runner.invoke(app, ["train", "no_such_model"]).exit_code == NotFoundError.exit_code
+    several = runner.invoke(app, ["train", "random_forest", "no_such_model"])
+    assert several.exit_code == NotFoundError.exit_code, several.output
+    one_only = runner.invoke(app, ["train", "random_forest", "logistic_regression", "-p", "C=1"])
+    assert one_only.exit_code == InvalidInputError.exit_code
+    assert "--param applies to one model configuration" in one_only.output
     bad = runner.invoke(app, ["train", "logistic_regression", "-p", "C"])
     assert bad.exit_code == InvalidInputError.exit_code and "name=value" in bad.output
     yaml_error = runner.invoke(app, ["train", "logistic_regression", "-p", "C=["])

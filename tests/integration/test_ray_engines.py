@@ -1,7 +1,8 @@
 """The `ray` engines on a Ray head of their own: Feast's Ray offline store builds the same
-dataset file as the platform's DuckDB store from the same snapshot, and an ingest whose
-features are computed as Ray tasks writes the same offline data as one computed here. A
-head that stops during an ingest fails it clearly and leaves the store as it was."""
+dataset file as the platform's DuckDB store from the same snapshot; an ingest whose
+features are computed as Ray tasks writes the same offline data as one computed here; and
+evaluations and trainings run through Prefect's RayTaskRunner give the results of runs
+here. A head that stops during an ingest fails it clearly and leaves the store as it was."""
 
 from __future__ import annotations
 
@@ -342,3 +343,34 @@ def test_an_evaluation_on_ray_gives_the_results_of_one_run_here(
     # The tasks ran in the head's workers (Ray names each task it ran in their logs).
     logs = _worker_logs(ray_head)
     assert ":task_name:suite\n" in logs and ":task_name:explain\n" in logs
+
+
+def test_trainings_on_ray_give_the_models_of_a_run_here(
+    tmp_path: Path, lifecycle: dict[str, Any], ray_head: str
+) -> None:
+    """`mlops train a b` fits through Prefect's RayTaskRunner: the same metrics as here."""
+    home = tmp_path / "home"  # a copy: the versions it adds stay out of the shared one
+    shutil.copytree(lifecycle["settings"].home, home, symlinks=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLOPS_"))},
+        "MLOPS_HOME": str(home),
+        "MLOPS_PROFILE": "local",
+        **{f"MLOPS_{key.upper()}": str(value) for key, value in DEMO.items()},
+    }
+    dataset = lifecycle["runs"]["logistic_regression"].dataset
+    command = ["train", "logistic_regression", "random_forest", "-d", dataset, "--json"]
+    trained = []
+    for run_env in (env, {**env, **_ray_env(home, ray_head)}):
+        done = _mlops(run_env, *command)
+        out, err = done.communicate(timeout=600)
+        assert done.returncode == 0, out + err[-3000:]
+        trained.append(json.JSONDecoder().raw_decode(out)[0])
+    here, on_ray = trained
+
+    assert [t["kind"] for t in on_ray] == ["logistic_regression", "random_forest"]
+    assert [t["metrics"] for t in on_ray] == [t["metrics"] for t in here]
+    assert [int(t["model_version"]) for t in on_ray] == [
+        int(t["model_version"]) + 2 for t in here
+    ], "registered after the two of the run here, in the order named"
+    # The fits ran in the head's workers (Ray names each task it ran in their logs).
+    assert ":task_name:fit-and-log\n" in _worker_logs(ray_head)

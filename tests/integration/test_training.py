@@ -1,18 +1,31 @@
-"""The `train` flow on the ingested demo store: MLflow runs, history, registry, lineage."""
+"""The `train` and `train-many` flows on the ingested demo store: MLflow runs, history,
+registry, lineage."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from flows.train import train_flow
+import yaml
+from flows.train import train_flow, train_many_flow
 
 from mlops.errors import InvalidInputError, NotFoundError
-from mlops.features.datasets import get_dataset
-from mlops.lifecycle.training import LABEL, TrainResult, time_split
+from mlops.features.datasets import get_dataset, list_datasets
+from mlops.lifecycle.training import (
+    CONFIG_TAG,
+    FLOW_RUN_TAG,
+    LABEL,
+    MODELS_FILE,
+    TrainResult,
+    result_of_flow_run,
+    time_split,
+)
 from mlops.settings import Settings
 
 FAST: dict[str, TrainResult] = {
@@ -161,3 +174,96 @@ def test_existing_dataset_is_reused(trained: dict[str, TrainResult], ingested: S
     assert int(result.model_version) > int(trained["logistic_regression"].model_version)
     with pytest.raises(NotFoundError, match="Unknown dataset"):
         train_flow(model="logistic_regression", settings=ingested, dataset="no-such-dataset")
+
+
+def _models_config(settings: Settings, tmp_path: Path, models: dict[str, Any]) -> Settings:
+    """The settings with a config folder of the test's own whose models.yaml holds
+    `models`, each in an experiment and registered model of the test's own."""
+    config_dir = tmp_path / "config"
+    shutil.copytree(settings.config_dir, config_dir)
+    owned = f"train-many-{uuid.uuid4().hex[:6]}"
+    entries = {
+        name: {**entry, "experiment": owned, "registered_model": owned}
+        for name, entry in models.items()
+    }
+    (config_dir / MODELS_FILE).write_text(yaml.safe_dump({"models": entries}))
+    return settings.model_copy(update={"config_dir": config_dir})
+
+
+def test_train_many_fits_side_by_side_and_registers_in_the_order_named(
+    ingested: Settings, tmp_path: Path
+) -> None:
+    settings = _models_config(
+        ingested,
+        tmp_path,
+        {
+            "boosted": {"kind": "gradient_boosting", "hyperparameters": FAST["gradient_boosting"]},
+            "linear": {"kind": "logistic_regression", "hyperparameters": {"C": 1.0}},
+        },
+    )
+    before = {info.name for info in list_datasets(settings)}
+    state = train_many_flow(
+        models=["linear", "boosted"], settings=settings, author="tester", return_state=True
+    )
+    results = state.result()
+    flow_run_id = str(state.state_details.flow_run_id)
+
+    assert [r.kind for r in results] == ["logistic_regression", "gradient_boosting"]
+    assert [r.model_version for r in results] == ["1", "2"]  # in the order named
+    (shared,) = {r.dataset for r in results}  # one dataset, built once for both
+    assert {info.name for info in list_datasets(settings)} - before == {shared}
+    client = _client(settings)
+    for name, result in zip(["linear", "boosted"], results, strict=True):
+        tags = client.get_run(result.run_id).data.tags
+        assert tags[CONFIG_TAG] == name and tags[FLOW_RUN_TAG] == flow_run_id
+        version = client.get_model_version(result.model_name, result.model_version)
+        assert version.run_id == result.run_id and version.tags["model_kind"] == result.kind
+        # what a submitter of the flow to a work pool reads back, per configuration
+        found = result_of_flow_run(settings, result.model_name, flow_run_id, name)
+        assert found == result
+    # side by side gives what one training alone gives on that dataset
+    alone = train_flow(model="boosted", settings=settings, author="tester", dataset=shared)
+    assert alone.metrics == results[1].metrics
+    assert alone.model_version == "3"
+
+
+def test_train_many_registers_the_others_when_one_fails(ingested: Settings, tmp_path: Path) -> None:
+    settings = _models_config(
+        ingested,
+        tmp_path,
+        {
+            "good": {"kind": "logistic_regression", "hyperparameters": {"C": 1.0}},
+            "bad": {"kind": "logistic_regression", "hyperparameters": {"C": -1.0}},
+        },
+    )
+    with pytest.raises(InvalidInputError, match="Training logistic_regression failed"):
+        train_many_flow(models=["bad", "good"], settings=settings, author="tester")
+    client = _client(settings)
+    (model,) = client.search_registered_models(f"name = '{_owned(settings)}'")
+    (version,) = client.search_model_versions(f"name = '{model.name}'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name(model.name).experiment_id],
+        order_by=["attributes.start_time"],
+    )
+    status = {run.data.tags[CONFIG_TAG]: run.info.status for run in runs}
+    assert status == {"good": "FINISHED", "bad": "FAILED"}
+    assert version.run_id == next(r.info.run_id for r in runs if r.data.tags[CONFIG_TAG] == "good")
+
+
+def test_train_many_checks_every_name_before_anything_runs(
+    ingested: Settings, tmp_path: Path
+) -> None:
+    settings = _models_config(ingested, tmp_path, {"linear": {"kind": "logistic_regression"}})
+    before = list_datasets(settings)
+    with pytest.raises(NotFoundError, match="Unknown model configuration 'svm'"):
+        train_many_flow(models=["linear", "svm"], settings=settings, author="tester")
+    with pytest.raises(InvalidInputError, match="distinct"):
+        train_many_flow(models=["linear", "linear"], settings=settings, author="tester")
+    assert list_datasets(settings) == before
+    assert _client(settings).search_registered_models(f"name = '{_owned(settings)}'") == []
+
+
+def _owned(settings: Settings) -> str:
+    models = yaml.safe_load((settings.config_dir / MODELS_FILE).read_text())["models"]
+    (owned,) = {entry["registered_model"] for entry in models.values()}
+    return str(owned)

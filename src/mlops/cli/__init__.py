@@ -323,11 +323,12 @@ class _DemoView:
         _print_ingest(summary.model_dump(), self.json)
         return summary
 
-    def train(self, name: str, work: Callable[[], TrainResult]) -> TrainResult:
-        with console.status(f"Training {name}..."):
-            result = work()
-        _print_train(result, self.json)
-        return result
+    def train(self, names: list[str], work: Callable[[], list[TrainResult]]) -> list[TrainResult]:
+        with console.status(f"Training {', '.join(names)}..."):
+            results = work()
+        for result in results:
+            _print_train(result, self.json)
+        return results
 
     def deploy(self, model_uri: str, work: Callable[[], DeploymentInfo]) -> DeploymentInfo:
         with console.status(f"Deploying {model_uri} to production..."):
@@ -347,28 +348,47 @@ def seed_demo(config: Settings, json: bool = False) -> DeploymentInfo:
 @app.command()
 @handle_errors
 def train(
-    model: Annotated[str, typer.Argument(help="Name in config/models.yaml.")] = "gradient_boosting",
+    models: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="Names in config/models.yaml (default gradient_boosting). Several are "
+            "trained side by side by the train-many flow, on the Ray cluster with "
+            "compute_engine: ray, and registered in the order given."
+        ),
+    ] = None,
     dataset: Annotated[
         Optional[str], typer.Option("--dataset", "-d", help="Existing dataset.")
     ] = None,
     param: Annotated[
-        Optional[list[str]], typer.Option("--param", "-p", help="name=value (YAML value).")
+        Optional[list[str]],
+        typer.Option("--param", "-p", help="name=value (YAML value); one model only."),
     ] = None,
     json: Annotated[bool, typer.Option("--json")] = False,
     verbose_logs: VerboseOpt = False,
 ) -> None:
-    """Train a model configuration, log it to MLflow and register a new version."""
+    """Train model configurations, log them to MLflow and register a new version of each."""
     from mlops.cli.common import parse_assignments
-    from mlops.orchestration import configure_prefect, run_train
+    from mlops.errors import InvalidInputError
+    from mlops.orchestration import configure_prefect, run_train, run_train_many
 
     set_verbose(verbose_logs)
+    names = list(dict.fromkeys(models or ["gradient_boosting"]))  # each once, in order
     overrides = parse_assignments(param, "--param")
+    if overrides and len(names) > 1:
+        raise InvalidInputError("--param applies to one model configuration; give one model.")
     config = settings()
     config.ensure_dirs()
     configure_prefect(config, console_logs=verbose())
-    with console.status(f"Training {model}..."):
-        result = run_train(config, model, config.author, overrides or None, dataset)
-    _print_train(result, json)
+    with console.status(f"Training {', '.join(names)}..."):
+        if len(names) == 1:
+            results = [run_train(config, names[0], config.author, overrides or None, dataset)]
+        else:
+            results = run_train_many(config, names, config.author, dataset)
+    if json and len(names) > 1:
+        print_json(results)
+        return
+    for result in results:
+        _print_train(result, json)
 
 
 def _print_train(result: TrainResult, json: bool) -> None:

@@ -7,6 +7,7 @@ MLflow is imported inside the functions: importing this module stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
@@ -50,6 +51,8 @@ FLOW_RUN_TAG = "mlops.flow_run_id"
 """MLflow run tag: the Prefect flow run that trained it."""
 RESULT_TAG = "mlops.train_result"
 """MLflow run tag: the training's `TrainResult` as JSON (what a submitter reads back)."""
+CONFIG_TAG = "mlops.model_config"
+"""MLflow run tag: the name in config/models.yaml of the configuration it trained."""
 SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 """Types the models we fit ourselves contain that skops does not trust by default."""
 
@@ -183,6 +186,22 @@ def get_model_config(
     return config
 
 
+class LoggedRun(BaseModel):
+    """A finished training run in MLflow whose model is logged but not yet registered
+    (`fit_and_log_run`; `register_run` makes it a model version)."""
+
+    run_id: str
+    experiment_id: str
+    logged_model_uri: str
+    dataset: DatasetInfo
+    features: list[str]
+    metrics: dict[str, float]
+    train_rows: int
+    test_rows: int
+    span: dict[str, UtcDatetime]
+    """train_start, train_end, test_start, test_end."""
+
+
 def feature_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in (*KEY_COLUMNS, LABEL)]
 
@@ -233,10 +252,32 @@ def prepare_dataset(settings: Settings, config: TrainConfig, author: str) -> Dat
     if config.dataset:
         info, _ = _get_dataset(settings, config.dataset)
         return info
+    return _new_dataset(settings, config.kind, config.feature_service, author)
+
+
+def prepare_datasets(
+    settings: Settings, configs: dict[str, TrainConfig], author: str
+) -> dict[str, DatasetInfo]:
+    """The dataset of each named configuration: the one it names, else one new dataset per
+    feature service, built once and shared by every configuration of that service (so
+    they are trained and tested on the same rows)."""
+    built: dict[str, DatasetInfo] = {}
+    chosen: dict[str, DatasetInfo] = {}
+    for name, config in configs.items():
+        if config.dataset:
+            chosen[name] = prepare_dataset(settings, config, author)
+            continue
+        service = config.feature_service
+        if service not in built:
+            built[service] = _new_dataset(settings, service, service, author)
+        chosen[name] = built[service]
+    return chosen
+
+
+def _new_dataset(settings: Settings, label: str, service: str, author: str) -> DatasetInfo:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    name = f"train-{config.kind.replace('_', '-')}-{stamp}-{uuid.uuid4().hex[:6]}"
-    request = DatasetRequest(name=name, feature_service=config.feature_service)
-    return _create_dataset(settings, request, author)
+    name = f"train-{label.replace('_', '-')}-{stamp}-{uuid.uuid4().hex[:6]}"
+    return _create_dataset(settings, DatasetRequest(name=name, feature_service=service), author)
 
 
 def build_pipeline(config: TrainConfig) -> Pipeline:
@@ -302,15 +343,31 @@ def train_model(
     author: str,
     dataset: DatasetInfo | None = None,
     flow_run_id: str | None = None,
+    config_name: str | None = None,
 ) -> TrainResult:
-    """Fit, evaluate, log and register one model; the MLflow run ends FAILED on any error.
+    """Fit, evaluate, log and register one model (`fit_and_log_run`, then `register_run`)."""
+    logged = fit_and_log_run(settings, config, author, dataset, flow_run_id, config_name)
+    return register_run(settings, config, logged, author)
 
-    The run is tagged with the Prefect flow run that trained it (`FLOW_RUN_TAG`) and, once
-    registered, with its result (`RESULT_TAG`): a caller that submitted the training to a
-    work pool finds the result there (`result_of_flow_run`)."""
+
+def fit_and_log_run(
+    settings: Settings,
+    config: TrainConfig,
+    author: str,
+    dataset: DatasetInfo | None = None,
+    flow_run_id: str | None = None,
+    config_name: str | None = None,
+) -> LoggedRun:
+    """Fit and evaluate one model and log the run and the model to MLflow; the MLflow run
+    ends FAILED on any error. Registering the model is `register_run`'s, so that trainings
+    run side by side (`train-many`) register their versions one at a time, in order.
+
+    The run is tagged with the Prefect flow run that trained it (`FLOW_RUN_TAG`), the
+    configuration's name (`CONFIG_TAG`) and, once registered, its result (`RESULT_TAG`): a
+    caller that submitted the training to a work pool finds the result there
+    (`result_of_flow_run`)."""
     import mlflow
     from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
     pipeline = build_pipeline(config)  # unknown kinds/hyperparameter names: before any run
     info = dataset or prepare_dataset(settings, config, author)
@@ -330,6 +387,7 @@ def train_model(
         "test_start": test["event_timestamp"].min().to_pydatetime(),
         "test_end": test["event_timestamp"].max().to_pydatetime(),
     }
+    lineage = {FLOW_RUN_TAG: flow_run_id, CONFIG_TAG: config_name}
     run_id = ""
     try:
         with mlflow.start_run(
@@ -337,7 +395,7 @@ def train_model(
             run_name=f"{config.kind}-{info.name}",
             tags={  # mlflow.user: MLflow's user column, the platform's user
                 "mlflow.user": author,
-                **({FLOW_RUN_TAG: flow_run_id} if flow_run_id else {}),
+                **{tag: value for tag, value in lineage.items() if value},
             },
         ) as run:
             run_id = run.info.run_id
@@ -376,14 +434,11 @@ def train_model(
                 name="model",
                 signature=infer_signature(x_train, pipeline.predict_proba(x_train.head(50))),
                 input_example=x_train.head(5),
-                registered_model_name=config.registered_model,
                 pyfunc_predict_fn="predict_proba",
                 skops_trusted_types=SKOPS_TRUSTED_TYPES,
                 # explicit: inferring them costs ~10 s per model and picks up test tooling
                 pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
             )
-            version = str(model_info.registered_model_version)
-            _describe_version(MlflowClient(), config, info, version, metrics, span, author)
     except MlopsError:
         raise
     except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError is both
@@ -391,33 +446,68 @@ def train_model(
             f"Training {config.kind} failed (MLflow run {run_id or 'not started'}): {exc}",
             {"run_id": run_id, "kind": config.kind, "dataset": info.name},
         ) from exc
-    result = TrainResult(
+    return LoggedRun(
         run_id=run_id,
         experiment_id=experiment_id,
-        kind=config.kind,
-        model_name=config.registered_model,
-        model_version=version,
-        model_uri=f"models:/{config.registered_model}/{version}",
-        dataset=info.name,
+        logged_model_uri=model_info.model_uri,
+        dataset=info,
         features=columns,
         metrics=metrics,
         train_rows=len(train),
         test_rows=len(test),
-        **span,
+        span=span,
     )
-    mlflow_backend.client(settings).set_tag(run_id, RESULT_TAG, result.model_dump_json())
+
+
+def register_run(
+    settings: Settings, config: TrainConfig, logged: LoggedRun, author: str
+) -> TrainResult:
+    """Register the logged model of `logged` as a new version of the configuration's
+    registered model, describe the version, and tag the run with its result; the run is
+    marked FAILED when that fails."""
+    import mlflow
+
+    configure_mlflow(settings)
+    mlflow_client = mlflow_backend.client(settings)
+    try:
+        registered = mlflow.register_model(logged.logged_model_uri, config.registered_model)
+        version = str(registered.version)
+        _describe_version(mlflow_client, config, logged, version, author)
+        result = TrainResult(
+            run_id=logged.run_id,
+            experiment_id=logged.experiment_id,
+            kind=config.kind,
+            model_name=config.registered_model,
+            model_version=version,
+            model_uri=f"models:/{config.registered_model}/{version}",
+            dataset=logged.dataset.name,
+            features=logged.features,
+            metrics=logged.metrics,
+            train_rows=logged.train_rows,
+            test_rows=logged.test_rows,
+            **logged.span,
+        )
+        mlflow_client.set_tag(logged.run_id, RESULT_TAG, result.model_dump_json())
+    except BaseException:
+        with contextlib.suppress(Exception):
+            mlflow_client.set_terminated(logged.run_id, "FAILED")
+        raise
     return result
 
 
-def result_of_flow_run(settings: Settings, experiment: str, flow_run_id: str) -> TrainResult:
-    """What the training of Prefect flow run `flow_run_id` produced, from its MLflow run
-    (404 when no run of `experiment` carries that flow run's result)."""
+def result_of_flow_run(
+    settings: Settings, experiment: str, flow_run_id: str, config_name: str | None = None
+) -> TrainResult:
+    """What the training of Prefect flow run `flow_run_id` (of configuration `config_name`,
+    when the flow trained several) produced, from its MLflow run (404 when no run of
+    `experiment` carries that result)."""
     mlflow_client = mlflow_backend.client(settings)
     found = mlflow_client.get_experiment_by_name(experiment)
+    wanted = f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}'"
+    if config_name is not None:
+        wanted += f" and tags.`{CONFIG_TAG}` = '{config_name}'"
     runs = (
-        mlflow_client.search_runs(
-            [found.experiment_id], filter_string=f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}'"
-        )
+        mlflow_client.search_runs([found.experiment_id], filter_string=wanted)
         if found is not None
         else []
     )
@@ -463,15 +553,9 @@ def _log_staged_log_loss(pipeline: Pipeline, x_test: pd.DataFrame, y_test: np.nd
 
 
 def _describe_version(
-    client: Any,
-    config: TrainConfig,
-    info: DatasetInfo,
-    version: str,
-    metrics: dict[str, float],
-    span: dict[str, datetime],
-    author: str,
+    client: Any, config: TrainConfig, logged: LoggedRun, version: str, author: str
 ) -> None:
-    name = config.registered_model
+    name, info, span = config.registered_model, logged.dataset, logged.span
     client.update_model_version(
         name,
         version,
@@ -483,8 +567,8 @@ def _describe_version(
     )
     tags = {"model_kind": config.kind, "dataset": info.name, "mlops.author": author}
     for metric in ("accuracy", "roc_auc"):
-        if metric in metrics:
-            tags[metric] = f"{metrics[metric]:.4f}"
+        if metric in logged.metrics:
+            tags[metric] = f"{logged.metrics[metric]:.4f}"
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
 

@@ -26,7 +26,9 @@ class DemoView(Protocol):
 
     def ingest(self, work: Callable[[], IngestSummary]) -> IngestSummary: ...
 
-    def train(self, name: str, work: Callable[[], TrainResult]) -> TrainResult: ...
+    def train(
+        self, names: list[str], work: Callable[[], list[TrainResult]]
+    ) -> list[TrainResult]: ...
 
     def deploy(self, model_uri: str, work: Callable[[], DeploymentInfo]) -> DeploymentInfo: ...
 
@@ -37,7 +39,7 @@ class Quietly:
     def ingest(self, work: Callable[[], IngestSummary]) -> IngestSummary:
         return work()
 
-    def train(self, name: str, work: Callable[[], TrainResult]) -> TrainResult:
+    def train(self, names: list[str], work: Callable[[], list[TrainResult]]) -> list[TrainResult]:
         return work()
 
     def deploy(self, model_uri: str, work: Callable[[], DeploymentInfo]) -> DeploymentInfo:
@@ -55,15 +57,13 @@ class DemoResult:
 def seed_demo(settings: Settings, caller: str, view: DemoView | None = None) -> DemoResult:
     """Ingest, train all, deploy the best; Prefect must be configured (`configure_prefect`)."""
     from mlops.lifecycle.training import load_model_configs
-    from mlops.orchestration import run_ingest, run_train
+    from mlops.orchestration import run_ingest, run_train_many
     from mlops.usecases import deployments as use
 
     view = view or Quietly()
     summary = view.ingest(partial(run_ingest, settings, "demo", caller, "demo data"))
-    trained = [
-        view.train(name, partial(run_train, settings, name, caller))
-        for name in load_model_configs(settings)
-    ]
+    names = list(load_model_configs(settings))  # trained side by side (`train-many`)
+    trained = view.train(names, partial(run_train_many, settings, names, caller))
     best = max(trained, key=lambda t: t.metrics.get(SELECTION_METRIC, 0.0))
     request = use.DeployRequest(
         version=best.model_version,
