@@ -23,15 +23,22 @@ T = TypeVar("T")
 
 
 def _timed(
-    settings: Settings, run_id: int, name: str, work: Callable[[], T], where: str | None = None
+    settings: Settings,
+    run_id: int,
+    name: str,
+    work: Callable[[], T],
+    where: Callable[[T], str | None] | None = None,
 ) -> T:
+    """Run a step and record its outcome and wall time (and where it ran, as `where` reads
+    it from the step's result, when elsewhere than this process)."""
     started = time.perf_counter()
     try:
         result = work()
     except Exception:
-        steps.record_step(settings, run_id, name, time.perf_counter() - started, "failed", where)
+        steps.record_step(settings, run_id, name, time.perf_counter() - started, "failed")
         raise
-    steps.record_step(settings, run_id, name, time.perf_counter() - started, "completed", where)
+    ran_on = where(result) if where is not None else None
+    steps.record_step(settings, run_id, name, time.perf_counter() - started, "completed", ran_on)
     return result
 
 
@@ -54,7 +61,7 @@ def compute(settings: Settings, run_id: int, bars: Any) -> steps.OfflineChange:
         run_id,
         "compute",
         lambda: steps.compute_offline_frames(settings, bars),
-        steps.compute_location(settings),
+        lambda change: change.computed_on,
     )
 
 

@@ -10,12 +10,18 @@ runs on the same 2 cores as the API, as the design's 245 req/s figure was measur
 
     .venv/bin/python tests/benchmarks/bench_cluster.py [--quick]
     .venv/bin/python tests/benchmarks/bench_cluster.py --ray-compute [--quick]
+    .venv/bin/python tests/benchmarks/bench_cluster.py --pipeline [--quick]
+
+With --pipeline: the scale benchmark's 2M-row full ingest, a one-day batch and a 1M-row
+dataset through the local profile and through the cluster profile's API, worker and Ray
+head, in the same run (`pipeline`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -133,7 +139,6 @@ def ray_compute(quick: bool) -> int:
     (one new bar per ticker on top of its 20 stored ones), in this process
     (`compute_frames`, the floor) and as Ray tasks on a head started as `mlops up` starts
     it (`compute_frames_on_ray`, one task per CPU); the results are checked equal."""
-    import os
 
     import pandas as pd
     from tests.support.ports import free_ports
@@ -197,15 +202,118 @@ def ray_compute(quick: bool) -> int:
     return 0
 
 
+STEPS = ("load", "validate", "compute", "write_offline", "apply", "materialize", "statistics")
+
+
+def pipeline(quick: bool) -> int:
+    """The scale benchmark's pipeline in both profiles, one after the other in this run: a
+    full ingest of 1,150 tickers x 7 years (about 2M bars), a one-day batch on top, and a
+    point-in-time dataset of about 1M rows. Local: `mlops ingest --local` and `mlops
+    datasets create` on SQLite and DuckDB in one process each. Cluster: the same commands
+    against `running_cluster`; the ingest goes through the API to a flow run on the pool's
+    worker (features on the Ray head), the dataset is built by the CLI process on the
+    PostgreSQL registry. Wall time of each command, and the ingest's steps from its record."""
+    import pandas as pd
+    from bench_scale import TICKERS, child
+
+    from mlops.features.ingest import latest_runs
+    from mlops.settings import Settings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    days = 504 if quick else 1743  # 2 or about 7 years of trading days
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        print(f"generating {TICKERS} tickers x {days} days", file=sys.stderr)
+        bars = child("prepare", str(TICKERS), str(days), str(data), env=env)["rows"]
+        dates = pd.read_parquet(data / "history.parquet", columns=["date"])["date"]
+        counts = dates.value_counts().sort_index(ascending=False).cumsum()
+        half = min(bars // 2, 1_000_000)  # the last dates that hold about 1M rows
+        start = pd.Timestamp(counts[counts >= half].index[0]).date().isoformat()
+
+        def commands(run: Any) -> dict[str, tuple[float, Any]]:
+            timed = {}
+            for name, args in (
+                ("full ingest", ["ingest", str(data / "history.parquet"), "--json"]),
+                ("one-day batch", ["ingest", str(data / "day1.parquet"), "--json"]),
+                ("dataset", ["datasets", "create", "big", "--start", start, "--json"]),
+            ):
+                started = time.perf_counter()
+                out = run(*args)
+                timed[name] = (time.perf_counter() - started, out)
+            return timed
+
+        local_home = Path(tmp) / "local"
+
+        def local(*args: str) -> Any:
+            command = [sys.executable, "-m", "mlops", *args]
+            if args[0] == "ingest":
+                command.append("--local")
+            done = subprocess.run(
+                command, capture_output=True, text=True, cwd=tmp,
+                env={**env, "MLOPS_HOME": str(local_home), "MLOPS_PROFILE": "local"},
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+            return json.JSONDecoder().raw_decode(done.stdout)[0]
+
+        print("local profile", file=sys.stderr)
+        here = commands(local)
+        here_steps = [
+            {s["step"]: s["seconds"] for s in run.steps}
+            for run in reversed(latest_runs(Settings(home=local_home, profile="local"), 2))
+        ]
+        print("cluster profile", file=sys.stderr)
+        with running_cluster(Path(tmp) / "cluster") as cluster:
+
+            def on_cluster(*args: str) -> Any:
+                done = cluster.mlops(*args, timeout=1800)
+                assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+                return json.JSONDecoder().raw_decode(done.stdout)[0]
+
+            there = commands(on_cluster)
+            records = cluster.get("/api/v1/ingests?limit=2")[::-1]
+            there_steps = [{s["step"]: s["seconds"] for s in r["steps"]} for r in records]
+            where = next(s.get("where") for s in records[0]["steps"] if s["step"] == "compute")
+    for (name, (local_s, local_out)), (_, (cluster_s, cluster_out)) in zip(
+        here.items(), there.items(), strict=True
+    ):
+        count = local_out["rows"]
+        assert cluster_out["rows"] == count, (name, local_out, cluster_out)
+        rows.append((name, count, local_s, cluster_s))
+
+    print(f"\nThe pipeline in both profiles (2 cores; cluster compute: {where})")
+    print("| command | rows | local s | cluster s | cluster / local |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, count, local_s, cluster_s in rows:
+        print(
+            f"| {name} | {count:,} | {local_s:.2f} | {cluster_s:.2f} | {cluster_s / local_s:.1f}x |"
+        )
+    print("\nThe ingests' steps, s (local / cluster)")
+    print("| batch | " + " | ".join(STEPS) + " |")
+    print("| --- |" + " --- |" * len(STEPS))
+    for name, a, b in zip(("full ingest", "one-day batch"), here_steps, there_steps, strict=True):
+        cells = " | ".join(f"{a.get(s, 0):.2f} / {b.get(s, 0):.2f}" for s in STEPS)
+        print(f"| {name} | {cells} |")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="15 s of load instead of 60 s")
     parser.add_argument(
         "--ray-compute", action="store_true", help="the ingest's features on Ray vs here"
     )
+    parser.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="2M-row ingest, a day, 1M-row dataset: both profiles",
+    )
     args = parser.parse_args()
     if args.ray_compute:
         return ray_compute(args.quick)
+    if args.pipeline:
+        return pipeline(args.quick)
     if shutil.which("wrk") is None:
         print("bench_cluster needs wrk: apt-get install wrk", file=sys.stderr)
         return 2

@@ -304,6 +304,22 @@ def test_ingest_of_vendor_files_refuses_bad_batches_before_writing(
     assert _store_files(cli_env) == before
 
 
+def test_ingest_json_is_all_of_stdout(
+    fresh: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`mlops ingest --json | jq`: the progress bar and notices go to stderr then."""
+    monkeypatch.setenv("MLOPS_HOME", str(fresh.home))
+    folder = _yahoo_folder(tmp_path / "yahoo", ["ZAPL", "ZMSF"])
+
+    result = runner.invoke(app, ["ingest", str(folder), "--source", "yahoo", "--json", "--local"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rows"] == 8
+    assert "ingest: done" in result.stderr and "Prefect: " in result.stderr
+    again = runner.invoke(app, ["features", "list", "--json"])  # stdout is stdout again
+    assert json.loads(again.stdout)["items"]
+
+
 def test_ingest_of_a_yahoo_folder(
     fresh: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -208,6 +208,7 @@ def _ray_env(home: Path, address: str) -> dict[str, str]:
         "MLOPS_HOME": str(home),
         "MLOPS_PROFILE": "local",
         "MLOPS_COMPUTE_ENGINE": "ray",
+        "MLOPS_RAY_COMPUTE_MIN_BARS": "0",  # the tests' small batches go to the head too
         "MLOPS_RAY_ADDRESS": address,
     }
 

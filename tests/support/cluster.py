@@ -223,6 +223,7 @@ def cluster_environment(tmp: Path, **extra: str) -> Iterator[tuple[dict[str, str
             "MLOPS_MLFLOW_PORT": str(ports["mlflow"]),
             "MLOPS_RAY_PORT": str(ports["ray"]),
             "MLOPS_RAY_CLIENT_PORT": str(ports["ray_client"]),
+            "MLOPS_RAY_COMPUTE_MIN_BARS": "0",  # the demo's few bars are computed on Ray too
             "RAY_USAGE_STATS_ENABLED": "0",
             "MLOPS_API_TOKEN": TOKEN,
             "MLOPS_WORK_POOL": f"pool-{name}",

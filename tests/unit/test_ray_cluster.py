@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from tests.support.ports import free_port
 from tests.support.settings import make_settings
@@ -85,6 +86,31 @@ def test_an_unreachable_head_is_refused_at_once_with_what_to_do() -> None:
     assert "MLOPS_COMPUTE_ENGINE=local" in e.value.message
     assert "MLOPS_COMPUTE_ENGINE=local" in e.value.message
     ray_cluster.ensure_reachable(None)  # a Ray of this process: nothing to reach
+
+
+def test_a_batch_below_the_threshold_is_computed_here_even_with_the_ray_engine(
+    tmp_path: Path,
+) -> None:
+    from datetime import date
+
+    from mlops.features.compute import compute_frames
+    from mlops.features.demo_data import generate_ohlcv
+    from mlops.features.offline_changes import as_bars, computed_frames, sorted_bars
+
+    bars = sorted_bars(as_bars(generate_ohlcv(3, date(2024, 1, 2), date(2024, 3, 1), seed=3)))
+    nowhere = f"127.0.0.1:{free_port()}"  # any attempt to reach a cluster fails (exit 12)
+    settings = make_settings(tmp_path).model_copy(
+        update={"compute_engine": "ray", "ray_address": nowhere}
+    )
+    small = settings.model_copy(update={"ray_compute_min_bars": len(bars) + 1})
+    features, labels, where = computed_frames(small, bars, None)
+    assert where is None
+    expected = compute_frames(bars, None)
+    pd.testing.assert_frame_equal(features, expected[0])
+    pd.testing.assert_frame_equal(labels, expected[1])
+    at_threshold = settings.model_copy(update={"ray_compute_min_bars": len(bars)})
+    with pytest.raises(StoreUnavailableError, match=f"Ray cluster at {nowhere}"):
+        computed_frames(at_threshold, bars, None)
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 7, 50])

@@ -29,6 +29,7 @@ from mlops.cli.common import (
     console,
     failed,
     handle_errors,
+    json_on_stdout,
     print_json,
     set_verbose,
     settings,
@@ -280,15 +281,17 @@ def ingest(
     name = Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} paths"
     message = message or f"ingest {name}"
     url = None if local else running_api(config)
-    if url is not None:
-        _print_ingest(ingest_through_api(config, url, bars, message), json)
-        return
-    from mlops.orchestration import run_ingest
+    with json_on_stdout(json):
+        if url is not None:
+            summary = ingest_through_api(config, url, bars, message)
+        else:
+            from mlops.orchestration import run_ingest
 
-    config = settings(reap=True)
-    start_prefect(config)
-    result = ingest_progress(config, partial(run_ingest, config, bars, config.author, message))
-    _print_ingest(result.model_dump(), json)
+            config = settings(reap=True)
+            start_prefect(config)
+            run = partial(run_ingest, config, bars, config.author, message)
+            summary = ingest_progress(config, run).model_dump()
+    _print_ingest(summary, json)
 
 
 def _ticker_from(value: str | None) -> Literal["column", "filename"] | None:
@@ -307,7 +310,8 @@ def demo(
     """Ingest the seeded demo bars, then train and register every model of
     config/models.yaml."""
     set_verbose(verbose_logs)
-    deployed = seed_demo(settings(reap=True), json)
+    with json_on_stdout(json):
+        deployed = seed_demo(settings(reap=True), json)
     if deployed.status != "succeeded":
         failed(f"The demo deployment failed: {deployed.error}", DEPLOYMENT_FAILED_EXIT)
 
@@ -379,7 +383,7 @@ def train(
     config = settings()
     config.ensure_dirs()
     configure_prefect(config, console_logs=verbose())
-    with console.status(f"Training {', '.join(names)}..."):
+    with json_on_stdout(json), console.status(f"Training {', '.join(names)}..."):
         if len(names) == 1:
             results = [run_train(config, names[0], config.author, overrides or None, dataset)]
         else:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -106,6 +108,20 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: to_jsonable(v) for k, v in value.items()}
     return value
+
+
+@contextlib.contextmanager
+def json_on_stdout(on: bool) -> Iterator[None]:
+    """With `--json` (`on`), stdout holds the JSON alone, so that it can be piped: what the
+    command shows while it works (progress bars, notices) goes to stderr meanwhile."""
+    if not on:
+        yield
+        return
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console.file = None  # type: ignore[assignment]  # rich: None is sys.stdout again
 
 
 def print_json(value: Any) -> None:

@@ -244,7 +244,7 @@ def plan_change(settings: Settings, batch: pd.DataFrame) -> OfflineChange:
     merged = sorted_bars(
         pd.concat([stored_from, bars], ignore_index=True) if len(stored_from) else bars
     )
-    features, labels = computed_frames(settings, merged, context if len(context) else None)
+    features, labels, where = computed_frames(settings, merged, context if len(context) else None)
     last_context = context.groupby("ticker")["date"].max()
     label_starts = last_context.reindex(starts.index).fillna(starts)
     return OfflineChange(
@@ -255,21 +255,13 @@ def plan_change(settings: Settings, batch: pd.DataFrame) -> OfflineChange:
         features=features,
         labels=labels,
         tickers=updated_tickers(snapshot, merged, stored_from),
+        computed_on=where,
     )
 
 
 def compute_offline_frames(settings: Settings, batch: pd.DataFrame) -> OfflineChange:
     """The compute step: the change the batch makes to the offline store."""
     return plan_change(settings, batch)
-
-
-def compute_location(settings: Settings) -> str | None:
-    """Where the compute step runs when not in the ingest's process: its Ray cluster."""
-    if settings.compute_engine != "ray":
-        return None
-    from mlops.ray_cluster import head_address
-
-    return f"Ray cluster at {head_address(settings) or 'a Ray instance of the ingest process'}"
 
 
 def apply_definitions(settings: Settings, author: str, message: str) -> list[VersionInfo]:
