@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -51,8 +51,10 @@ def services_record(settings: Settings) -> dict[str, object]:
     return _read(settings.run_dir / SERVICES_FILE)
 
 
-def running_api(settings: Settings) -> str | None:
-    """The URL of the live API of this state folder, or None."""
+def running_api(settings: Settings, passed_over: Callable[[str], None] | None = None) -> str | None:
+    """The URL of the live API of this state folder, or None. A live API that does not
+    answer (in `PROBE_TIMEOUT_S`, or with an error) is passed over, and `passed_over` is
+    told why, so that a caller that then works alone can say so."""
     services = services_record(settings)
     children = services.get("children")
     alone = _read(settings.run_dir / API_FILE)
@@ -61,22 +63,31 @@ def running_api(settings: Settings) -> str | None:
         (alone.get("url"), alone.get("owner")),
     ]
     for url, owner in candidates:
-        live = isinstance(url, str) and isinstance(owner, str) and owner_alive(owner)
-        if live and _answers(settings, str(url)):
-            return str(url)
+        if not (isinstance(url, str) and isinstance(owner, str) and owner_alive(owner)):
+            continue
+        problem = _problem(settings, url)
+        if problem is None:
+            return url
+        if passed_over is not None:
+            passed_over(f"the platform's API at {url} runs but {problem}")
     return None
 
 
-def _answers(settings: Settings, url: str) -> bool:
+def _problem(settings: Settings, url: str) -> str | None:
+    """Why the API at `url` cannot take work, or None when it answers."""
     try:
         response = httpx.get(
             url + PROBE_PATH,
             headers={"Authorization": f"Bearer {settings.token}"},
             timeout=PROBE_TIMEOUT_S,
         )
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200
+    except httpx.TimeoutException:
+        return f"did not answer in {PROBE_TIMEOUT_S:.0f} s"
+    except httpx.HTTPError as exc:
+        return f"could not be reached ({type(exc).__name__})"
+    if response.status_code != 200:
+        return f"answered {response.status_code} (another state folder's token?)"
+    return None
 
 
 def _read(path: Path) -> dict[str, object]:

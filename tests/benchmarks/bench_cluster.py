@@ -264,7 +264,11 @@ def pipeline(quick: bool) -> int:
             for run in reversed(latest_runs(Settings(home=local_home, profile="local"), 2))
         ]
         print("cluster profile", file=sys.stderr)
-        with running_cluster(Path(tmp) / "cluster") as cluster:
+        # the profile's own threshold (the tests send every batch to Ray)
+        threshold = str(Settings.model_fields["ray_compute_min_bars"].default)
+        with running_cluster(
+            Path(tmp) / "cluster", MLOPS_RAY_COMPUTE_MIN_BARS=threshold
+        ) as cluster:
 
             def on_cluster(*args: str) -> Any:
                 done = cluster.mlops(*args, timeout=1800)

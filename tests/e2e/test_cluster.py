@@ -2,8 +2,9 @@
 server on PostgreSQL with its messaging on Redis, an MLflow tracking server on PostgreSQL
 with proxied artifacts, a `mlops worker` of the work pool, and the API with two workers.
 Ingests, trainings, deployments and evaluations run on the worker; the platform's
-records, MLflow (through its client, over HTTP) and Prefect's API agree; a worker killed
-mid-deployment and an API killed mid-run leave the stores consistent."""
+records, MLflow (through its client, over HTTP) and Prefect's API agree, and the demo gives
+what it gives in the local profile; a worker killed mid-deployment and an API killed
+mid-run leave the stores consistent."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -31,9 +33,28 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield running
 
 
-def test_ingest_training_deployment_and_evaluation_run_on_the_worker(cluster: Cluster) -> None:
-    demo = cluster.mlops("demo")  # ingest, train the three models, deploy the best
+@pytest.fixture(scope="module")
+def cluster_demo(cluster: Cluster) -> list[dict[str, Any]]:
+    """`mlops demo --json` on the cluster: ingest, train the three models, deploy the best
+    (what it printed: the ingest, each training, the deployment)."""
+    demo = cluster.mlops("demo", "--json")
     assert demo.returncode == 0, demo.stdout + demo.stderr
+    return _documents(demo.stdout)
+
+
+def _documents(text: str) -> list[dict[str, Any]]:
+    """The JSON documents printed one after the other (stdout holds nothing else)."""
+    decoder, documents, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        at += len(text[at:]) - len(text[at:].lstrip())
+        document, at = decoder.raw_decode(text, at)
+        documents.append(document)
+    return documents
+
+
+def test_ingest_training_deployment_and_evaluation_run_on_the_worker(
+    cluster: Cluster, cluster_demo: list[dict[str, Any]]
+) -> None:
     runs = cluster.http.post(f"{cluster.prefect}/flow_runs/filter", json={}).json()
     ran = [r for r in runs if r["deployment_id"] and r["state"]["type"] != "SCHEDULED"]
     assert sorted(cluster.deployment_name(r) for r in ran) == [
@@ -82,6 +103,48 @@ def test_ingest_training_deployment_and_evaluation_run_on_the_worker(cluster: Cl
     )
     assert cluster.get(started.json()["status_url"])["plots"] == "done"
     assert len(evaluation["results"]) == 1 and len(evaluation["results"][0]["tests"]) == 9
+
+
+def _outcome(demo: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the demo's steps gave: rows and feature versions, each model's metrics and
+    version, the deployment's stages and gate verdicts (not the times they took)."""
+    ingested, *trained, deployed = demo
+    return {
+        "ingest": (ingested["rows"], ingested["new_versions"], ingested["materialized"]),
+        "trained": [
+            (t["kind"], t["model_version"], t["train_rows"], t["test_rows"], t["metrics"])
+            for t in trained
+        ],
+        "deployed": (deployed["version"], deployed["status"], [
+            (stage["name"], stage["status"], [
+                (gate["name"], gate["passed"], gate["value"] if "latency" not in gate["name"]
+                 else None)
+                for gate in stage["gates"]
+            ])
+            for stage in deployed["stages"]
+        ]),
+    }  # fmt: skip
+
+
+def test_the_demo_gives_what_it_gives_in_the_local_profile(
+    cluster: Cluster, cluster_demo: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The same demo in the local profile (one process, SQLite, no Ray) on the same
+    configuration: the same features, rows, metrics, versions and verdicts."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "PREFECT_"))},
+        **{k: v for k, v in cluster.env.items() if k.startswith(("MLOPS_DEMO_", "MLOPS_CONFIG"))},
+        "MLOPS_HOME": str(tmp_path / "local"),
+        "MLOPS_PROFILE": "local",
+    }
+    local = subprocess.run(
+        [sys.executable, "-m", "mlops", "demo", "--json"],
+        env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )  # fmt: skip
+    assert local.returncode == 0, local.stdout + local.stderr[-3000:]
+    here = _outcome(_documents(local.stdout))
+    assert _outcome(cluster_demo) == here
+    assert len(here["trained"]) == 3 and here["deployed"][1] == "succeeded"
 
 
 def test_a_killed_worker_leaves_production_at_a_version_that_passed(cluster: Cluster) -> None:

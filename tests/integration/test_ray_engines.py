@@ -303,18 +303,24 @@ def test_a_ray_head_that_stops_during_an_ingest_fails_it_and_leaves_the_store(
     assert [(step["step"], step["status"]) for step in run.steps][-1] == ("compute", "failed")
 
 
-def test_an_evaluation_on_ray_gives_the_results_of_one_run_here(
-    tmp_path: Path, lifecycle: dict[str, Any], ray_head: str
-) -> None:
-    """The suite and explain tasks through Prefect's RayTaskRunner: the same record."""
-    home = tmp_path / "home"  # a copy: the records it adds stay out of the shared one
+def _copy_of(lifecycle: dict[str, Any], tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of the session's trained state folder (what a test adds stays out of the
+    shared one) and the environment of a local-profile command on it."""
+    home = tmp_path / "home"
     shutil.copytree(lifecycle["settings"].home, home, symlinks=True)
-    env = {
+    return home, {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLOPS_"))},
         "MLOPS_HOME": str(home),
         "MLOPS_PROFILE": "local",
         **{f"MLOPS_{key.upper()}": str(value) for key, value in DEMO.items()},
     }
+
+
+def test_an_evaluation_on_ray_gives_the_results_of_one_run_here(
+    tmp_path: Path, lifecycle: dict[str, Any], ray_head: str
+) -> None:
+    """The suite and explain tasks through Prefect's RayTaskRunner: the same record."""
+    home, env = _copy_of(lifecycle, tmp_path)
     command = [
         "eval", "run", "-s", "smoke", "-m", f"{LIFECYCLE_MODEL}:1", "-m", f"{LIFECYCLE_MODEL}:2",
         "--rows", "40", "--json",
@@ -350,14 +356,7 @@ def test_trainings_on_ray_give_the_models_of_a_run_here(
     tmp_path: Path, lifecycle: dict[str, Any], ray_head: str
 ) -> None:
     """`mlops train a b` fits through Prefect's RayTaskRunner: the same metrics as here."""
-    home = tmp_path / "home"  # a copy: the versions it adds stay out of the shared one
-    shutil.copytree(lifecycle["settings"].home, home, symlinks=True)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLOPS_"))},
-        "MLOPS_HOME": str(home),
-        "MLOPS_PROFILE": "local",
-        **{f"MLOPS_{key.upper()}": str(value) for key, value in DEMO.items()},
-    }
+    home, env = _copy_of(lifecycle, tmp_path)
     dataset = lifecycle["runs"]["logistic_regression"].dataset
     command = ["train", "logistic_regression", "random_forest", "-d", dataset, "--json"]
     trained = []

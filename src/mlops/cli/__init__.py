@@ -27,6 +27,7 @@ from mlops.cli.common import (
     DEPLOYMENT_FAILED_EXIT,
     VerboseOpt,
     console,
+    err_console,
     failed,
     handle_errors,
     json_on_stdout,
@@ -280,7 +281,7 @@ def ingest(
     )
     name = Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} paths"
     message = message or f"ingest {name}"
-    url = None if local else running_api(config)
+    url = None if local else running_api(config, passed_over=_working_alone)
     with json_on_stdout(json):
         if url is not None:
             summary = ingest_through_api(config, url, bars, message)
@@ -292,6 +293,10 @@ def ingest(
             run = partial(run_ingest, config, bars, config.author, message)
             summary = ingest_progress(config, run).model_dump()
     _print_ingest(summary, json)
+
+
+def _working_alone(why: str) -> None:
+    err_console.print(f"[yellow]Note:[/] {why}; the ingest runs in this process.")
 
 
 def _ticker_from(value: str | None) -> Literal["column", "filename"] | None:
