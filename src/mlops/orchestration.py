@@ -129,17 +129,13 @@ def _train_on_pool(
     hyperparameters: dict[str, Any] | None,
     dataset: str | None,
 ) -> TrainResult:
-    from mlops import pool_runs, work_pool
     from mlops.lifecycle import training
 
     config = training.get_model_config(settings, model, hyperparameters)  # 404/422 here
     parameters: dict[str, Any] = {"model": model, "author": author, "dataset": dataset}
     if hyperparameters:
         parameters["hyperparameters"] = hyperparameters
-    flow_run_id = work_pool.submit(settings, "train", parameters)
-    state, message = pool_runs.wait_ended(settings, flow_run_id)
-    if state != "COMPLETED":
-        raise pool_runs.failure_of(state, message)
+    flow_run_id = _completed_on_pool(settings, "train", parameters)
     return training.result_of_flow_run(settings, config.experiment, flow_run_id)
 
 
@@ -149,25 +145,32 @@ def run_train_many(
     """Run the `train-many` flow (several configurations side by side, see flows/train.py)
     in this process, or on a worker of the pool in the cluster profile; the results in the
     order named, or the first training's error (the others are registered all the same)."""
-    from mlops.lifecycle import training
-
-    configs = {name: training.get_model_config(settings, name) for name in models}  # 404 here
-    if not settings.uses_work_pool:
+    if not settings.uses_work_pool:  # the flow checks every name before it runs any
         _wait_for_prefect()
         from flows.train import train_many_flow
 
         return train_many_flow(models=models, settings=settings, author=author, dataset=dataset)
-    from mlops import pool_runs, work_pool
+    from mlops.lifecycle import training
 
+    configs = {name: training.get_model_config(settings, name) for name in models}  # 404 here
     parameters = {"models": models, "author": author, "dataset": dataset}
-    flow_run_id = work_pool.submit(settings, "train-many", parameters)
-    state, message = pool_runs.wait_ended(settings, flow_run_id)
-    if state != "COMPLETED":
-        raise pool_runs.failure_of(state, message)
+    flow_run_id = _completed_on_pool(settings, "train-many", parameters)
     return [
         training.result_of_flow_run(settings, config.experiment, flow_run_id, name)
         for name, config in configs.items()
     ]
+
+
+def _completed_on_pool(settings: Settings, flow_name: str, parameters: dict[str, Any]) -> str:
+    """Submit a run of the flow's pool deployment and wait until it ends: its id once it
+    completed, else the error it failed with (as the platform's error class it names)."""
+    from mlops import pool_runs, work_pool
+
+    flow_run_id = work_pool.submit(settings, flow_name, parameters)
+    state, message = pool_runs.wait_ended(settings, flow_run_id)
+    if state != "COMPLETED":
+        raise pool_runs.failure_of(state, message)
+    return flow_run_id
 
 
 def start_ingest(
