@@ -151,6 +151,12 @@ class Deployment(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    approvals_required: Mapped[int] = mapped_column(Integer, default=0)
+    """How many approvers must approve before production moves (`config/gates.yaml`), set
+    when the deployment stops to wait for them; 0: none asked."""
+    approval_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
 
 
 class Evaluation(Base):
@@ -242,6 +248,23 @@ class AliasChange(Base):
     deployment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+class Approval(Base):
+    """One approver's decision on a change waiting for approval (`mlops.approvals`): a
+    deployment to production, or a prompt publication. One decision per approver and
+    change."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("subject_kind", "subject_id", "approver"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_kind: Mapped[str] = mapped_column(String(20))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    approver: Mapped[str] = mapped_column(String(200))
+    decision: Mapped[str] = mapped_column(String(10))
+    comment: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class User(Base):
     """A person (or a service) using the platform, with one role (`mlops.users`)."""
 
@@ -313,7 +336,7 @@ def _new_engine(url: str) -> Engine:
     return engine
 
 
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 """The newest migration in src/mlops/migrations/versions (test_migrations checks that it is
 Alembic's head). A database already there opens without importing Alembic, which is about
 1 s of every `mlops` command and flow run on the 2-core test machine."""

@@ -4,11 +4,14 @@ the reaper when its runner is gone.
 
 One state machine for every kind: a record is open (`pending`, then `running`; an ingest
 run starts `running`) until it reaches one of its kind's ends, and an ended record is
-final. Only the process that began a run (its owner: host, pid and start time, see
-`runs.py`) writes to it, one read-modify-write per change, renewing its heartbeat. A
-record whose owner died, or whose heartbeat stopped, is closed by `reap`; each kind says
-how in the hooks of its `RunKind`. Readers never reap: `reaper.py` runs it when a process
-that serves or starts work starts, and on a schedule inside the API.
+final. A kind may also have waiting statuses (a deployment awaiting its approvers): no
+process runs such a record; people's decisions open it again or end it, and its kind's
+`end_overdue` ends it once it waited too long. Only the process that began a run (its
+owner: host, pid and start time, see `runs.py`) writes to it, one read-modify-write per
+change, renewing its heartbeat. A record whose owner died, or whose heartbeat stopped, is
+closed by `reap`; each kind says how in the hooks of its `RunKind`. Readers never reap:
+`reaper.py` runs it when a process that serves or starts work starts, and on a schedule
+inside the API.
 """
 
 from __future__ import annotations
@@ -56,17 +59,22 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Statuses:
     """The statuses a kind stores: the open ones in order (a new record has the first),
-    and the ends."""
+    the ends, and the waiting ones: a record that waits for people (a deployment for its
+    approvers) has no runner, so the reaper leaves it alone; it keeps what it holds (a
+    deployment's model lock) until it opens again or ends."""
 
     open: tuple[str, ...]
     ends: tuple[str, ...]
+    waiting: tuple[str, ...] = ()
 
     def allows(self, before: str, after: str) -> bool:
-        """Open statuses only move forward (or stay); any open status may end; an end is
-        final."""
+        """Open statuses only move forward (or stay) or wait; a waiting record opens again
+        at the first open status; any open or waiting status may end; an end is final."""
+        if before in self.waiting:
+            return after == self.open[0] or after in self.ends
         if before not in self.open:
             return False
-        if after in self.ends:
+        if after in self.ends or after in self.waiting:
             return True
         return after in self.open and self.open.index(after) >= self.open.index(before)
 
@@ -88,6 +96,10 @@ class RunKind(Generic[Row]):
     """Ended records whose runner still works on them (an evaluation drawing its plots)."""
     after_reap: Callable[[Settings, list[Any]], None] | None = None
     """What to close outside the metadata store once runs were ended (given their ids)."""
+    end_overdue: Callable[[Settings, ColumnElement[bool] | None, datetime], list[Any]] | None = None
+    """End the waiting records (those matching the filter) that waited too long, each in a
+    transaction of its own; the ids it ended. The reaper runs it before it closes records
+    of gone runners."""
 
     def column(self, name: str) -> Any:
         """A column of the kind's table, for queries."""
@@ -104,6 +116,13 @@ def opened(kind: RunKind[Row], row: Row) -> Row:
     row.status, row.owner = kind.statuses.open[0], current_owner()
     _renew(kind, row)
     return row
+
+
+def reopened(kind: RunKind[Row], row: Row) -> Row:
+    """A waiting record (locked in the caller's transaction) open again, at its first
+    status, with this process as its owner: it begins it next, or the reaper closes it."""
+    check_change(kind, getattr(row, "id", "?"), row.status, kind.statuses.open[0])
+    return opened(kind, row)
 
 
 def begin(settings: Settings, kind: RunKind[Row], run_id: Any, edit: Callable[[Row], T]) -> T:
@@ -138,7 +157,7 @@ def change(settings: Settings, kind: RunKind[Row], run_id: Any, edit: Callable[[
             )
         before = row.status
         result = edit(row)
-        _check(kind, run_id, before, row.status)
+        check_change(kind, run_id, before, row.status)
         _renew(kind, row)
         return result
 
@@ -161,7 +180,7 @@ def finish(
             status = close(row)
             if status not in kind.statuses.ends:
                 raise ValueError(f"{status!r} does not end a {kind.label}")
-            _check(kind, run_id, before, status)
+            check_change(kind, run_id, before, status)
             row.status = status
         return view(row)
 
@@ -227,7 +246,7 @@ def reap(
     transaction of its own that reads it again, locked: a runner that beat meanwhile keeps
     its record. The ids of the runs it ended."""
     now = utcnow()
-    ended = []
+    ended = [] if kind.end_overdue is None else kind.end_overdue(settings, where, now)
     crashed: list[tuple[str, str]] = []
     for run_id in _gone(settings, kind, where, now):
         # Not `locked_scope`: a kind's hook may read slow stores (a deployment asks the
@@ -249,7 +268,7 @@ def reap(
                 if settings.uses_work_pool and flow_run_id and not succeeded:
                     crashed.append((flow_run_id, str(getattr(row, "error", "") or "")))
             if row.status != before:
-                _check(kind, run_id, before, row.status)
+                check_change(kind, run_id, before, row.status)
     for flow_run_id, message in crashed:  # its worker, killed with it, cannot say so
         from mlops import pool_runs
 
@@ -308,7 +327,8 @@ def _ours(kind: RunKind[Row], row: Row) -> bool:
     return row.status in kind.statuses.open and row.owner == current_owner()
 
 
-def _check(kind: RunKind[Row], run_id: Any, before: str, after: str) -> None:
+def check_change(kind: RunKind[Row], run_id: Any, before: str, after: str) -> None:
+    """Refuse (409) a status change the kind's state machine does not allow."""
     if not kind.statuses.allows(before, after):
         raise ConflictError(
             f"The {kind.label} {run_id} is {before}: it cannot become {after}.",

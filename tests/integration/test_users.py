@@ -110,6 +110,8 @@ def test_the_roles_of_the_main_actions(client: TestClient) -> None:
     assert roles[("post", f"{API}/ml/models/{{name}}/deploy")] is Role.RESEARCHER  # staging
     assert roles[("post", f"{API}/ml/models/{{name}}/rollback")] is Role.APPROVER
     assert roles[("post", f"{API}/ml/deployments/{{deployment_id}}/rollback")] is Role.APPROVER
+    assert roles[("post", f"{API}/ml/deployments/{{deployment_id}}/approve")] is Role.APPROVER
+    assert roles[("post", f"{API}/ml/deployments/{{deployment_id}}/reject")] is Role.APPROVER
     assert roles[("post", f"{API}/feature-views/{{view}}/rollback")] is Role.APPROVER
     assert roles[("post", f"{API}/prompt-governance/templates")] is Role.RESEARCHER
     prompts = f"{API}/prompt-governance/templates/{{name}}"

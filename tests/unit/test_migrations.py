@@ -29,6 +29,7 @@ from mlops.db import (
     migration_config,
     upgrade_database,
 )
+from mlops.settings import Settings
 
 runner = CliRunner()
 
@@ -176,8 +177,8 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
 
     current = runner.invoke(app, ["db", "current"])
     assert current.exit_code == 0, current.output
-    assert "at 0003, 6 migrations behind 0009" in current.output
-    for revision in ("0004", "0005", "0006", "0007", "0008", "0009"):
+    assert "at 0003, 7 migrations behind 0010" in current.output
+    for revision in ("0004", "0005", "0006", "0007", "0008", "0009", "0010"):
         assert f"would apply {revision}" in current.output
     assert _rows(url) == before  # looking changes nothing
 
@@ -187,7 +188,7 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
         "url": url,
         "from": "0003",
         "to": SCHEMA_HEAD,
-        "applied": ["0004", "0005", "0006", "0007", "0008", "0009"],
+        "applied": ["0004", "0005", "0006", "0007", "0008", "0009", "0010"],
     }
     after = _rows(url)
     assert _kept(before, after) == {t: r for t, r in before.items() if t != VERSION_TABLE}
@@ -195,7 +196,7 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
     assert "alias_moves" in after
 
     again = runner.invoke(app, ["db", "upgrade"])
-    assert again.exit_code == 0 and "already at 0009, the newest migration" in again.output
+    assert again.exit_code == 0 and "already at 0010, the newest migration" in again.output
     history = json.loads(runner.invoke(app, ["db", "history", "--json"]).output)
     assert [(m["revision"], m["applied"]) for m in history] == [
         ("0001", True),
@@ -207,6 +208,7 @@ def test_mlops_db_upgrades_a_database_of_the_previous_release_keeping_every_row(
         ("0007", True),
         ("0008", True),
         ("0009", True),
+        ("0010", True),
     ]
 
 
@@ -217,7 +219,7 @@ def test_mlops_db_current_does_not_create_a_missing_database(
     monkeypatch.setenv("MLOPS_PROFILE", "local")
     result = runner.invoke(app, ["db", "current"])
     assert result.exit_code == 0, result.output
-    assert "empty (no migration applied; the newest is 0009)" in result.output
+    assert "empty (no migration applied; the newest is 0010)" in result.output
     assert not (tmp_path / "mlops.db").exists()
 
 
@@ -230,3 +232,43 @@ def test_a_postgresql_database_from_before_alembic_upgrades_keeping_its_rows() -
         assert not after.pending
         rows = _rows(url)["ingest_runs"]
         assert [(r["source"], r["status"]) for r in rows] == [("old.csv", "succeeded")]
+
+
+def _deployment_at_0009(url: str) -> None:
+    """A database at 0009 holding one finished deployment, written with that schema's
+    columns (the ORM class has the newer ones)."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(migration_config(connection), "0009")
+        connection.execute(
+            text(
+                "INSERT INTO deployments (id, model_name, version, target_stage, kind, status,"
+                " stages, requested_by, reason, owner, created_at) VALUES ('d' || :n, 'm', '1',"
+                " 'production', 'deploy', 'succeeded', :stages, 'ana', 'old', '', :at)"
+            ),
+            {"n": "0" * 31, "stages": json.dumps([]), "at": "2026-01-02 03:04:05"},
+        )
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_deployments_recorded_before_approvals_read_the_same_after_0010(
+    tmp_path: Path, backend: str
+) -> None:
+    """0010 adds approvals: a deployment made before it needs none and reads as it was."""
+    from mlops.lifecycle import deployments
+
+    def check(url: str) -> None:
+        _deployment_at_0009(url)
+        before, after = upgrade_database(url)
+        assert (before.revision, after.revision) == ("0009", SCHEMA_HEAD)
+        settings = Settings.model_validate({"home": tmp_path, "metadata_db_url": url})
+        info = deployments.get_deployment(settings, "d" + "0" * 31)
+        assert (info.status, info.requested_by, info.reason) == ("succeeded", "ana", "old")
+        assert (info.approvals_required, info.approvals, info.approved) == (0, [], False)
+
+    if backend == "sqlite":
+        check(f"sqlite:///{tmp_path / 'mlops.db'}")
+        return
+    with postgres_databases(f"mlops_0009_{uuid.uuid4().hex[:8]}") as (url,):
+        check(url)

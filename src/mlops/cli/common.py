@@ -61,6 +61,9 @@ DEPLOYMENT_FAILED_EXIT = 10
 """A deployment ran and stopped at a failed gate or stage (production is unchanged)."""
 EVALUATION_FAILED_EXIT = 11
 """An evaluation ran and a test failed or could not be computed."""
+AWAITING_APPROVAL_EXIT = 14
+"""A deployment passed validate and staging and waits for approvers: production has not
+moved yet."""
 
 
 def failed(message: str, exit_code: int, *more: str) -> NoReturn:

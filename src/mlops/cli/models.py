@@ -10,9 +10,11 @@ import typer
 from rich.table import Table
 
 from mlops.cli.common import (
+    AWAITING_APPROVAL_EXIT,
     DEPLOYMENT_FAILED_EXIT,
     JsonOpt,
     console,
+    err_console,
     failed,
     handle_errors,
     print_json,
@@ -20,6 +22,7 @@ from mlops.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from mlops.approvals import Decision
     from mlops.lifecycle.deployments import DeploymentInfo
     from mlops.usecases.started import Started
 
@@ -34,6 +37,8 @@ STATUS_STYLE = {
     "succeeded": "green",
     "failed": "red",
     "skipped": "dim",
+    "awaiting_approval": "yellow",
+    "rejected": "red",
 }
 
 
@@ -171,13 +176,16 @@ def _print_history(history: list[DeploymentInfo]) -> None:
 
 
 def stage_table(info: DeploymentInfo) -> Table:
-    """Stages with status, time and gate results of a deployment."""
+    """Stages with status, time and gate results of a deployment (and its approvals, when
+    it asked for some, before production)."""
     table = Table(
         title=f"{info.kind} {info.model_name} v{info.version} -> {info.target_stage}: {info.status}"
     )
     for column in ("stage", "status", "seconds", "detail"):
         table.add_column(column)
     for stage in info.stages:
+        if stage.name == "production" and info.approvals_required:
+            table.add_row("approval", _styled(_approval_status(info)), "", _approvals(info))
         gates = "\n".join(f"{'✓' if g.passed else '✗'} {g.name}: {g.message}" for g in stage.gates)
         table.add_row(
             stage.name,
@@ -186,6 +194,23 @@ def stage_table(info: DeploymentInfo) -> Table:
             gates or stage.message,
         )
     return table
+
+
+def _approval_status(info: DeploymentInfo) -> str:
+    if info.approved:
+        return "passed"
+    return info.status if info.status in ("awaiting_approval", "rejected") else "failed"
+
+
+def _approvals(info: DeploymentInfo) -> str:
+    lines = [f"{info.approvals_given} of {info.approvals_required} approvals"]
+    if info.status == "awaiting_approval" and info.approval_expires_at:
+        lines[0] += f", until {info.approval_expires_at:%Y-%m-%d %H:%M} UTC"
+    lines += [
+        f"{'✓' if d.decision == 'approve' else '✗'} {d.approver}: {d.comment}"
+        for d in info.approvals
+    ]
+    return "\n".join(lines)
 
 
 def _follow(started: Started[DeploymentInfo]) -> DeploymentInfo:
@@ -202,8 +227,22 @@ def _follow(started: Started[DeploymentInfo]) -> DeploymentInfo:
 def _finish(info: DeploymentInfo, json: bool) -> None:
     if json:
         print_json(info)
+    if info.status == "awaiting_approval":
+        waiting = (
+            f"Deployment {info.id} awaits approval ({info.approvals_given} of "
+            f"{info.approvals_required}, until {info.approval_expires_at:%Y-%m-%d %H:%M} UTC): "
+            "production has not moved."
+        )
+        err_console.print(waiting, highlight=False, soft_wrap=True)
+        err_console.print(
+            f"Approvers other than {info.requested_by}: mlops models approve {info.id[:8]} "
+            "--comment '...' (or reject).",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(AWAITING_APPROVAL_EXIT)
     if info.status != "succeeded":
-        failed(f"Deployment {info.id} failed: {info.error}", DEPLOYMENT_FAILED_EXIT)
+        failed(f"Deployment {info.id} {info.status}: {info.error}", DEPLOYMENT_FAILED_EXIT)
 
 
 @app.command("deploy")
@@ -220,7 +259,9 @@ def deploy_cmd(
     json: JsonOpt = False,
 ) -> None:
     """Deploy a version through validate -> staging (-> production), showing each stage
-    live. Exit code 10 when a gate fails; production is then unchanged."""
+    live. Exit code 10 when a gate fails; production is then unchanged. When
+    config/gates.yaml asks for `approvals`, it stops after staging and exits 14: approvers
+    other than you then run `mlops models approve ID`."""
     from mlops.errors import checked
     from mlops.orchestration import configure_prefect
     from mlops.usecases import deployments as use
@@ -232,6 +273,52 @@ def deploy_cmd(
     )
     configure_prefect(config, wait=False)  # starts while the request is checked
     _finish(_follow(use.deploy(config, local_principal(config), name, body)), json)
+
+
+def _decide(deployment: str, decision: Decision, comment: str, json: bool) -> None:
+    from mlops.approvals import DecisionRequest
+    from mlops.errors import checked
+    from mlops.lifecycle.deployments import resolve_deployment_id
+    from mlops.orchestration import configure_prefect
+    from mlops.usecases import deployments as use
+    from mlops.users import local_principal
+
+    config = settings(reap=True)
+    body = checked(DecisionRequest, {"comment": comment})
+    deployment_id = resolve_deployment_id(config, deployment)
+    configure_prefect(config, wait=False)
+    started = use.decide(config, local_principal(config), deployment_id, decision, body)
+    _finish(_follow(started), json)
+
+
+CommentOpt = Annotated[
+    str, typer.Option("--comment", "-c", help="Why (required): kept with the decision.")
+]
+
+
+@app.command("approve")
+@handle_errors
+def approve_cmd(
+    deployment: Annotated[str, typer.Argument(help="Deployment id (can be shortened).")],
+    comment: CommentOpt = "",
+    json: JsonOpt = False,
+) -> None:
+    """Approve a deployment awaiting approval, as MLOPS_AUTHOR (approvers other than its
+    requester, once each). The approval that completes the count runs the production
+    stage here, live; exit code 14 while more approvals are needed."""
+    _decide(deployment, "approve", comment, json)
+
+
+@app.command("reject")
+@handle_errors
+def reject_cmd(
+    deployment: Annotated[str, typer.Argument(help="Deployment id (can be shortened).")],
+    comment: CommentOpt = "",
+    json: JsonOpt = False,
+) -> None:
+    """Reject a deployment awaiting approval: it ends as rejected, production unchanged
+    (exit code 10, like any deployment that did not reach its target)."""
+    _decide(deployment, "reject", comment, json)
 
 
 @app.command("rollback")

@@ -9,7 +9,12 @@ Rules the records enforce:
   whose owner died, or whose heartbeat stopped, is closed by the reaper from what the
   registry shows, so nothing stays "running" forever;
 - the production history (which versions production had, through which deployments) is
-  replayed from the succeeded records, and is what a rollback follows.
+  replayed from the succeeded records, and is what a rollback follows;
+- a deployment whose gate config asks for `approvals: N` stops after staging in
+  `awaiting_approval`, with no process running it and the model's lock kept; N distinct
+  approvers other than the requester open it again (`decide`: the one whose approval makes
+  N starts its production stage), one rejection or the expiry ends it as `rejected`, and
+  production is untouched until then.
 """
 
 from __future__ import annotations
@@ -17,20 +22,23 @@ from __future__ import annotations
 import logging
 import uuid
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, object_session
 
-from mlops import run_records
-from mlops.db import Deployment, session_scope, utcnow
+from mlops import approvals, run_records
+from mlops.approvals import Decision, DecisionInfo
+from mlops.db import Deployment, locked_scope, session_scope, utcnow
 from mlops.errors import ConflictError, InvalidInputError, NotFoundError
-from mlops.fields import UtcDatetime
+from mlops.fields import UtcDatetime, as_utc
 from mlops.lifecycle import registry
 from mlops.lifecycle.gates import GateResult
 from mlops.lifecycle.stage_records import StageRecord
+from mlops.roles import Principal
 from mlops.run_records import RunKind, Statuses
 from mlops.runs import runner_of
 from mlops.settings import Settings
@@ -39,6 +47,9 @@ log = logging.getLogger(__name__)
 
 STAGE_NAMES = ("validate", "staging", "production")
 TARGETS = ("staging", "production")
+AWAITING = "awaiting_approval"
+APPROVAL_KIND = "deployment"
+"""How the approvals table names a deployment's decisions."""
 
 
 class DeploymentInfo(BaseModel):
@@ -47,7 +58,7 @@ class DeploymentInfo(BaseModel):
     version: str
     target_stage: str
     kind: Literal["deploy", "rollback"]
-    status: Literal["pending", "running", "succeeded", "failed"]
+    status: Literal["pending", "running", "awaiting_approval", "succeeded", "failed", "rejected"]
     stages: list[StageRecord]
     previous_production: str | None
     failed_stage: str | None
@@ -58,10 +69,24 @@ class DeploymentInfo(BaseModel):
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
+    approvals_required: int = 0
+    """Approvals production waits for (0: none asked)."""
+    approvals: list[DecisionInfo] = []
+    """The approvers' decisions, oldest first."""
+    approval_expires_at: UtcDatetime | None = None
 
     def pending_stages(self) -> list[str]:
         """The stages still to run, in order."""
         return [s.name for s in self.stages if s.status == "pending"]
+
+    @property
+    def approvals_given(self) -> int:
+        return approvals.approved(self.approvals)
+
+    @property
+    def approved(self) -> bool:
+        """Whether the approvals it waited for were all given."""
+        return self.approvals_required > 0 and self.approvals_given >= self.approvals_required
 
 
 def _stages(row: Deployment) -> list[StageRecord]:
@@ -73,6 +98,12 @@ def _store_stages(row: Deployment, stages: list[StageRecord]) -> None:
 
 
 def _info(row: Deployment) -> DeploymentInfo:
+    session = object_session(row)
+    decided = (
+        approvals.decisions(session, APPROVAL_KIND, row.id)
+        if row.approvals_required and session is not None
+        else []
+    )
     return DeploymentInfo(
         id=row.id,
         model_name=row.model_name,
@@ -90,6 +121,9 @@ def _info(row: Deployment) -> DeploymentInfo:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        approvals_required=row.approvals_required or 0,
+        approvals=decided,
+        approval_expires_at=row.approval_expires_at,
     )
 
 
@@ -133,6 +167,13 @@ def _new_record(
                 select(Deployment).where(Deployment.active_model == model)
             ).first()
             active_id = active.id if active else None
+            waiting = active is not None and active.status == AWAITING
+        if waiting:
+            raise ConflictError(
+                f"Model '{model}' has a deployment awaiting approval ({active_id}): approvers "
+                "approve or reject it first.",
+                {"model": model, "active_deployment": active_id},
+            ) from exc
         raise ConflictError(
             f"Model '{model}' already has a deployment in progress ({active_id}); wait for it "
             "to finish.",
@@ -299,12 +340,124 @@ def _alias_moved(settings: Settings, row: Deployment, stage: StageRecord) -> boo
     return registry.alias_version(settings, row.model_name, alias) == row.version
 
 
+def _end_waiting(row: Deployment, now: datetime, error: str) -> None:
+    """End a deployment awaiting approval as rejected: production was never touched."""
+    run_records.check_change(DEPLOYMENTS, row.id, row.status, "rejected")
+    _store_stages(
+        row,
+        [
+            s.model_copy(update={"message": "not moved: " + error}) if s.status == "pending" else s
+            for s in (s.closed() for s in _stages(row))
+        ],
+    )
+    row.status, row.error = "rejected", error
+    row.active_model = None
+    row.finished_at = now
+
+
+def _expired(session: Session, row: Deployment, now: datetime) -> str | None:
+    """Why a deployment awaiting approval has expired (None: it has not)."""
+    expires = row.approval_expires_at
+    if expires is None or as_utc(expires) > now:
+        return None
+    given = approvals.approved(approvals.decisions(session, APPROVAL_KIND, row.id))
+    return (
+        f"Expired at {expires:%Y-%m-%d %H:%M} UTC with {given} of {row.approvals_required} "
+        "approvals; production unchanged."
+    )
+
+
+def _end_overdue(settings: Settings, where: ColumnElement[bool] | None, now: datetime) -> list[str]:
+    """End the deployments that waited for their approvals past their expiry."""
+    statement = select(Deployment.id).where(
+        Deployment.status == AWAITING, Deployment.approval_expires_at <= now
+    )
+    if where is not None:
+        statement = statement.where(where)
+    with session_scope(settings.metadata_url) as session:
+        overdue = session.scalars(statement).all()
+    ended = []
+    for deployment_id in overdue:
+        with locked_scope(settings.metadata_url) as session:
+            row = session.get(Deployment, deployment_id, with_for_update=True)
+            if row is None or row.status != AWAITING:
+                continue
+            why = _expired(session, row, now)
+            if why is not None:
+                _end_waiting(row, now, why)
+                ended.append(deployment_id)
+    return ended
+
+
 DEPLOYMENTS = RunKind(
     label="deployment",
     table=Deployment,
-    statuses=Statuses(open=("pending", "running"), ends=("succeeded", "failed")),
+    statuses=Statuses(
+        open=("pending", "running"), ends=("succeeded", "failed", "rejected"), waiting=(AWAITING,)
+    ),
     close_interrupted=_close_interrupted,
+    end_overdue=_end_overdue,
 )
+
+
+def await_approvals(
+    settings: Settings, deployment_id: str, required: int, expiry_hours: float
+) -> DeploymentInfo:
+    """Stop the running deployment to wait for `required` approvals, for `expiry_hours`:
+    this process lets go of it (no runner, no heartbeat) and it keeps the model's lock."""
+
+    def wait(row: Deployment) -> DeploymentInfo:
+        row.status, row.owner = AWAITING, ""
+        row.approvals_required = required
+        row.approval_expires_at = utcnow() + timedelta(hours=expiry_hours)
+        return _info(row)
+
+    return run_records.change(settings, DEPLOYMENTS, deployment_id, wait)
+
+
+def decide(
+    settings: Settings, deployment_id: str, caller: Principal, decision: Decision, comment: str
+) -> tuple[DeploymentInfo, bool]:
+    """Record an approver's decision on a deployment awaiting approval: (the record then,
+    whether this decision made it approved). The approval that completes the count opens
+    the record again with this process as its owner, which then starts it (the production
+    stage); a rejection ends it. Refused: not awaiting approval, or expired (409; an
+    expired one is ended here), and what `approvals.decide` refuses."""
+    now = utcnow()
+    with locked_scope(settings.metadata_url) as session:
+        row = session.get(Deployment, deployment_id, with_for_update=True)
+        if row is None:
+            raise NotFoundError(f"No deployment '{deployment_id}'.", {"id": deployment_id})
+        if row.status != AWAITING:
+            raise ConflictError(
+                f"Deployment {deployment_id} is {row.status}: it is not awaiting approval.",
+                {"id": deployment_id, "status": row.status},
+            )
+        expired = _expired(session, row, now)
+        ready = False
+        if expired is not None:
+            _end_waiting(row, now, expired)
+        else:
+            what = f"deployment {deployment_id[:8]} of {row.model_name} v{row.version}"
+            found = approvals.decide(
+                session,
+                APPROVAL_KIND,
+                deployment_id,
+                requester=row.requested_by,
+                caller=caller,
+                decision=decision,
+                comment=comment,
+                what=what,
+            )
+            if decision == "reject":
+                _end_waiting(row, now, f"Rejected by {caller.name}: {comment}")
+            elif approvals.approved(found) >= row.approvals_required:
+                run_records.reopened(DEPLOYMENTS, row)
+                ready = True
+        info = _info(row)
+    if expired is not None:
+        raise ConflictError(expired, {"id": deployment_id, "status": "rejected"})
+    return info, ready
 
 
 def keep_alive(settings: Settings, deployment_id: str) -> AbstractContextManager[None]:

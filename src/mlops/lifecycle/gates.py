@@ -57,6 +57,19 @@ class GateConfig(BaseModel):
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
     champion: ChampionGate | None = None
     suites: list[str] = Field(default_factory=list, description="Evaluation suites to pass.")
+    approvals: int = Field(
+        default=0,
+        ge=0,
+        le=20,
+        description="Approvers (other than the requester) who must approve before production "
+        "moves; 0: none.",
+    )
+    approval_expiry_hours: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 90,
+        description="How long a deployment waits for its approvals before it is rejected.",
+    )
 
     @field_validator("thresholds")
     @classmethod

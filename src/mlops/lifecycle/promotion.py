@@ -58,7 +58,8 @@ def validate(settings: Settings, info: DeploymentInfo, evaluate: Evaluate) -> St
         gates.GateResult(
             name="gates_config",
             passed=True,
-            message=f"{len(config.thresholds)} thresholds, holdout {config.holdout_days} days",
+            message=f"{len(config.thresholds)} thresholds, holdout {config.holdout_days} days"
+            + (f", {config.approvals} approvals" if config.approvals else ""),
         )
     )
     try:
@@ -269,6 +270,23 @@ def promote_to_staging(
         message=message + "".join(f"; warning: {w}" for w in warnings),
     )
     return StageOutcome([result], message)
+
+
+def production_approved(settings: Settings, info: DeploymentInfo) -> bool:
+    """Whether the production stage of the deployment (its record as its run began) may
+    run now: a rollback (it restores a version that passed its gates and approvals when it
+    went to production), no `approvals` in the gate config, or the approvals the deployment
+    waited for were given. Otherwise the deployment is set to wait for them
+    (`deployments.await_approvals`) and False."""
+    if info.kind == "rollback":
+        return True
+    if info.approvals_required:
+        return info.approved
+    config = gates.load_gate_config(settings, info.model_name)
+    if config.approvals == 0:
+        return True
+    deployments.await_approvals(settings, info.id, config.approvals, config.approval_expiry_hours)
+    return False
 
 
 def promote_to_production(

@@ -1,8 +1,10 @@
-"""Deploy a model version through validate -> staging (-> production), and roll back.
+"""Deploy a model version through validate -> staging (-> production), approve or reject
+one that awaits approval, and roll back.
 
 Each use case records the deployment (refused with 404/409/422 before anything is written
 or started) and starts the `deploy` flow for it in a background thread of this process, or
-(cluster profile) submits it to the work pool.
+(cluster profile) submits it to the work pool. The approval that completes a deployment's
+approvals starts its production stage the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from functools import partial
 
 from pydantic import BaseModel, Field
 
+from mlops.approvals import Decision, DecisionRequest
 from mlops.errors import ConflictError
 from mlops.lifecycle import deployments
 from mlops.lifecycle.deployments import DeploymentInfo
@@ -45,11 +48,13 @@ def _start(settings: Settings, info: DeploymentInfo) -> Started[DeploymentInfo]:
     from mlops.orchestration import start_deployment
 
     thread = start_deployment(settings, info.id)
-    return Started(info.id, thread, partial(deployments.get_deployment, settings), done=_ended)
+    return Started(info.id, thread, partial(deployments.get_deployment, settings), done=_settled)
 
 
-def _ended(info: DeploymentInfo) -> bool:
-    return info.status in deployments.DEPLOYMENTS.statuses.ends
+def _settled(info: DeploymentInfo) -> bool:
+    """Nothing runs it any more: it ended, or it awaits its approvers."""
+    statuses = deployments.DEPLOYMENTS.statuses
+    return info.status in statuses.ends or info.status in statuses.waiting
 
 
 def deploy(
@@ -63,6 +68,22 @@ def deploy(
         settings, model, request.version, request.target_stage, caller.name, request.reason
     )
     return _start(settings, info)
+
+
+def decide(
+    settings: Settings,
+    caller: Principal,
+    deployment_id: str,
+    decision: Decision,
+    request: DecisionRequest,
+) -> Started[DeploymentInfo]:
+    """An approver approves or rejects a deployment awaiting approval. The approval that
+    completes its approvals starts its production stage (waited for like a deployment);
+    otherwise the record as the decision left it."""
+    info, ready = deployments.decide(settings, deployment_id, caller, decision, request.comment)
+    if ready:
+        return _start(settings, info)
+    return Started(info.id, None, partial(deployments.get_deployment, settings), done=_settled)
 
 
 def rollback_plan(settings: Settings, model: str) -> RollbackPlan:

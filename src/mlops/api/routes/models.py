@@ -13,6 +13,7 @@ from pydantic import Field
 from mlops.api.deps import Approver, Researcher, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
 from mlops.api.started import answer_started
+from mlops.approvals import Decision, DecisionRequest
 from mlops.features.serving import answers_inline
 from mlops.fields import Offset
 from mlops.lifecycle import deployments, ledger, registry, serving
@@ -169,3 +170,59 @@ async def rollback_deployment(
         use.roll_back_deployment, settings, caller.name, deployment_id, body or RollbackRequest()
     )
     return await _answer(started, wait, request, response)
+
+
+async def _decide(
+    decision: Decision,
+    deployment_id: str,
+    body: DecisionRequest,
+    settings: SettingsDep,
+    caller: Approver,
+    request: Request,
+    response: Response,
+    wait: bool,
+) -> DeploymentRun:
+    started = await run_in_threadpool(use.decide, settings, caller, deployment_id, decision, body)
+    return await _answer(started, wait, request, response)
+
+
+@router.post(
+    "/deployments/{deployment_id}/approve",
+    responses=WRITE_ERRORS,
+    response_model=DeploymentRun,
+    status_code=202,
+)
+async def approve_deployment(
+    deployment_id: str,
+    body: DecisionRequest,
+    settings: SettingsDep,
+    caller: Approver,
+    request: Request,
+    response: Response,
+    wait: Annotated[
+        bool, Query(description="Answer when production moved, if this approval completes it.")
+    ] = False,
+) -> DeploymentRun:
+    """Approve a deployment awaiting approval (approvers other than its requester, once
+    each, with a comment). The approval that completes the count starts the production
+    stage. 409 when it is not awaiting approval (or has expired)."""
+    return await _decide("approve", deployment_id, body, settings, caller, request, response, wait)
+
+
+@router.post(
+    "/deployments/{deployment_id}/reject",
+    responses=WRITE_ERRORS,
+    response_model=DeploymentRun,
+    status_code=202,
+)
+async def reject_deployment(
+    deployment_id: str,
+    body: DecisionRequest,
+    settings: SettingsDep,
+    caller: Approver,
+    request: Request,
+    response: Response,
+) -> DeploymentRun:
+    """Reject a deployment awaiting approval: it ends as rejected, production unchanged
+    (its requester may reject it too, which withdraws it)."""
+    return await _decide("reject", deployment_id, body, settings, caller, request, response, False)

@@ -1,5 +1,6 @@
 """Deployments: every deployment and rollback, paged, and a deployment's live stepper of its
-stages and gates, with the rollback of what it put in production (confirmed first)."""
+stages and gates, with its approvals (and the approve / reject form while it awaits them),
+and the rollback of what it put in production (confirmed first)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from mlops.errors import MlopsError, checked
 from mlops.roles import Role
+from mlops.sessions import signed_in
 from mlops.web.common import (
     REFUSED,
     bounded_int,
@@ -25,6 +27,7 @@ from mlops.web.common import (
 from mlops.web.models.common import confirm_page, first_value, stepper
 
 if TYPE_CHECKING:
+    from mlops.approvals import Decision
     from mlops.settings import Settings
 
 router = APIRouter(include_in_schema=False)
@@ -85,6 +88,7 @@ def _deployment_page(
         lambda: registry.alias_version(settings, info.model_name, registry.PRODUCTION_ALIAS), None
     )
     running = info.status in ("pending", "running")
+    principal = signed_in(request)
     return page(
         request,
         "models/deployment.html",
@@ -100,6 +104,13 @@ def _deployment_page(
         ),
         refresh=running and status == 200,
         running=running,
+        may_decide=(
+            info.status == deployments.AWAITING
+            and principal is not None
+            and principal.role.allows(Role.APPROVER)
+        ),
+        decided=principal is not None and any(d.approver == principal.name for d in info.approvals),
+        own_request=principal is not None and principal.name == info.requested_by,
         **extra,
     )
 
@@ -135,3 +146,36 @@ async def deployment_rollback(request: Request, deployment_id: str) -> Response:
             return error_page(request, exc)
         return _deployment_page(request, deployment_id, status=exc.http_status, form_error=exc)
     return stepper(started.id)
+
+
+async def _decision(request: Request, deployment_id: str, decision: Decision) -> Response:
+    from fastapi.concurrency import run_in_threadpool
+
+    from mlops.approvals import DecisionRequest
+    from mlops.usecases import deployments as use
+
+    settings = settings_of(request)
+    try:
+        form = await checked_form(request, Role.APPROVER, "Deciding on a deployment")
+        body = checked(DecisionRequest, {"comment": first_value(form, "comment")})
+        await run_in_threadpool(
+            use.decide, settings, request.state.principal, deployment_id, decision, body
+        )
+    except MlopsError as exc:
+        if isinstance(exc, REFUSED):
+            return error_page(request, exc)
+        return _deployment_page(request, deployment_id, status=exc.http_status, form_error=exc)
+    return stepper(deployment_id)
+
+
+@router.post("/deployments/{deployment_id}/approve", response_model=None)
+async def deployment_approve(request: Request, deployment_id: str) -> Response:
+    """Approve a deployment awaiting approval, with a comment; the approval that completes
+    the count starts its production stage (the stepper follows it)."""
+    return await _decision(request, deployment_id, "approve")
+
+
+@router.post("/deployments/{deployment_id}/reject", response_model=None)
+async def deployment_reject(request: Request, deployment_id: str) -> Response:
+    """Reject a deployment awaiting approval, with a comment: production is unchanged."""
+    return await _decision(request, deployment_id, "reject")
