@@ -246,6 +246,9 @@ class AliasChange(Base):
     changed_by: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text, default="")
     deployment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    kind: Mapped[str] = mapped_column(String(20), default="platform")
+    """`platform`: a move the platform made; `external`: a move made outside it (the MLflow
+    UI), seen afterwards; `acknowledged`: an approver acknowledged the external move."""
 
 
 class Approval(Base):
@@ -263,6 +266,29 @@ class Approval(Base):
     decision: Mapped[str] = mapped_column(String(10))
     comment: Mapped[str] = mapped_column(Text)
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PublicationRequest(Base):
+    """A publication of a prompt template's version that waits for approvers
+    (`mlops.prompts.publications`). `active_template` holds the template's name while it
+    waits, so one request per template waits at a time."""
+
+    __tablename__ = "publication_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    template: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text, default="")
+    requested_by: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))
+    approvals_required: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The published commit, once published."""
+    active_template: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
 
 
 class User(Base):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from mlops.db import engine_for
@@ -42,6 +42,11 @@ class ComponentHealth(BaseModel):
 class Health(BaseModel):
     status: str
     components: dict[str, ComponentHealth]
+    flags: list[str] = Field(
+        default_factory=list,
+        description="What needs a person although every store answers: aliases moved "
+        "outside the platform and not acknowledged yet.",
+    )
 
 
 def _probe(store: str, check: Callable[[], str], show_details: bool) -> ComponentHealth:
@@ -129,10 +134,28 @@ def _http(url: str, timeout: float = 2) -> Callable[[], str]:
 
 
 def health_lines(health: Health) -> list[str]:
-    """One rich-markup line per component, green when ok and red when down."""
+    """One rich-markup line per component, green when ok and red when down, then one
+    yellow line per flag."""
     return [
         f"[{'green' if c.status == 'ok' else 'red'}]{c.status:>5}[/] {name}: {c.detail}"
         for name, c in health.components.items()
+    ] + [f"[yellow] flag[/] {flag}" for flag in health.flags]
+
+
+def _flags(settings: Settings) -> list[str]:
+    """The external alias moves no approver acknowledged (empty when the database is
+    down: its component says so)."""
+    from mlops.lifecycle import ledger
+
+    try:
+        moved = ledger.unacknowledged(settings)
+    except Exception:
+        return []
+    return [
+        f"{c.alias} of {c.model_name} was moved outside the platform (v{c.from_version} -> "
+        f"v{c.to_version}, seen {c.changed_at:%Y-%m-%d %H:%M} UTC): an approver acknowledges "
+        f"it (mlops models acknowledge {c.model_name})"
+        for c in sorted(moved, key=lambda c: (c.model_name, c.alias))
     ]
 
 
@@ -157,7 +180,8 @@ def check_health(settings: Settings, services: bool = False, show_details: bool 
 
     components = _run_probes(checks, settings.health_probe_timeout_s, show_details)
     ok = all(c.status == "ok" for c in components.values())
-    return Health(status="ok" if ok else "degraded", components=components)
+    flags = _flags(settings) if show_details and components["metadata_db"].status == "ok" else []
+    return Health(status="ok" if ok else "degraded", components=components, flags=flags)
 
 
 def _run_probes(

@@ -1,6 +1,6 @@
 """The reaper: closes the records of runs whose process is gone, for every kind of run
 (deployments, evaluation runs, ingest runs; how each closes is its kind's hook, see
-`run_records.py`).
+`run_records.py`), and rejects what waited for its approvers past its expiry.
 
 Readers never reap, so a GET never writes. The reaper runs once when a process that
 serves or starts work starts (the API's start-up, `mlops up`, the CLI commands that start
@@ -28,20 +28,54 @@ KINDS: tuple[RunKind[Any], ...] = (DEPLOYMENTS, EVALUATIONS, RUNS)
 
 
 def reap_interrupted(settings: Settings) -> int:
-    """Close the records of every kind whose runner is gone; how many runs it ended. A kind
-    whose store fails is logged and left for the next pass; the other kinds go on."""
+    """Close the records of every kind whose runner is gone, and end what waited for its
+    approvers past its expiry (deployments, prompt publications); how many it ended. A
+    kind whose store fails is logged and left for the next pass; the other kinds go on."""
+    from mlops.prompts import publications
+
     ended = 0
     for kind in KINDS:
         try:
             ended += len(run_records.reap(settings, kind))
         except Exception as exc:  # a store down: the next pass (or start) tries again
             log.warning("closing interrupted %ss failed: %s", kind.label, exc)
+    try:
+        ended += len(publications.end_overdue(settings))
+    except Exception as exc:
+        log.warning("ending overdue publication requests failed: %s", exc)
     return ended
 
 
+def watch_aliases(settings: Settings) -> int:
+    """Record the alias moves made outside the platform since the last pass (one MLflow
+    query for every model, `ledger.detect_external_moves`); how many it found. A registry
+    that does not answer is logged and tried at the next pass."""
+    from mlops.lifecycle import ledger
+
+    try:
+        found = ledger.detect_external_moves(settings)
+    except Exception as exc:
+        log.warning("checking the aliases for moves made outside the platform failed: %s", exc)
+        return 0
+    for change in found:
+        log.warning(
+            "%s of %s was moved outside the platform: v%s -> v%s",
+            change.alias,
+            change.model_name,
+            change.from_version,
+            change.to_version,
+        )
+    return len(found)
+
+
+def _scheduled_pass(settings: Settings) -> None:
+    reap_interrupted(settings)
+    watch_aliases(settings)
+
+
 class ScheduledReaper:
-    """`reap_interrupted` at once and then every `every` seconds, in a worker thread (off
-    the event loop), from `start` until `stop`: the API's lifespan."""
+    """`reap_interrupted` and `watch_aliases` at once and then every `every` seconds, in a
+    worker thread (off the event loop), from `start` until `stop`: the API's lifespan."""
 
     def __init__(self, settings: Settings, every: float) -> None:
         self.settings, self.every = settings, every
@@ -63,6 +97,6 @@ class ScheduledReaper:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.to_thread(reap_interrupted, self.settings)
+            await asyncio.to_thread(_scheduled_pass, self.settings)
             self.passes += 1
             await asyncio.sleep(self.every)

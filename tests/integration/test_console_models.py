@@ -88,7 +88,7 @@ def test_experiment_list_sorts_searches_and_pages(client: TestClient, settings: 
     prefix = f"cx-{uuid.uuid4().hex[:6]}"
     for suffix in ("b", "a", "c"):
         experiments.create_experiment(
-            settings, experiments.ExperimentCreate(name=f"{prefix}-{suffix}")
+            settings, experiments.ExperimentCreate(name=f"{prefix}-{suffix}"), "tester"
         )
     names = [f"{prefix}-a", f"{prefix}-b", f"{prefix}-c"]
 
@@ -185,7 +185,9 @@ def test_experiment_detail_with_runs_and_metric_chart(
     assert single.count("<polyline") == 1 and "cv_accuracy by step" in single
 
     other = experiments.create_experiment(
-        settings, experiments.ExperimentCreate(name=f"console-compare-{uuid.uuid4().hex[:6]}")
+        settings,
+        experiments.ExperimentCreate(name=f"console-compare-{uuid.uuid4().hex[:6]}"),
+        "tester",
     )
     mlflow_client = mlflow_backend.client(settings)
     for value in (0.51, 0.55):

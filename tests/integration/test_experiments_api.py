@@ -63,6 +63,7 @@ def test_create_then_sort_filter_and_page(client: TestClient, auth: dict[str, st
         created = client.post(f"{API}/experiments", json=body, headers=auth)
         assert created.status_code == 201, created.text
         assert created.json()["description"] == f"exp {i}" and created.json()["run_count"] == 0
+        assert created.json()["tags"]["mlops.created_by"] == "admin"  # the token's user
     listed = client.get(
         f"{API}/experiments", params={"search": "SORTABLE", "sort": "name", "order": "asc"}
     )

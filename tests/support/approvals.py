@@ -31,3 +31,24 @@ def approve_together(
         out.put((name, exc.code))
         return
     out.put((name, "ready" if ready else "approved"))
+
+
+def approve_publication_together(
+    settings: Settings, request_id: str, name: str, together: Barrier, out: Queue[tuple[str, str]]
+) -> None:
+    """As `approve_together`, for a prompt publication: "ready" when this approval
+    published it."""
+    from mlops.errors import MlopsError
+    from mlops.prompts import publications
+    from mlops.prompts.store import open_store
+    from mlops.roles import Principal, Role
+
+    store = open_store(settings)
+    caller = Principal(name, Role.APPROVER)
+    together.wait(120)
+    try:
+        done = publications.decide(store, request_id, caller, "approve", f"ok by {name}")
+    except MlopsError as exc:
+        out.put((name, exc.code))
+        return
+    out.put((name, "ready" if done.status == "published" else "approved"))

@@ -7,7 +7,8 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -145,3 +146,23 @@ def parse_assignments(items: list[str] | None, option: str) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             raise InvalidInputError(f"{option} '{item}': the value is not valid YAML.") from exc
     return values
+
+
+AtOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--at",
+        help="A moment, ISO 8601 (2026-12-01T14:30, UTC unless it has an offset such as Z or "
+        "+02:00).",
+    ),
+]
+
+
+def parse_moment(at: str | None) -> datetime | None:
+    """An `--at` option as a datetime (exit 2 when it is not ISO 8601)."""
+    if at is None:
+        return None
+    try:
+        return datetime.fromisoformat(at)
+    except ValueError as exc:
+        raise InvalidInputError(f"--at {at!r} is not an ISO 8601 moment ({exc}).") from exc

@@ -135,7 +135,8 @@ def create_cmd(
             raise InvalidInputError(f"--tag '{item}' must be key=value.")
         tags[key] = value
     request = ExperimentCreate(name=name, description=description, tags=tags)
-    created = create_experiment(settings(), request)
+    config = settings()
+    created = create_experiment(config, request, config.author)
     if json:
         print_json(created)
         return

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -12,11 +11,13 @@ from rich.table import Table
 from mlops.cli.common import (
     AWAITING_APPROVAL_EXIT,
     DEPLOYMENT_FAILED_EXIT,
+    AtOpt,
     JsonOpt,
     console,
     err_console,
     failed,
     handle_errors,
+    parse_moment,
     print_json,
     settings,
 )
@@ -111,26 +112,14 @@ def show_cmd(name: str, json: JsonOpt = False) -> None:
 @handle_errors
 def history_cmd(
     name: Annotated[str, typer.Argument(help="Registered model.")],
-    at: Annotated[
-        Optional[str],
-        typer.Option(
-            help="A moment, ISO 8601 (2026-12-01T14:30, UTC unless it has an offset such as "
-            "Z or +02:00): which versions the aliases pointed at then."
-        ),
-    ] = None,
+    at: AtOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """The ledger of production and staging changes: who moved which alias, from which
     version to which, when and why; with --at, the versions the aliases pointed at then."""
-    from mlops.errors import InvalidInputError
     from mlops.lifecycle import ledger
 
-    moment = None
-    if at is not None:
-        try:
-            moment = datetime.fromisoformat(at)
-        except ValueError as exc:
-            raise InvalidInputError(f"--at {at!r} is not an ISO 8601 moment ({exc}).") from exc
+    moment = parse_moment(at)
     found = ledger.model_history(settings(), name, moment)
     if json:
         print_json(found)
@@ -319,6 +308,35 @@ def reject_cmd(
     """Reject a deployment awaiting approval: it ends as rejected, production unchanged
     (exit code 10, like any deployment that did not reach its target)."""
     _decide(deployment, "reject", comment, json)
+
+
+@app.command("acknowledge")
+@handle_errors
+def acknowledge_cmd(
+    name: Annotated[str, typer.Argument(help="Registered model.")],
+    comment: CommentOpt = "",
+    json: JsonOpt = False,
+) -> None:
+    """Acknowledge an alias move made outside the platform (the MLflow UI), as MLOPS_AUTHOR:
+    recorded in the ledger, it lets `mlops models rollback` restore the version the platform
+    last put in production."""
+    from mlops.approvals import DecisionRequest
+    from mlops.errors import checked
+    from mlops.lifecycle import ledger
+    from mlops.users import local_principal
+
+    config = settings()
+    body = checked(DecisionRequest, {"comment": comment})
+    done = ledger.acknowledge(config, name, local_principal(config), body.comment)
+    if json:
+        print_json(done)
+        return
+    for change in done:
+        console.print(
+            f"Acknowledged: {change.alias} of {name} is v{change.to_version} "
+            "(moved outside the platform).",
+            highlight=False,
+        )
 
 
 @app.command("rollback")

@@ -14,17 +14,21 @@ import typer
 from rich.table import Table
 
 from mlops.cli.common import (
+    AtOpt,
     JsonOpt,
     console,
     err_console,
     handle_errors,
     parse_assignments,
+    parse_moment,
     print_json,
     settings,
 )
 
 if TYPE_CHECKING:
+    from mlops.approvals import Decision
     from mlops.prompts.models import PublishResult
+    from mlops.prompts.publications import PublicationInfo
     from mlops.prompts.store import PromptStore
 
 app = typer.Typer(
@@ -283,12 +287,162 @@ def publish_cmd(
     message: MessageOpt = "",
     json: JsonResultOpt = False,
 ) -> None:
-    """Publish a version (its examples must pass)."""
-    from mlops.prompts.publishing import publish
+    """Publish a version (its examples must pass). When config/gates.yaml asks approvals
+    for prompts, it records a publication request instead and exits 14: approvers other
+    than you then run `mlops prompts approve ID`."""
+    from mlops.prompts.publications import PublicationInfo, publish_or_request
 
     store = _store()
     target = version or store.record(name).version
-    _print_release(publish(store, name, target, settings().author, message), json)
+    result = publish_or_request(store, name, target, settings().author, message)
+    if isinstance(result, PublicationInfo):
+        _print_request(result, json)
+    else:
+        _print_release(result, json)
+
+
+def _print_request(request: PublicationInfo, json: bool) -> None:
+    """A publication request as its decision left it; exit 14 while it awaits approvals,
+    10 once rejected."""
+    from mlops.cli.common import AWAITING_APPROVAL_EXIT, DEPLOYMENT_FAILED_EXIT, failed
+
+    if json:
+        print_json(request)
+    elif request.approvals:
+        for d in request.approvals:
+            mark = "✓" if d.decision == "approve" else "✗"
+            console.print(f"{mark} {d.approver}: {d.comment}", highlight=False)
+    where = f"{request.template} v{request.version}"
+    if request.status == "published":
+        if not json:
+            console.print(f"[green]published: {where} is live[/] ({(request.sha or '')[:10]}).")
+        return
+    if request.status == "rejected":
+        failed(
+            f"Publication {request.id} of {where} was rejected: {request.error}",
+            DEPLOYMENT_FAILED_EXIT,
+        )
+    err_console.print(
+        f"Publication {request.id} of {where} awaits approval ({request.approvals_given} of "
+        f"{request.approvals_required}, until {request.expires_at:%Y-%m-%d %H:%M} UTC): the "
+        "live version has not changed.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    err_console.print(
+        f"Approvers other than {request.requested_by}: mlops prompts approve {request.id[:8]} "
+        "--comment '...' (or reject).",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(AWAITING_APPROVAL_EXIT)
+
+
+CommentOpt = Annotated[
+    str, typer.Option("--comment", "-c", help="Why (required): kept with the decision.")
+]
+RequestArg = Annotated[str, typer.Argument(help="Publication request id (can be shortened).")]
+
+
+def _decide(request: str, decision: Decision, comment: str, json: bool) -> None:
+    from mlops.approvals import DecisionRequest
+    from mlops.errors import checked
+    from mlops.prompts import publications
+    from mlops.users import local_principal
+
+    config = settings()
+    body = checked(DecisionRequest, {"comment": comment})
+    request_id = publications.resolve_request_id(config, request)
+    caller = local_principal(config)
+    _print_request(publications.decide(_store(), request_id, caller, decision, body.comment), json)
+
+
+@app.command("approve")
+@handle_errors
+def approve_cmd(request: RequestArg, comment: CommentOpt = "", json: JsonResultOpt = False) -> None:
+    """Approve a publication awaiting approval, as MLOPS_AUTHOR (approvers other than its
+    requester, once each); the approval that completes the count publishes it. Exit code
+    14 while more approvals are needed."""
+    _decide(request, "approve", comment, json)
+
+
+@app.command("reject")
+@handle_errors
+def reject_cmd(request: RequestArg, comment: CommentOpt = "", json: JsonResultOpt = False) -> None:
+    """Reject a publication awaiting approval: the live version is unchanged (exit 10)."""
+    _decide(request, "reject", comment, json)
+
+
+@app.command("live")
+@handle_errors
+def live_cmd(
+    name: NameArg,
+    at: AtOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Who made which version live when (publishes and rollbacks, newest first); with
+    --at, the version live then."""
+    from mlops.prompts.publishing import live_history
+
+    moment = parse_moment(at)
+    history = live_history(_store(), name, moment)
+    if json:
+        print_json(history)
+        return
+    table = Table(title=f"Live label of {name}")
+    for column in ("when", "event", "from", "to", "by", "approved by", "message"):
+        table.add_column(column)
+    for c in history.changes:
+        table.add_row(
+            _when(c.time),
+            c.event,
+            f"v{c.from_version}" if c.from_version else "-",
+            f"v{c.to_version}",
+            c.by,
+            ", ".join(c.approved_by),
+            c.message,
+        )
+    console.print(table)
+    if moment is not None:
+        live = f"v{history.live_at}" if history.live_at else "no version"
+        console.print(f"Live at {moment.isoformat()}: {live}.")
+    if history.label_moved_outside:
+        err_console.print(
+            f"[yellow]Warning:[/] the tag {name}/production points at "
+            f"{history.label_moved_outside[:10]}, not at the last release: it was moved "
+            "outside the platform. Renders follow the recorded release.",
+            highlight=False,
+        )
+
+
+@app.command("requests")
+@handle_errors
+def requests_cmd(
+    name: Annotated[Optional[str], typer.Argument(help="Only this template's.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Publication requests (publications that waited for approvers), newest first."""
+    from mlops.prompts.publications import list_requests
+
+    found = list_requests(settings(), name)
+    if json:
+        print_json(found)
+        return
+    table = Table(title="Publication requests (ids can be shortened)")
+    for column in ("id", "template", "v", "status", "approvals", "by", "when", "error"):
+        table.add_column(column, no_wrap=column != "error", overflow="fold")
+    for r in found:
+        table.add_row(
+            r.id[:8],
+            r.template,
+            str(r.version),
+            r.status,
+            f"{r.approvals_given}/{r.approvals_required}",
+            r.requested_by,
+            _when(r.created_at),
+            r.error or "",
+        )
+    console.print(table) if found else console.print("No publication requests.")
 
 
 @app.command("rollback")

@@ -223,23 +223,37 @@ def rollback_target(
 ) -> tuple[str, str]:
     """(version to restore, current production version).
 
-    Refused (409) when there is nothing to go back to, when the production alias was moved
-    outside the platform, or when production is no longer `expected_current`.
+    A production alias moved outside the platform is recorded in the ledger first, and
+    blocks the rollback (409) until an approver acknowledges it; the rollback then
+    restores the version the platform last put there. Also refused (409) when there is
+    nothing to go back to, or when production is no longer `expected_current`.
     """
+    from mlops.lifecycle import ledger
+
     registry.get_model(settings, model)  # 404 for an unknown model
     history = production_history(settings, model)
-    current = registry.alias_version(settings, model, registry.PRODUCTION_ALIAS)
-    if history and current != history[-1]:
+    ledger.detect_external_moves(
+        settings, model, {registry.PRODUCTION_ALIAS: history[-1]} if history else None
+    )
+    moved = [c for c in ledger.unacknowledged(settings, model) if c.alias == "production"]
+    if moved:
+        change = moved[0]
         raise ConflictError(
-            f"Production of '{model}' is v{current}, but the platform last put v{history[-1]} "
-            "there: the alias was moved outside the platform. Deploy a version to record it.",
-            {"model": model, "alias": current, "recorded": history[-1]},
+            f"Production of '{model}' was moved outside the platform (v{change.from_version} "
+            f"-> v{change.to_version}, seen {change.changed_at:%Y-%m-%d %H:%M} UTC): an "
+            f"approver acknowledges it first (mlops models acknowledge {model} --comment ..., "
+            "or the model's page); a rollback then restores "
+            f"v{history[-1] if history else change.from_version}.",
+            {"model": model, "alias": change.to_version, "recorded": change.from_version},
         )
+    current = registry.alias_version(settings, model, registry.PRODUCTION_ALIAS)
     if expected_current is not None and current != expected_current:
         raise ConflictError(
             f"Production of '{model}' is now v{current}, not v{expected_current}.",
             {"model": model, "current": current, "expected": expected_current},
         )
+    if history and current is not None and current != history[-1]:  # acknowledged
+        return history[-1], current
     if len(history) < 2 or current is None:
         raise ConflictError(
             f"Model '{model}' has no previous production version to roll back to.",
@@ -303,13 +317,16 @@ def _close_interrupted(settings: Settings, row: Deployment, now: datetime) -> bo
     Succeeded when the target stage passed. When the registry cannot be read the record
     stays open for a later pass (never guessed)."""
     try:
-        stages = [s.as_the_registry_shows(_alias_moved(settings, row, s)) for s in _stages(row)]
+        moved = {s.name for s in _stages(row) if _alias_moved(settings, row, s)}
     except Exception as exc:  # registry down: close it once the registry answers
         log.warning("deployment %s: runner gone, registry unreadable (%s)", row.id, exc)
         return False
+    stages = [s.as_the_registry_shows(s.name in moved) for s in _stages(row)]
     _store_stages(row, stages)
     status = {s.name: s.status for s in stages}
     succeeded = status[row.target_stage] == "passed" and "failed" not in status.values()
+    if succeeded:
+        _record_unrecorded_move(settings, row, _ALIAS_OF_STAGE[row.target_stage])
     failed_stage = next((s.name for s in stages if s.status == "failed"), None)
     row.status = "succeeded" if succeeded else "failed"
     row.failed_stage = None if succeeded else failed_stage
@@ -330,6 +347,31 @@ def _close_interrupted(settings: Settings, row: Deployment, now: datetime) -> bo
     row.active_model = None
     row.finished_at = now
     return True
+
+
+def _record_unrecorded_move(settings: Settings, row: Deployment, alias: str) -> None:
+    """Put in the ledger a move the gone runner made and may not have recorded (it died
+    between MLflow's move and the ledger's), so it is not taken for a move made outside
+    the platform. Bookkeeping: a failure is logged."""
+    from mlops.lifecycle import ledger
+
+    try:
+        last = next((c for c in ledger.history(settings, row.model_name) if c.alias == alias), None)
+        if last is not None and last.to_version == row.version:
+            return  # the runner recorded it before it stopped
+        ledger.record(
+            settings,
+            row.model_name,
+            alias,
+            last.to_version if last else None,
+            row.version,
+            by=row.requested_by,
+            reason=f"{row.reason} (recorded when the deployment was closed: its process "
+            "stopped right after the move)".strip(),
+            deployment_id=row.id,
+        )
+    except Exception as exc:
+        log.warning("deployment %s: the %s move is not in the ledger (%s)", row.id, alias, exc)
 
 
 def _alias_moved(settings: Settings, row: Deployment, stage: StageRecord) -> bool:

@@ -362,10 +362,18 @@ def _latest_run_metrics(conn: Any, ids: list[int]) -> dict[int, tuple[str, dict[
     return latest
 
 
-def create_experiment(settings: Settings, request: ExperimentCreate) -> ExperimentSummary:
-    """Create an experiment (409 if the name is taken, even by a deleted one)."""
+CREATED_BY_TAG = "mlops.created_by"
+"""The user who created an experiment through the platform (MLflow keeps no creator)."""
+
+
+def create_experiment(
+    settings: Settings, request: ExperimentCreate, caller: str
+) -> ExperimentSummary:
+    """Create an experiment, tagged with the user who asked (409 if the name is taken,
+    even by a deleted one)."""
+    tags = {**request.tags, CREATED_BY_TAG: caller}
     experiment_id = mlflow_backend.create_experiment(
-        settings, request.name, request.description, request.tags
+        settings, request.name, request.description, tags
     )
     return get_experiment_summary(settings, experiment_id)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -49,27 +50,31 @@ class ChampionGate(BaseModel):
     max_regression: float = Field(ge=0.0, description="Allowed drop versus production.")
 
 
-class GateConfig(BaseModel):
-    """The gates of one registered model (the `default` entry merged with its own)."""
+class ApprovalPolicy(BaseModel):
+    """How many approvers a production change waits for, and how long."""
 
     model_config = ConfigDict(extra="forbid")
-    holdout_days: int = Field(default=120, ge=5, le=5000)
-    thresholds: dict[str, Threshold] = Field(default_factory=dict)
-    champion: ChampionGate | None = None
-    suites: list[str] = Field(default_factory=list, description="Evaluation suites to pass.")
     approvals: int = Field(
         default=0,
         ge=0,
         le=20,
-        description="Approvers (other than the requester) who must approve before production "
-        "moves; 0: none.",
+        description="Approvers (other than the requester) who must approve; 0: none.",
     )
     approval_expiry_hours: float = Field(
         default=72.0,
         gt=0,
         le=24 * 90,
-        description="How long a deployment waits for its approvals before it is rejected.",
+        description="How long the change waits for its approvals before it is rejected.",
     )
+
+
+class GateConfig(ApprovalPolicy):
+    """The gates of one registered model (the `default` entry merged with its own)."""
+
+    holdout_days: int = Field(default=120, ge=5, le=5000)
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    champion: ChampionGate | None = None
+    suites: list[str] = Field(default_factory=list, description="Evaluation suites to pass.")
 
     @field_validator("thresholds")
     @classmethod
@@ -96,8 +101,7 @@ class GateResult(BaseModel):
         return finite_or_none(value)
 
 
-def load_gate_config(settings: Settings, model_name: str) -> GateConfig:
-    """The gates for `model_name`: `default` with the model's own entry merged over it."""
+def _gates_file(settings: Settings) -> tuple[Path, dict[str, Any]]:
     path = settings.config_dir / GATES_FILE
     if not path.exists():
         raise ConfigError(f"Gate configuration {path} does not exist.", {"file": str(path)})
@@ -107,6 +111,24 @@ def load_gate_config(settings: Settings, model_name: str) -> GateConfig:
         raise ConfigError(f"{path}: invalid YAML: {exc}", {"file": str(path)}) from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with 'default' and 'models'.")
+    return path, raw
+
+
+def load_prompt_policy(settings: Settings) -> ApprovalPolicy:
+    """The approvals a prompt publication waits for: the `prompts` entry (none if absent)."""
+    path, raw = _gates_file(settings)
+    try:
+        return ApprovalPolicy.model_validate(raw.get("prompts") or {})
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path}: prompts: {problems(exc, first=True)}",
+            {"file": str(path), "field": field_of(exc.errors()[0])},
+        ) from exc
+
+
+def load_gate_config(settings: Settings, model_name: str) -> GateConfig:
+    """The gates for `model_name`: `default` with the model's own entry merged over it."""
+    path, raw = _gates_file(settings)
     default = raw.get("default") or {}
     own = (raw.get("models") or {}).get(model_name) or {}
     if not isinstance(default, dict) or not isinstance(own, dict):

@@ -64,7 +64,12 @@ def release_path(name: str) -> str:
 
 
 def dump_releases(events: list[ReleaseEvent]) -> str:
-    return yaml.safe_dump({"events": [e.model_dump(mode="json") for e in events]}, sort_keys=False)
+    """The events as `.releases/<name>.yaml` keeps them (`approved_by` only when named)."""
+    dumped = [
+        e.model_dump(mode="json", exclude=None if e.approved_by else {"approved_by"})
+        for e in events
+    ]
+    return yaml.safe_dump({"events": dumped}, sort_keys=False)
 
 
 def load_releases(text: str) -> list[ReleaseEvent]:

@@ -103,6 +103,9 @@ class ReleaseEvent(BaseModel):
     by: str
     time: UtcDatetime
     message: str = ""
+    approved_by: list[str] = Field(
+        default_factory=list, description="The approvers of a publication that needed them."
+    )
 
 
 class TemplateSummary(BaseModel):

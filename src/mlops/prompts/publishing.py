@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import git
+from pydantic import BaseModel, Field
 
 from mlops.errors import ConflictError, InvalidInputError
+from mlops.fields import UtcDatetime, as_utc
 from mlops.prompts.index import dump_releases, release_path
 from mlops.prompts.models import PublishResult, ReleaseEvent, TemplateDetail
 from mlops.prompts.repository import BRANCH
@@ -33,15 +35,65 @@ def live_tag(name: str) -> str:
     return f"{name}/{LIVE_LABEL}"
 
 
-def _append_event(store: PromptStore, name: str, event: ReleaseEvent, author: str) -> str:
-    """Commit one release event (caller holds the repository lock); returns the commit sha."""
+def _append_event(store: PromptStore, name: str, event: ReleaseEvent, committer: str) -> str:
+    """Commit one release event (caller holds the repository lock), authored by its `by`;
+    returns the commit sha."""
     state = store.state(name)
     path = release_path(name)
     text = dump_releases([*state.releases, event])
     subject = f"{event.event} {name}" + (f" v{event.version}" if event.version else "")
     message = subject + (f"\n\n{event.message}" if event.message else "")
+    if event.approved_by:
+        message += f"\n\nApproved-by: {', '.join(event.approved_by)}"
     head = store.repository.head_sha()
-    return store._commit([path], {path: text}, author, event.by, message, head)
+    return store._commit([path], {path: text}, event.by, committer, message, head)
+
+
+def check_publishable(
+    store: PromptStore,
+    name: str,
+    version: int,
+    event: Literal["publish", "rollback"] = "publish",
+) -> None:
+    """What `publish` refuses, refused without writing: an archived template, a version
+    live already, a rollback to a version never published, failing examples."""
+    with store.repository.locked():
+        store.index.refresh()
+        _publishable(store, name, version, event)
+
+
+def _publishable(
+    store: PromptStore, name: str, version: int, event: Literal["publish", "rollback"]
+) -> str:
+    """The version's commit sha once the checks of `check_publishable` pass (caller holds
+    the lock)."""
+    state = store.state(name)
+    record = store.record(name, version)
+    if state.archived:
+        raise ConflictError(f"{name} is archived; restore it before publishing.")
+    if event == "rollback" and state.live_version is None:
+        raise ConflictError(f"{name} has never been published: there is nothing to roll back.")
+    if state.live_version == version:
+        raise ConflictError(f"Version {version} of {name} is already live.")
+    released = sorted(
+        {e.version for e in state.releases if e.event in ("publish", "rollback") and e.version}
+    )
+    if event == "rollback" and version not in released:
+        raise InvalidInputError(
+            f"Version {version} of {name} was never published: a rollback goes back to an "
+            f"earlier published version ({', '.join(f'v{v}' for v in released)}); "
+            "publish a new version instead.",
+            {"published_versions": released, "live_version": state.live_version},
+        )
+    report = store.run_examples(name, version)
+    if not report.passed:
+        failing = [r for r in report.results if not r.passed]
+        raise InvalidInputError(
+            f"Version {version} of {name} fails {len(failing)} example(s): "
+            + ", ".join(r.name for r in failing),
+            {"failures": [r.model_dump() for r in failing]},
+        )
+    return record.commit.sha
 
 
 def publish(
@@ -51,37 +103,16 @@ def publish(
     caller: str,
     message: str = "",
     event: Literal["publish", "rollback"] = "publish",
+    approved_by: list[str] | None = None,
 ) -> PublishResult:
-    """Make a version live after its examples pass; recorded as a commit and tags."""
+    """Make a version live after its examples pass; recorded as a commit and tags. With
+    `approved_by` (a publication that waited for approvers, `publications.py`) the event
+    names them, and the commit is authored by `caller` (the requester) and committed by
+    the last approver."""
+    approvers = approved_by or []
     with store.repository.locked():
         store.index.refresh()
-        state = store.state(name)
-        record = store.record(name, version)
-        if state.archived:
-            raise ConflictError(f"{name} is archived; restore it before publishing.")
-        if event == "rollback" and state.live_version is None:
-            raise ConflictError(f"{name} has never been published: there is nothing to roll back.")
-        if state.live_version == version:
-            raise ConflictError(f"Version {version} of {name} is already live.")
-        released = sorted(
-            {e.version for e in state.releases if e.event in ("publish", "rollback") and e.version}
-        )
-        if event == "rollback" and version not in released:
-            raise InvalidInputError(
-                f"Version {version} of {name} was never published: a rollback goes back to an "
-                f"earlier published version ({', '.join(f'v{v}' for v in released)}); "
-                "publish a new version instead.",
-                {"published_versions": released, "live_version": state.live_version},
-            )
-        report = store.run_examples(name, version)
-        if not report.passed:
-            failing = [r for r in report.results if not r.passed]
-            raise InvalidInputError(
-                f"Version {version} of {name} fails {len(failing)} example(s): "
-                + ", ".join(r.name for r in failing),
-                {"failures": [r.model_dump() for r in failing]},
-            )
-        sha = record.commit.sha
+        sha = _publishable(store, name, version, event)
         release = ReleaseEvent(
             event=event,
             version=version,
@@ -89,11 +120,13 @@ def publish(
             by=caller,
             time=datetime.now(UTC),
             message=message,
+            approved_by=approvers,
         )
-        _append_event(store, name, release, caller)
+        _append_event(store, name, release, approvers[-1] if approvers else caller)
         tag = version_tag(name, version)
+        approval = f", approved by {', '.join(approvers)}" if approvers else ""
         if not store.repository.has_tag(tag):  # kept as first made: a rollback reuses it
-            store.repository.tag(tag, sha, f"{name} v{version} published by {caller}")
+            store.repository.tag(tag, sha, f"{name} v{version} published by {caller}{approval}")
         store.repository.tag(live_tag(name), sha, None, force=True)
         result = PublishResult(name=name, version=version, sha=sha, event=event, tag=tag)
         if store.repository.remote:
@@ -140,3 +173,61 @@ def set_archived(
         )
         _append_event(store, name, event, caller)
     return store.detail(name)
+
+
+class LiveChange(BaseModel):
+    """One move of a template's live label: a publish or a rollback."""
+
+    event: Literal["publish", "rollback"]
+    from_version: int | None = Field(description="The live version before (null: none).")
+    to_version: int
+    sha: str
+    by: str
+    approved_by: list[str]
+    time: UtcDatetime
+    message: str
+
+
+class LiveHistory(BaseModel):
+    name: str
+    changes: list[LiveChange] = Field(description="Every move of the live label, newest first.")
+    at: UtcDatetime | None = Field(description="The moment asked about, if any.")
+    live_at: int | None = Field(description="The version that was live at `at` (null: none).")
+    label_moved_outside: str | None = Field(
+        description="Set when the git tag `<name>/production` points at another commit than "
+        "the last release recorded (moved with `git tag -f`): the commit it points at. "
+        "Renders follow the recorded release, not the tag."
+    )
+
+
+def live_history(store: PromptStore, name: str, at: datetime | None = None) -> LiveHistory:
+    """Who made which version live when, from which, why and with whose approval (the
+    release events of `.releases/<name>.yaml`, append-only in git); with `at`, the version
+    live then; and whether the live tag was moved outside the platform."""
+    state = store.state(name)
+    changes: list[LiveChange] = []
+    for event in state.releases:
+        if event.event in ("publish", "rollback") and event.version is not None:
+            changes.append(
+                LiveChange(
+                    event=event.event,
+                    from_version=changes[-1].to_version if changes else None,
+                    to_version=event.version,
+                    sha=event.sha or "",
+                    by=event.by,
+                    approved_by=event.approved_by,
+                    time=event.time,
+                    message=event.message,
+                )
+            )
+    live_at = None
+    if at is not None:
+        moment = as_utc(at)
+        before = [c for c in changes if as_utc(c.time) <= moment]
+        live_at = before[-1].to_version if before else None
+    tag_sha = store.repository.tag_commit(live_tag(name))
+    recorded = changes[-1].sha if changes else None
+    moved = tag_sha if recorded is not None and tag_sha != recorded else None
+    return LiveHistory(
+        name=name, changes=changes[::-1], at=at, live_at=live_at, label_moved_outside=moved
+    )

@@ -220,6 +220,15 @@ class PromptRepository:
         """Create (or, with force, move) a tag; annotated when a message is given."""
         self.git.create_tag(name, ref=sha, message=message, force=force)
 
+    def tag_commit(self, name: str) -> str | None:
+        """The commit a tag points at (None: no such tag)."""
+        try:
+            return str(
+                self.git.git.rev_parse("--verify", "--quiet", f"refs/tags/{name}^{{commit}}")
+            )
+        except git.GitCommandError:
+            return None
+
     def has_tag(self, name: str) -> bool:
         return (self.path / ".git" / "refs" / "tags" / name).is_file() or any(
             t.name == name for t in self.git.tags

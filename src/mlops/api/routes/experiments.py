@@ -36,8 +36,9 @@ def list_experiments(
 def create_experiment(
     body: experiments.ExperimentCreate, settings: SettingsDep, caller: Researcher
 ) -> experiments.ExperimentSummary:
-    """Create an experiment (409 if the name is taken, 422 if it is invalid)."""
-    return experiments.create_experiment(settings, body)
+    """Create an experiment, tagged `mlops.created_by` with the caller's name (409 if the
+    name is taken, 422 if it is invalid)."""
+    return experiments.create_experiment(settings, body, caller.name)
 
 
 @router.get("/experiments/{ref}", response_model=experiments.ExperimentDetail)

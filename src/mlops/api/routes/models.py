@@ -48,10 +48,27 @@ def model_history(
         datetime | None,
         Query(description="A moment (ISO 8601; UTC if no offset): which version served then."),
     ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Offset = 0,
 ) -> ledger.ModelHistory:
     """Who moved production and staging, when, from which version to which, why, in
-    which deployment; with `at`, the versions the aliases pointed at then."""
-    return ledger.model_history(settings, name, at)
+    which deployment (or outside the platform), newest first and paged; with `at`, the
+    versions the aliases pointed at then (from the whole ledger)."""
+    return ledger.model_history(settings, name, at, limit, offset)
+
+
+@router.post(
+    "/models/{name}/acknowledge",
+    responses=WRITE_ERRORS,
+    response_model=list[ledger.AliasChangeInfo],
+)
+def acknowledge_external_move(
+    name: str, body: DecisionRequest, settings: SettingsDep, caller: Approver
+) -> list[ledger.AliasChangeInfo]:
+    """Acknowledge the model's alias moves made outside the platform (the ledger records
+    one `acknowledged` change per alias), which lets rollbacks of production run again;
+    409 when there is none."""
+    return ledger.acknowledge(settings, name, caller, body.comment)
 
 
 class DeploymentRun(deployments.DeploymentInfo):

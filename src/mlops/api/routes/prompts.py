@@ -6,17 +6,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, status
+from fastapi import APIRouter, Depends, FastAPI, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from mlops.api.deps import Approver, Researcher, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
+from mlops.approvals import DecisionRequest
 from mlops.errors import InvalidInputError, MlopsError
 from mlops.fields import TimeInRange, VersionNumber
-from mlops.prompts import analytics, publishing, usage
+from mlops.prompts import analytics, publications, publishing, usage
 from mlops.prompts.models import (
     MAX_TEMPLATE_BYTES,
     Bucket,
@@ -32,6 +34,7 @@ from mlops.prompts.models import (
     VersionInfo,
     check_name,
 )
+from mlops.prompts.publications import PublicationInfo
 from mlops.prompts.repository import check_author
 from mlops.prompts.store import PromptStore, open_store
 from mlops.settings import Settings
@@ -220,12 +223,77 @@ def template_diff(
     return _store(settings).diff(name, from_version, to_version)
 
 
-@router.post("/templates/{name}/publish", responses=WRITE_ERRORS, response_model=PublishResult)
+@router.get("/templates/{name}/live-history", response_model=publishing.LiveHistory)
+def live_history(
+    name: str,
+    settings: SettingsDep,
+    at: Annotated[
+        datetime | None,
+        Query(description="A moment (ISO 8601; UTC if no offset): which version was live then."),
+    ] = None,
+) -> publishing.LiveHistory:
+    """Every move of the live label (publish, rollback): who, when, from which version to
+    which, why, with whose approval; with `at`, the version live then; and whether the
+    label's git tag was moved outside the platform."""
+    return publishing.live_history(_store(settings), name, at)
+
+
+@router.post(
+    "/templates/{name}/publish",
+    responses=WRITE_ERRORS,
+    response_model=PublishResult | PublicationInfo,
+)
 def publish_template(
-    name: str, body: ReleaseRequest, settings: SettingsDep, caller: Approver
-) -> PublishResult:
-    """Make a version live (its examples must pass): tag, label, push, MLflow."""
-    return publishing.publish(_store(settings), name, body.version, caller.name, body.message)
+    name: str, body: ReleaseRequest, settings: SettingsDep, caller: Approver, response: Response
+) -> PublishResult | PublicationInfo:
+    """Make a version live (its examples must pass): tag, label, push, MLflow. When
+    publications need approvals (`prompts: {approvals: N}` in config/gates.yaml), 202 with
+    the publication request that now awaits them instead."""
+    store = _store(settings)
+    result = publications.publish_or_request(store, name, body.version, caller.name, body.message)
+    if isinstance(result, PublicationInfo):
+        response.status_code = status.HTTP_202_ACCEPTED
+    return result
+
+
+@router.get("/publications", response_model=list[PublicationInfo])
+def list_publications(
+    settings: SettingsDep,
+    template: str | None = None,
+    state: Annotated[
+        str | None, Query(alias="status", description="awaiting_approval, published, rejected")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[PublicationInfo]:
+    """Publication requests (publications that waited for approvers), newest first."""
+    return publications.list_requests(settings, template, state, limit)
+
+
+@router.get("/publications/{request_id}", response_model=PublicationInfo)
+def get_publication(request_id: str, settings: SettingsDep) -> PublicationInfo:
+    """A publication request with its approvers' decisions."""
+    return publications.get_request(settings, request_id)
+
+
+@router.post(
+    "/publications/{request_id}/approve", responses=WRITE_ERRORS, response_model=PublicationInfo
+)
+def approve_publication(
+    request_id: str, body: DecisionRequest, settings: SettingsDep, caller: Approver
+) -> PublicationInfo:
+    """Approve a publication awaiting approval (approvers other than its requester, once
+    each); the approval that completes the count publishes the version."""
+    return publications.decide(_store(settings), request_id, caller, "approve", body.comment)
+
+
+@router.post(
+    "/publications/{request_id}/reject", responses=WRITE_ERRORS, response_model=PublicationInfo
+)
+def reject_publication(
+    request_id: str, body: DecisionRequest, settings: SettingsDep, caller: Approver
+) -> PublicationInfo:
+    """Reject a publication awaiting approval: the live version is unchanged."""
+    return publications.decide(_store(settings), request_id, caller, "reject", body.comment)
 
 
 @router.post("/templates/{name}/rollback", responses=WRITE_ERRORS, response_model=PublishResult)

@@ -15,6 +15,7 @@ from mlops.web import charts
 from mlops.web.common import (
     REFUSED,
     bounded_int,
+    caller_of,
     checked_form,
     error_page,
     linker,
@@ -147,7 +148,9 @@ async def experiment_create(request: Request) -> Response:
         except ValidationError as exc:
             hint = experiments.ExperimentCreate.model_fields["name"].description or ""
             raise invalid_input(exc, hint) from exc
-        created = await run_in_threadpool(experiments.create_experiment, settings_of(request), body)
+        created = await run_in_threadpool(
+            experiments.create_experiment, settings_of(request), body, caller_of(request)
+        )
     except MlopsError as exc:
         if isinstance(exc, REFUSED):
             return error_page(request, exc)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mlops.errors import InvalidInputError, MlopsError, checked
 from mlops.roles import Role
@@ -92,6 +92,8 @@ def _model_page(request: Request, name: str, status: int = 200, **extra: Any) ->
         model=model,
         history=history,
         changes=quiet(lambda: ledger.history(settings, name, 50), no_changes),
+        moved_outside=quiet(lambda: ledger.unacknowledged(settings, name), no_changes),
+        approver_role=Role.APPROVER,
         running=next((d for d in history if d.status in ("pending", "running")), None),
         **extra,
     )
@@ -156,3 +158,24 @@ async def model_rollback(request: Request, name: str) -> Response:
             return error_page(request, exc)
         return _model_page(request, name, status=exc.http_status, form_error=exc)
     return stepper(started.id)
+
+
+@router.post("/models/{name}/acknowledge", response_model=None)
+async def model_acknowledge(request: Request, name: str) -> Response:
+    """Acknowledge the model's alias moves made outside the platform, with a comment."""
+    from fastapi.concurrency import run_in_threadpool
+
+    from mlops.approvals import DecisionRequest
+    from mlops.lifecycle import ledger
+
+    try:
+        form = await checked_form(request, Role.APPROVER, "Acknowledging a move")
+        body = checked(DecisionRequest, {"comment": first_value(form, "comment")})
+        await run_in_threadpool(
+            ledger.acknowledge, settings_of(request), name, request.state.principal, body.comment
+        )
+    except MlopsError as exc:
+        if isinstance(exc, REFUSED):
+            return error_page(request, exc)
+        return _model_page(request, name, status=exc.http_status, form_error=exc)
+    return RedirectResponse(f"/models/{quote(name)}#ledger", status_code=303)

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
 from mlops.errors import MlopsError
+from mlops.prompts import publications, publishing
 from mlops.roles import Role
 from mlops.web import charts
 from mlops.web.common import (
@@ -35,6 +36,7 @@ from mlops.web.prompts.common import (
 )
 
 if TYPE_CHECKING:
+    from mlops.approvals import Decision
     from mlops.prompts.models import Bucket, UsageReport
 
 router = APIRouter(include_in_schema=False)
@@ -128,6 +130,11 @@ def _detail(
         {e.version for e in detail.releases if e.event in ("publish", "rollback") and e.version}
     )
     link = linker(f"/prompts/{quote(name)}", {"version": params.get("version"), "days": days})
+    moved = quiet(lambda: publishing.live_history(store, name).label_moved_outside, None)
+    none: list[publications.PublicationInfo] = []
+    waiting = quiet(
+        lambda: publications.list_requests(settings, name, publications.AWAITING, 1), none
+    )
     return page(
         request,
         "prompts/detail.html",
@@ -144,6 +151,9 @@ def _detail(
         link=link,
         form_error=form_error,
         notice=pop_notice(request),
+        waiting=waiting[0] if waiting else None,
+        label_moved_outside=moved,
+        approver_role=Role.APPROVER,
     )
 
 
@@ -158,8 +168,6 @@ def prompts_detail(request: Request, name: str) -> Response:
 async def _release(request: Request, name: str, event: str) -> Response:
     from fastapi.concurrency import run_in_threadpool
 
-    from mlops.prompts import publishing
-
     try:
         form = await checked_form(
             request,
@@ -172,12 +180,18 @@ async def _release(request: Request, name: str, event: str) -> Response:
     try:
         version = int(form_text(form, "version"))
         store = await run_in_threadpool(store_of, request)
-        act = publishing.rollback if event == "rollback" else publishing.publish
+        act = publishing.rollback if event == "rollback" else publications.publish_or_request
         result = await run_in_threadpool(act, store, name, version, caller_of(request), message)
     except ValueError:
         return await run_in_threadpool(_detail, request, name, 422, "Choose a version.")
     except MlopsError as exc:
         return await run_in_threadpool(_detail, request, name, exc.http_status, exc.message)
+    if isinstance(result, publications.PublicationInfo):
+        request.session[NOTICE] = (
+            f"Version {result.version} of {name} awaits approval by {result.approvals_required} "
+            "approver(s) other than you: the live version has not changed."
+        )
+        return RedirectResponse(f"/prompts/{quote(name)}", status_code=303)
     verb = "Rolled back to" if event == "rollback" else "Published"
     notes = [f"{verb} version {result.version} of {name} (tag {result.tag})."]
     if result.push_error:
@@ -198,3 +212,45 @@ async def prompts_publish(request: Request, name: str) -> Response:
 async def prompts_rollback(request: Request, name: str) -> Response:
     """Publish an earlier published version again."""
     return await _release(request, name, "rollback")
+
+
+async def _decision(request: Request, request_id: str, decision: Decision) -> Response:
+    from fastapi.concurrency import run_in_threadpool
+
+    settings = settings_of(request)
+    try:
+        form = await checked_form(request, Role.APPROVER, "Deciding on a publication")
+    except REFUSED as exc:
+        return error_page(request, exc)
+    try:
+        waiting = await run_in_threadpool(publications.get_request, settings, request_id)
+    except MlopsError as exc:
+        return error_page(request, exc)
+    name = waiting.template
+    comment = form_text(form, "comment").strip()
+    if not comment:
+        return await run_in_threadpool(_detail, request, name, 422, "A decision needs a comment.")
+    try:
+        store = await run_in_threadpool(store_of, request)
+        done = await run_in_threadpool(
+            publications.decide, store, request_id, request.state.principal, decision, comment
+        )
+    except MlopsError as exc:
+        return await run_in_threadpool(_detail, request, name, exc.http_status, exc.message)
+    request.session[NOTICE] = {
+        "published": f"Published version {done.version} of {name}.",
+        "rejected": f"The publication of version {done.version} of {name} was rejected.",
+    }.get(done.status, f"Approved: {done.approvals_given} of {done.approvals_required}.")
+    return RedirectResponse(f"/prompts/{quote(name)}", status_code=303)
+
+
+@router.post("/prompts/publications/{request_id}/approve", response_model=None)
+async def publication_approve(request: Request, request_id: str) -> Response:
+    """Approve a publication awaiting approval; the last approval needed publishes it."""
+    return await _decision(request, request_id, "approve")
+
+
+@router.post("/prompts/publications/{request_id}/reject", response_model=None)
+async def publication_reject(request: Request, request_id: str) -> Response:
+    """Reject a publication awaiting approval: the live version is unchanged."""
+    return await _decision(request, request_id, "reject")
