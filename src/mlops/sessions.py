@@ -17,7 +17,7 @@ from starlette.requests import Request
 from mlops.errors import AuthError, StoreUnavailableError
 from mlops.roles import Principal
 from mlops.settings import Settings
-from mlops.users import resolve, resolve_hash, token_hash
+from mlops.users import from_proxy, resolve, resolve_hash, token_hash
 
 SESSION_COOKIE = "mlops_console"
 _KEY = "token"
@@ -42,12 +42,21 @@ def signed_in(request: Request) -> Principal | None:
     """The user the session is signed in as, while its token is valid."""
     settings: Settings = request.app.state.settings
     digest = request.session.get(_KEY)
-    if not isinstance(digest, str):
-        return None
     try:
+        if not isinstance(digest, str):  # no session: a trusted proxy may name the user
+            return proxy_principal(settings, request)
         return resolve_hash(settings, digest)
     except (
         AuthError,
         StoreUnavailableError,
     ):  # pages still render while the users' database is down
         return None
+
+
+def proxy_principal(settings: Settings, request: Request) -> Principal | None:
+    """The user a trusted reverse proxy names in its identity header (`users.from_proxy`):
+    the caller of a request without a token, and the console's user without a session."""
+    if not settings.trusted_proxy_header:
+        return None
+    client = request.client.host if request.client else None
+    return from_proxy(settings, client, request.headers.get(settings.trusted_proxy_header))

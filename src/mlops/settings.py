@@ -7,6 +7,7 @@ No other module reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from datetime import date
@@ -84,6 +85,17 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     reads_require_auth: bool = False
     author: str = "mlops"
+    trusted_proxy_header: str | None = Field(
+        default=None,
+        description="A header (e.g. X-Forwarded-User) in which a reverse proxy in front of "
+        "the platform (an SSO proxy) names the signed-in user; honoured only on requests "
+        "from `trusted_proxies` and without a bearer token. The user must exist.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of the proxies whose identity header is "
+        "trusted, as JSON in the environment: MLOPS_TRUSTED_PROXIES='[\"10.0.0.5\"]'.",
+    )
 
     metadata_db_url: str | None = None
     feast_project: str = "quant"
@@ -249,6 +261,13 @@ class Settings(BaseSettings):
                 f"MLOPS_API_WORKERS={self.api_workers} needs the cluster profile: in the "
                 f"{self.profile} profile runs live in the API process that started them."
             )
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"MLOPS_TRUSTED_PROXIES: {network!r} is not an address or network ({exc})."
+                ) from exc
         if self.profile == "cluster" and not self.tracking_uri.startswith("http"):
             raise ConfigError(
                 "The cluster profile talks to MLflow through its tracking server: set "

@@ -28,6 +28,7 @@ it and within that time in the others.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 import threading
 import time
@@ -144,6 +145,49 @@ def resolve_hash(settings: Settings, digest: str, token: str | None = None) -> P
                 del _cache[stale]
         _cache[key] = (now + CACHE_SECONDS, found)
     return _answer(found)
+
+
+def from_proxy(settings: Settings, client: str | None, named: str | None) -> Principal | None:
+    """The user a trusted reverse proxy names in `settings.trusted_proxy_header` (`named`,
+    the header's value) on a request from `client` (its address); None when no proxy
+    identity applies (not configured, no header, or an address not trusted: the header is
+    then ignored). `AuthError` (401) for a user the platform does not know or disabled."""
+    if not settings.trusted_proxy_header or named is None or not _trusted(settings, client):
+        return None
+    name = named.strip()
+    key = (settings.metadata_url, f"proxy:{name}")
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is None or hit[0] <= now:
+        hit = (now + CACHE_SECONDS, _user_named(settings, name))
+        with _cache_lock:
+            _cache[key] = hit
+    return _answer(hit[1])
+
+
+def _trusted(settings: Settings, client: str | None) -> bool:
+    try:
+        address = ipaddress.ip_address(client or "")
+    except ValueError:
+        return False
+    return any(
+        address in ipaddress.ip_network(network, strict=False)
+        for network in settings.trusted_proxies
+    )
+
+
+def _user_named(settings: Settings, name: str) -> Principal | str:
+    with session_scope(settings.metadata_url) as session:
+        user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        return (
+            f"The proxy signed in {name!r}, whom the platform does not know: an admin adds "
+            "the user (mlops users add)."
+        )
+    if user.disabled_at is not None:
+        return f"The user {user.name} is disabled."
+    return Principal(user.name, Role(user.role))
 
 
 def _is_state_folder_token(settings: Settings, token: str) -> bool:

@@ -289,3 +289,43 @@ def test_mlops_users_and_tokens_commands(tmp_path: Path, monkeypatch: pytest.Mon
     for name in ("bootstrap", "x" * 101):  # the state folder's token's name; too long
         refused = runner.invoke(cli, ["tokens", "create", "frank", "--name", name])
         assert refused.exit_code == 2 and "Invalid token name" in refused.output
+
+
+def test_a_trusted_proxy_names_the_user_and_only_a_trusted_proxy(
+    home: Settings, tokens: dict[Role, str]
+) -> None:
+    """Behind an SSO proxy (MLOPS_TRUSTED_PROXY_HEADER from MLOPS_TRUSTED_PROXIES): the
+    header names the caller of the API and the console's user; from any other address it is
+    ignored; an unknown user is refused."""
+    proxied = home.model_copy(
+        update={"trusted_proxy_header": "X-Forwarded-User", "trusted_proxies": ["10.0.0.0/24"]}
+    )
+    who = {"X-Forwarded-User": "researcher-user"}
+    app = create_app(proxied)
+    with TestClient(app, raise_server_exceptions=False, client=("10.0.0.7", 4000)) as proxy:
+        me = proxy.get(f"{API}/me", headers=who)
+        assert me.status_code == 200 and me.json() == {
+            "name": "researcher-user",
+            "role": "researcher",
+        }
+        production = proxy.post(
+            f"{API}/ml/models/nomodel/deploy", json={"version": "1"}, headers=who
+        )
+        assert production.status_code == 403 and "needs the approver role" in production.text
+        body = {"name": "proxied", "template": "Hi there", "metadata": {}, "message": "m"}
+        created = proxy.post(f"{API}/prompt-governance/templates", json=body, headers=who)
+        assert created.status_code == 201, created.text
+        versions = proxy.get(f"{API}/prompt-governance/templates/proxied/versions").json()
+        assert versions[0]["committer"] == "researcher-user"  # the write names the user
+        unknown = proxy.get(f"{API}/me", headers={"X-Forwarded-User": "mallory"})
+        assert unknown.status_code == 401 and "does not know" in unknown.text
+        token_wins = proxy.get(f"{API}/me", headers={**who, **_auth(tokens[Role.ADMIN])})
+        assert token_wins.json()["name"] == "admin-user"
+        page = proxy.get("/models", headers=who).text
+        assert "Signed in as <strong>researcher-user</strong> (researcher)" in page
+    with TestClient(app, raise_server_exceptions=False, client=("10.0.1.7", 4000)) as other:
+        ignored = other.get(f"{API}/me", headers=who)
+        assert ignored.status_code == 401 and "needs a bearer token" in ignored.text
+        assert "Signed in as" not in other.get("/models", headers=who).text
+    with pytest.raises(Exception, match="not an address or network"):
+        Settings(home=home.home, trusted_proxies=["ten.0.0.1"])

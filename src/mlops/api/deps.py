@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mlops.errors import AuthError, StoreUnavailableError
 from mlops.roles import Principal, Role
+from mlops.sessions import proxy_principal
 from mlops.settings import Settings
 from mlops.users import resolve
 
@@ -30,8 +31,17 @@ async def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def principal_of(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    """The user of a bearer token (`mlops.users`); `AuthError` (401) naming why not."""
+def principal_of(
+    settings: Settings,
+    credentials: HTTPAuthorizationCredentials | None,
+    request: Request | None = None,
+) -> Principal:
+    """The user of a bearer token (`mlops.users`), else (with the request) the user a
+    trusted proxy names; `AuthError` (401) naming why not."""
+    if credentials is None and request is not None:
+        proxied = proxy_principal(settings, request)
+        if proxied is not None:
+            return proxied
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthError("This call needs a bearer token: send 'Authorization: Bearer <token>'.")
     return resolve(settings, credentials.credentials)
@@ -49,7 +59,7 @@ def require_role(role: Role) -> Callable[..., Awaitable[Principal]]:
         settings: SettingsDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        principal = principal_of(settings, credentials)
+        principal = principal_of(settings, credentials, request)
         principal.require(role, f"{request.method} {request.url.path}")
         return principal
 
@@ -71,7 +81,7 @@ async def read_access(
     """Reads: open unless the profile says reads need a token too (any user's). A console
     session signed in counts (its pages link to plots and downloads of the API)."""
     if settings.reads_require_auth and not (credentials is None and _console_session(request)):
-        principal_of(settings, credentials)
+        principal_of(settings, credentials, request)
 
 
 def sees_store_details(

@@ -26,10 +26,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mlops.api.deps import read_access, role_of
 from mlops.api.errors import error_response
 from mlops.errors import AuthError, MlopsError
-from mlops.roles import Role
+from mlops.roles import Principal, Role
 from mlops.sessions import SESSION_COOKIE
 from mlops.settings import Settings
-from mlops.users import resolve
+from mlops.users import from_proxy, resolve
 
 
 @dataclass(frozen=True)
@@ -169,24 +169,45 @@ class RequestGate:
         must_check = policy.needs_token or (policy.is_read and self.settings.reads_require_auth)
         if not must_check:
             return None
-        authorization = headers.get("authorization")
-        if authorization is None:
-            if policy.is_read and not policy.needs_token and _has_session(headers):
-                return None  # the console session is verified by `read_access`
-            return AuthError(_NEEDS_TOKEN)
-        scheme, _, token = authorization.partition(b" ")
-        if scheme.lower() != b"bearer":
-            return AuthError(_NEEDS_TOKEN)
         try:
-            principal = resolve(self.settings, token.strip().decode("latin-1"))
-            if policy.role is not None:
+            principal = self._caller(policy, headers, scope)
+            if principal is not None and policy.role is not None:
                 principal.require(policy.role, f"{scope['method']} {scope['path']}")
         except MlopsError as refusal:  # 401, 403, or 503 when the users' database is down
             return refusal
         return None
 
+    def _caller(
+        self, policy: RoutePolicy, headers: dict[str, bytes], scope: Scope
+    ) -> Principal | None:
+        """A bearer token's user, else the user a trusted proxy names; None for a read
+        with the console's session cookie (`read_access` verifies it); else `AuthError`."""
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(b" ")
+            if scheme.lower() != b"bearer":
+                raise AuthError(_NEEDS_TOKEN)
+            return resolve(self.settings, token.strip().decode("latin-1"))
+        proxied = _proxied(self.settings, headers, scope)
+        if proxied is not None:
+            return proxied
+        if policy.is_read and not policy.needs_token and _has_session(headers):
+            return None
+        raise AuthError(_NEEDS_TOKEN)
+
 
 _NEEDS_TOKEN = "This call needs a bearer token: send 'Authorization: Bearer <token>'."
+
+
+def _proxied(settings: Settings, headers: dict[str, bytes], scope: Scope) -> Principal | None:
+    """The user a trusted proxy names (`users.from_proxy`), for a request without a token."""
+    if not settings.trusted_proxy_header:
+        return None
+    named = headers.get(settings.trusted_proxy_header.lower())
+    client = scope.get("client")
+    return from_proxy(
+        settings, client[0] if client else None, None if named is None else named.decode()
+    )
 
 
 def _has_session(headers: dict[str, bytes]) -> bool:

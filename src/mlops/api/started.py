@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fastapi import Response
 from fastapi.concurrency import run_in_threadpool
 
+from mlops.api.errors import WRITE_ERRORS
 from mlops.usecases.started import Started
 
 
@@ -30,3 +31,12 @@ async def answer_started(
     answer = view(record)
     response.headers["Location"] = answer.status_url
     return answer
+
+
+def started_responses(model: type[Any]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses=` of a route answering with `answer_started`: 202 (its
+    `status_code`) at once, or 200 with the same body under `wait=true`."""
+    return {
+        **WRITE_ERRORS,
+        200: {"model": model, "description": "With `wait=true`: the record once it settled."},
+    }

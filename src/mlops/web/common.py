@@ -26,6 +26,7 @@ from mlops.settings import Settings
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.globals["roles"] = Role  # what a form needs: signed_in.role.allows(roles.APPROVER)
 T = TypeVar("T")
 
 

@@ -12,8 +12,8 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from mlops.api.deps import Researcher, SettingsDep, read_access
-from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
-from mlops.api.started import answer_started
+from mlops.api.errors import READ_ERRORS
+from mlops.api.started import answer_started, started_responses
 from mlops.errors import NotFoundError, UnsafePathError
 from mlops.evaluation import records
 from mlops.evaluation.comparison import SuiteComparison
@@ -96,7 +96,12 @@ def _run_of(request: Request, info: records.EvaluationInfo) -> EvaluationRun:
     return EvaluationRun(**dict(info), status_url=str(url))
 
 
-@router.post("/run", responses=WRITE_ERRORS, response_model=EvaluationRun, status_code=202)
+@router.post(
+    "/run",
+    responses=started_responses(EvaluationRun),
+    response_model=EvaluationRun,
+    status_code=202,
+)
 async def run(
     body: EvaluationRequest,
     settings: SettingsDep,

@@ -10,9 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import Field, ValidationError
 
 from mlops.api.deps import Researcher, SettingsDep, read_access
-from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
+from mlops.api.errors import READ_ERRORS
 from mlops.api.gate import body_limit
-from mlops.api.started import answer_started
+from mlops.api.started import answer_started, started_responses
 from mlops.errors import InvalidInputError, problems
 from mlops.features.ingest import IngestRunInfo
 from mlops.fields import RecordNumber
@@ -43,7 +43,7 @@ def _upload_limit(settings: Settings) -> int:
     return settings.ingest_max_bytes + UPLOAD_OVERHEAD
 
 
-@router.post("", responses=WRITE_ERRORS, response_model=IngestRun, status_code=202)
+@router.post("", responses=started_responses(IngestRun), response_model=IngestRun, status_code=202)
 @body_limit(_upload_limit)
 async def submit_ingest(
     settings: SettingsDep,

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from mlops.api.deps import Approver, Researcher, SettingsDep, read_access
 from mlops.api.errors import READ_ERRORS, WRITE_ERRORS
-from mlops.api.started import answer_started
+from mlops.api.started import answer_started, started_responses
 from mlops.approvals import Decision, DecisionRequest
 from mlops.features.serving import answers_inline
 from mlops.fields import Offset
@@ -91,7 +91,7 @@ async def _answer(
 
 @router.post(
     "/models/{name}/deploy",
-    responses=WRITE_ERRORS,
+    responses=started_responses(DeploymentRun),
     response_model=DeploymentRun,
     status_code=202,
 )
@@ -112,7 +112,7 @@ async def deploy(
 
 @router.post(
     "/models/{name}/rollback",
-    responses=WRITE_ERRORS,
+    responses=started_responses(DeploymentRun),
     response_model=DeploymentRun,
     status_code=202,
 )
@@ -168,7 +168,7 @@ def get_deployment(deployment_id: str, settings: SettingsDep, request: Request) 
 
 @router.post(
     "/deployments/{deployment_id}/rollback",
-    responses=WRITE_ERRORS,
+    responses=started_responses(DeploymentRun),
     response_model=DeploymentRun,
     status_code=202,
 )
@@ -205,7 +205,7 @@ async def _decide(
 
 @router.post(
     "/deployments/{deployment_id}/approve",
-    responses=WRITE_ERRORS,
+    responses=started_responses(DeploymentRun),
     response_model=DeploymentRun,
     status_code=202,
 )
@@ -228,7 +228,7 @@ async def approve_deployment(
 
 @router.post(
     "/deployments/{deployment_id}/reject",
-    responses=WRITE_ERRORS,
+    responses=started_responses(DeploymentRun),
     response_model=DeploymentRun,
     status_code=202,
 )

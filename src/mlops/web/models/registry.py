@@ -93,7 +93,6 @@ def _model_page(request: Request, name: str, status: int = 200, **extra: Any) ->
         history=history,
         changes=quiet(lambda: ledger.history(settings, name, 50), no_changes),
         moved_outside=quiet(lambda: ledger.unacknowledged(settings, name), no_changes),
-        approver_role=Role.APPROVER,
         running=next((d for d in history if d.status in ("pending", "running")), None),
         **extra,
     )

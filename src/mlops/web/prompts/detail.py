@@ -153,7 +153,6 @@ def _detail(
         notice=pop_notice(request),
         waiting=waiting[0] if waiting else None,
         label_moved_outside=moved,
-        approver_role=Role.APPROVER,
     )
 
 
