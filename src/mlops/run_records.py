@@ -137,7 +137,8 @@ def begin(settings: Settings, kind: RunKind[Row], run_id: Any, edit: Callable[[R
                 f"The {kind.label} {run_id} is {row.status}: it cannot start again.",
                 {"id": run_id, "status": row.status},
             )
-        row.status, row.owner, row.started_at = running, current_owner(), utcnow()
+        row.status, row.owner = running, current_owner()
+        row.started_at = row.started_at or utcnow()  # a waiting record began before
         _renew(kind, row)
         return edit(row)
 

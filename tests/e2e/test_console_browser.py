@@ -154,17 +154,11 @@ def _until_deployed(page: Any, settings: Settings, timeout: float = 180) -> None
         f"deployment {deployment_id} to finish",
     )
 
-    def finished_page() -> bool:
-        """A load of the page that no longer reloads itself. The page's own refresh may
-        navigate at the moment this reload does (then Chromium aborts one of them)."""
-        try:
-            page.reload()
-            page.wait_for_load_state()
-        except PlaywrightError:
-            return False
-        return page.locator('meta[http-equiv="refresh"]').count() == 0
-
-    wait_for(finished_page, 30, "the finished deployment's page to stop reloading itself")
+    wait_for(
+        lambda: _reloaded_without_refresh(page),
+        30,
+        "the finished deployment's page to stop reloading itself",
+    )
 
 
 def test_create_an_experiment_and_deploy_a_model_to_production(
@@ -321,3 +315,133 @@ def test_every_control_has_a_label_and_the_keyboard_reaches_it(
     page.keyboard.press("Tab")  # the first stop is a link or control, not the body
     assert page.evaluate("document.activeElement.tagName") in ("A", "BUTTON", "INPUT")
     context.close()
+
+
+@pytest.fixture(scope="module")
+def approving(
+    served: tuple[str, Settings], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Settings, dict[str, str]]]:
+    """The same platform served again with gates that ask one approval before production,
+    and a user of each role with a token."""
+    import shutil
+    import uuid
+
+    import uvicorn
+
+    from mlops import users
+    from mlops.roles import Role
+
+    _, settings = served
+    config_dir = tmp_path_factory.mktemp("approving") / "config"
+    shutil.copytree(settings.config_dir, config_dir)
+    gates = config_dir / "gates.yaml"
+    gates.write_text(gates.read_text().replace("default:\n", "default:\n  approvals: 1\n", 1))
+    approving = settings.model_copy(update={"config_dir": config_dir})
+    suffix = uuid.uuid4().hex[:6]
+    tokens = {}
+    for role in Role:
+        name = f"{role.value}-{suffix}"
+        users.add_user(approving, name, role, by="test")
+        tokens[role.value] = users.create_token(approving, name, "browser").token
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(approving), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="approving-server", daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 60, "the second server to start")
+    yield f"http://127.0.0.1:{port}", approving, tokens
+    server.should_exit = True
+    thread.join(30)
+
+
+def _sign_in_as(page: Any, base: str, token: str, then: str) -> None:
+    page.goto(f"{base}/signin?next={then}")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}{then}")
+
+
+def test_each_role_gets_its_forms_and_a_second_approver_lets_production_move(
+    browser: Any, approving: tuple[str, Settings, dict[str, str]]
+) -> None:
+    """A viewer sees no Deploy button, a researcher may deploy to staging only, an approver's
+    production deployment waits for another approver, who approves it in their own session,
+    with a comment; production then moves."""
+    base, settings, tokens = approving
+    name = copy_version(settings, "1")
+    model = f"/models/{name}"
+    sessions = {
+        role: browser.new_context(viewport={"width": 1280, "height": 900}) for role in tokens
+    }
+    pages = {role: context.new_page() for role, context in sessions.items()}
+    try:
+        viewer = pages["viewer"]
+        _sign_in_as(viewer, base, tokens["viewer"], model)
+        assert viewer.get_by_role("button", name="Deploy").count() == 0
+        assert viewer.get_by_text("Deploying needs the researcher role").is_visible()
+
+        researcher = pages["researcher"]
+        _sign_in_as(researcher, base, tokens["researcher"], model)
+        targets = researcher.locator("form.deploy-form select[name=target_stage] option")
+        assert [targets.nth(i).get_attribute("value") for i in range(targets.count())] == [
+            "staging"
+        ]
+        assert researcher.get_by_role("button", name="Roll back production…").count() == 0
+
+        requester = pages["approver"]
+        _sign_in_as(requester, base, tokens["approver"], model)
+        form = requester.locator("form.deploy-form")
+        form.get_by_label("Target stage").select_option("production")
+        form.get_by_role("button", name="Deploy").click()
+        requester.wait_for_url(f"{base}/deployments/*")
+        deployment = requester.url.removeprefix(base)
+        _until_settled(requester, settings)
+        assert "Awaiting approval: 0 of 1" in requester.get_by_role("status").first.inner_text()
+        assert requester.get_by_role("button", name="Approve").count() == 0  # their own
+        assert requester.get_by_role("button", name="Withdraw (reject)").is_visible()
+
+        approver = pages["admin"]
+        _sign_in_as(approver, base, tokens["admin"], deployment)
+        approver.get_by_label("Comment (required)").fill("holdout checked")
+        approver.get_by_role("button", name="Approve").click()
+        approver.wait_for_url(f"{base}{deployment}")
+        _until_deployed(approver, settings)
+        steps = approver.locator("ol.stepper li.step")
+        assert [steps.nth(i).get_attribute("class") for i in range(4)] == ["step passed"] * 4
+        assert approver.locator("table.approvals").inner_text().count("holdout checked") == 1
+        assert (
+            f"{name} v1 is now in production." in approver.get_by_role("status").first.inner_text()
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        approver.screenshot(
+            path=str(ARTIFACTS / "approval-by-a-second-approver.png"), full_page=True
+        )
+    finally:
+        for context in sessions.values():
+            context.close()
+
+
+def _until_settled(page: Any, settings: Settings, timeout: float = 180) -> None:
+    """Until the deployment the page shows stops running (awaiting approval or ended), then
+    reload it."""
+    from mlops.lifecycle.deployments import get_deployment
+
+    deployment_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    wait_for(
+        lambda: get_deployment(settings, deployment_id).status not in ("pending", "running"),
+        timeout,
+        f"deployment {deployment_id} to settle",
+    )
+    wait_for(lambda: _reloaded_without_refresh(page), 30, "the page to stop reloading itself")
+
+
+def _reloaded_without_refresh(page: Any) -> bool:
+    """A load of the page that no longer reloads itself. The page's own refresh may
+    navigate at the moment this reload does (then Chromium aborts one of them)."""
+    try:
+        page.reload()
+        page.wait_for_load_state()
+    except PlaywrightError:
+        return False
+    return page.locator('meta[http-equiv="refresh"]').count() == 0

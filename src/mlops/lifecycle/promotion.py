@@ -59,7 +59,11 @@ def validate(settings: Settings, info: DeploymentInfo, evaluate: Evaluate) -> St
             name="gates_config",
             passed=True,
             message=f"{len(config.thresholds)} thresholds, holdout {config.holdout_days} days"
-            + (f", {config.approvals} approvals" if config.approvals else ""),
+            + (
+                f", {config.approvals} approval{'s' if config.approvals > 1 else ''}"
+                if config.approvals
+                else ""
+            ),
         )
     )
     try:
