@@ -288,6 +288,10 @@ class PublicationRequest(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """The published commit, once published."""
+    publishing_since: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    """When the last approval came in and the publish began."""
     active_template: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
 
 

@@ -41,8 +41,9 @@ def reap_interrupted(settings: Settings) -> int:
             log.warning("closing interrupted %ss failed: %s", kind.label, exc)
     try:
         ended += len(publications.end_overdue(settings))
+        ended += len(publications.recover_publishing(settings))
     except Exception as exc:
-        log.warning("ending overdue publication requests failed: %s", exc)
+        log.warning("settling publication requests failed: %s", exc)
     return ended
 
 

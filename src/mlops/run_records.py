@@ -16,6 +16,7 @@ inside the API.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,8 @@ from mlops.db import locked_scope, session_scope, utcnow
 from mlops.errors import ConflictError, NotFoundError
 from mlops.runs import current_owner, heartbeat, queued_flow_run, queued_owner, runner_gone
 from mlops.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class RunRow(Protocol):
@@ -247,7 +250,12 @@ def reap(
     transaction of its own that reads it again, locked: a runner that beat meanwhile keeps
     its record. The ids of the runs it ended."""
     now = utcnow()
-    ended = [] if kind.end_overdue is None else kind.end_overdue(settings, where, now)
+    ended = []
+    if kind.end_overdue is not None:
+        try:
+            ended = kind.end_overdue(settings, where, now)
+        except Exception as exc:  # crashed runs are still closed below
+            log.warning("ending the %ss that waited too long failed: %s", kind.label, exc)
     crashed: list[tuple[str, str]] = []
     for run_id in _gone(settings, kind, where, now):
         # Not `locked_scope`: a kind's hook may read slow stores (a deployment asks the

@@ -464,9 +464,12 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
     from mlops.platform_api import registered
 
     reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    # Behind an SSO proxy the peer address is what `trusted_proxies` are checked against:
+    # uvicorn must not replace it with the client's from X-Forwarded-For.
+    proxy_headers = settings.trusted_proxy_header is None
     with registered(settings, f"http://{reachable}:{port}"):
         if settings.api_workers == 1:
-            uvicorn.run(create_app(settings), host=host, port=port)
+            uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=proxy_headers)
         else:  # each worker process builds the app from the same environment
             uvicorn.run(
                 "mlops.app:create_app",
@@ -474,6 +477,7 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
                 host=host,
                 port=port,
                 workers=settings.api_workers,
+                proxy_headers=proxy_headers,
             )
 
 

@@ -61,6 +61,21 @@ CACHE_SECONDS = 2.0
 MAX_EXPIRY_DAYS = 3650
 
 
+def cli_user(settings: Settings, needed: Role, action: str) -> Principal:
+    """Who decides from the CLI (an approval, an acknowledgement): `MLOPS_AUTHOR` as a user
+    of the platform, with that user's own role, so that N approvals are N users' (401 for
+    a name that is not an enabled user, 403 below `needed`)."""
+    found = _user_named(settings, settings.author)
+    if isinstance(found, str):
+        raise AuthError(
+            f"{action} from the CLI is made as MLOPS_AUTHOR ({settings.author!r}), who must be "
+            f"a user of the platform: {found}",
+            {"user": settings.author},
+        )
+    found.require(needed, action)
+    return found
+
+
 def local_principal(settings: Settings) -> Principal:
     """Who runs a CLI command on the state folder itself: its owner, with every right."""
     return Principal(settings.author, Role.ADMIN)
@@ -139,12 +154,17 @@ def resolve_hash(settings: Settings, digest: str, token: str | None = None) -> P
     except StoreUnavailableError as exc:
         _down[settings.metadata_url] = (time.monotonic() + OUTAGE_SECONDS, exc)
         raise
+    _remember(key, found, now)
+    return _answer(found)
+
+
+def _remember(key: tuple[str, str], found: Principal | str, now: float) -> None:
+    """Keep a lookup's answer for `CACHE_SECONDS` (expired ones go beyond `_CACHE_LIMIT`)."""
     with _cache_lock:
         if len(_cache) >= _CACHE_LIMIT:
             for stale in [k for k, (until, _) in _cache.items() if until <= now]:
                 del _cache[stale]
         _cache[key] = (now + CACHE_SECONDS, found)
-    return _answer(found)
 
 
 def from_proxy(settings: Settings, client: str | None, named: str | None) -> Principal | None:
@@ -159,11 +179,11 @@ def from_proxy(settings: Settings, client: str | None, named: str | None) -> Pri
     now = time.monotonic()
     with _cache_lock:
         hit = _cache.get(key)
-    if hit is None or hit[0] <= now:
-        hit = (now + CACHE_SECONDS, _user_named(settings, name))
-        with _cache_lock:
-            _cache[key] = hit
-    return _answer(hit[1])
+    if hit is not None and hit[0] > now:
+        return _answer(hit[1])
+    found = _user_named(settings, name)
+    _remember(key, found, now)
+    return _answer(found)
 
 
 def _trusted(settings: Settings, client: str | None) -> bool:

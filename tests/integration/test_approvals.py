@@ -412,7 +412,8 @@ def test_mlops_models_approve_and_deploy_exit_codes(
     monkeypatch.setenv("MLOPS_CONFIG_DIR", str(settings.config_dir))
     monkeypatch.setenv("MLOPS_PREFECT_API_URL", str(PREFECT_API_URL.value()))
     runner = CliRunner()
-    monkeypatch.setenv("MLOPS_AUTHOR", "ana")
+    people = {who: name for who, (name, _) in _people(settings).items()}
+    monkeypatch.setenv("MLOPS_AUTHOR", people["ana"])
     asked = runner.invoke(app, ["models", "deploy", name, "1"])
     assert asked.exit_code == 14, asked.output
     assert "awaits approval (0 of 1" in asked.output and "mlops models approve" in asked.output
@@ -421,11 +422,20 @@ def test_mlops_models_approve_and_deploy_exit_codes(
     assert own.exit_code == 13 and "other than the requester" in own.output
     silent = runner.invoke(app, ["models", "approve", deployment_id[:8]])
     assert silent.exit_code == 2 and "comment" in silent.output
+    for author, code, says in (
+        ("nobody-at-all", 6, "must be a user of the platform"),  # a name is not a person
+        (people["rob"], 13, "needs the approver role"),
+    ):
+        monkeypatch.setenv("MLOPS_AUTHOR", author)
+        refused = runner.invoke(app, ["models", "approve", deployment_id[:8], "-c", "x"])
+        assert refused.exit_code == code and says in refused.output, refused.output
+    assert deployments.get_deployment(settings, deployment_id).approvals == []
 
-    monkeypatch.setenv("MLOPS_AUTHOR", "bea")
+    monkeypatch.setenv("MLOPS_AUTHOR", people["bea"])
     approved = runner.invoke(app, ["models", "approve", deployment_id[:8], "-c", "fine", "--json"])
     assert approved.exit_code == 0, approved.output
     record = json.loads(approved.stdout[approved.stdout.index("{") :])
-    assert record["status"] == "succeeded" and record["approvals"][0]["approver"] == "bea"
+    assert record["status"] == "succeeded"
+    assert record["approvals"][0]["approver"] == people["bea"]
     status = runner.invoke(app, ["models", "status", deployment_id[:8]])
-    assert "approval" in status.output and "✓ bea: fine" in status.output
+    assert "approval" in status.output and f"✓ {people['bea']}: fine" in status.output

@@ -161,7 +161,8 @@ def test_the_api_console_and_cli_acknowledge_a_move_outside(
     _move_outside(settings, other)
     ledger.detect_external_moves(settings, other)
     monkeypatch.setenv("MLOPS_HOME", str(settings.home))
-    monkeypatch.setenv("MLOPS_AUTHOR", "cy")
+    users.add_user(settings, f"cy-{other[-8:]}", Role.APPROVER, by="test")
+    monkeypatch.setenv("MLOPS_AUTHOR", f"cy-{other[-8:]}")
     result = CliRunner().invoke(cli, ["models", "acknowledge", other, "-c", "known"])
     assert result.exit_code == 0, result.output
     assert "Acknowledged: production of" in result.output

@@ -202,6 +202,7 @@ def test_mlops_prompts_publish_approve_and_requests(
     monkeypatch.setenv("MLOPS_CONFIG_DIR", str(settings.config_dir))
     monkeypatch.setenv("MLOPS_PROMPTS_MLFLOW_REGISTRY", "false")
     runner = CliRunner()
+    _approvers(settings, "ana", "bea", "cy")
     monkeypatch.setenv("MLOPS_AUTHOR", "ana")
     asked = runner.invoke(cli, ["prompts", "publish", "greet", "1"])
     assert asked.exit_code == 14, asked.output
@@ -319,3 +320,54 @@ def test_the_live_label_history_answers_who_made_which_version_live_when(
     assert "moved outside the platform" in shown.output
     bad = CliRunner().invoke(cli, ["prompts", "live", "greet", "--at", "soon"])
     assert bad.exit_code == 2
+
+
+def test_a_publish_that_fails_at_the_last_approval_takes_it_back(
+    client: TestClient, settings: Settings
+) -> None:
+    """The template is archived while its publication waits: the last approval's publish
+    is refused, that approval is not kept, the request waits again; a request a stopped
+    process left `publishing` is settled from git by the reaper."""
+    _create(client)
+    tokens = _approvers(settings, "bea", "cy")
+    request = client.post(f"{API}/templates/greet/publish", json={"version": 1}).json()
+    here = f"{API}/publications/{request['id']}"
+    first = client.post(f"{here}/approve", json={"comment": "a"}, headers=_as(tokens["bea"]))
+    assert first.status_code == 200
+    archive = client.post(f"{API}/templates/greet/archive", json={"message": "retired"})
+    assert archive.status_code == 200
+    late = client.post(f"{here}/approve", json={"comment": "b"}, headers=_as(tokens["cy"]))
+    assert late.status_code == 409 and "is archived" in late.text
+    back = client.get(here).json()
+    assert back["status"] == "awaiting_approval"
+    assert [d["approver"] for d in back["approvals"]] == ["bea"]  # cy's approval taken back
+    assert _live(client) is None
+
+    restored = client.post(f"{API}/templates/greet/restore", json={"message": "back"})
+    assert restored.status_code == 200
+    _stuck_publishing(settings, request["id"])  # as a process killed mid-publish leaves it
+    assert reap_interrupted(settings) == 1
+    assert client.get(here).json()["status"] == "awaiting_approval"  # git shows no release
+    assert client.get(here).json()["approvals"] == []  # its last approval taken back
+
+    done = client.post(f"{here}/approve", json={"comment": "c"}, headers=_as(tokens["bea"]))
+    assert done.json()["status"] == "awaiting_approval"
+    done = client.post(f"{here}/approve", json={"comment": "d"}, headers=_as(tokens["cy"]))
+    assert done.json()["status"] == "published" and _live(client) == 1
+    _stuck_publishing(settings, request["id"])  # killed after git published it
+    assert reap_interrupted(settings) == 1
+    settled = client.get(here).json()
+    assert settled["status"] == "published" and settled["sha"] == done.json()["sha"]
+
+
+def _stuck_publishing(settings: Settings, request_id: str) -> None:
+    with session_scope(settings.metadata_url) as session:
+        session.execute(
+            update(PublicationRequest)
+            .where(PublicationRequest.id == request_id)
+            .values(
+                status="publishing",
+                active_template="greet",
+                publishing_since=utcnow() - timedelta(minutes=10),
+            )
+        )

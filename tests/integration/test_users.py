@@ -309,11 +309,16 @@ def test_a_trusted_proxy_names_the_user_and_only_a_trusted_proxy(
             "role": "researcher",
         }
         production = proxy.post(
-            f"{API}/ml/models/nomodel/deploy", json={"version": "1"}, headers=who
+            f"{API}/ml/models/nomodel/deploy",
+            json={"version": "1"},
+            headers={**who, "X-Requested-With": "script"},
         )
         assert production.status_code == 403 and "needs the approver role" in production.text
         body = {"name": "proxied", "template": "Hi there", "metadata": {}, "message": "m"}
-        created = proxy.post(f"{API}/prompt-governance/templates", json=body, headers=who)
+        forged = proxy.post(f"{API}/prompt-governance/templates", json=body, headers=who)
+        assert forged.status_code == 401 and "X-Requested-With" in forged.text  # CSRF
+        written = {**who, "X-Requested-With": "script"}
+        created = proxy.post(f"{API}/prompt-governance/templates", json=body, headers=written)
         assert created.status_code == 201, created.text
         versions = proxy.get(f"{API}/prompt-governance/templates/proxied/versions").json()
         assert versions[0]["committer"] == "researcher-user"  # the write names the user

@@ -190,6 +190,8 @@ class RequestGate:
             return resolve(self.settings, token.strip().decode("latin-1"))
         proxied = _proxied(self.settings, headers, scope)
         if proxied is not None:
+            if scope["method"] not in _SAFE and _CSRF_HEADER not in headers:
+                raise AuthError(_PROXY_WRITE)
             return proxied
         if policy.is_read and not policy.needs_token and _has_session(headers):
             return None
@@ -199,6 +201,17 @@ class RequestGate:
 _NEEDS_TOKEN = "This call needs a bearer token: send 'Authorization: Bearer <token>'."
 
 
+_CSRF_HEADER = "x-requested-with"
+_SAFE = ("GET", "HEAD", "OPTIONS")
+_PROXY_WRITE = (
+    "A call that changes something through the SSO proxy needs the header "
+    "'X-Requested-With' (a page of another site cannot send it), or a bearer token."
+)
+"""A browser sends the proxy's cookie to the proxy whatever page made the request, so a
+write named by the proxy alone could be forged by another site; a custom header cannot
+be sent cross-site without a CORS preflight, which the API never grants."""
+
+
 def _proxied(settings: Settings, headers: dict[str, bytes], scope: Scope) -> Principal | None:
     """The user a trusted proxy names (`users.from_proxy`), for a request without a token."""
     if not settings.trusted_proxy_header:
@@ -206,7 +219,7 @@ def _proxied(settings: Settings, headers: dict[str, bytes], scope: Scope) -> Pri
     named = headers.get(settings.trusted_proxy_header.lower())
     client = scope.get("client")
     return from_proxy(
-        settings, client[0] if client else None, None if named is None else named.decode()
+        settings, client[0] if client else None, None if named is None else named.decode("latin-1")
     )
 
 

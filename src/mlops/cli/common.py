@@ -166,3 +166,8 @@ def parse_moment(at: str | None) -> datetime | None:
         return datetime.fromisoformat(at)
     except ValueError as exc:
         raise InvalidInputError(f"--at {at!r} is not an ISO 8601 moment ({exc}).") from exc
+
+
+CommentOpt = Annotated[
+    str, typer.Option("--comment", "-c", help="Why (required): kept with the decision.")
+]

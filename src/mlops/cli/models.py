@@ -12,6 +12,7 @@ from mlops.cli.common import (
     AWAITING_APPROVAL_EXIT,
     DEPLOYMENT_FAILED_EXIT,
     AtOpt,
+    CommentOpt,
     JsonOpt,
     console,
     err_console,
@@ -269,20 +270,17 @@ def _decide(deployment: str, decision: Decision, comment: str, json: bool) -> No
     from mlops.errors import checked
     from mlops.lifecycle.deployments import resolve_deployment_id
     from mlops.orchestration import configure_prefect
+    from mlops.roles import Role
     from mlops.usecases import deployments as use
-    from mlops.users import local_principal
+    from mlops.users import cli_user
 
     config = settings(reap=True)
     body = checked(DecisionRequest, {"comment": comment})
     deployment_id = resolve_deployment_id(config, deployment)
+    caller = cli_user(config, Role.APPROVER, "Deciding on a deployment")
     configure_prefect(config, wait=False)
-    started = use.decide(config, local_principal(config), deployment_id, decision, body)
+    started = use.decide(config, caller, deployment_id, decision, body)
     _finish(_follow(started), json)
-
-
-CommentOpt = Annotated[
-    str, typer.Option("--comment", "-c", help="Why (required): kept with the decision.")
-]
 
 
 @app.command("approve")
@@ -292,9 +290,10 @@ def approve_cmd(
     comment: CommentOpt = "",
     json: JsonOpt = False,
 ) -> None:
-    """Approve a deployment awaiting approval, as MLOPS_AUTHOR (approvers other than its
-    requester, once each). The approval that completes the count runs the production
-    stage here, live; exit code 14 while more approvals are needed."""
+    """Approve a deployment awaiting approval, as MLOPS_AUTHOR, who must be a user with the
+    approver role (approvers other than its requester, once each). The approval that
+    completes the count runs the production stage here, live; exit code 14 while more
+    approvals are needed."""
     _decide(deployment, "approve", comment, json)
 
 
@@ -317,17 +316,20 @@ def acknowledge_cmd(
     comment: CommentOpt = "",
     json: JsonOpt = False,
 ) -> None:
-    """Acknowledge an alias move made outside the platform (the MLflow UI), as MLOPS_AUTHOR:
+    """Acknowledge an alias move made outside the platform (the MLflow UI), as MLOPS_AUTHOR
+    (a user with the approver role):
     recorded in the ledger, it lets `mlops models rollback` restore the version the platform
     last put in production."""
     from mlops.approvals import DecisionRequest
     from mlops.errors import checked
     from mlops.lifecycle import ledger
-    from mlops.users import local_principal
+    from mlops.roles import Role
+    from mlops.users import cli_user
 
     config = settings()
     body = checked(DecisionRequest, {"comment": comment})
-    done = ledger.acknowledge(config, name, local_principal(config), body.comment)
+    caller = cli_user(config, Role.APPROVER, "Acknowledging a move")
+    done = ledger.acknowledge(config, name, caller, body.comment)
     if json:
         print_json(done)
         return

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from mlops.cli.common import (
     AtOpt,
+    CommentOpt,
     JsonOpt,
     console,
     err_console,
@@ -338,9 +339,6 @@ def _print_request(request: PublicationInfo, json: bool) -> None:
     raise typer.Exit(AWAITING_APPROVAL_EXIT)
 
 
-CommentOpt = Annotated[
-    str, typer.Option("--comment", "-c", help="Why (required): kept with the decision.")
-]
 RequestArg = Annotated[str, typer.Argument(help="Publication request id (can be shortened).")]
 
 
@@ -348,21 +346,22 @@ def _decide(request: str, decision: Decision, comment: str, json: bool) -> None:
     from mlops.approvals import DecisionRequest
     from mlops.errors import checked
     from mlops.prompts import publications
-    from mlops.users import local_principal
+    from mlops.roles import Role
+    from mlops.users import cli_user
 
     config = settings()
     body = checked(DecisionRequest, {"comment": comment})
     request_id = publications.resolve_request_id(config, request)
-    caller = local_principal(config)
+    caller = cli_user(config, Role.APPROVER, "Deciding on a publication")
     _print_request(publications.decide(_store(), request_id, caller, decision, body.comment), json)
 
 
 @app.command("approve")
 @handle_errors
 def approve_cmd(request: RequestArg, comment: CommentOpt = "", json: JsonResultOpt = False) -> None:
-    """Approve a publication awaiting approval, as MLOPS_AUTHOR (approvers other than its
-    requester, once each); the approval that completes the count publishes it. Exit code
-    14 while more approvals are needed."""
+    """Approve a publication awaiting approval, as MLOPS_AUTHOR, who must be a user with
+    the approver role (approvers other than its requester, once each); the approval that
+    completes the count publishes it. Exit code 14 while more approvals are needed."""
     _decide(request, "approve", comment, json)
 
 

@@ -325,8 +325,9 @@ def _close_interrupted(settings: Settings, row: Deployment, now: datetime) -> bo
     _store_stages(row, stages)
     status = {s.name: s.status for s in stages}
     succeeded = status[row.target_stage] == "passed" and "failed" not in status.values()
-    if succeeded:
-        _record_unrecorded_move(settings, row, _ALIAS_OF_STAGE[row.target_stage])
+    target = {_ALIAS_OF_STAGE[row.target_stage]} if succeeded else set()
+    for alias in sorted({_ALIAS_OF_STAGE[name] for name in moved} | target):
+        _record_unrecorded_move(settings, row, alias)
     failed_stage = next((s.name for s in stages if s.status == "failed"), None)
     row.status = "succeeded" if succeeded else "failed"
     row.failed_stage = None if succeeded else failed_stage
@@ -388,8 +389,10 @@ def _end_waiting(row: Deployment, now: datetime, error: str) -> None:
     _store_stages(
         row,
         [
-            s.model_copy(update={"message": "not moved: " + error}) if s.status == "pending" else s
-            for s in (s.closed() for s in _stages(row))
+            s.closed().model_copy(update={"message": "not moved: " + error})
+            if s.status == "pending"
+            else s.closed()
+            for s in _stages(row)
         ],
     )
     row.status, row.error = "rejected", error
@@ -495,6 +498,7 @@ def decide(
                 _end_waiting(row, now, f"Rejected by {caller.name}: {comment}")
             elif approvals.approved(found) >= row.approvals_required:
                 run_records.reopened(DEPLOYMENTS, row)
+                row.flow_run_id = None  # the run that stopped to wait is over
                 ready = True
         info = _info(row)
     if expired is not None:

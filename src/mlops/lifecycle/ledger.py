@@ -188,9 +188,12 @@ def acknowledge(
 ) -> list[AliasChangeInfo]:
     """An approver acknowledges the model's external moves (each alias's latest): one
     `acknowledged` change each, which lets rollbacks run again. 409 when there is none."""
+    from mlops.lifecycle.registry import get_model
+
     caller.require(Role.APPROVER, "Acknowledging a move made outside the platform")
     pending = unacknowledged(settings, model)
     if not pending:
+        get_model(settings, model)  # 404 for a model that does not exist
         raise ConflictError(
             f"Model '{model}' has no move made outside the platform to acknowledge.",
             {"model": model},

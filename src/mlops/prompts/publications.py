@@ -23,14 +23,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mlops import approvals
 from mlops.approvals import Decision, DecisionInfo
-from mlops.db import PublicationRequest, locked_scope, session_scope, utcnow
-from mlops.errors import ConflictError, NotFoundError
+from mlops.db import Approval, PublicationRequest, locked_scope, session_scope, utcnow
+from mlops.errors import ConflictError, InvalidInputError, NotFoundError
 from mlops.fields import UtcDatetime, as_utc
 from mlops.roles import Principal
 from mlops.settings import Settings
@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from mlops.prompts.store import PromptStore
 
 AWAITING = "awaiting_approval"
+PUBLISHING = "publishing"
+"""The last approval came in and the version is being published (no lock held)."""
+STUCK_AFTER = timedelta(minutes=5)
+"""A request `publishing` for longer was left by a process that stopped mid-publish."""
 APPROVAL_KIND = "publication"
 """How the approvals table names a publication's decisions."""
 
@@ -50,7 +54,7 @@ class PublicationInfo(BaseModel):
     version: int
     message: str
     requested_by: str
-    status: Literal["awaiting_approval", "published", "rejected"]
+    status: Literal["awaiting_approval", "publishing", "published", "rejected"]
     approvals_required: int
     approvals: list[DecisionInfo]
     expires_at: UtcDatetime
@@ -140,12 +144,11 @@ def resolve_request_id(settings: Settings, prefix: str) -> str:
             .where(PublicationRequest.id.startswith(prefix.lower()))
             .limit(2)
         ).all()
-    if len(ids) != 1:
-        raise NotFoundError(
-            f"No publication request '{prefix}'."
-            if not ids
-            else f"'{prefix}' matches several publication requests: give more of the id.",
-            {"id": prefix},
+    if not ids:
+        raise NotFoundError(f"No publication request '{prefix}'.", {"id": prefix})
+    if len(ids) > 1:
+        raise InvalidInputError(
+            f"'{prefix}' matches several publication requests: give more of the id."
         )
     return ids[0]
 
@@ -203,10 +206,14 @@ def decide(
 ) -> PublicationInfo:
     """Record an approver's decision on a publication awaiting approval; the approval that
     completes the count publishes the version. Refused: not awaiting approval, or expired
-    (409; an expired one is rejected here), and what `approvals.decide` refuses."""
-    from mlops.prompts import publishing
+    (409; an expired one is rejected here), and what `approvals.decide` refuses.
 
+    The publish itself (examples, git commit and tags, a push, MLflow) runs outside the
+    database transaction, with the request marked `publishing` meanwhile, so no database
+    lock is held over git or the network. If it fails, the approval is taken back and the
+    request waits again."""
     now = utcnow()
+    approvers: list[str] = []
     with locked_scope(store.settings.metadata_url) as session:
         row = session.get(PublicationRequest, request_id, with_for_update=True)
         if row is None:
@@ -234,17 +241,84 @@ def decide(
                 _end(row, now, "rejected", f"Rejected by {caller.name}: {comment}")
             elif approvals.approved(found) >= row.approvals_required:
                 approvers = [d.approver for d in found if d.decision == "approve"]
-                result = publishing.publish(
-                    store,
-                    row.template,
-                    row.version,
-                    row.requested_by,
-                    row.message,
-                    approved_by=approvers,
-                )
-                _end(row, now, "published")
-                row.sha = result.sha
+                row.status, row.publishing_since = PUBLISHING, now
         info = _info(session, row)
     if expired is not None:
         raise ConflictError(expired, {"id": request_id, "status": "rejected"})
-    return info
+    if not approvers:
+        return info
+    try:
+        result = _publish(store, info, approvers)
+    except BaseException:
+        _take_back(store.settings, request_id, caller.name)
+        raise
+    return _published(store.settings, request_id, result.sha)
+
+
+def _publish(store: PromptStore, info: PublicationInfo, approvers: list[str]) -> PublishResult:
+    from mlops.prompts import publishing
+
+    return publishing.publish(
+        store, info.template, info.version, info.requested_by, info.message, approved_by=approvers
+    )
+
+
+def _published(settings: Settings, request_id: str, sha: str) -> PublicationInfo:
+    with locked_scope(settings.metadata_url) as session:
+        row = session.get(PublicationRequest, request_id, with_for_update=True)
+        if row is None:
+            raise NotFoundError(f"No publication request '{request_id}'.", {"id": request_id})
+        _end(row, utcnow(), "published")
+        row.sha = sha
+        return _info(session, row)
+
+
+def _take_back(settings: Settings, request_id: str, approver: str) -> None:
+    """The publish failed: the request waits again, without the approval that started it."""
+    with locked_scope(settings.metadata_url) as session:
+        row = session.get(PublicationRequest, request_id, with_for_update=True)
+        if row is None or row.status != PUBLISHING:
+            return
+        row.status = AWAITING
+        session.execute(
+            delete(Approval).where(
+                Approval.subject_kind == APPROVAL_KIND,
+                Approval.subject_id == request_id,
+                Approval.approver == approver,
+            )
+        )
+
+
+def recover_publishing(settings: Settings, older_than: timedelta = STUCK_AFTER) -> list[str]:
+    """Settle the requests left `publishing` by a process that stopped mid-publish (the
+    reaper runs it): published when the template's live version is the request's (git
+    says so), else waiting again without its last approval. Their ids."""
+    cutoff = utcnow() - older_than
+    with session_scope(settings.metadata_url) as session:
+        stuck = session.scalars(
+            select(PublicationRequest).where(
+                PublicationRequest.status == PUBLISHING,
+                PublicationRequest.publishing_since <= cutoff,
+            )
+        ).all()
+        found = [(r.id, r.template, r.version) for r in stuck]
+    if not found:
+        return []
+    from mlops.prompts.store import open_store
+
+    store = open_store(settings)
+    for request_id, template, version in found:
+        state = store.state(template)
+        if state.live_version == version:
+            sha = next(e.sha for e in reversed(state.releases) if e.version == version)
+            _published(settings, request_id, sha or "")
+            continue
+        with session_scope(settings.metadata_url) as session:
+            last = session.scalars(
+                select(Approval.approver)
+                .where(Approval.subject_kind == APPROVAL_KIND, Approval.subject_id == request_id)
+                .order_by(Approval.decided_at.desc(), Approval.id.desc())
+                .limit(1)
+            ).first()
+        _take_back(settings, request_id, last or "")
+    return [request_id for request_id, _, _ in found]

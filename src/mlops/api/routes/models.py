@@ -241,5 +241,5 @@ async def reject_deployment(
     response: Response,
 ) -> DeploymentRun:
     """Reject a deployment awaiting approval: it ends as rejected, production unchanged
-    (its requester may reject it too, which withdraws it)."""
-    return await _decide("reject", deployment_id, body, settings, caller, request, response, False)
+    (its requester may reject it too, which withdraws it); 200, as the answer is final."""
+    return await _decide("reject", deployment_id, body, settings, caller, request, response, True)

@@ -58,6 +58,7 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("sha", sa.String(64), nullable=True),
+        sa.Column("publishing_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("active_template", sa.String(200), nullable=True, unique=True),
     )
 

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
-from mlops.errors import MlopsError
+from mlops.approvals import DecisionRequest
+from mlops.errors import MlopsError, checked
 from mlops.prompts import publications, publishing
 from mlops.roles import Role
 from mlops.web import charts
@@ -230,9 +231,10 @@ async def _decision(request: Request, request_id: str, decision: Decision) -> Re
     if not comment:
         return await run_in_threadpool(_detail, request, name, 422, "A decision needs a comment.")
     try:
+        body = checked(DecisionRequest, {"comment": comment})
         store = await run_in_threadpool(store_of, request)
         done = await run_in_threadpool(
-            publications.decide, store, request_id, request.state.principal, decision, comment
+            publications.decide, store, request_id, request.state.principal, decision, body.comment
         )
     except MlopsError as exc:
         return await run_in_threadpool(_detail, request, name, exc.http_status, exc.message)
