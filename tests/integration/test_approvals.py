@@ -8,7 +8,6 @@ Each test deploys a registered model of its own (a copy of a `lifecycle-model` v
 from __future__ import annotations
 
 import json
-import multiprocessing
 import re
 import shutil
 import threading
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
-from tests.support.approvals import approve_together
+from tests.support.approvals import approve_together, at_once
 from tests.support.registered_models import add_version, copy_version
 
 from mlops.approvals import Decision, DecisionRequest
@@ -199,17 +198,7 @@ def test_approvals_from_several_processes_at_once_count_exactly_n(
     name = copy_version(base)
     settings = _approving(base, tmp_path, name, 2)
     info = _awaiting(settings, name)
-    context = multiprocessing.get_context("spawn")
-    together, out = context.Barrier(3), context.Queue()
-    approvers = [
-        context.Process(target=approve_together, args=(settings, info.id, who, together, out))
-        for who in ("bea", "cy", "dan")
-    ]
-    for process in approvers:
-        process.start()
-    outcomes = dict(out.get(timeout=180) for _ in approvers)
-    for process in approvers:
-        process.join(60)
+    outcomes = at_once(approve_together, settings, info.id, ("bea", "cy", "dan"))
     assert sorted(outcomes.values()) == ["approved", "conflict", "ready"], outcomes
     assert _approvals(settings, info.id) == 2
     reopened = deployments.get_deployment(settings, info.id)

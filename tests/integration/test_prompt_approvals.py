@@ -8,7 +8,6 @@ processes at once, on a real git repository."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import shutil
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
-from tests.support.approvals import approve_publication_together
+from tests.support.approvals import approve_publication_together, at_once
 from tests.support.console_pages import csrf, sign_in
 from tests.support.prompt_git import git
 from typer.testing import CliRunner
@@ -174,20 +173,7 @@ def test_approvals_of_a_publication_from_several_processes_publish_it_once(
 ) -> None:
     _create(client)
     request = client.post(f"{API}/templates/greet/publish", json={"version": 1}).json()
-    context = multiprocessing.get_context("spawn")
-    together, out = context.Barrier(3), context.Queue()
-    approvers = [
-        context.Process(
-            target=approve_publication_together,
-            args=(settings, request["id"], who, together, out),
-        )
-        for who in ("bea", "cy", "dan")
-    ]
-    for process in approvers:
-        process.start()
-    outcomes = dict(out.get(timeout=180) for _ in approvers)
-    for process in approvers:
-        process.join(60)
+    outcomes = at_once(approve_publication_together, settings, request["id"], ("bea", "cy", "dan"))
     assert sorted(outcomes.values()) == ["approved", "conflict", "ready"], outcomes
     assert _decisions(settings) == 2
     releases = client.get(f"{API}/templates/greet").json()["releases"]

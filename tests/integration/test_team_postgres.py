@@ -4,14 +4,13 @@ the last admin, and the token lookups, against a database of their own."""
 
 from __future__ import annotations
 
-import multiprocessing
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.support.approvals import approve_together
+from tests.support.approvals import approve_together, at_once
 from tests.support.postgres import postgres_databases
 
 from mlops import users
@@ -65,18 +64,7 @@ def _awaiting(settings: Settings, required: int, hours: float = 72) -> str:
 
 def test_approvals_from_four_processes_count_exactly_n_on_postgres(settings: Settings) -> None:
     deployment_id = _awaiting(settings, 2)
-    context = multiprocessing.get_context("spawn")
-    people = ("bea", "cy", "dan", "eve")
-    together, out = context.Barrier(len(people)), context.Queue()
-    approvers = [
-        context.Process(target=approve_together, args=(settings, deployment_id, who, together, out))
-        for who in people
-    ]
-    for process in approvers:
-        process.start()
-    outcomes = dict(out.get(timeout=180) for _ in approvers)
-    for process in approvers:
-        process.join(60)
+    outcomes = at_once(approve_together, settings, deployment_id, ("bea", "cy", "dan", "eve"))
     assert sorted(outcomes.values()) == ["approved", "conflict", "conflict", "ready"], outcomes
     record = deployments.get_deployment(settings, deployment_id)
     assert record.status == "pending" and record.approvals_given == 2

@@ -334,3 +334,53 @@ def test_a_trusted_proxy_names_the_user_and_only_a_trusted_proxy(
         assert "Signed in as" not in other.get("/models", headers=who).text
     with pytest.raises(Exception, match="not an address or network"):
         Settings(home=home.home, trusted_proxies=["ten.0.0.1"])
+
+
+CONSOLE_FORMS = {
+    # every POST of the console and the role its form needs (the sign-in forms and the
+    # editor's preview, which saves nothing, are open)
+    "/evaluation/run": Role.RESEARCHER,
+    "/datasets": Role.RESEARCHER,
+    "/experiments": Role.RESEARCHER,
+    "/models/{name}/deploy": Role.RESEARCHER,
+    "/prompts/_new": Role.RESEARCHER,
+    "/prompts/{name}/edit": Role.RESEARCHER,
+    "/features/views/{view}/rollback": Role.APPROVER,
+    "/models/{name}/rollback": Role.APPROVER,
+    "/models/{name}/acknowledge": Role.APPROVER,
+    "/deployments/{deployment_id}/rollback": Role.APPROVER,
+    "/deployments/{deployment_id}/approve": Role.APPROVER,
+    "/deployments/{deployment_id}/reject": Role.APPROVER,
+    "/prompts/{name}/publish": Role.APPROVER,
+    "/prompts/{name}/rollback": Role.APPROVER,
+    "/prompts/publications/{request_id}/approve": Role.APPROVER,
+    "/prompts/publications/{request_id}/reject": Role.APPROVER,
+}
+OPEN_FORMS = {"/signin", "/signout", "/prompts/_preview"}
+
+
+def test_every_console_form_names_a_role_and_refuses_the_roles_below_it(
+    client: TestClient, tokens: dict[Role, str]
+) -> None:
+    """Walks the console's routes: a new form without a rule here fails; each refuses a
+    session without sign-in (401) and every role below its own (403 naming it)."""
+    from mlops.web.console import SECTIONS
+
+    posts = {r.path for s in SECTIONS for r in s.routes if "POST" in getattr(r, "methods", ())}
+    assert posts - OPEN_FORMS == set(CONSOLE_FORMS), "a console form without a role"
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    client.cookies.clear()
+    for path in CONSOLE_FORMS:
+        concrete = re.sub(r"\{[^}]+\}", "x", path)
+        assert client.post(concrete, data={"csrf": "none"}).status_code == 401, path
+    for role in (Role.VIEWER, Role.RESEARCHER):
+        sign_in(client, settings, "/experiments", tokens[role])
+        token = csrf(client, "/experiments")
+        for path, needed in CONSOLE_FORMS.items():
+            if role.allows(needed):
+                continue
+            concrete = re.sub(r"\{[^}]+\}", "x", path)
+            refused = client.post(concrete, data={"csrf": token, "comment": "c", "version": "1"})
+            assert refused.status_code == 403, (path, role, refused.text[:300])
+            assert f"needs the {needed.value} role" in refused.text, (path, role)
+    client.cookies.clear()

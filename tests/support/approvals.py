@@ -3,6 +3,7 @@ processes at once (started with multiprocessing's spawn: a fresh interpreter eac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 
@@ -52,3 +53,27 @@ def approve_publication_together(
         out.put((name, exc.code))
         return
     out.put((name, "ready" if done.status == "published" else "approved"))
+
+
+def at_once(
+    target: Callable[[Settings, str, str, Barrier, Queue[tuple[str, str]]], None],
+    settings: Settings,
+    subject_id: str,
+    names: tuple[str, ...],
+) -> dict[str, str]:
+    """Run `target` (`approve_together` or `approve_publication_together`) for each name,
+    each in a fresh process, released together; {name: outcome}."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    together, out = context.Barrier(len(names)), context.Queue()
+    processes = [
+        context.Process(target=target, args=(settings, subject_id, name, together, out))
+        for name in names
+    ]
+    for process in processes:
+        process.start()
+    outcomes = dict(out.get(timeout=180) for _ in processes)
+    for process in processes:
+        process.join(60)
+    return outcomes
