@@ -156,6 +156,28 @@ def _flags(settings: Settings) -> list[str]:
         f"v{c.to_version}, seen {c.changed_at:%Y-%m-%d %H:%M} UTC): an approver acknowledges "
         f"it (mlops models acknowledge {c.model_name})"
         for c in sorted(moved, key=lambda c: (c.model_name, c.alias))
+    ] + _prompt_flags(settings)
+
+
+def _prompt_flags(settings: Settings) -> list[str]:
+    """The prompts' live tags recorded as moved outside the platform, not acknowledged."""
+    if not (settings.prompts_dir / ".git").exists():
+        return []
+    from mlops.prompts.publishing import label_moved_outside
+    from mlops.prompts.store import open_store
+
+    try:
+        store = open_store(settings)
+        store.index.refresh()
+        states = sorted(store.index.templates.items())
+    except Exception:
+        return []
+    return [
+        f"the live tag of prompt {name} was moved outside the platform (seen "
+        f"{event.time:%Y-%m-%d %H:%M} UTC): an approver acknowledges it (mlops prompts "
+        f"acknowledge {name})"
+        for name, state in states
+        if (event := label_moved_outside(state)) is not None
     ]
 
 

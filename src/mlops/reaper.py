@@ -49,15 +49,16 @@ def reap_interrupted(settings: Settings) -> int:
 
 def watch_aliases(settings: Settings) -> int:
     """Record the alias moves made outside the platform since the last pass (one MLflow
-    query for every model, `ledger.detect_external_moves`); how many it found. A registry
-    that does not answer is logged and tried at the next pass."""
+    query for every model, `ledger.detect_external_moves`; one `git for-each-ref` for the
+    prompts' live tags); how many it found. A store that does not answer is logged and
+    tried at the next pass."""
     from mlops.lifecycle import ledger
 
     try:
         found = ledger.detect_external_moves(settings)
     except Exception as exc:
         log.warning("checking the aliases for moves made outside the platform failed: %s", exc)
-        return 0
+        found = []
     for change in found:
         log.warning(
             "%s of %s was moved outside the platform: v%s -> v%s",
@@ -66,7 +67,24 @@ def watch_aliases(settings: Settings) -> int:
             change.from_version,
             change.to_version,
         )
-    return len(found)
+    return len(found) + _watch_live_tags(settings)
+
+
+def _watch_live_tags(settings: Settings) -> int:
+    """The same for the prompts' live tags (`git tag -f`), when the repository exists."""
+    if not (settings.prompts_dir / ".git").exists():
+        return 0
+    from mlops.prompts import publishing
+    from mlops.prompts.store import open_store
+
+    try:
+        moved = publishing.detect_label_moves(open_store(settings))
+    except Exception as exc:
+        log.warning("checking the prompts' live tags failed: %s", exc)
+        return 0
+    for name in moved:
+        log.warning("the live tag of prompt %s was moved outside the platform", name)
+    return len(moved)
 
 
 def _scheduled_pass(settings: Settings) -> None:

@@ -26,7 +26,8 @@ from mlops import users
 from mlops.app import create_app
 from mlops.cli import app as cli
 from mlops.db import Approval, PublicationRequest, session_scope, utcnow
-from mlops.reaper import reap_interrupted
+from mlops.prompts.publishing import OUTSIDE
+from mlops.reaper import reap_interrupted, watch_aliases
 from mlops.roles import Role
 from mlops.settings import PROJECT_ROOT, Settings
 
@@ -298,12 +299,32 @@ def test_the_live_label_history_answers_who_made_which_version_live_when(
         page = client.get("/prompts/greet").text
         assert 'id="label-moved"' in page and v2[:10] in page
 
+        # recorded once as an external change, flagged, and blocking rollbacks until an
+        # approver acknowledges it, which puts the tag back on the recorded release
+        assert watch_aliases(settings) == 1 and watch_aliases(settings) == 0
+        event = client.get(f"{API}/templates/greet").json()["releases"][-1]
+        assert (event["event"], event["sha"], event["by"]) == ("external", v2, OUTSIDE)
+        flags = client.get("/healthz").json()["flags"]
+        assert any("live tag of prompt greet" in f for f in flags)
+        back = client.post(f"{API}/templates/greet/rollback", json={"version": 2})
+        assert back.status_code == 409 and "acknowledges it first" in back.text
+        known = client.post(f"{API}/templates/greet/acknowledge", json={"comment": "mine"})
+        assert known.status_code == 200, known.text
+        v1 = found["changes"][0]["sha"]
+        assert git(settings.prompts_dir, "rev-parse", "greet/production^{commit}").strip() == v1
+        assert not any("greet" in f for f in client.get("/healthz").json()["flags"])
+        again = client.post(f"{API}/templates/greet/acknowledge", json={"comment": "x"})
+        assert again.status_code == 409
+        assert (
+            client.post(f"{API}/templates/greet/rollback", json={"version": 2}).status_code == 200
+        )
+        assert client.get(history).json()["label_moved_outside"] is None
+
     monkeypatch.setenv("MLOPS_HOME", str(settings.home))
     monkeypatch.setenv("MLOPS_CONFIG_DIR", str(settings.config_dir))
     shown = CliRunner().invoke(cli, ["prompts", "live", "greet", "--at", moments[2].isoformat()])
     assert shown.exit_code == 0, shown.output
     assert "Live at" in shown.output and ": v2." in shown.output
-    assert "moved outside the platform" in shown.output
     bad = CliRunner().invoke(cli, ["prompts", "live", "greet", "--at", "soon"])
     assert bad.exit_code == 2
 

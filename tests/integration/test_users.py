@@ -355,6 +355,7 @@ CONSOLE_FORMS = {
     "/prompts/{name}/rollback": Role.APPROVER,
     "/prompts/publications/{request_id}/approve": Role.APPROVER,
     "/prompts/publications/{request_id}/reject": Role.APPROVER,
+    "/prompts/{name}/acknowledge": Role.APPROVER,
 }
 OPEN_FORMS = {"/signin", "/signout", "/prompts/_preview"}
 

@@ -414,6 +414,25 @@ def live_cmd(
         )
 
 
+@app.command("acknowledge")
+@handle_errors
+def acknowledge_cmd(name: NameArg, comment: CommentOpt = "") -> None:
+    """Acknowledge the live tag moved outside the platform (`git tag -f`), as MLOPS_AUTHOR (a
+    user with the approver role): recorded, the tag goes back on the recorded release, and
+    `mlops prompts rollback` runs again."""
+    from mlops.approvals import DecisionRequest
+    from mlops.errors import checked
+    from mlops.prompts.publishing import acknowledge_label_move
+    from mlops.roles import Role
+    from mlops.users import cli_user
+
+    config = settings()
+    body = checked(DecisionRequest, {"comment": comment})
+    caller = cli_user(config, Role.APPROVER, "Acknowledging a move of the live tag")
+    detail = acknowledge_label_move(_store(), name, caller, body.comment)
+    console.print(f"Acknowledged: the live tag of {name} is back on v{detail.published_version}.")
+
+
 @app.command("requests")
 @handle_errors
 def requests_cmd(

@@ -95,9 +95,11 @@ class VersionInfo(BaseModel):
 
 
 class ReleaseEvent(BaseModel):
-    """One publish, rollback, archive or restore, kept in `.releases/<name>.yaml`."""
+    """One publish, rollback, archive or restore, kept in `.releases/<name>.yaml`; also an
+    `external` move of the live tag seen by the platform (`git tag -f`; `sha` is where the
+    tag pointed) and an approver's `acknowledge` of it."""
 
-    event: Literal["publish", "rollback", "archive", "restore"]
+    event: Literal["publish", "rollback", "archive", "restore", "external", "acknowledge"]
     version: int | None = None
     sha: str | None = None
     by: str

@@ -18,10 +18,11 @@ from pydantic import BaseModel, Field
 
 from mlops.errors import ConflictError, InvalidInputError
 from mlops.fields import UtcDatetime, as_utc
-from mlops.prompts.index import dump_releases, release_path
+from mlops.prompts.index import TemplateState, dump_releases, release_path
 from mlops.prompts.models import PublishResult, ReleaseEvent, TemplateDetail
 from mlops.prompts.repository import BRANCH
 from mlops.prompts.store import PromptStore
+from mlops.roles import Principal, Role
 
 log = logging.getLogger("mlops.prompts.publishing")
 LIVE_LABEL = "production"
@@ -47,6 +48,85 @@ def _append_event(store: PromptStore, name: str, event: ReleaseEvent, committer:
         message += f"\n\nApproved-by: {', '.join(event.approved_by)}"
     head = store.repository.head_sha()
     return store._commit([path], {path: text}, event.by, committer, message, head)
+
+
+OUTSIDE = "outside the platform"
+"""Who moved a live tag the platform did not move (git does not tell)."""
+
+
+def _label_events(state: TemplateState) -> list[ReleaseEvent]:
+    return [
+        e for e in state.releases if e.event in ("publish", "rollback", "external", "acknowledge")
+    ]
+
+
+def label_moved_outside(state: TemplateState) -> ReleaseEvent | None:
+    """The recorded `external` move of the live tag no approver acknowledged yet (a later
+    publish or rollback, which puts the tag back, settles it too)."""
+    events = _label_events(state)
+    return events[-1] if events and events[-1].event == "external" else None
+
+
+def detect_label_moves(store: PromptStore) -> list[str]:
+    """Record, as `external` release events, the live tags moved outside the platform
+    since they were last looked at (one `git for-each-ref` for every template); the
+    templates found. Renders keep following the recorded release."""
+    found = []
+    with store.repository.locked():
+        store.index.refresh()
+        tags = store.repository.tag_commits()
+        for name, state in sorted(store.index.templates.items()):
+            recorded = next(
+                (e.sha for e in reversed(state.releases) if e.event in ("publish", "rollback")),
+                None,
+            )
+            if recorded is None:
+                continue
+            tag = tags.get(live_tag(name))
+            moved = label_moved_outside(state)
+            if tag == recorded or (moved is not None and moved.sha == tag):
+                continue
+            where = f"{tag[:10]}" if tag else "nowhere (deleted)"
+            event = ReleaseEvent(
+                event="external",
+                sha=tag,
+                by=OUTSIDE,
+                time=datetime.now(UTC),
+                message=f"the tag {live_tag(name)} was moved outside the platform to {where}; "
+                f"renders still follow v{state.live_version}",
+            )
+            _append_event(store, name, event, OUTSIDE)
+            found.append(name)
+    return found
+
+
+def acknowledge_label_move(
+    store: PromptStore, name: str, caller: Principal, comment: str
+) -> TemplateDetail:
+    """An approver acknowledges the template's live tag moved outside the platform: an
+    `acknowledge` event, and the tag back on the recorded release, which lets rollbacks
+    run again. 409 when there is none."""
+    caller.require(Role.APPROVER, "Acknowledging a move of the live tag")
+    with store.repository.locked():
+        store.index.refresh()
+        state = store.state(name)
+        moved = label_moved_outside(state)
+        if moved is None:
+            raise ConflictError(f"The live tag of {name} was not moved outside the platform.")
+        recorded = next(
+            e.sha for e in reversed(state.releases) if e.event in ("publish", "rollback")
+        )
+        event = ReleaseEvent(
+            event="acknowledge",
+            sha=moved.sha,
+            by=caller.name,
+            time=datetime.now(UTC),
+            message=comment,
+        )
+        _append_event(store, name, event, caller.name)
+        if recorded:
+            store.repository.tag(live_tag(name), recorded, None, force=True)
+    return store.detail(name)
 
 
 def check_publishable(
@@ -78,6 +158,14 @@ def _publishable(
     released = sorted(
         {e.version for e in state.releases if e.event in ("publish", "rollback") and e.version}
     )
+    moved = label_moved_outside(state)
+    if event == "rollback" and moved is not None:
+        raise ConflictError(
+            f"The live tag of {name} was moved outside the platform "
+            f"({moved.time:%Y-%m-%d %H:%M} UTC): an approver acknowledges it first "
+            f"(mlops prompts acknowledge {name} --comment ..., or the template's page).",
+            {"template": name, "tag_points_at": moved.sha},
+        )
     if event == "rollback" and version not in released:
         raise InvalidInputError(
             f"Version {version} of {name} was never published: a rollback goes back to an "
@@ -227,7 +315,9 @@ def live_history(store: PromptStore, name: str, at: datetime | None = None) -> L
         live_at = before[-1].to_version if before else None
     tag_sha = store.repository.tag_commit(live_tag(name))
     recorded = changes[-1].sha if changes else None
+    seen = label_moved_outside(state)
     moved = tag_sha if recorded is not None and tag_sha != recorded else None
+    moved = moved or (seen.sha if seen is not None else None)
     return LiveHistory(
         name=name, changes=changes[::-1], at=at, live_at=live_at, label_moved_outside=moved
     )

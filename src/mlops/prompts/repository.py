@@ -220,6 +220,17 @@ class PromptRepository:
         """Create (or, with force, move) a tag; annotated when a message is given."""
         self.git.create_tag(name, ref=sha, message=message, force=force)
 
+    def tag_commits(self) -> dict[str, str]:
+        """Every tag and the commit it points at, in one `git for-each-ref`."""
+        out = self.git.git.for_each_ref(
+            "refs/tags", format="%(refname:lstrip=2) %(objectname) %(*objectname)"
+        )
+        found = {}
+        for line in str(out).splitlines():
+            name, sha, *peeled = line.split(" ")
+            found[name] = peeled[0] if peeled and peeled[0] else sha
+        return found
+
     def tag_commit(self, name: str) -> str | None:
         """The commit a tag points at (None: no such tag)."""
         try:

@@ -256,6 +256,16 @@ def publish_template(
     return result
 
 
+@router.post("/templates/{name}/acknowledge", responses=WRITE_ERRORS, response_model=TemplateDetail)
+def acknowledge_label_move(
+    name: str, body: DecisionRequest, settings: SettingsDep, caller: Approver
+) -> TemplateDetail:
+    """Acknowledge the live tag moved outside the platform (`git tag -f`): recorded as a
+    release event, the tag goes back on the recorded release and rollbacks run again; 409
+    when there is none."""
+    return publishing.acknowledge_label_move(_store(settings), name, caller, body.comment)
+
+
 @router.get("/publications", response_model=list[PublicationInfo])
 def list_publications(
     settings: SettingsDep,

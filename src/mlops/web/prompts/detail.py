@@ -255,3 +255,24 @@ async def publication_approve(request: Request, request_id: str) -> Response:
 async def publication_reject(request: Request, request_id: str) -> Response:
     """Reject a publication awaiting approval: the live version is unchanged."""
     return await _decision(request, request_id, "reject")
+
+
+@router.post("/prompts/{name}/acknowledge", response_model=None)
+async def prompts_acknowledge(request: Request, name: str) -> Response:
+    """Acknowledge the live tag moved outside the platform, with a comment."""
+    from fastapi.concurrency import run_in_threadpool
+
+    try:
+        form = await checked_form(request, Role.APPROVER, "Acknowledging a move of the live tag")
+    except REFUSED as exc:
+        return error_page(request, exc)
+    try:
+        body = checked(DecisionRequest, {"comment": form_text(form, "comment").strip()})
+        store = await run_in_threadpool(store_of, request)
+        await run_in_threadpool(
+            publishing.acknowledge_label_move, store, name, request.state.principal, body.comment
+        )
+    except MlopsError as exc:
+        return await run_in_threadpool(_detail, request, name, exc.http_status, exc.message)
+    request.session[NOTICE] = f"Acknowledged: the live tag of {name} is back on the release."
+    return RedirectResponse(f"/prompts/{quote(name)}", status_code=303)
